@@ -1,0 +1,20 @@
+// Package migratestore keeps Ferry's per-user migration records in a NATS
+// JetStream KV bucket, the one durable copy shared by every agent, and feeds
+// each agent's in-memory migrate.State from a watch of that bucket.
+//
+// Every change is a compare-and-set on the key's revision: Transition reads a
+// record, applies migrate.Apply and writes it back only if nobody wrote in
+// between, retrying a bounded number of times. The key is the user id and the
+// value the JSON of migrate.User; the Revision field is the KV revision and
+// is filled in on read.
+//
+// Durability is the engine's: with the embedded engine an acknowledged write
+// is in the store's files before the ack and survives kill -9 of the agent
+// (see gateway/engine). The bucket keeps one revision per key.
+//
+// migratestore may import the migrate domain and the NATS client; it must not
+// import libp2p, gorilla/websocket, net/http or prometheus itself, nor any of
+// Ferry's bridge, legacy, cloud or gateway packages. (The NATS client brings
+// net/http in for its WebSocket option; that is the client's business.)
+// TestDeps enforces this.
+package migratestore
