@@ -1,0 +1,204 @@
+package legacy
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/ferrygw/ferry/legacy/legacywire"
+)
+
+// DedupCapacity is how many recent message IDs a device remembers to filter
+// duplicates.
+const DedupCapacity = 4096
+
+// DeviceConfig configures a legacy device (client).
+type DeviceConfig struct {
+	// Host is the device's libp2p host.
+	Host host.Host
+	// Cert is the device's certificate; it must name Host.ID().
+	Cert legacywire.Certificate
+	// Authority is the key peers' certificates must be signed by.
+	Authority ed25519.PublicKey
+	// Supernode is the directory server.
+	Supernode peer.AddrInfo
+	// Logger receives the device's logs, tagged component=legacy.device; nil
+	// discards them.
+	Logger *slog.Logger
+	// OnMessage, when set, is called once per message ID received (repeats
+	// are acked without calling it again), on the stream's goroutine.
+	OnMessage func(msg legacywire.ChatMessage)
+}
+
+// Validate reports whether the config can build a device.
+func (c DeviceConfig) Validate() error {
+	switch {
+	case c.Host == nil:
+		return fmt.Errorf("%w: device needs a host", ErrInvalidConfig)
+	case c.Cert.PeerID != c.Host.ID().String():
+		return fmt.Errorf("%w: certificate names %q, host is %s", ErrInvalidConfig, c.Cert.PeerID, c.Host.ID())
+	case c.Cert.User == "":
+		return fmt.Errorf("%w: certificate without a user", ErrInvalidConfig)
+	case len(c.Authority) != ed25519.PublicKeySize:
+		return fmt.Errorf("%w: device needs an ed25519 authority key", ErrInvalidConfig)
+	case c.Supernode.ID == "":
+		return fmt.Errorf("%w: device needs a supernode", ErrInvalidConfig)
+	}
+	return nil
+}
+
+// Device is a legacy client: it registers with a supernode, sends chat v1
+// messages to other users' devices (or to the bridge that routes for them),
+// and receives messages addressed to its user.
+type Device struct {
+	cfg   DeviceConfig
+	log   *slog.Logger
+	dir   *Directory
+	dedup *dedup
+}
+
+// NewDevice registers the chat v1 handler on cfg.Host and returns the device.
+func NewDevice(cfg DeviceConfig) (*Device, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	d := &Device{
+		cfg:   cfg,
+		log:   componentLogger(cfg.Logger, "legacy.device").With("user", cfg.Cert.User),
+		dir:   NewDirectory(cfg.Host, cfg.Cert, cfg.Supernode),
+		dedup: newDedup(DedupCapacity),
+	}
+	HandleChat(cfg.Host, ChatConfig{Authority: cfg.Authority, Logger: cfg.Logger, Deliver: d.deliver})
+	return d, nil
+}
+
+// User returns the device's user.
+func (d *Device) User() string { return d.cfg.Cert.User }
+
+// Directory returns the device's directory client.
+func (d *Device) Directory() *Directory { return d.dir }
+
+// Register registers the device with its supernode.
+func (d *Device) Register(ctx context.Context) error { return d.dir.Register(ctx) }
+
+// Send sends text to user to as a new message: a fresh UUIDv7 ID, From the
+// device's user, SentAt now (UTC, milliseconds). See SendMessage.
+func (d *Device) Send(ctx context.Context, to, text string) (legacywire.ChatMessage, legacywire.ChatAck, error) {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return legacywire.ChatMessage{}, legacywire.ChatAck{}, fmt.Errorf("message id: %w", err)
+	}
+	msg := legacywire.ChatMessage{
+		ID:     id.String(),
+		From:   d.User(),
+		To:     to,
+		Text:   text,
+		SentAt: time.Now().UTC().Truncate(time.Millisecond),
+	}
+	ack, err := d.SendMessage(ctx, msg)
+	return msg, ack, err
+}
+
+// SendMessage delivers a caller-made message, keeping its ID, so that a
+// retry is recognized as a duplicate by the receiver. It looks the recipient
+// up and tries the targets in order (the route's bridge alone when a route
+// is live, otherwise each of the user's devices but this one) until one acks
+// delivery. When none does, it returns the last refusal as a *RefusedError
+// (with its ack), ErrUndeliverable when every attempt failed in transport,
+// or ErrNoRoute when there was nobody to try.
+func (d *Device) SendMessage(ctx context.Context, msg legacywire.ChatMessage) (legacywire.ChatAck, error) {
+	if msg.ID == "" || msg.To == "" {
+		return legacywire.ChatAck{}, errors.New("legacy: message needs an ID and a recipient")
+	}
+	look, err := d.dir.Lookup(ctx, msg.To)
+	if err != nil {
+		return legacywire.ChatAck{}, err
+	}
+	targets, err := look.Targets()
+	if err != nil {
+		return legacywire.ChatAck{}, err
+	}
+	var (
+		refused legacywire.ChatAck
+		errs    []error
+	)
+	for _, t := range targets {
+		if t.ID == d.cfg.Host.ID() {
+			continue
+		}
+		ack, err := SendChat(ctx, d.cfg.Host, d.cfg.Cert, t, msg)
+		switch {
+		case err != nil:
+			d.log.Debug("chat attempt failed", "to", msg.To, "peer", t.ID, "err", err)
+			errs = append(errs, err)
+		case ack.Delivered():
+			return ack, nil
+		default:
+			d.log.Debug("chat refused", "to", msg.To, "peer", t.ID, "code", ack.Code)
+			refused = ack
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	switch {
+	case refused.Status != "":
+		return refused, &RefusedError{Code: refused.Code, Message: refused.Error}
+	case len(errs) > 0:
+		return legacywire.ChatAck{}, fmt.Errorf("%w: message %s to %s: %w", ErrUndeliverable, msg.ID, msg.To, errors.Join(errs...))
+	default:
+		return legacywire.ChatAck{}, fmt.Errorf("%w: %s", ErrNoRoute, msg.To)
+	}
+}
+
+// deliver is the device's ChatConfig.Deliver: it accepts messages for its
+// own user, once per ID.
+func (d *Device) deliver(_ context.Context, _ legacywire.Certificate, msg legacywire.ChatMessage) legacywire.ChatAck {
+	if msg.To != d.User() {
+		return refusedAck(msg.ID, legacywire.CodeWrongRecipient, fmt.Sprintf("this device serves %q", d.User()))
+	}
+	if d.dedup.add(msg.ID) && d.cfg.OnMessage != nil {
+		d.cfg.OnMessage(msg)
+	}
+	return legacywire.ChatAck{ID: msg.ID, Status: legacywire.StatusDelivered}
+}
+
+// dedup remembers the last capacity message IDs, forgetting the oldest
+// first.
+type dedup struct {
+	mu    sync.Mutex
+	seen  map[string]struct{}
+	ring  []string
+	next  int
+	count int
+}
+
+func newDedup(capacity int) *dedup {
+	return &dedup{seen: make(map[string]struct{}, capacity), ring: make([]string, capacity)}
+}
+
+// add records id and reports whether it was new.
+func (f *dedup) add(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.seen[id]; ok {
+		return false
+	}
+	if f.count == len(f.ring) {
+		delete(f.seen, f.ring[f.next])
+	} else {
+		f.count++
+	}
+	f.ring[f.next] = id
+	f.next = (f.next + 1) % len(f.ring)
+	f.seen[id] = struct{}{}
+	return true
+}

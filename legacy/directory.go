@@ -1,0 +1,149 @@
+package legacy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/ferrygw/ferry/legacy/legacywire"
+)
+
+// Directory is the client side of the directory protocol, speaking to one
+// supernode as the device whose certificate is self.
+type Directory struct {
+	h         host.Host
+	self      legacywire.Certificate
+	supernode peer.AddrInfo
+}
+
+// NewDirectory returns a client of supernode for the device h, certified by
+// self.
+func NewDirectory(h host.Host, self legacywire.Certificate, supernode peer.AddrInfo) *Directory {
+	return &Directory{h: h, self: self, supernode: supernode}
+}
+
+// Register registers the device with the host's listen addresses. The record
+// expires after the supernode's RecordTTL unless registered again. A refusal
+// is a *RefusedError.
+func (d *Directory) Register(ctx context.Context) error {
+	addrs := make([]string, 0, len(d.h.Addrs()))
+	for _, a := range d.h.Addrs() {
+		addrs = append(addrs, a.String())
+	}
+	cert := d.self
+	_, err := d.roundTrip(ctx, legacywire.DirRequest{Op: legacywire.OpRegister, Cert: &cert, Addrs: addrs})
+	if err != nil {
+		return fmt.Errorf("register %s: %w", d.self.User, err)
+	}
+	return nil
+}
+
+// Lookup is what the directory knows about a user.
+type Lookup struct {
+	// Devices are the user's live device records.
+	Devices []legacywire.DeviceRecord
+	// Route is the user's live route record, if any.
+	Route *legacywire.RouteRecord
+}
+
+// Lookup asks the supernode for user's devices and route.
+func (d *Directory) Lookup(ctx context.Context, user string) (Lookup, error) {
+	cert := d.self
+	resp, err := d.roundTrip(ctx, legacywire.DirRequest{Op: legacywire.OpLookup, Cert: &cert, User: user})
+	if err != nil {
+		return Lookup{}, fmt.Errorf("lookup %s: %w", user, err)
+	}
+	return Lookup{Devices: resp.Devices, Route: resp.Route}, nil
+}
+
+// PublishRoute submits an authority-signed route record. A record whose Seq
+// is not above the stored one is refused with legacywire.CodeStaleRoute.
+func (d *Directory) PublishRoute(ctx context.Context, r legacywire.RouteRecord) error {
+	if _, err := d.roundTrip(ctx, legacywire.DirRequest{Op: legacywire.OpRoute, Route: &r}); err != nil {
+		return fmt.Errorf("publish route for %s: %w", r.User, err)
+	}
+	return nil
+}
+
+// roundTrip sends one request on a fresh stream and reads the response.
+func (d *Directory) roundTrip(ctx context.Context, req legacywire.DirRequest) (legacywire.DirResponse, error) {
+	ctx, cancel := context.WithDeadline(ctx, deadline(ctx, DirectoryStreamTimeout))
+	defer cancel()
+	if err := d.h.Connect(ctx, d.supernode); err != nil {
+		return legacywire.DirResponse{}, fmt.Errorf("connect to supernode %s: %w", d.supernode.ID, err)
+	}
+	s, err := d.h.NewStream(ctx, d.supernode.ID, protocol.ID(legacywire.DirectoryProtocolID))
+	if err != nil {
+		return legacywire.DirResponse{}, fmt.Errorf("open directory stream: %w", err)
+	}
+	stop := resetOnCancel(ctx, s)
+	defer stop()
+	dl, _ := ctx.Deadline()
+	_ = s.SetDeadline(dl)
+
+	if err := legacywire.WriteFrame(s, req); err != nil {
+		_ = s.Reset()
+		return legacywire.DirResponse{}, err
+	}
+	if err := s.CloseWrite(); err != nil {
+		_ = s.Reset()
+		return legacywire.DirResponse{}, fmt.Errorf("close directory request: %w", err)
+	}
+	var resp legacywire.DirResponse
+	if err := legacywire.ReadFrame(bufio.NewReader(s), &resp); err != nil {
+		_ = s.Reset()
+		if ctx.Err() != nil {
+			return legacywire.DirResponse{}, fmt.Errorf("read directory response: %w", ctx.Err())
+		}
+		return legacywire.DirResponse{}, fmt.Errorf("read directory response: %w", err)
+	}
+	_ = s.Close()
+	if !resp.OK {
+		return resp, &RefusedError{Code: resp.Code, Message: resp.Error}
+	}
+	return resp, nil
+}
+
+// Targets returns the peers to try for the looked-up user: only the route's
+// peer when a route is present and not withdrawn (it wins over the user's
+// own devices), otherwise every device. It returns an error matching
+// ErrBadRecord when a record holds an unparsable peer ID or address.
+func (l Lookup) Targets() ([]peer.AddrInfo, error) {
+	if l.Route != nil && !l.Route.Withdrawn {
+		ai, err := addrInfo(l.Route.PeerID, l.Route.Addrs)
+		if err != nil {
+			return nil, fmt.Errorf("route for %s: %w", l.Route.User, err)
+		}
+		return []peer.AddrInfo{ai}, nil
+	}
+	out := make([]peer.AddrInfo, 0, len(l.Devices))
+	for _, d := range l.Devices {
+		ai, err := addrInfo(d.Cert.PeerID, d.Addrs)
+		if err != nil {
+			return nil, fmt.Errorf("device of %s: %w", d.Cert.User, err)
+		}
+		out = append(out, ai)
+	}
+	return out, nil
+}
+
+func addrInfo(id string, addrs []string) (peer.AddrInfo, error) {
+	pid, err := peer.Decode(id)
+	if err != nil {
+		return peer.AddrInfo{}, fmt.Errorf("%w: peer id %q: %v", ErrBadRecord, id, err)
+	}
+	ai := peer.AddrInfo{ID: pid, Addrs: make([]ma.Multiaddr, 0, len(addrs))}
+	for _, a := range addrs {
+		m, err := ma.NewMultiaddr(a)
+		if err != nil {
+			return peer.AddrInfo{}, fmt.Errorf("%w: address %q: %v", ErrBadRecord, a, err)
+		}
+		ai.Addrs = append(ai.Addrs, m)
+	}
+	return ai, nil
+}

@@ -1,0 +1,57 @@
+package legacy
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrInvalidConfig is returned by the Validate methods and by the
+	// constructors that call them.
+	ErrInvalidConfig = errors.New("legacy: invalid config")
+
+	// ErrRefused is matched (errors.Is) by every *RefusedError: the remote end
+	// understood the request and refused it with a code.
+	ErrRefused = errors.New("legacy: refused")
+
+	// ErrNoRoute is returned by Device.Send and Device.SendMessage when the
+	// directory knows no live device or route for the recipient.
+	ErrNoRoute = errors.New("legacy: no route to user")
+
+	// ErrUndeliverable is returned by Device.Send and Device.SendMessage when
+	// no target could be reached (every attempt failed in transport).
+	ErrUndeliverable = errors.New("legacy: undeliverable")
+
+	// ErrBadRecord is returned by Lookup.Targets when a record carries a peer
+	// ID or an address that does not parse.
+	ErrBadRecord = errors.New("legacy: bad directory record")
+
+	// ErrProtocol is returned by the clients (Directory, SendChat) when the
+	// remote end answers outside the protocol, for example an ack for another
+	// message.
+	ErrProtocol = errors.New("legacy: protocol violation")
+
+	// ErrBadKeyFile is returned by LoadOrCreateAuthority when the key file
+	// exists but does not hold a valid seed.
+	ErrBadKeyFile = errors.New("legacy: bad authority key file")
+)
+
+// RefusedError is a refusal from the remote end: a supernode's DirResponse
+// or a device's ChatAck with a refusal code. It matches ErrRefused.
+type RefusedError struct {
+	// Code is one of the legacywire refusal codes (legacywire.CodeExpired...).
+	Code string
+	// Message is the remote's human-readable explanation.
+	Message string
+}
+
+// Error returns the code and the remote's message.
+func (e *RefusedError) Error() string {
+	if e.Message == "" {
+		return fmt.Sprintf("legacy: refused: %s", e.Code)
+	}
+	return fmt.Sprintf("legacy: refused: %s: %s", e.Code, e.Message)
+}
+
+// Is makes errors.Is(err, ErrRefused) true for every refusal.
+func (e *RefusedError) Is(target error) bool { return target == ErrRefused }

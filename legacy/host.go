@@ -1,0 +1,148 @@
+package legacy
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/p2p/security/noise"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// DefaultMaxConns is HostConfig.MaxConns when zero: enough for a supernode or
+// a bridge holding thousands of peers.
+const DefaultMaxConns = 4096
+
+// connGracePeriod is how long a new connection is safe from the connection
+// manager's trimming.
+const connGracePeriod = time.Minute
+
+// HostConfig configures NewHost. The zero value listens on an ephemeral
+// loopback TCP port with a fresh key.
+type HostConfig struct {
+	// ListenAddrs are multiaddrs to listen on; default ["/ip4/127.0.0.1/tcp/0"].
+	ListenAddrs []string
+	// PrivKey is the host's identity; nil generates a new Ed25519 key.
+	PrivKey crypto.PrivKey
+	// MaxConns sizes the resource manager (explicit system limits instead of
+	// go-libp2p's ~256 inbound default) and the connection manager's high
+	// water mark; default DefaultMaxConns.
+	MaxConns int
+	// Registerer receives go-libp2p's own metrics (swarm, identify, resource
+	// manager). Nil disables them, so hosts built in tests and the simulator
+	// touch no global registry.
+	Registerer prometheus.Registerer
+}
+
+// Validate reports whether the config can build a host.
+func (c HostConfig) Validate() error {
+	if c.MaxConns < 0 {
+		return fmt.Errorf("%w: MaxConns %d is negative", ErrInvalidConfig, c.MaxConns)
+	}
+	for _, a := range c.ListenAddrs {
+		if _, err := ma.NewMultiaddr(a); err != nil {
+			return fmt.Errorf("%w: listen address %q: %v", ErrInvalidConfig, a, err)
+		}
+	}
+	return nil
+}
+
+func (c HostConfig) withDefaults() HostConfig {
+	if len(c.ListenAddrs) == 0 {
+		c.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = DefaultMaxConns
+	}
+	return c
+}
+
+// NewHost builds a libp2p host for the overlay: TCP, Noise and Yamux only (no
+// QUIC, WebTransport or WebRTC), no relay and no NAT services yet, with a
+// resource manager and a connection manager sized from MaxConns.
+func NewHost(cfg HostConfig) (host.Host, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+
+	rm, err := newResourceManager(cfg.MaxConns, cfg.Registerer != nil)
+	if err != nil {
+		return nil, fmt.Errorf("legacy: resource manager: %w", err)
+	}
+	low := cfg.MaxConns * 3 / 4
+	if low < 1 {
+		low = 1
+	}
+	cm, err := connmgr.NewConnManager(low, cfg.MaxConns, connmgr.WithGracePeriod(connGracePeriod))
+	if err != nil {
+		rm.Close()
+		return nil, fmt.Errorf("legacy: connection manager: %w", err)
+	}
+
+	opts := []libp2p.Option{
+		libp2p.ListenAddrStrings(cfg.ListenAddrs...),
+		libp2p.NoTransports,
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Security(noise.ID, noise.New),
+		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		libp2p.ResourceManager(rm),
+		libp2p.ConnectionManager(cm),
+		libp2p.DisableRelay(),
+	}
+	if cfg.PrivKey != nil {
+		opts = append(opts, libp2p.Identity(cfg.PrivKey))
+	}
+	if cfg.Registerer != nil {
+		opts = append(opts, libp2p.PrometheusRegisterer(cfg.Registerer))
+	} else {
+		opts = append(opts, libp2p.DisableMetrics())
+	}
+	h, err := libp2p.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("legacy: new host: %w", err)
+	}
+	return h, nil
+}
+
+// newResourceManager scales go-libp2p's default limits to the machine and
+// then raises the connection and stream limits of the system and transient
+// scopes to what maxConns peers need. Per-peer limits stay at their defaults.
+func newResourceManager(maxConns int, metrics bool) (network.ResourceManager, error) {
+	defaults := rcmgr.DefaultLimits.AutoScale()
+	transient := max(maxConns/4, 64)
+	fd := max(maxConns+maxConns/8, 256)
+	limits := rcmgr.PartialLimitConfig{
+		System: rcmgr.ResourceLimits{
+			Conns:           rcmgr.LimitVal(maxConns),
+			ConnsInbound:    rcmgr.LimitVal(maxConns),
+			ConnsOutbound:   rcmgr.LimitVal(maxConns),
+			Streams:         rcmgr.LimitVal(maxConns * 16),
+			StreamsInbound:  rcmgr.LimitVal(maxConns * 8),
+			StreamsOutbound: rcmgr.LimitVal(maxConns * 8),
+			FD:              rcmgr.LimitVal(fd),
+		},
+		Transient: rcmgr.ResourceLimits{
+			Conns:           rcmgr.LimitVal(transient),
+			ConnsInbound:    rcmgr.LimitVal(transient),
+			ConnsOutbound:   rcmgr.LimitVal(transient),
+			Streams:         rcmgr.LimitVal(transient * 4),
+			StreamsInbound:  rcmgr.LimitVal(transient * 2),
+			StreamsOutbound: rcmgr.LimitVal(transient * 2),
+			FD:              rcmgr.LimitVal(transient),
+		},
+	}.Build(defaults)
+	var opts []rcmgr.Option
+	if !metrics {
+		opts = append(opts, rcmgr.WithMetricsDisabled())
+	}
+	return rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits), opts...)
+}

@@ -1,0 +1,76 @@
+package legacywire
+
+import "errors"
+
+var (
+	// ErrFrameTooLarge is returned by WriteFrame and ReadFrame when a frame
+	// body exceeds MaxFrameSize. ReadFrame returns it before reading the body.
+	ErrFrameTooLarge = errors.New("legacywire: frame too large")
+
+	// ErrMalformedFrame is returned by ReadFrame when the length prefix is not
+	// a valid uvarint, the stream ends inside a frame, or the body is not valid
+	// JSON for the target type.
+	ErrMalformedFrame = errors.New("legacywire: malformed frame")
+
+	// ErrBadSignature is returned by Certificate.Verify and RouteRecord.Verify
+	// when the signature does not verify against the authority key (including
+	// a tampered field, a missing signature, or a malformed key).
+	ErrBadSignature = errors.New("legacywire: bad signature")
+
+	// ErrExpired is returned by Certificate.Verify and RouteRecord.Verify when
+	// the record's NotAfter has passed.
+	ErrExpired = errors.New("legacywire: expired")
+
+	// ErrPeerMismatch is returned by Certificate.Verify when the certificate
+	// names a peer other than the one presenting it.
+	ErrPeerMismatch = errors.New("legacywire: certificate names another peer")
+)
+
+// Refusal codes carried in DirResponse.Code and ChatAck.Code. They are stable
+// strings: legacy clients branch on them.
+const (
+	// CodeNoCertificate: the request needed a certificate and carried none.
+	CodeNoCertificate = "no_certificate"
+	// CodeBadCertificate: the certificate's signature does not verify.
+	CodeBadCertificate = "bad_certificate"
+	// CodeExpired: the certificate or record has expired.
+	CodeExpired = "expired"
+	// CodePeerMismatch: the certificate names a peer other than the sender.
+	CodePeerMismatch = "peer_mismatch"
+	// CodeNotYourUser: a chat message's From is not the certificate's user
+	// and the certificate lacks CapBridge.
+	CodeNotYourUser = "not_your_user"
+	// CodeWrongRecipient: the message is addressed to a user this device does
+	// not serve.
+	CodeWrongRecipient = "wrong_recipient"
+	// CodeBadMessage: a chat message lacks an ID or a recipient.
+	CodeBadMessage = "bad_message"
+	// CodeTooLarge: a frame exceeded MaxFrameSize.
+	CodeTooLarge = "too_large"
+	// CodeBadFrame: a frame was not valid framing or JSON.
+	CodeBadFrame = "bad_frame"
+	// CodeUnknownOp: a directory request named an unknown operation.
+	CodeUnknownOp = "unknown_op"
+	// CodeBadRequest: a directory request lacked a required field or carried
+	// unusable addresses.
+	CodeBadRequest = "bad_request"
+	// CodeBadRoute: a route record's signature does not verify.
+	CodeBadRoute = "bad_route"
+	// CodeStaleRoute: a route record's Seq is not higher than the stored one.
+	CodeStaleRoute = "stale_route"
+	// CodeUnavailable: the receiver cannot take the message right now.
+	CodeUnavailable = "unavailable"
+)
+
+// CertCode maps an error from Certificate.Verify or RouteRecord.Verify to the
+// refusal code sent on the wire. Unknown errors map to CodeBadCertificate.
+func CertCode(err error) string {
+	switch {
+	case errors.Is(err, ErrExpired):
+		return CodeExpired
+	case errors.Is(err, ErrPeerMismatch):
+		return CodePeerMismatch
+	default:
+		return CodeBadCertificate
+	}
+}

@@ -1,0 +1,78 @@
+package legacywire
+
+import "time"
+
+// Directory operations (DirRequest.Op).
+const (
+	// OpRegister stores the sender's device record. Cert must name the
+	// sender.
+	OpRegister = "register"
+	// OpLookup returns User's live device records and live route. Cert must
+	// name the sender.
+	OpLookup = "lookup"
+	// OpRoute stores an authority-signed route record. Anyone may submit one:
+	// the signature is what counts.
+	OpRoute = "route"
+)
+
+// DeviceRecord is what the directory knows about one device of a user.
+type DeviceRecord struct {
+	Cert    Certificate `json:"cert"`
+	Addrs   []string    `json:"addrs"`
+	Expires time.Time   `json:"expires"`
+}
+
+// DirRequest is the one frame a client writes on a directory stream.
+type DirRequest struct {
+	Op    string       `json:"op"`
+	Cert  *Certificate `json:"cert,omitempty"`
+	Addrs []string     `json:"addrs,omitempty"`
+	User  string       `json:"user,omitempty"`
+	Route *RouteRecord `json:"route,omitempty"`
+}
+
+// DirResponse is the one frame a supernode writes back. When OK is false,
+// Code is one of the refusal codes and Error explains it to a human.
+type DirResponse struct {
+	OK      bool           `json:"ok"`
+	Code    string         `json:"code,omitempty"`
+	Error   string         `json:"error,omitempty"`
+	Devices []DeviceRecord `json:"devices,omitempty"`
+	Route   *RouteRecord   `json:"route,omitempty"`
+}
+
+// ChatHello is the first frame the opener writes on a chat stream: the
+// certificate of the opening device, checked against the stream's remote peer.
+type ChatHello struct {
+	Cert Certificate `json:"cert"`
+}
+
+// ChatMessage is one chat v1 message. ID is a UUIDv7 assigned once at the
+// origin and carried unchanged, through the bridge too; it is the
+// idempotency key of every duplicate filter.
+type ChatMessage struct {
+	ID     string    `json:"id"`
+	From   string    `json:"from"`
+	To     string    `json:"to"`
+	Text   string    `json:"text"`
+	SentAt time.Time `json:"sent_at"`
+}
+
+// Ack statuses (ChatAck.Status).
+const (
+	StatusDelivered = "delivered"
+	StatusRefused   = "refused"
+)
+
+// ChatAck answers one ChatMessage. A refusal carries a Code and a human
+// readable Error. An ack with an empty ID refuses the whole stream (for
+// example a bad hello) and is followed by a reset.
+type ChatAck struct {
+	ID     string `json:"id"`
+	Status string `json:"status"`
+	Code   string `json:"code,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+// Delivered reports whether the ack confirms delivery.
+func (a ChatAck) Delivered() bool { return a.Status == StatusDelivered }

@@ -1,0 +1,104 @@
+package legacywire
+
+import (
+	"bufio"
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// goldenFrames returns one value of every frame type, built from a fixed key
+// and fixed times so that the bytes (signatures included) are reproducible.
+func goldenFrames(tb testing.TB) map[string]any {
+	tb.Helper()
+	key := testKey(tb, 7)
+	at := time.Date(2026, 5, 4, 3, 2, 1, 987_000_000, time.UTC)
+	cert := SignCertificate(key, Certificate{
+		PeerID:        "12D3KooWGoldenPeerAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+		User:          "alice",
+		Platform:      "android",
+		ClientVersion: "6.2.1",
+		Capabilities:  []string{CapBridge},
+		NotAfter:      at.Add(24 * time.Hour),
+	})
+	route := SignRoute(key, RouteRecord{
+		User:     "carol",
+		PeerID:   "12D3KooWGoldenBridgeAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+		Addrs:    []string{"/ip4/127.0.0.1/tcp/4001"},
+		Seq:      7,
+		NotAfter: at.Add(time.Hour),
+	})
+	withdrawn := route
+	withdrawn.Seq, withdrawn.Withdrawn = 8, true
+	withdrawn = SignRoute(key, withdrawn)
+	device := DeviceRecord{Cert: cert, Addrs: []string{"/ip4/127.0.0.1/tcp/4002"}, Expires: at.Add(10 * time.Minute)}
+	return map[string]any{
+		"certificate":          cert,
+		"route_record":         route,
+		"route_withdrawn":      withdrawn,
+		"device_record":        device,
+		"dir_request_register": DirRequest{Op: OpRegister, Cert: &cert, Addrs: device.Addrs},
+		"dir_request_lookup":   DirRequest{Op: OpLookup, Cert: &cert, User: "bob"},
+		"dir_request_route":    DirRequest{Op: OpRoute, Route: &route},
+		"dir_response_lookup":  DirResponse{OK: true, Devices: []DeviceRecord{device}, Route: &route},
+		"dir_response_refused": DirResponse{Code: CodeBadCertificate, Error: "certificate signature does not verify"},
+		"chat_hello":           ChatHello{Cert: cert},
+		"chat_message":         ChatMessage{ID: "01968c5e-7f3a-7b2c-9d4e-0123456789ab", From: "alice", To: "bob", Text: "hello, bob", SentAt: at},
+		"chat_ack_delivered":   ChatAck{ID: "01968c5e-7f3a-7b2c-9d4e-0123456789ab", Status: StatusDelivered},
+		"chat_ack_refused":     ChatAck{ID: "01968c5e-7f3a-7b2c-9d4e-0123456789ab", Status: StatusRefused, Code: CodeNotYourUser, Error: "from is not the certificate's user"},
+	}
+}
+
+// TestGolden pins the JSON body of every frame type. Run with -update after
+// an intended wire change, and bump ProtocolVersion with a history entry.
+func TestGolden(t *testing.T) {
+	for name, v := range goldenFrames(t) {
+		t.Run(name, func(t *testing.T) {
+			var frame bytes.Buffer
+			if err := WriteFrame(&frame, v); err != nil {
+				t.Fatalf("WriteFrame: %v", err)
+			}
+			// The golden file holds the body; strip the length prefix.
+			r := bufio.NewReader(bytes.NewReader(frame.Bytes()))
+			if _, err := readLength(r); err != nil {
+				t.Fatalf("readLength: %v", err)
+			}
+			var body bytes.Buffer
+			if _, err := r.WriteTo(&body); err != nil {
+				t.Fatal(err)
+			}
+			body.WriteByte('\n')
+
+			path := filepath.Join("testdata", name+".json")
+			if *update {
+				if err := os.WriteFile(path, body.Bytes(), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("read golden (run with -update to create): %v", err)
+			}
+			if diff := cmp.Diff(string(want), body.String()); diff != "" {
+				t.Errorf("%s changed (-golden +got):\n%s", path, diff)
+			}
+
+			// The golden bytes decode back to the same value.
+			ptr := reflect.New(reflect.TypeOf(v))
+			if err := ReadFrame(bufio.NewReader(bytes.NewReader(frame.Bytes())), ptr.Interface()); err != nil {
+				t.Fatalf("ReadFrame: %v", err)
+			}
+			if diff := cmp.Diff(v, ptr.Elem().Interface()); diff != "" {
+				t.Errorf("round trip (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

@@ -1,0 +1,295 @@
+package legacy
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/ferrygw/ferry/legacy/legacywire"
+)
+
+// Simulator defaults and bounds.
+const (
+	// DefaultSimRate is SimConfig.Rate when zero: messages per second per user.
+	DefaultSimRate = 0.5
+	// DefaultSimUserPrefix is SimConfig.UserPrefix when empty.
+	DefaultSimUserPrefix = "sim-"
+	// MaxSimUsers bounds SimConfig.Users: every simulated device is a host
+	// with its own listener in this process (about 20,000 descriptors).
+	MaxSimUsers = 2000
+	// simWorkers bounds the sends in flight.
+	simWorkers = 32
+	// simSetupParallelism bounds concurrent host creation and registration.
+	simSetupParallelism = 16
+	// simHostMaxConns sizes each simulated device's host.
+	simHostMaxConns = 256
+	// simSendTimeout bounds one simulated send (lookup plus chat).
+	simSendTimeout = 10 * time.Second
+)
+
+// simVersions are the client versions simulated devices claim, spread over
+// the population.
+var simVersions = []string{"5.9.2", "6.0.0", "6.1.4", "6.2.1"}
+
+// SimConfig configures RunSim.
+type SimConfig struct {
+	// Users is the number of simulated users, one device each.
+	Users int
+	// Duration is how long the devices send; RunSim also stops when its
+	// context ends.
+	Duration time.Duration
+	// Rate is messages per second per user, default DefaultSimRate. Sends
+	// are a Poisson process (exponential gaps), so they come with jitter.
+	Rate float64
+	// UserPrefix names users UserPrefix+index; default DefaultSimUserPrefix.
+	UserPrefix string
+	// Contacts are extra recipients (cloud users, for example) that simulated
+	// users message too.
+	Contacts []string
+	// Supernode is the directory the devices register with.
+	Supernode peer.AddrInfo
+	// Authority is the key peers' certificates must be signed by.
+	Authority ed25519.PublicKey
+	// Certify obtains a certificate for a simulated device. The platform and
+	// client version the simulator picked for it are in ctx: see
+	// SimProfileFromContext.
+	Certify func(ctx context.Context, id peer.ID, user string) (legacywire.Certificate, error)
+	// Platforms are spread over the devices; default desktop, android, ios.
+	Platforms []string
+	// Logger receives the simulator's logs, tagged component=legacy.sim; nil
+	// discards them.
+	Logger *slog.Logger
+}
+
+// Validate reports whether the config can run.
+func (c SimConfig) Validate() error {
+	switch {
+	case c.Users < 1 || c.Users > MaxSimUsers:
+		return fmt.Errorf("%w: Users %d not in 1..%d", ErrInvalidConfig, c.Users, MaxSimUsers)
+	case c.Duration <= 0:
+		return fmt.Errorf("%w: Duration %v is not positive", ErrInvalidConfig, c.Duration)
+	case c.Rate < 0:
+		return fmt.Errorf("%w: Rate %v is negative", ErrInvalidConfig, c.Rate)
+	case c.Supernode.ID == "":
+		return fmt.Errorf("%w: sim needs a supernode", ErrInvalidConfig)
+	case len(c.Authority) != ed25519.PublicKeySize:
+		return fmt.Errorf("%w: sim needs an ed25519 authority key", ErrInvalidConfig)
+	case c.Certify == nil:
+		return fmt.Errorf("%w: sim needs a Certify function", ErrInvalidConfig)
+	case c.Users == 1 && len(c.Contacts) == 0:
+		return fmt.Errorf("%w: one user and no contacts: nobody to message", ErrInvalidConfig)
+	}
+	return nil
+}
+
+// SimStats counts what happened during a simulation.
+type SimStats struct {
+	// Sent is the number of messages attempted.
+	Sent int64
+	// Delivered is the number acked as delivered.
+	Delivered int64
+	// Failed is the number refused or not delivered.
+	Failed int64
+	// Received is the number of distinct messages simulated devices received.
+	Received int64
+}
+
+// SimProfile is what a simulated device claims to be.
+type SimProfile struct {
+	Platform      string
+	ClientVersion string
+}
+
+type simProfileKey struct{}
+
+// SimProfileFromContext returns the platform and client version RunSim
+// picked for the device being certified, from the context it passes to
+// SimConfig.Certify.
+func SimProfileFromContext(ctx context.Context) (SimProfile, bool) {
+	p, ok := ctx.Value(simProfileKey{}).(SimProfile)
+	return p, ok
+}
+
+// RunSim starts cfg.Users devices, each on its own host on 127.0.0.1,
+// registers them, and has them message each other and cfg.Contacts at
+// cfg.Rate until cfg.Duration passes or ctx ends. It closes every host before
+// returning. Ending by ctx is not an error; failing to set up a device is.
+func RunSim(ctx context.Context, cfg SimConfig) (SimStats, error) {
+	if err := cfg.Validate(); err != nil {
+		return SimStats{}, err
+	}
+	if cfg.Rate == 0 {
+		cfg.Rate = DefaultSimRate
+	}
+	if cfg.UserPrefix == "" {
+		cfg.UserPrefix = DefaultSimUserPrefix
+	}
+	if len(cfg.Platforms) == 0 {
+		cfg.Platforms = []string{"desktop", "android", "ios"}
+	}
+	log := componentLogger(cfg.Logger, "legacy.sim")
+
+	var stats simCounters
+	devices, hosts, err := simSetup(ctx, cfg, &stats)
+	defer closeHosts(log, hosts)
+	if err != nil {
+		return SimStats{}, err
+	}
+	log.Info("simulated devices registered", "users", len(devices))
+
+	recipients := make([]string, 0, len(devices)+len(cfg.Contacts))
+	for _, d := range devices {
+		recipients = append(recipients, d.User())
+	}
+	recipients = append(recipients, cfg.Contacts...)
+
+	runCtx, cancel := context.WithTimeout(ctx, cfg.Duration)
+	defer cancel()
+	jobs := make(chan simJob)
+	var wg sync.WaitGroup
+	for range min(simWorkers, len(devices)) {
+		wg.Go(func() {
+			for j := range jobs {
+				simSend(ctx, log, j, &stats)
+			}
+		})
+	}
+	simSchedule(runCtx, cfg.Rate*float64(len(devices)), devices, recipients, jobs)
+	close(jobs)
+	wg.Wait()
+
+	out := stats.snapshot()
+	log.Info("simulation done", "sent", out.Sent, "delivered", out.Delivered, "failed", out.Failed, "received", out.Received)
+	return out, nil
+}
+
+type simCounters struct {
+	sent, delivered, failed, received atomic.Int64
+}
+
+func (c *simCounters) snapshot() SimStats {
+	return SimStats{Sent: c.sent.Load(), Delivered: c.delivered.Load(), Failed: c.failed.Load(), Received: c.received.Load()}
+}
+
+type simJob struct {
+	from *Device
+	to   string
+	seq  int64
+}
+
+// simSetup builds, certifies and registers the devices. It returns every
+// host it created, even on error, so the caller can close them.
+func simSetup(ctx context.Context, cfg SimConfig, stats *simCounters) ([]*Device, []host.Host, error) {
+	devices := make([]*Device, cfg.Users)
+	hosts := make([]host.Host, cfg.Users)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(simSetupParallelism)
+	for i := range cfg.Users {
+		g.Go(func() error {
+			h, err := NewHost(HostConfig{MaxConns: simHostMaxConns})
+			if err != nil {
+				return err
+			}
+			hosts[i] = h
+			user := fmt.Sprintf("%s%d", cfg.UserPrefix, i)
+			profile := SimProfile{Platform: cfg.Platforms[i%len(cfg.Platforms)], ClientVersion: simVersions[i%len(simVersions)]}
+			cert, err := cfg.Certify(context.WithValue(gctx, simProfileKey{}, profile), h.ID(), user)
+			if err != nil {
+				return fmt.Errorf("certify %s: %w", user, err)
+			}
+			d, err := NewDevice(DeviceConfig{
+				Host:      h,
+				Cert:      cert,
+				Authority: cfg.Authority,
+				Supernode: cfg.Supernode,
+				Logger:    cfg.Logger,
+				OnMessage: func(legacywire.ChatMessage) { stats.received.Add(1) },
+			})
+			if err != nil {
+				return fmt.Errorf("device %s: %w", user, err)
+			}
+			if err := d.Register(gctx); err != nil {
+				return err
+			}
+			devices[i] = d
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, hosts, fmt.Errorf("legacy: sim setup: %w", err)
+	}
+	return devices, hosts, nil
+}
+
+// simSchedule emits send jobs as a Poisson process of the given total rate
+// until ctx ends. It blocks when every worker is busy, which slows the
+// offered load rather than piling up goroutines.
+func simSchedule(ctx context.Context, rate float64, devices []*Device, recipients []string, jobs chan<- simJob) {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	<-timer.C
+	var seq int64
+	for {
+		timer.Reset(time.Duration(rand.ExpFloat64() / rate * float64(time.Second)))
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		// recipients starts with the devices' users in device order: pick
+		// anyone but the sender.
+		fromIdx := rand.IntN(len(devices))
+		toIdx := rand.IntN(len(recipients) - 1)
+		if toIdx >= fromIdx {
+			toIdx++
+		}
+		from, to := devices[fromIdx], recipients[toIdx]
+		seq++
+		select {
+		case <-ctx.Done():
+			return
+		case jobs <- simJob{from: from, to: to, seq: seq}:
+		}
+	}
+}
+
+func simSend(ctx context.Context, log *slog.Logger, j simJob, stats *simCounters) {
+	ctx, cancel := context.WithTimeout(ctx, simSendTimeout)
+	defer cancel()
+	stats.sent.Add(1)
+	_, _, err := j.from.Send(ctx, j.to, fmt.Sprintf("simulated message %d from %s", j.seq, j.from.User()))
+	if err != nil {
+		stats.failed.Add(1)
+		level := slog.LevelWarn
+		if errors.Is(err, context.Canceled) {
+			level = slog.LevelDebug
+		}
+		log.Log(ctx, level, "simulated send failed", "from", j.from.User(), "to", j.to, "err", err)
+		return
+	}
+	stats.delivered.Add(1)
+}
+
+// closeHosts closes the hosts, a few at a time.
+func closeHosts(log *slog.Logger, hosts []host.Host) {
+	var g errgroup.Group
+	g.SetLimit(simSetupParallelism)
+	for _, h := range hosts {
+		if h != nil {
+			g.Go(h.Close)
+		}
+	}
+	if err := g.Wait(); err != nil {
+		log.Warn("close simulated hosts", "err", err)
+	}
+}

@@ -1,0 +1,113 @@
+package legacy
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/ferrygw/ferry/legacy/legacywire"
+)
+
+func TestRunSim(t *testing.T) {
+	auth := newTestAuthority(t)
+	sn, snInfo := startSupernode(t, auth, SupernodeConfig{})
+	var (
+		mu       sync.Mutex
+		profiles = map[string]SimProfile{}
+	)
+	cfg := SimConfig{
+		Users:     3,
+		Duration:  2 * time.Second,
+		Rate:      5,
+		Supernode: snInfo,
+		Authority: auth.PublicKey(),
+		Certify: func(ctx context.Context, id peer.ID, user string) (legacywire.Certificate, error) {
+			p, ok := SimProfileFromContext(ctx)
+			if !ok {
+				return legacywire.Certificate{}, errors.New("no sim profile in context")
+			}
+			mu.Lock()
+			profiles[user] = p
+			mu.Unlock()
+			return auth.Certify(id, user, p.Platform, p.ClientVersion, nil, time.Hour)
+		},
+	}
+	stats, err := RunSim(testCtx(t), cfg)
+	if err != nil {
+		t.Fatalf("RunSim: %v", err)
+	}
+	t.Logf("stats: %+v", stats)
+	if stats.Delivered == 0 || stats.Failed != 0 {
+		t.Errorf("stats = %+v, want deliveries and no failures", stats)
+	}
+	if stats.Sent != stats.Delivered+stats.Failed || stats.Received != stats.Delivered {
+		t.Errorf("stats = %+v: want Sent = Delivered + Failed and Received = Delivered", stats)
+	}
+	if len(profiles) != 3 || profiles["sim-0"].Platform != "desktop" || profiles["sim-1"].Platform != "android" {
+		t.Errorf("profiles = %+v, want the default platforms spread over sim-0..2", profiles)
+	}
+	if n := sn.Devices(); n != 3 {
+		t.Errorf("supernode has %d devices, want 3", n)
+	}
+}
+
+func TestRunSimStopsWithContext(t *testing.T) {
+	auth := newTestAuthority(t)
+	_, snInfo := startSupernode(t, auth, SupernodeConfig{})
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := RunSim(ctx, SimConfig{
+		Users:     2,
+		Duration:  time.Hour,
+		Supernode: snInfo,
+		Authority: auth.PublicKey(),
+		Certify: func(_ context.Context, id peer.ID, user string) (legacywire.Certificate, error) {
+			return auth.Certify(id, user, "ios", "1", nil, time.Hour)
+		},
+	})
+	if err != nil {
+		t.Fatalf("RunSim = %v, want nil when the context ends", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("RunSim took %v after its context ended", d)
+	}
+}
+
+func TestSimConfigValidate(t *testing.T) {
+	auth := newTestAuthority(t)
+	h := newTestHost(t)
+	certifyFn := func(context.Context, peer.ID, string) (legacywire.Certificate, error) {
+		return legacywire.Certificate{}, nil
+	}
+	good := SimConfig{Users: 2, Duration: time.Second, Supernode: addrInfoOf(h), Authority: auth.PublicKey(), Certify: certifyFn}
+	tests := []struct {
+		name string
+		mod  func(*SimConfig)
+		ok   bool
+	}{
+		{name: "good", mod: func(*SimConfig) {}, ok: true},
+		{name: "no users", mod: func(c *SimConfig) { c.Users = 0 }},
+		{name: "too many users", mod: func(c *SimConfig) { c.Users = MaxSimUsers + 1 }},
+		{name: "no duration", mod: func(c *SimConfig) { c.Duration = 0 }},
+		{name: "negative rate", mod: func(c *SimConfig) { c.Rate = -1 }},
+		{name: "no certify", mod: func(c *SimConfig) { c.Certify = nil }},
+		{name: "no supernode", mod: func(c *SimConfig) { c.Supernode = peer.AddrInfo{} }},
+		{name: "alone", mod: func(c *SimConfig) { c.Users = 1 }},
+		{name: "alone with contacts", mod: func(c *SimConfig) { c.Users, c.Contacts = 1, []string{"cloud-1"} }, ok: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := good
+			tt.mod(&cfg)
+			err := cfg.Validate()
+			if tt.ok != (err == nil) || (err != nil && !errors.Is(err, ErrInvalidConfig)) {
+				t.Errorf("Validate = %v, want ok=%v", err, tt.ok)
+			}
+		})
+	}
+}

@@ -1,0 +1,313 @@
+package legacy
+
+import (
+	"bufio"
+	"cmp"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/ferrygw/ferry/legacy/legacywire"
+)
+
+// DefaultRecordTTL is SupernodeConfig.RecordTTL when zero.
+const DefaultRecordTTL = 10 * time.Minute
+
+// MaxRecordAddrs is the most addresses a device may register.
+const MaxRecordAddrs = 16
+
+// SupernodeConfig configures a Supernode. Authority is required; the other
+// fields have defaults.
+type SupernodeConfig struct {
+	// Authority is the key device certificates and route records must be
+	// signed by.
+	Authority ed25519.PublicKey
+	// RecordTTL is how long a registration lives unless refreshed; default
+	// DefaultRecordTTL.
+	RecordTTL time.Duration
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+	// Logger receives the supernode's logs, tagged component=legacy.supernode;
+	// nil discards them.
+	Logger *slog.Logger
+	// OnRegister, when set, is called after each valid registration, on the
+	// stream's goroutine: it must not block for long.
+	OnRegister func(rec legacywire.DeviceRecord)
+}
+
+// Validate reports whether the config can build a supernode.
+func (c SupernodeConfig) Validate() error {
+	if len(c.Authority) != ed25519.PublicKeySize {
+		return fmt.Errorf("%w: supernode needs an ed25519 authority key", ErrInvalidConfig)
+	}
+	if c.RecordTTL < 0 {
+		return fmt.Errorf("%w: RecordTTL %v is negative", ErrInvalidConfig, c.RecordTTL)
+	}
+	return nil
+}
+
+// Supernode serves the directory protocol: device registrations (keyed by
+// user, then peer ID) and route records (one per user, highest Seq wins).
+type Supernode struct {
+	h   host.Host
+	cfg SupernodeConfig
+	log *slog.Logger
+
+	mu      sync.Mutex
+	devices map[string]map[string]legacywire.DeviceRecord // user → peer ID → record
+	routes  map[string]legacywire.RouteRecord             // user → highest-Seq record, withdrawn ones included
+	stopped bool
+	streams sync.WaitGroup // stream handlers in flight
+}
+
+// NewSupernode registers the directory stream handler on h. The handler
+// serves until Run's context ends.
+func NewSupernode(h host.Host, cfg SupernodeConfig) (*Supernode, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.RecordTTL == 0 {
+		cfg.RecordTTL = DefaultRecordTTL
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Supernode{
+		h:       h,
+		cfg:     cfg,
+		log:     componentLogger(cfg.Logger, "legacy.supernode"),
+		devices: make(map[string]map[string]legacywire.DeviceRecord),
+		routes:  make(map[string]legacywire.RouteRecord),
+	}
+	h.SetStreamHandler(protocol.ID(legacywire.DirectoryProtocolID), s.handle)
+	return s, nil
+}
+
+// Run sweeps expired registrations until ctx is done, then removes the
+// stream handler, waits for the streams in flight (bounded by
+// DirectoryStreamTimeout) and returns nil.
+func (s *Supernode) Run(ctx context.Context) error {
+	tick := time.NewTicker(min(max(s.cfg.RecordTTL/4, time.Second), time.Minute))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			s.h.RemoveStreamHandler(protocol.ID(legacywire.DirectoryProtocolID))
+			s.mu.Lock()
+			s.stopped = true
+			s.mu.Unlock()
+			s.streams.Wait()
+			return nil
+		case <-tick.C:
+			if n := s.sweep(); n > 0 {
+				s.log.Debug("swept expired registrations", "count", n)
+			}
+		}
+	}
+}
+
+// sweep drops expired device records and returns how many it dropped. Route
+// records are kept: their Seq must survive so that a replayed older record
+// cannot come back.
+func (s *Supernode) sweep() int {
+	now := s.cfg.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for user, devs := range s.devices {
+		for id, rec := range devs {
+			if !now.Before(rec.Expires) {
+				delete(devs, id)
+				n++
+			}
+		}
+		if len(devs) == 0 {
+			delete(s.devices, user)
+		}
+	}
+	return n
+}
+
+// Lookup returns the supernode's own view of user: its live device records,
+// sorted by peer ID, and its route record when one is live.
+func (s *Supernode) Lookup(user string) ([]legacywire.DeviceRecord, *legacywire.RouteRecord) {
+	now := s.cfg.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var devs []legacywire.DeviceRecord
+	for _, rec := range s.devices[user] {
+		if now.Before(rec.Expires) {
+			devs = append(devs, rec)
+		}
+	}
+	slices.SortFunc(devs, func(a, b legacywire.DeviceRecord) int { return cmp.Compare(a.Cert.PeerID, b.Cert.PeerID) })
+	var route *legacywire.RouteRecord
+	if r, ok := s.routes[user]; ok && r.Live(now) {
+		route = &r
+	}
+	return devs, route
+}
+
+// Devices returns the number of live device records.
+func (s *Supernode) Devices() int {
+	now := s.cfg.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, devs := range s.devices {
+		for _, rec := range devs {
+			if now.Before(rec.Expires) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// enter admits a stream handler unless Run has stopped the supernode.
+func (s *Supernode) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return false
+	}
+	s.streams.Add(1)
+	return true
+}
+
+func (s *Supernode) handle(str network.Stream) {
+	if !s.enter() {
+		_ = str.Reset()
+		return
+	}
+	defer s.streams.Done()
+	_ = str.SetDeadline(time.Now().Add(DirectoryStreamTimeout))
+
+	var req legacywire.DirRequest
+	if err := legacywire.ReadFrame(bufio.NewReader(str), &req); err != nil {
+		code := frameCode(err)
+		if code == "" {
+			s.log.Debug("read directory request", "peer", str.Conn().RemotePeer(), "err", err)
+			_ = str.Reset()
+			return
+		}
+		refuseAndReset(str, legacywire.DirResponse{Code: code, Error: err.Error()}, s.log)
+		return
+	}
+	resp := s.serve(str.Conn().RemotePeer(), str.Conn().RemoteMultiaddr(), req)
+	if err := legacywire.WriteFrame(str, resp); err != nil {
+		s.log.Debug("write directory response", "peer", str.Conn().RemotePeer(), "err", err)
+		_ = str.Reset()
+		return
+	}
+	_ = str.Close()
+}
+
+// serve answers one request from remote, whose connection comes from
+// remoteAddr.
+func (s *Supernode) serve(remote peer.ID, remoteAddr ma.Multiaddr, req legacywire.DirRequest) legacywire.DirResponse {
+	switch req.Op {
+	case legacywire.OpRegister:
+		return s.register(remote, remoteAddr, req)
+	case legacywire.OpLookup:
+		if resp, ok := s.checkCert(remote, req.Cert); !ok {
+			return resp
+		}
+		devs, route := s.Lookup(req.User)
+		return legacywire.DirResponse{OK: true, Devices: devs, Route: route}
+	case legacywire.OpRoute:
+		return s.storeRoute(req.Route)
+	default:
+		return refusal(legacywire.CodeUnknownOp, fmt.Sprintf("unknown op %q", req.Op))
+	}
+}
+
+// checkCert verifies that cert is signed by the authority, names remote and
+// is live; otherwise it returns the refusal to send.
+func (s *Supernode) checkCert(remote peer.ID, cert *legacywire.Certificate) (legacywire.DirResponse, bool) {
+	if cert == nil {
+		return refusal(legacywire.CodeNoCertificate, "the request needs the sender's certificate"), false
+	}
+	if err := cert.Verify(s.cfg.Authority, remote.String(), s.cfg.Now()); err != nil {
+		s.log.Info("refused certificate", "peer", remote, "user", cert.User, "err", err)
+		return refusal(legacywire.CertCode(err), err.Error()), false
+	}
+	return legacywire.DirResponse{}, true
+}
+
+func (s *Supernode) register(remote peer.ID, remoteAddr ma.Multiaddr, req legacywire.DirRequest) legacywire.DirResponse {
+	if resp, ok := s.checkCert(remote, req.Cert); !ok {
+		return resp
+	}
+	addrs := req.Addrs
+	if len(addrs) > MaxRecordAddrs {
+		return refusal(legacywire.CodeBadRequest, fmt.Sprintf("%d addresses, at most %d", len(addrs), MaxRecordAddrs))
+	}
+	for _, a := range addrs {
+		if _, err := ma.NewMultiaddr(a); err != nil {
+			return refusal(legacywire.CodeBadRequest, fmt.Sprintf("address %q: %v", a, err))
+		}
+	}
+	if len(addrs) == 0 && remoteAddr != nil {
+		addrs = []string{remoteAddr.String()}
+	}
+	rec := legacywire.DeviceRecord{
+		Cert:    *req.Cert,
+		Addrs:   slices.Clone(addrs),
+		Expires: s.cfg.Now().Add(s.cfg.RecordTTL).UTC().Truncate(time.Millisecond),
+	}
+	s.mu.Lock()
+	devs := s.devices[rec.Cert.User]
+	if devs == nil {
+		devs = make(map[string]legacywire.DeviceRecord)
+		s.devices[rec.Cert.User] = devs
+	}
+	devs[rec.Cert.PeerID] = rec
+	s.mu.Unlock()
+
+	s.log.Debug("registered device", "peer", remote, "user", rec.Cert.User,
+		"platform", rec.Cert.Platform, "version", rec.Cert.ClientVersion)
+	if s.cfg.OnRegister != nil {
+		s.cfg.OnRegister(rec)
+	}
+	return legacywire.DirResponse{OK: true}
+}
+
+func (s *Supernode) storeRoute(r *legacywire.RouteRecord) legacywire.DirResponse {
+	if r == nil {
+		return refusal(legacywire.CodeBadRequest, "route op without a route record")
+	}
+	if err := r.Verify(s.cfg.Authority, s.cfg.Now()); err != nil {
+		code := legacywire.CodeBadRoute
+		if errors.Is(err, legacywire.ErrExpired) {
+			code = legacywire.CodeExpired
+		}
+		return refusal(code, err.Error())
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.routes[r.User]; ok && r.Seq <= old.Seq {
+		if r.Seq == old.Seq && slices.Equal(r.Signature, old.Signature) {
+			return legacywire.DirResponse{OK: true} // the same record again
+		}
+		return refusal(legacywire.CodeStaleRoute, fmt.Sprintf("seq %d is not above the stored %d", r.Seq, old.Seq))
+	}
+	s.routes[r.User] = *r
+	s.log.Info("stored route", "user", r.User, "bridge", r.PeerID, "seq", r.Seq, "withdrawn", r.Withdrawn)
+	return legacywire.DirResponse{OK: true}
+}
+
+func refusal(code, msg string) legacywire.DirResponse {
+	return legacywire.DirResponse{Code: code, Error: msg}
+}
