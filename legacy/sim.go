@@ -35,6 +35,9 @@ const (
 	simHostMaxConns = 256
 	// simSendTimeout bounds one simulated send (lookup plus chat).
 	simSendTimeout = 10 * time.Second
+	// simRefreshInterval is how often simulated devices renew their
+	// registration, well inside the supernode's default record TTL.
+	simRefreshInterval = DefaultRecordTTL / 3
 )
 
 // simVersions are the client versions simulated devices claim, spread over
@@ -164,6 +167,7 @@ func RunSim(ctx context.Context, cfg SimConfig) (SimStats, error) {
 			}
 		})
 	}
+	wg.Go(func() { simRefresh(runCtx, log, devices) })
 	simSchedule(runCtx, cfg.Rate*float64(len(devices)), devices, recipients, jobs)
 	close(jobs)
 	wg.Wait()
@@ -229,6 +233,25 @@ func simSetup(ctx context.Context, cfg SimConfig, stats *simCounters) ([]*Device
 		return nil, hosts, fmt.Errorf("legacy: sim setup: %w", err)
 	}
 	return devices, hosts, nil
+}
+
+// simRefresh renews every device's registration, as a real client does, until
+// ctx ends.
+func simRefresh(ctx context.Context, log *slog.Logger, devices []*Device) {
+	t := time.NewTicker(simRefreshInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, d := range devices {
+			if err := d.Register(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("simulated refresh failed", "user", d.User(), "err", err)
+			}
+		}
+	}
 }
 
 // simSchedule emits send jobs as a Poisson process of the given total rate

@@ -1,0 +1,18 @@
+# Ferry's one binary, `gateway`, in a small image.
+# Build: docker build -t ferry .   Run: docker run -p 7070:7070 -p 7071:7071 -p 7072:7072 ferry
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/gateway ./gateway
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/gateway /usr/local/bin/gateway
+VOLUME /data
+EXPOSE 7070 7071 7072 7073
+USER nonroot
+ENTRYPOINT ["/usr/local/bin/gateway"]
+CMD ["agent", "-data-dir", "/data", \
+     "-listen", "0.0.0.0:7070", "-admin-listen", "0.0.0.0:7071", \
+     "-legacy-listen", "/ip4/0.0.0.0/tcp/7072", "-bridge-listen", "/ip4/0.0.0.0/tcp/7073"]

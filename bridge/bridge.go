@@ -1,0 +1,189 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/ferrygw/ferry/cloud"
+	"github.com/ferrygw/ferry/legacy"
+	"github.com/ferrygw/ferry/legacy/legacywire"
+	"github.com/ferrygw/ferry/migrate"
+)
+
+// User is the account name the bridge's own overlay certificate carries. The
+// certificate also carries legacywire.CapBridge, which lets the bridge speak
+// for the users whose route records name it.
+const User = "ferry-bridge"
+
+// Defaults for Config.
+const (
+	DefaultRouteTTL        = 10 * time.Minute
+	DefaultDeliveryTimeout = 5 * time.Second
+	defaultCertTTL         = 30 * 24 * time.Hour
+)
+
+// Config wires the bridge to the overlay, the cloud and the migration state.
+type Config struct {
+	// Host is the bridge's own overlay peer. It must not be the supernode's
+	// host: the bridge publishes routes to the supernode over the overlay.
+	Host host.Host
+	// Authority signs the bridge's certificate and its route records.
+	Authority *legacy.Authority
+	// Supernode is where the bridge publishes routes and looks users up.
+	Supernode peer.AddrInfo
+	// State is this node's memdb view of every user's phase.
+	State *migrate.State
+	// JS keeps the bridge's cloud-feed cursor.
+	JS jetstream.JetStream
+	// CloudURL is the cloud service's WebSocket endpoint (ws://.../v1/ws).
+	CloudURL string
+	// CloudToken is a bridge-role token for CloudURL.
+	CloudToken string
+	// ClientVersion is reported in the bridge's certificate and cloud hello.
+	ClientVersion string
+	// RouteTTL is how long a published route record lives; the bridge
+	// refreshes routes at a third of it.
+	RouteTTL time.Duration
+	// DeliveryTimeout bounds one delivery attempt on either side.
+	DeliveryTimeout time.Duration
+	Registerer      prometheus.Registerer
+	Logger          *slog.Logger
+	Now             func() time.Time
+}
+
+// Validate reports a configuration the bridge cannot run with.
+func (c Config) Validate() error {
+	switch {
+	case c.Host == nil:
+		return errors.New("bridge: Config.Host is required")
+	case c.Authority == nil:
+		return errors.New("bridge: Config.Authority is required")
+	case c.Supernode.ID == "":
+		return errors.New("bridge: Config.Supernode is required")
+	case c.Supernode.ID == c.Host.ID():
+		return errors.New("bridge: the bridge needs its own host, not the supernode's")
+	case c.State == nil:
+		return errors.New("bridge: Config.State is required")
+	case c.JS == nil:
+		return errors.New("bridge: Config.JS is required")
+	case c.CloudURL == "" || c.CloudToken == "":
+		return errors.New("bridge: Config.CloudURL and CloudToken are required")
+	}
+	return nil
+}
+
+// Bridge joins the overlay and the cloud. Create it with New and run it with
+// Run.
+type Bridge struct {
+	cfg     Config
+	log     *slog.Logger
+	now     func() time.Time
+	cert    legacywire.Certificate
+	dir     *legacy.Directory
+	metrics *metrics
+	routes  *routePublisher
+	cursor  *cursorStore
+
+	mu   sync.Mutex
+	link *cloud.Client // current cloud link; nil while reconnecting
+}
+
+// New checks cfg, issues the bridge's overlay certificate and prepares its
+// cursor store. Nothing runs until Run.
+func New(ctx context.Context, cfg Config) (*Bridge, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.RouteTTL == 0 {
+		cfg.RouteTTL = DefaultRouteTTL
+	}
+	if cfg.DeliveryTimeout == 0 {
+		cfg.DeliveryTimeout = DefaultDeliveryTimeout
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.ClientVersion == "" {
+		cfg.ClientVersion = "0"
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "bridge")
+	cert, err := cfg.Authority.Certify(cfg.Host.ID(), User, "bridge", cfg.ClientVersion,
+		[]string{legacywire.CapBridge}, defaultCertTTL)
+	if err != nil {
+		return nil, fmt.Errorf("bridge: certify own peer: %w", err)
+	}
+	cur, err := newCursorStore(ctx, cfg.JS, "link-0", log)
+	if err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	b := &Bridge{
+		cfg:     cfg,
+		log:     log,
+		now:     cfg.Now,
+		cert:    cert,
+		dir:     legacy.NewDirectory(cfg.Host, cert, cfg.Supernode),
+		metrics: m,
+		cursor:  cur,
+	}
+	b.routes = newRoutePublisher(b)
+	return b, nil
+}
+
+// PeerID is the bridge's identity on the overlay.
+func (b *Bridge) PeerID() peer.ID { return b.cfg.Host.ID() }
+
+// Run serves the overlay side, keeps the cloud link up and publishes routes
+// until ctx ends. It returns after every goroutine it started has exited.
+func (b *Bridge) Run(ctx context.Context) error {
+	legacy.HandleChat(b.cfg.Host, legacy.ChatConfig{
+		Authority: b.cfg.Authority.PublicKey(),
+		Now:       b.now,
+		Logger:    b.log,
+		Deliver:   b.fromLegacy,
+	})
+	defer b.cfg.Host.RemoveStreamHandler(legacywire.ChatV1ProtocolID)
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return b.routes.run(ctx) })
+	g.Go(func() error { return b.runLink(ctx) })
+	g.Go(func() error { return b.cursor.run(ctx) })
+	return g.Wait()
+}
+
+func (b *Bridge) currentLink() *cloud.Client {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.link
+}
+
+func (b *Bridge) setLink(c *cloud.Client) {
+	b.mu.Lock()
+	b.link = c
+	b.mu.Unlock()
+	b.metrics.linkUp.Set(boolGauge(c != nil))
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,57 @@
+package bridge
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the bridge's Prometheus series. None carries a user or peer id.
+type metrics struct {
+	messages *prometheus.CounterVec
+	receipts *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	routes   *prometheus.CounterVec
+	linkUp   prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_bridge_messages_total",
+			Help: "Messages the bridge carried between the overlay and the cloud, by direction and result.",
+		}, []string{"direction", "result"}),
+		receipts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_bridge_receipts_total",
+			Help: "Receipts the bridge translated, by direction and result.",
+		}, []string{"direction", "result"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "gateway_bridge_delivery_seconds",
+			Help:    "Time from a message reaching the bridge to its acknowledgement by the other side, by direction.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 12),
+		}, []string{"direction"}),
+		routes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_bridge_route_publications_total",
+			Help: "Route records and withdrawals the bridge published to the directory, by kind and result.",
+		}, []string{"kind", "result"}),
+		linkUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gateway_bridge_cloud_link_up",
+			Help: "1 while the bridge's link to the cloud service is connected.",
+		}),
+	}
+	// Pre-create the series dashboards expect, so they exist at zero.
+	for _, dir := range []string{dirLegacyToCloud, dirCloudToLegacy} {
+		for _, res := range []string{resultOK, resultRefused, resultError, resultUndeliverable} {
+			m.messages.WithLabelValues(dir, res)
+		}
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.messages, m.receipts, m.latency, m.routes, m.linkUp} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("bridge: register metrics: %w", err)
+		}
+	}
+	return m, nil
+}

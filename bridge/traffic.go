@@ -1,0 +1,214 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ferrygw/ferry/cloud"
+	"github.com/ferrygw/ferry/cloud/cloudwire"
+	"github.com/ferrygw/ferry/legacy"
+	"github.com/ferrygw/ferry/legacy/legacywire"
+)
+
+// Refusal codes the bridge puts in a chat ack. A legacy client retries
+// "unavailable" later and looks the user up again after "not_here".
+const (
+	CodeNotHere     = "not_here"
+	CodeUnavailable = "unavailable"
+)
+
+// Directions and results, as metric label values.
+const (
+	dirLegacyToCloud = "legacy_to_cloud"
+	dirCloudToLegacy = "cloud_to_legacy"
+
+	resultOK            = "ok"
+	resultRefused       = "refused"
+	resultError         = "error"
+	resultUndeliverable = "undeliverable"
+)
+
+// Link reconnection backoff and delivery attempts towards legacy devices.
+const (
+	linkBackoffMin   = 100 * time.Millisecond
+	linkBackoffMax   = 5 * time.Second
+	legacyAttempts   = 3
+	legacyRetryDelay = 300 * time.Millisecond
+	linkEventBuffer  = 8192
+)
+
+// errNoLink is returned while the cloud link is down.
+var errNoLink = errors.New("bridge: cloud link is down")
+
+// fromLegacy handles a chat message a legacy device sent to the bridge,
+// because the recipient's route record points here. The device is
+// acknowledged only after the cloud has stored the message; any failure is a
+// refusal the device can retry with the same message id.
+func (b *Bridge) fromLegacy(ctx context.Context, from legacywire.Certificate, msg legacywire.ChatMessage) legacywire.ChatAck {
+	start := b.now()
+	refuse := func(code, text, result string) legacywire.ChatAck {
+		b.metrics.messages.WithLabelValues(dirLegacyToCloud, result).Inc()
+		return legacywire.ChatAck{ID: msg.ID, Status: legacywire.StatusRefused, Code: code, Error: text}
+	}
+	u, ok := b.cfg.State.Get(msg.To)
+	if !ok || !u.CloudHome() {
+		return refuse(CodeNotHere, "recipient is not served by the bridge; look the user up again", resultRefused)
+	}
+	link := b.currentLink()
+	if link == nil {
+		return refuse(CodeUnavailable, errNoLink.Error(), resultError)
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.DeliveryTimeout)
+	defer cancel()
+	_, err := link.Send(ctx, cloudwire.Send{As: msg.From, To: msg.To, MsgID: msg.ID, Text: msg.Text})
+	if err != nil {
+		b.log.Warn("legacy to cloud", "msg_id", msg.ID, "err", err)
+		return refuse(CodeUnavailable, "cloud did not store the message", resultError)
+	}
+	b.metrics.messages.WithLabelValues(dirLegacyToCloud, resultOK).Inc()
+	b.metrics.latency.WithLabelValues(dirLegacyToCloud).Observe(b.now().Sub(start).Seconds())
+	return legacywire.ChatAck{ID: msg.ID, Status: legacywire.StatusDelivered}
+}
+
+// runLink keeps the bridge's cloud link up: it dials with the stored cursor,
+// handles the feed in order and reconnects with backoff when the link drops.
+func (b *Bridge) runLink(ctx context.Context) error {
+	backoff := linkBackoffMin
+	for {
+		err := b.serveLink(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		b.log.Warn("cloud link down", "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, linkBackoffMax)
+	}
+}
+
+func (b *Bridge) serveLink(ctx context.Context) error {
+	dctx, cancel := context.WithTimeout(ctx, b.cfg.DeliveryTimeout)
+	c, err := cloud.Dial(dctx, cloud.ClientConfig{
+		URL:   b.cfg.CloudURL,
+		Token: b.cfg.CloudToken,
+		Hello: cloudwire.Hello{
+			Device:        "bridge-" + b.cfg.Host.ID().ShortString(),
+			Platform:      "bridge",
+			ClientVersion: b.cfg.ClientVersion,
+			Cursor:        b.cursor.load(),
+		},
+		Logger:      b.log,
+		EventBuffer: linkEventBuffer,
+	})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("dial cloud: %w", err)
+	}
+	defer c.Close()
+	b.setLink(c)
+	defer b.setLink(nil)
+	b.log.Info("cloud link up", "cursor", b.cursor.load())
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-c.Events():
+			if !ok {
+				return c.Err()
+			}
+			b.handleEvent(ctx, c, ev)
+			b.cursor.advance(ev.Cursor)
+		}
+	}
+}
+
+// handleEvent carries one cloud inbox event to the overlay when its owner's
+// inbound home is the overlay. Everything else (cloud users' own inboxes, a
+// legacy user's copy of what they sent, receipts chat v1 cannot show) stays
+// in the cloud.
+func (b *Bridge) handleEvent(ctx context.Context, c *cloud.Client, ev cloudwire.Event) {
+	if ev.Kind != cloudwire.KindMsg || ev.From == ev.User {
+		return
+	}
+	if u, ok := b.cfg.State.Get(ev.User); ok && u.CloudHome() {
+		return
+	}
+	start := b.now()
+	ack, err := b.toLegacy(ctx, ev)
+	if err != nil {
+		if ctx.Err() == nil {
+			b.log.Warn("cloud to legacy undeliverable", "msg_id", ev.MsgID, "err", err)
+			b.metrics.messages.WithLabelValues(dirCloudToLegacy, resultUndeliverable).Inc()
+		}
+		return
+	}
+	if ack.Status != legacywire.StatusDelivered {
+		b.metrics.messages.WithLabelValues(dirCloudToLegacy, resultRefused).Inc()
+		b.log.Warn("legacy device refused", "msg_id", ev.MsgID, "code", ack.Code)
+		return
+	}
+	b.metrics.messages.WithLabelValues(dirCloudToLegacy, resultOK).Inc()
+	b.metrics.latency.WithLabelValues(dirCloudToLegacy).Observe(b.now().Sub(start).Seconds())
+
+	rctx, cancel := context.WithTimeout(ctx, b.cfg.DeliveryTimeout)
+	defer cancel()
+	err = c.Receipt(rctx, cloudwire.Receipt{As: ev.User, Conv: ev.Conv, MsgID: ev.MsgID, Status: cloudwire.StatusDelivered})
+	b.metrics.receipts.WithLabelValues(dirLegacyToCloud, resultOf(err)).Inc()
+	if err != nil {
+		b.log.Warn("delivery receipt", "msg_id", ev.MsgID, "err", err)
+	}
+}
+
+// toLegacy delivers a cloud message to one of the recipient's legacy devices,
+// looking the user up afresh for each attempt.
+func (b *Bridge) toLegacy(ctx context.Context, ev cloudwire.Event) (legacywire.ChatAck, error) {
+	msg := legacywire.ChatMessage{ID: ev.MsgID, From: ev.From, To: ev.User, Text: ev.Text, SentAt: ev.At}
+	var last error
+	for attempt := range legacyAttempts {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return legacywire.ChatAck{}, ctx.Err()
+			case <-time.After(legacyRetryDelay * time.Duration(attempt)):
+			}
+		}
+		ack, err := b.deliverOnce(ctx, msg)
+		if err == nil {
+			return ack, nil
+		}
+		last = err
+	}
+	return legacywire.ChatAck{}, last
+}
+
+func (b *Bridge) deliverOnce(ctx context.Context, msg legacywire.ChatMessage) (legacywire.ChatAck, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.DeliveryTimeout)
+	defer cancel()
+	look, err := b.dir.Lookup(ctx, msg.To)
+	if err != nil {
+		return legacywire.ChatAck{}, fmt.Errorf("look up %s: %w", msg.To, err)
+	}
+	// The recipient is legacy-home, so its devices are the targets even if a
+	// stale route record (pointing here) has not expired yet.
+	targets, err := legacy.Lookup{Devices: look.Devices}.Targets()
+	if err != nil {
+		return legacywire.ChatAck{}, fmt.Errorf("devices of %s: %w", msg.To, err)
+	}
+	if len(targets) == 0 {
+		return legacywire.ChatAck{}, fmt.Errorf("no live device for %s", msg.To)
+	}
+	var last error
+	for _, t := range targets {
+		ack, err := legacy.SendChat(ctx, b.cfg.Host, b.cert, t, msg)
+		if err == nil {
+			return ack, nil
+		}
+		last = err
+	}
+	return legacywire.ChatAck{}, last
+}

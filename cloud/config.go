@@ -1,0 +1,111 @@
+package cloud
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ferrygw/ferry/cloud/cloudwire"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultQueueLen        = 512
+	DefaultReconnectWindow = 5 * time.Second
+)
+
+// Config configures a Service. The zero value of every field but JS and
+// TokenKey is a sane default.
+type Config struct {
+	// JS is the JetStream context the service keeps its streams in.
+	JS jetstream.JetStream
+	// TokenKey verifies session tokens.
+	TokenKey ed25519.PublicKey
+	// AllowedOrigins is the Origin allowlist for browsers, as
+	// "scheme://host[:port]". A request with an Origin not listed is refused
+	// with 403 before the upgrade; a request without Origin (native clients,
+	// the bridge) is allowed.
+	AllowedOrigins []string
+	// Admit decides whether a native user session may open; nil admits all.
+	// A refusal closes the socket with 4403 and the error text.
+	Admit func(ctx context.Context, user string) error
+	// ActFor decides whether a bridge session may act for user; nil allows.
+	// A refusal answers the request with a "forbidden" error frame.
+	ActFor func(ctx context.Context, user string) error
+	// OnHello is told about every accepted hello (token removed), so that
+	// the gateway can record devices. It must not block; nil is fine.
+	OnHello func(user string, h cloudwire.Hello)
+	// Registerer receives the service's metrics; nil registers none.
+	Registerer prometheus.Registerer
+	// Logger is tagged component=cloud; nil discards.
+	Logger *slog.Logger
+	// Replicas of the streams and bucket; 0 means 1. Use 3 on a cluster.
+	Replicas int
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// QueueLen is how many frames may wait for one user session's socket
+	// before it is closed as a slow consumer (bridge sessions get 16 times
+	// as many); 0 means DefaultQueueLen.
+	QueueLen int
+	// ReconnectWindow spreads reconnects after Shutdown: every socket gets a
+	// random retry delay below it in its close reason; 0 means
+	// DefaultReconnectWindow.
+	ReconnectWindow time.Duration
+}
+
+// Validate reports a configuration New cannot run with.
+func (c Config) Validate() error {
+	var errs []error
+	if c.JS == nil {
+		errs = append(errs, errors.New("JS is required"))
+	}
+	if len(c.TokenKey) != ed25519.PublicKeySize {
+		errs = append(errs, fmt.Errorf("TokenKey must be an Ed25519 public key (%d bytes), got %d", ed25519.PublicKeySize, len(c.TokenKey)))
+	}
+	for _, o := range c.AllowedOrigins {
+		u, err := url.Parse(o)
+		if err != nil || u.Scheme == "" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			errs = append(errs, fmt.Errorf("AllowedOrigins: %q is not scheme://host[:port]", o))
+		}
+	}
+	if c.Replicas < 0 || c.Replicas > 5 {
+		errs = append(errs, fmt.Errorf("Replicas %d out of 0..5", c.Replicas))
+	}
+	if c.QueueLen < 0 {
+		errs = append(errs, errors.New("negative QueueLen"))
+	}
+	if c.ReconnectWindow < 0 {
+		errs = append(errs, errors.New("negative ReconnectWindow"))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("cloud: config: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	c.Logger = c.Logger.With("component", "cloud")
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.QueueLen == 0 {
+		c.QueueLen = DefaultQueueLen
+	}
+	if c.ReconnectWindow == 0 {
+		c.ReconnectWindow = DefaultReconnectWindow
+	}
+	return c
+}

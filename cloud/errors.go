@@ -1,0 +1,70 @@
+package cloud
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/ferrygw/ferry/cloud/cloudwire"
+)
+
+// Errors the service's storage layer returns; the session maps them to
+// error-frame codes at the edge (see errorCode).
+var (
+	// errForbidden: the session may not do this (ActFor refusal, receipt of
+	// someone else's message, As on a user session).
+	errForbidden = errors.New("forbidden")
+	// errNotFound: a receipt names a message the service does not know.
+	errNotFound = errors.New("message not found")
+	// errConflict: a message id is already used by another sender.
+	errConflict = errors.New("message id used by another sender")
+	// errBadRequest: a request is well-formed but inconsistent (Conv does
+	// not match the participants, a bridge send without As).
+	errBadRequest = errors.New("bad request")
+)
+
+// Errors returned to users of Service and Client.
+var (
+	// ErrShutdown is returned by Service.Run after Shutdown, and is the
+	// reason sessions opened during shutdown are refused.
+	ErrShutdown = errors.New("cloud: service shut down")
+	// ErrClientClosed is returned by Client methods after Close, and by
+	// Client.Err when Close ended the connection.
+	ErrClientClosed = errors.New("cloud: client closed")
+	// ErrProtocol is returned by Dial and Client.Err when the server sent
+	// something the client cannot understand.
+	ErrProtocol = errors.New("cloud: protocol error")
+)
+
+// ServerError is an error frame the server answered a request with.
+type ServerError struct {
+	Code    string // one of the cloudwire.Code* constants
+	Message string
+}
+
+func (e *ServerError) Error() string {
+	return fmt.Sprintf("cloud: server refused: %s: %s", e.Code, e.Message)
+}
+
+// CloseError says how the server closed the connection.
+type CloseError struct {
+	Code int    // WebSocket close code (cloudwire.Close*)
+	Text string // the raw close reason
+	// Reason is Text parsed as JSON when the server sent a
+	// cloudwire.CloseReason (RetryMS on going away).
+	Reason cloudwire.CloseReason
+}
+
+func (e *CloseError) Error() string {
+	return fmt.Sprintf("cloud: connection closed: %d %s", e.Code, e.Text)
+}
+
+// DialError is a handshake the server refused with an HTTP status, before
+// the upgrade (401 bad token, 403 origin or role, 503 shutting down).
+type DialError struct {
+	StatusCode int
+	Body       string
+}
+
+func (e *DialError) Error() string {
+	return fmt.Sprintf("cloud: handshake refused: HTTP %d: %s", e.StatusCode, e.Body)
+}

@@ -1,0 +1,128 @@
+package cloud
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ferrygw/ferry/cloud/cloudwire"
+)
+
+// feedRetry is the pause before the live feed reconnects after an error.
+const feedRetry = time.Second
+
+// delivery is one inbox event on its way to the sessions of a node, encoded
+// once for all of them.
+type delivery struct {
+	cursor uint64
+	frame  []byte
+}
+
+// hub dispatches the node's live feed to its sessions: user sessions get
+// their user's inbox, bridge sessions get every inbox. Sessions are keyed
+// by the inbox subject token so that events nobody here wants are skipped
+// without being decoded.
+type hub struct {
+	mu      sync.RWMutex
+	byToken map[string]map[*session]struct{}
+	bridges map[*session]struct{}
+}
+
+func newHub() *hub {
+	return &hub{byToken: make(map[string]map[*session]struct{}), bridges: make(map[*session]struct{})}
+}
+
+func (h *hub) add(s *session) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if s.bridge {
+		h.bridges[s] = struct{}{}
+		return
+	}
+	set := h.byToken[s.token]
+	if set == nil {
+		set = make(map[*session]struct{})
+		h.byToken[s.token] = set
+	}
+	set[s] = struct{}{}
+}
+
+func (h *hub) remove(s *session) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if s.bridge {
+		delete(h.bridges, s)
+		return
+	}
+	if set := h.byToken[s.token]; set != nil {
+		delete(set, s)
+		if len(set) == 0 {
+			delete(h.byToken, s.token)
+		}
+	}
+}
+
+// wants reports whether any session here takes events of the inbox token.
+func (h *hub) wants(token string) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return len(h.bridges) > 0 || len(h.byToken[token]) > 0
+}
+
+func (h *hub) dispatch(token string, d delivery) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for s := range h.byToken[token] {
+		s.deliverLive(d)
+	}
+	for s := range h.bridges {
+		s.deliverLive(d)
+	}
+}
+
+// feed runs one ordered consumer over every inbox from s.feedNext and
+// dispatches each event to the hub, until ctx ends or the consumer fails.
+func (s *Service) feed(ctx context.Context) error {
+	cons, err := s.cfg.JS.OrderedConsumer(ctx, inboxStreamName, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{inboxAll},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    s.feedNext.Load(),
+	})
+	if err != nil {
+		return fmt.Errorf("cloud: live feed consumer: %w", err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return fmt.Errorf("cloud: live feed: %w", err)
+	}
+	defer it.Stop()
+	for {
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return fmt.Errorf("cloud: live feed: %w", err)
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("cloud: live feed: %w", err)
+		}
+		cursor := meta.Sequence.Stream
+		token := strings.TrimPrefix(msg.Subject(), inboxPrefix)
+		if s.hub.wants(token) {
+			var rec inboxRecord
+			if err := json.Unmarshal(msg.Data(), &rec); err != nil {
+				s.log.Error("corrupt inbox record skipped", "cursor", cursor, "err", err)
+			} else if frame, err := cloudwire.Encode(rec.event(cursor)); err != nil {
+				s.log.Error("inbox event not encodable", "cursor", cursor, "err", err)
+			} else {
+				s.m.liveLag.Observe(s.cfg.Now().Sub(rec.At).Seconds())
+				s.hub.dispatch(token, delivery{cursor: cursor, frame: frame})
+			}
+		}
+		s.feedNext.Store(cursor + 1)
+	}
+}

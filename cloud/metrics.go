@@ -1,0 +1,92 @@
+package cloud
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the service's Prometheus collectors. They always exist (so
+// code never checks for nil) and are registered only when a Registerer is
+// configured. No label carries a user, device or session id.
+type metrics struct {
+	sessions    prometheus.Gauge
+	handshakes  *prometheus.CounterVec
+	closes      *prometheus.CounterVec
+	frames      *prometheus.CounterVec
+	sends       *prometheus.CounterVec
+	receipts    *prometheus.CounterVec
+	sendSeconds prometheus.Histogram
+	events      *prometheus.CounterVec
+	liveLag     prometheus.Histogram
+	syncSeconds prometheus.Histogram
+	conflicts   prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gateway_cloud_sessions",
+			Help: "Open cloud WebSocket sessions (past welcome) on this node.",
+		}),
+		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_cloud_handshakes_total",
+			Help: "WebSocket handshakes by result (ok, or why they were refused).",
+		}, []string{"result"}),
+		closes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_cloud_session_closes_total",
+			Help: "Sessions closed by the service, by WebSocket close code.",
+		}, []string{"code"}),
+		frames: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_cloud_frames_received_total",
+			Help: "Frames received from clients by type (invalid for undecodable ones).",
+		}, []string{"type"}),
+		sends: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_cloud_sends_total",
+			Help: "Send requests by result: ok, duplicate, or the error code.",
+		}, []string{"result"}),
+		receipts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_cloud_receipts_total",
+			Help: "Receipt requests by result: ok, or the error code.",
+		}, []string{"result"}),
+		sendSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "gateway_cloud_send_duration_seconds",
+			Help:    "Time from a send frame to its ack being queued (log, inbox and idempotency writes).",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14),
+		}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_cloud_events_delivered_total",
+			Help: "Inbox events queued to sessions, by path (sync replay or live).",
+		}, []string{"path"}),
+		liveLag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "gateway_cloud_delivery_lag_seconds",
+			Help:    "Age of live inbox events when this node dispatches them to its sessions.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		syncSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "gateway_cloud_sync_duration_seconds",
+			Help:    "Time from welcome to synced for a session's initial replay.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gateway_cloud_log_conflicts_total",
+			Help: "Conversation log appends retried because another writer moved the conversation on.",
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{
+		m.sessions, m.handshakes, m.closes, m.frames, m.sends, m.receipts,
+		m.sendSeconds, m.events, m.liveLag, m.syncSeconds, m.conflicts,
+	} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) closed(code int) {
+	m.closes.WithLabelValues(strconv.Itoa(code)).Inc()
+}

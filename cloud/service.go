@@ -1,0 +1,327 @@
+package cloud
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
+
+	"github.com/ferrygw/ferry/cloud/cloudwire"
+)
+
+// Service is one node of the cloud service: it serves WebSocket sessions
+// and keeps their state in JetStream. Several nodes can share one
+// JetStream; each runs its own live feed.
+type Service struct {
+	cfg      Config
+	log      *slog.Logger
+	m        *metrics
+	store    *store
+	hub      *hub
+	upgrader websocket.Upgrader
+	origins  map[string]bool
+
+	// feedNext is the inbox cursor the live feed resumes from. It is set
+	// in New, before any session can read its head, so that live delivery
+	// covers every event after any session's head.
+	feedNext atomic.Uint64
+	running  atomic.Bool
+
+	baseCtx    context.Context // parent of session contexts; canceled on forced shutdown
+	baseCancel context.CancelFunc
+
+	mu           sync.Mutex
+	sessions     map[*session]struct{} // every upgraded connection
+	shuttingDown bool
+	shutdownCh   chan struct{}
+	shutdownOnce sync.Once
+	wg           sync.WaitGroup // one per tracked connection
+	welcomed     atomic.Int64
+}
+
+// New creates or binds the service's streams and bucket and returns a
+// Service ready to serve. Call Run to deliver live events and Shutdown to
+// stop.
+func New(ctx context.Context, cfg Config) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("cloud: metrics: %w", err)
+	}
+	st, err := openStore(ctx, cfg.JS, cfg.Replicas, m, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	info, err := st.inbox.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("cloud: inbox state: %w", err)
+	}
+	baseCtx, baseCancel := context.WithCancel(context.Background())
+	s := &Service{
+		cfg: cfg, log: cfg.Logger, m: m, store: st, hub: newHub(),
+		origins:    make(map[string]bool),
+		baseCtx:    baseCtx,
+		baseCancel: baseCancel,
+		sessions:   make(map[*session]struct{}),
+		shutdownCh: make(chan struct{}),
+	}
+	for _, o := range cfg.AllowedOrigins {
+		s.origins[strings.ToLower(strings.TrimSuffix(o, "/"))] = true
+	}
+	s.feedNext.Store(info.State.LastSeq + 1)
+	s.upgrader = websocket.Upgrader{
+		HandshakeTimeout: helloTimeout,
+		ReadBufferSize:   4 << 10,
+		WriteBufferSize:  4 << 10,
+		WriteBufferPool:  &sync.Pool{},
+		Subprotocols:     []string{cloudwire.Subprotocol},
+		// The allowlist was applied before Upgrade is called.
+		CheckOrigin: func(*http.Request) bool { return true },
+	}
+	return s, nil
+}
+
+// Handler serves GET /v1/ws (the WebSocket endpoint) and GET /healthz. The
+// http.Server running it must set ReadHeaderTimeout: the WebSocket library
+// clears deadlines after the upgrade, and the service sets its own.
+func (s *Service) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/ws", s.serveWS)
+	mux.HandleFunc("GET /healthz", s.serveHealth)
+	return mux
+}
+
+// Run delivers the node's live feed (every inbox event, from the position
+// reached when New returned) to the sessions of this node. It returns nil
+// after ctx ends or Shutdown starts, once its goroutines have exited; a
+// failing feed is retried from where it stopped.
+func (s *Service) Run(ctx context.Context) error {
+	if !s.running.CompareAndSwap(false, true) {
+		return errors.New("cloud: Run is already running")
+	}
+	defer s.running.Store(false)
+	ctx, cancel := context.WithCancel(ctx)
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		select {
+		case <-s.shutdownCh:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	defer func() {
+		cancel()
+		<-stopped
+	}()
+	for {
+		err := s.feed(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.log.Error("live feed failed; retrying", "err", err, "from", s.feedNext.Load())
+		t := time.NewTimer(feedRetry)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Shutdown refuses new sessions and closes every open one with 1001 going
+// away, each with a random reconnect delay below ReconnectWindow in its
+// close reason so that clients do not come back all at once. It waits for
+// the sessions to end until ctx is done, then drops the rest and returns
+// ctx's error. It is idempotent.
+func (s *Service) Shutdown(ctx context.Context) error {
+	s.shutdownOnce.Do(func() {
+		s.mu.Lock()
+		s.shuttingDown = true
+		open := make([]*session, 0, len(s.sessions))
+		for sess := range s.sessions {
+			open = append(open, sess)
+		}
+		s.mu.Unlock()
+		close(s.shutdownCh)
+		window := int64(s.cfg.ReconnectWindow / time.Millisecond)
+		for _, sess := range open {
+			hint := cloudwire.CloseReason{Reason: "server going away", RetryMS: 1 + rand.Int64N(window)}
+			sess.closeWith(cloudwire.CloseGoingAway, hint.String())
+		}
+		s.log.Info("shutting down", "sessions", len(open))
+	})
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.baseCancel()
+	s.mu.Lock()
+	for sess := range s.sessions {
+		sess.conn.Close()
+	}
+	s.mu.Unlock()
+	<-done
+	return fmt.Errorf("cloud: shutdown: %w", ctx.Err())
+}
+
+// Sessions returns the number of open sessions (past welcome) on this node.
+func (s *Service) Sessions() int { return int(s.welcomed.Load()) }
+
+// track registers an upgraded connection; it refuses during shutdown.
+func (s *Service) track(sess *session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shuttingDown {
+		return false
+	}
+	s.sessions[sess] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Service) untrack(sess *session) {
+	s.mu.Lock()
+	delete(s.sessions, sess)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+func (s *Service) sessionWelcomed(sess *session) {
+	sess.welcomed = true
+	s.welcomed.Add(1)
+	s.m.sessions.Inc()
+}
+
+func (s *Service) isShuttingDown() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.shuttingDown
+}
+
+func (s *Service) serveHealth(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if s.isShuttingDown() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, "shutting down")
+		return
+	}
+	fmt.Fprintln(w, "ok")
+}
+
+// refuse answers a handshake with an HTTP error before the upgrade.
+func (s *Service) refuse(w http.ResponseWriter, r *http.Request, status int, result, msg string) {
+	s.m.handshakes.WithLabelValues(result).Inc()
+	s.log.Debug("handshake refused", "remote", r.RemoteAddr, "status", status, "reason", msg)
+	http.Error(w, msg, status)
+}
+
+// serveWS checks everything that can be checked before the upgrade
+// (origin, subprotocol, header token, role), upgrades, and runs the
+// session on this goroutine until it ends.
+func (s *Service) serveWS(w http.ResponseWriter, r *http.Request) {
+	if origin := r.Header.Get("Origin"); origin != "" && !s.origins[strings.ToLower(origin)] {
+		s.refuse(w, r, http.StatusForbidden, "bad_origin", "origin not allowed")
+		return
+	}
+	if !websocket.IsWebSocketUpgrade(r) {
+		s.refuse(w, r, http.StatusUpgradeRequired, "not_websocket", "WebSocket upgrade required")
+		return
+	}
+	if !offers(r, cloudwire.Subprotocol) {
+		s.refuse(w, r, http.StatusBadRequest, "bad_subprotocol", "subprotocol "+cloudwire.Subprotocol+" required")
+		return
+	}
+	var claims *cloudwire.Claims
+	if h := r.Header.Get("Authorization"); h != "" {
+		tok, ok := bearer(h)
+		if !ok {
+			s.refuse(w, r, http.StatusUnauthorized, "bad_token", "Authorization must be Bearer <token>")
+			return
+		}
+		c, err := cloudwire.VerifyToken(s.cfg.TokenKey, tok, s.cfg.Now())
+		if err != nil {
+			s.refuse(w, r, http.StatusUnauthorized, "bad_token", err.Error())
+			return
+		}
+		if c.Role != cloudwire.RoleUser && c.Role != cloudwire.RoleBridge {
+			s.refuse(w, r, http.StatusForbidden, "forbidden_role", "role "+c.Role+" cannot open sessions")
+			return
+		}
+		claims = &c
+	}
+	if s.isShuttingDown() {
+		s.refuse(w, r, http.StatusServiceUnavailable, "shutting_down", "shutting down")
+		return
+	}
+	conn, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		// The upgrader has answered with an HTTP error.
+		s.m.handshakes.WithLabelValues("upgrade_failed").Inc()
+		s.log.Debug("upgrade failed", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		conn.Close()
+		s.log.Error("session id", "err", err)
+		return
+	}
+	sess := newSession(s, conn, id.String())
+	if !s.track(sess) {
+		_ = conn.WriteControl(websocket.CloseMessage,
+			websocket.FormatCloseMessage(cloudwire.CloseGoingAway, cloudwire.CloseReason{Reason: "server going away"}.String()),
+			time.Now().Add(writeWait))
+		conn.Close()
+		return
+	}
+	defer s.untrack(sess)
+	go sess.writeLoop()
+	sess.serve(claims)
+	<-sess.writerDone
+	if sess.welcomed {
+		<-sess.syncDone
+		s.hub.remove(sess)
+		s.welcomed.Add(-1)
+		s.m.sessions.Dec()
+	} else if sess.token != "" {
+		s.hub.remove(sess)
+	}
+}
+
+func offers(r *http.Request, proto string) bool {
+	for _, p := range websocket.Subprotocols(r) {
+		if p == proto {
+			return true
+		}
+	}
+	return false
+}
+
+func bearer(h string) (string, bool) {
+	scheme, tok, ok := strings.Cut(h, " ")
+	tok = strings.TrimSpace(tok)
+	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
+		return "", false
+	}
+	return tok, true
+}

@@ -1,0 +1,617 @@
+package cloud
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/ferrygw/ferry/cloud/cloudwire"
+)
+
+// WebSocket timing, shared by the service and the client.
+const (
+	// writeWait bounds one frame write.
+	writeWait = 10 * time.Second
+	// pongWait is how long a peer may stay silent (no frame, no pong)
+	// before the connection is considered dead.
+	pongWait = 60 * time.Second
+	// pingPeriod is how often the service pings; below pongWait so that a
+	// live peer always answers in time.
+	pingPeriod = pongWait * 9 / 10
+	// helloTimeout bounds the wait for the first frame after the upgrade.
+	helloTimeout = 10 * time.Second
+	// closeGrace is how long a closing side waits for the peer's close
+	// frame (and flushes queued frames) before dropping the connection.
+	closeGrace = time.Second
+	// opTimeout bounds the storage work of one request.
+	opTimeout = 15 * time.Second
+	// bridgeQueueFactor multiplies the queue of bridge sessions, which
+	// carry every user's events.
+	bridgeQueueFactor = 16
+	// pendingFactor sizes the buffer of live events held during the
+	// initial sync, relative to the queue.
+	pendingFactor = 8
+)
+
+var errFrameTooLarge = errors.New("frame too large")
+
+// framePool recycles read buffers between frames and sessions.
+var framePool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// session is one WebSocket connection. Its goroutines: the HTTP handler's
+// goroutine reads (serve), one writer goroutine owns all writes but close
+// control frames (writeLoop), and a sync goroutine replays the inbox and
+// then hands over to live delivery (syncLoop).
+type session struct {
+	svc  *Service
+	conn *websocket.Conn
+	id   string
+	log  *slog.Logger
+	ctx  context.Context // canceled when the reader ends or on forced shutdown
+	stop context.CancelFunc
+
+	// Set by serve before the session is added to the hub; read-only after.
+	user, role, device, token string
+	bridge                    bool
+	welcomed                  bool
+
+	out        chan []byte
+	closing    chan struct{}
+	closeOnce  sync.Once
+	closeCode  int
+	closeText  string
+	readerDone chan struct{}
+	writerDone chan struct{}
+	syncDone   chan struct{}
+
+	mu         sync.Mutex
+	syncing    bool
+	pending    []delivery
+	maxPending int
+	lastSent   uint64
+}
+
+func newSession(svc *Service, conn *websocket.Conn, id string) *session {
+	ctx, stop := context.WithCancel(svc.baseCtx)
+	return &session{
+		svc: svc, conn: conn, id: id, ctx: ctx, stop: stop,
+		log:        svc.log.With("session", id, "remote", conn.RemoteAddr().String()),
+		out:        make(chan []byte, svc.cfg.QueueLen),
+		closing:    make(chan struct{}),
+		readerDone: make(chan struct{}),
+		writerDone: make(chan struct{}),
+		syncDone:   make(chan struct{}),
+		maxPending: svc.cfg.QueueLen * pendingFactor,
+	}
+}
+
+// closeWith starts closing the session with a close frame carrying code and
+// text. The first call wins; later calls do nothing.
+func (s *session) closeWith(code int, text string) {
+	s.closeOnce.Do(func() {
+		s.closeCode, s.closeText = code, text
+		close(s.closing)
+		s.svc.m.closed(code)
+		s.log.Debug("closing session", "code", code, "reason", text)
+	})
+}
+
+func (s *session) isClosing() bool {
+	select {
+	case <-s.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+// push queues a frame, waiting for room; it reports false when the session
+// is closing and the frame will not be sent.
+func (s *session) push(b []byte) bool {
+	select {
+	case <-s.closing:
+		return false
+	default:
+	}
+	select {
+	case s.out <- b:
+		return true
+	case <-s.closing:
+		return false
+	case <-s.writerDone:
+		return false
+	}
+}
+
+func (s *session) pushFrame(f cloudwire.Frame) bool {
+	b, err := cloudwire.Encode(f)
+	if err != nil {
+		s.log.Error("frame not encodable", "type", f.FrameType(), "err", err)
+		return false
+	}
+	return s.push(b)
+}
+
+func (s *session) pushError(ref, code, msg string) {
+	s.pushFrame(cloudwire.Error{Ref: ref, Code: code, Message: msg})
+}
+
+// deliverLive is called by the hub, in cursor order. During the initial
+// sync events wait in pending; afterwards they are queued without blocking,
+// and a session whose queue is full is closed as a slow consumer (it
+// resumes from its cursor when it reconnects).
+func (s *session) deliverLive(d delivery) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.syncing {
+		if len(s.pending) >= s.maxPending {
+			s.closeWith(cloudwire.CloseSlowConsumer, "slow consumer: too many events during sync")
+			return
+		}
+		s.pending = append(s.pending, d)
+		return
+	}
+	if d.cursor <= s.lastSent {
+		return
+	}
+	select {
+	case s.out <- d.frame:
+		s.lastSent = d.cursor
+		s.svc.m.events.WithLabelValues("live").Inc()
+	default:
+		s.closeWith(cloudwire.CloseSlowConsumer, "slow consumer")
+	}
+}
+
+// writeLoop is the only goroutine writing data frames. It pings every
+// pingPeriod and, when the session closes, flushes what is queued, sends
+// the close frame and waits for the peer's close before dropping the
+// connection.
+func (s *session) writeLoop() {
+	defer close(s.writerDone)
+	ping := time.NewTicker(pingPeriod)
+	defer ping.Stop()
+	for {
+		select {
+		case b := <-s.out:
+			_ = s.conn.SetWriteDeadline(time.Now().Add(writeWait))
+			if err := s.conn.WriteMessage(websocket.TextMessage, b); err != nil {
+				s.log.Debug("write failed", "err", err)
+				s.conn.Close()
+				return
+			}
+		case <-ping.C:
+			if err := s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait)); err != nil {
+				s.log.Debug("ping failed", "err", err)
+				s.conn.Close()
+				return
+			}
+		case <-s.closing:
+			s.flushAndClose()
+			t := time.NewTimer(closeGrace)
+			select {
+			case <-s.readerDone:
+			case <-t.C:
+			}
+			t.Stop()
+			s.conn.Close()
+			return
+		case <-s.readerDone:
+			if s.isClosing() {
+				s.flushAndClose()
+			}
+			s.conn.Close()
+			return
+		}
+	}
+}
+
+// flushAndClose writes the queued frames (within closeGrace) and then the
+// close frame.
+func (s *session) flushAndClose() {
+	deadline := time.Now().Add(closeGrace)
+	_ = s.conn.SetWriteDeadline(deadline)
+flush:
+	for {
+		select {
+		case b := <-s.out:
+			if err := s.conn.WriteMessage(websocket.TextMessage, b); err != nil {
+				break flush
+			}
+		default:
+			break flush
+		}
+	}
+	msg := websocket.FormatCloseMessage(s.closeCode, s.closeText)
+	if err := s.conn.WriteControl(websocket.CloseMessage, msg, deadline); err != nil {
+		s.log.Debug("close frame not written", "err", err)
+	}
+}
+
+// readFrame reads one message, at most MaxFrameSize bytes of it. The
+// returned buffer goes back to framePool once decoded.
+func (s *session) readFrame() (*bytes.Buffer, int, error) {
+	typ, r, err := s.conn.NextReader()
+	if err != nil {
+		return nil, 0, err
+	}
+	buf := framePool.Get().(*bytes.Buffer)
+	buf.Reset()
+	if _, err := buf.ReadFrom(io.LimitReader(r, cloudwire.MaxFrameSize+1)); err != nil {
+		framePool.Put(buf)
+		return nil, 0, err
+	}
+	if buf.Len() > cloudwire.MaxFrameSize {
+		framePool.Put(buf)
+		return nil, typ, errFrameTooLarge
+	}
+	return buf, typ, nil
+}
+
+// drain keeps reading after the service started closing, so that the
+// peer's close frame is consumed and the connection ends cleanly.
+func (s *session) drain() {
+	if !s.isClosing() {
+		return
+	}
+	_ = s.conn.SetReadDeadline(time.Now().Add(closeGrace))
+	for {
+		if _, _, err := s.conn.NextReader(); err != nil {
+			return
+		}
+	}
+}
+
+// serve runs the session on the handler's goroutine: hello, welcome, then
+// requests until the connection ends. claims are those of the
+// Authorization header, or nil when the token must come in hello.
+func (s *session) serve(claims *cloudwire.Claims) {
+	defer func() {
+		s.drain()
+		close(s.readerDone)
+		s.stop()
+	}()
+	h, ok := s.readHello()
+	if !ok {
+		return
+	}
+	if !s.authenticate(claims, h) {
+		return
+	}
+	if !s.open(h) {
+		return
+	}
+	s.readRequests()
+}
+
+func (s *session) readHello() (cloudwire.Hello, bool) {
+	_ = s.conn.SetReadDeadline(time.Now().Add(helloTimeout))
+	buf, typ, err := s.readFrame()
+	if err != nil {
+		var ne net.Error
+		switch {
+		case errors.Is(err, errFrameTooLarge):
+			s.closeWith(cloudwire.CloseTooLarge, "hello too large")
+		case errors.As(err, &ne) && ne.Timeout():
+			s.closeWith(cloudwire.CloseHelloTimeout, "no hello in time")
+		}
+		return cloudwire.Hello{}, false
+	}
+	defer framePool.Put(buf)
+	if typ != websocket.TextMessage {
+		s.closeWith(cloudwire.CloseProtocol, "expected a hello text frame")
+		return cloudwire.Hello{}, false
+	}
+	f, err := cloudwire.Decode(buf.Bytes())
+	if err != nil {
+		s.svc.m.frames.WithLabelValues("invalid").Inc()
+		s.closeWith(cloudwire.CloseProtocol, "bad hello: "+err.Error())
+		return cloudwire.Hello{}, false
+	}
+	h, ok := f.(cloudwire.Hello)
+	if !ok {
+		s.closeWith(cloudwire.CloseProtocol, "the first frame must be hello, got "+f.FrameType())
+		return cloudwire.Hello{}, false
+	}
+	s.svc.m.frames.WithLabelValues(cloudwire.TypeHello).Inc()
+	return h, true
+}
+
+// authenticate settles the session's identity from the header's claims or
+// the hello token, and applies the role rules and Admit.
+func (s *session) authenticate(claims *cloudwire.Claims, h cloudwire.Hello) bool {
+	if claims == nil {
+		if h.Token == "" {
+			s.svc.m.handshakes.WithLabelValues("no_token").Inc()
+			s.closeWith(cloudwire.CloseUnauthorized, "token required")
+			return false
+		}
+		c, err := cloudwire.VerifyToken(s.svc.cfg.TokenKey, h.Token, s.svc.cfg.Now())
+		if err != nil {
+			s.svc.m.handshakes.WithLabelValues("bad_token").Inc()
+			s.closeWith(cloudwire.CloseUnauthorized, err.Error())
+			return false
+		}
+		claims = &c
+	}
+	switch claims.Role {
+	case cloudwire.RoleUser:
+		if admit := s.svc.cfg.Admit; admit != nil {
+			ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
+			err := admit(ctx, claims.Subject)
+			cancel()
+			if err != nil {
+				s.svc.m.handshakes.WithLabelValues("not_admitted").Inc()
+				s.closeWith(cloudwire.CloseForbidden, cloudwire.CloseReason{Reason: err.Error()}.String())
+				return false
+			}
+		}
+	case cloudwire.RoleBridge:
+		s.bridge = true
+	default:
+		s.svc.m.handshakes.WithLabelValues("forbidden_role").Inc()
+		s.closeWith(cloudwire.CloseForbidden, cloudwire.CloseReason{Reason: "role " + claims.Role + " cannot open sessions"}.String())
+		return false
+	}
+	s.user, s.role, s.device = claims.Subject, claims.Role, h.Device
+	s.token = subjectToken(s.user)
+	s.log = s.log.With("user", s.user, "role", s.role, "device", s.device)
+	return true
+}
+
+// open registers the session for live events, sends welcome and starts the
+// initial sync. Registering before reading the head is what makes sync and
+// live meet without a gap: every event after the head reaches the hub after
+// the registration.
+func (s *session) open(h cloudwire.Hello) bool {
+	if fn := s.svc.cfg.OnHello; fn != nil {
+		h.Token = ""
+		fn(s.user, h)
+	}
+	s.mu.Lock()
+	s.syncing = true
+	s.mu.Unlock()
+	if s.bridge {
+		s.maxPending *= bridgeQueueFactor
+	}
+	s.svc.hub.add(s)
+	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
+	head, err := s.svc.store.head(ctx, s.user, s.bridge)
+	cancel()
+	if err != nil {
+		s.log.Error("session head", "err", err)
+		s.closeWith(cloudwire.CloseInternal, "storage unavailable")
+		return false
+	}
+	if !s.pushFrame(cloudwire.Welcome{
+		ProtocolVersion: cloudwire.ProtocolVersion, User: s.user, Role: s.role,
+		Device: s.device, Session: s.id, Head: head,
+	}) {
+		return false
+	}
+	s.svc.m.handshakes.WithLabelValues("ok").Inc()
+	s.svc.sessionWelcomed(s)
+	s.log.Debug("session open", "cursor", h.Cursor, "head", head)
+	go s.syncLoop(h.Cursor, head)
+	return true
+}
+
+// syncLoop replays the inbox after cursor up to head, sends synced, then
+// drains the live events buffered meanwhile and switches to live delivery.
+func (s *session) syncLoop(cursor, head uint64) {
+	defer close(s.syncDone)
+	start := time.Now()
+	last := cursor
+	errClosed := errors.New("session closing")
+	err := s.svc.store.replay(s.ctx, s.user, s.bridge, cursor+1, head, func(c uint64, rec inboxRecord) error {
+		if c <= last {
+			return nil
+		}
+		b, err := cloudwire.Encode(rec.event(c))
+		if err != nil {
+			s.log.Error("inbox event not encodable", "cursor", c, "err", err)
+			return nil
+		}
+		if !s.push(b) {
+			return errClosed
+		}
+		last = c
+		s.svc.m.events.WithLabelValues("sync").Inc()
+		return nil
+	})
+	if err != nil {
+		if !errors.Is(err, errClosed) && s.ctx.Err() == nil {
+			s.log.Error("sync failed", "err", err)
+			s.closeWith(cloudwire.CloseInternal, "sync failed")
+		}
+		return
+	}
+	if !s.pushFrame(cloudwire.Synced{Cursor: last}) {
+		return
+	}
+	s.svc.m.syncSeconds.Observe(time.Since(start).Seconds())
+	for {
+		s.mu.Lock()
+		batch := s.pending
+		s.pending = nil
+		if len(batch) == 0 {
+			s.syncing = false
+			s.lastSent = last
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		for _, d := range batch {
+			if d.cursor <= last {
+				continue
+			}
+			if !s.push(d.frame) {
+				return
+			}
+			last = d.cursor
+			s.svc.m.events.WithLabelValues("live").Inc()
+		}
+	}
+}
+
+// readRequests handles the client's frames one at a time, so that one
+// device's sends are stored in the order it sent them.
+func (s *session) readRequests() {
+	s.conn.SetPongHandler(func(string) error {
+		return s.conn.SetReadDeadline(time.Now().Add(pongWait))
+	})
+	for !s.isClosing() {
+		_ = s.conn.SetReadDeadline(time.Now().Add(pongWait))
+		buf, typ, err := s.readFrame()
+		if errors.Is(err, errFrameTooLarge) {
+			s.svc.m.frames.WithLabelValues("invalid").Inc()
+			s.pushError("", cloudwire.CodeTooLarge, "frame over 65536 bytes")
+			s.closeWith(cloudwire.CloseTooLarge, "frame too large")
+			return
+		}
+		if err != nil {
+			if !websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway) {
+				s.log.Debug("read ended", "err", err)
+			}
+			return
+		}
+		if typ != websocket.TextMessage {
+			framePool.Put(buf)
+			s.svc.m.frames.WithLabelValues("invalid").Inc()
+			s.pushError("", cloudwire.CodeBadRequest, "binary frames are not supported")
+			continue
+		}
+		f, err := cloudwire.Decode(buf.Bytes())
+		framePool.Put(buf)
+		if err != nil {
+			s.svc.m.frames.WithLabelValues("invalid").Inc()
+			var fe *cloudwire.FrameError
+			ref := ""
+			if errors.As(err, &fe) {
+				ref = fe.Ref
+			}
+			s.pushError(ref, errorCode(err), err.Error())
+			continue
+		}
+		s.svc.m.frames.WithLabelValues(f.FrameType()).Inc()
+		switch f := f.(type) {
+		case cloudwire.Send:
+			s.handleSend(f)
+		case cloudwire.Receipt:
+			s.handleReceipt(f)
+		case cloudwire.Hello:
+			s.pushError("", cloudwire.CodeBadRequest, "hello was already received")
+		default:
+			s.pushError("", cloudwire.CodeUnknownType, f.FrameType()+" is not a client frame")
+		}
+	}
+}
+
+// actor returns the user a request acts as: the session's user, or for a
+// bridge session the user named in as, if ActFor allows it.
+func (s *session) actor(ctx context.Context, as string) (string, error) {
+	if !s.bridge {
+		if as != "" && as != s.user {
+			return "", fmt.Errorf("%w: only bridge sessions may act for another user", errForbidden)
+		}
+		return s.user, nil
+	}
+	if as == "" {
+		return "", fmt.Errorf("%w: bridge sessions must name the user they act for in as", errBadRequest)
+	}
+	if fn := s.svc.cfg.ActFor; fn != nil {
+		if err := fn(ctx, as); err != nil {
+			return "", fmt.Errorf("%w: may not act for %s: %w", errForbidden, as, err)
+		}
+	}
+	return as, nil
+}
+
+func (s *session) handleSend(f cloudwire.Send) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
+	defer cancel()
+	from, err := s.actor(ctx, f.As)
+	var rec sendRecord
+	var dup bool
+	if err == nil {
+		rec, dup, err = s.svc.store.send(ctx, from, s.device, f, s.svc.cfg.Now())
+	}
+	if err != nil {
+		code := errorCode(err)
+		s.svc.m.sends.WithLabelValues(code).Inc()
+		s.pushError(f.Ref, code, s.publicMessage(code, err))
+		return
+	}
+	result := "ok"
+	if dup {
+		result = "duplicate"
+	}
+	s.svc.m.sends.WithLabelValues(result).Inc()
+	s.svc.m.sendSeconds.Observe(time.Since(start).Seconds())
+	s.pushFrame(rec.ack(f.Ref, dup))
+}
+
+func (s *session) handleReceipt(f cloudwire.Receipt) {
+	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
+	defer cancel()
+	by, err := s.actor(ctx, f.As)
+	var rec sendRecord
+	if err == nil {
+		rec, err = s.svc.store.receipt(ctx, by, s.device, f, s.svc.cfg.Now())
+	}
+	if err != nil {
+		code := errorCode(err)
+		s.svc.m.receipts.WithLabelValues(code).Inc()
+		s.pushError(f.Ref, code, s.publicMessage(code, err))
+		return
+	}
+	s.svc.m.receipts.WithLabelValues("ok").Inc()
+	s.pushFrame(rec.ack(f.Ref, false))
+}
+
+// publicMessage is what an error frame says: the error for the client's
+// own mistakes, nothing internal otherwise (that goes to the log).
+func (s *session) publicMessage(code string, err error) string {
+	switch code {
+	case cloudwire.CodeInternal:
+		s.log.Error("request failed", "err", err)
+		return "internal error; retry the request"
+	case cloudwire.CodeUnavailable:
+		return "service shutting down; retry on a new connection"
+	}
+	return err.Error()
+}
+
+// errorCode maps an error to its error-frame code; this is the only place
+// where errors become wire codes.
+func errorCode(err error) string {
+	switch {
+	case errors.Is(err, errForbidden):
+		return cloudwire.CodeForbidden
+	case errors.Is(err, errNotFound):
+		return cloudwire.CodeNotFound
+	case errors.Is(err, errConflict):
+		return cloudwire.CodeConflict
+	case errors.Is(err, errBadRequest),
+		errors.Is(err, cloudwire.ErrInvalidField),
+		errors.Is(err, cloudwire.ErrMalformedFrame),
+		errors.Is(err, cloudwire.ErrInvalidUTF8):
+		return cloudwire.CodeBadRequest
+	case errors.Is(err, cloudwire.ErrUnknownFrame):
+		return cloudwire.CodeUnknownType
+	case errors.Is(err, cloudwire.ErrTextTooLong), errors.Is(err, cloudwire.ErrFrameTooLarge):
+		return cloudwire.CodeTooLarge
+	case errors.Is(err, context.Canceled):
+		return cloudwire.CodeUnavailable
+	}
+	return cloudwire.CodeInternal
+}

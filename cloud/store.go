@@ -1,0 +1,570 @@
+package cloud
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ferrygw/ferry/cloud/cloudwire"
+)
+
+// Storage names; doc.go describes what each holds.
+const (
+	convStreamName  = "CLOUD_CONV"
+	convPrefix      = "cloud.conv."
+	inboxStreamName = "CLOUD_INBOX"
+	inboxPrefix     = "cloud.inbox."
+	inboxAll        = inboxPrefix + ">"
+	sendsBucket     = "cloud_sends"
+)
+
+const (
+	// dupWindow is the streams' Nats-Msg-Id duplicate window: a redo of a
+	// write interrupted by a crash is deduplicated within it.
+	dupWindow = 10 * time.Minute
+	// maxStoredMsg bounds one stored record (a frame is at most 64 KiB).
+	maxStoredMsg = 256 << 10
+	// maxAppendAttempts bounds retries of a conversation append that lost
+	// the race against another node.
+	maxAppendAttempts = 16
+	// maxCachedConvs bounds the per-conversation state kept between sends.
+	maxCachedConvs = 1 << 16
+	// replayPoll is how long a replay waits for the next message before
+	// asking the server whether anything is left.
+	replayPoll = time.Second
+	// replayInactive lets the server drop an abandoned replay consumer.
+	replayInactive = 30 * time.Second
+	// lookupRetries and lookupBackoff bound how long a receipt waits for the
+	// idempotency record of a message whose send is still completing (its
+	// inbox events are written before the record).
+	lookupRetries = 5
+	lookupBackoff = 20 * time.Millisecond
+)
+
+// logRecord is one message of the conversation log (stored JSON).
+type logRecord struct {
+	MsgID      string    `json:"msg_id"`
+	Conv       string    `json:"conv"`
+	Seq        uint64    `json:"seq"`
+	From       string    `json:"from"`
+	FromDevice string    `json:"from_device,omitempty"`
+	To         string    `json:"to"`
+	Text       string    `json:"text"`
+	At         time.Time `json:"at"`
+}
+
+// sendRecord is the idempotency record of a send (stored JSON): enough to
+// answer a resend with the original ack and to check receipts.
+type sendRecord struct {
+	MsgID string    `json:"msg_id"`
+	Conv  string    `json:"conv"`
+	Seq   uint64    `json:"seq"`
+	At    time.Time `json:"at"`
+	From  string    `json:"from"`
+	To    string    `json:"to"`
+}
+
+func (r sendRecord) ack(ref string, duplicate bool) cloudwire.Ack {
+	return cloudwire.Ack{Ref: ref, MsgID: r.MsgID, Conv: r.Conv, Seq: r.Seq, At: r.At, Duplicate: duplicate}
+}
+
+// inboxRecord is one event of a user's inbox (stored JSON). Its cursor is
+// the inbox stream sequence, known only once stored.
+type inboxRecord struct {
+	User       string    `json:"user"`
+	Kind       string    `json:"kind"`
+	Conv       string    `json:"conv"`
+	Seq        uint64    `json:"seq"`
+	MsgID      string    `json:"msg_id"`
+	From       string    `json:"from"`
+	FromDevice string    `json:"from_device,omitempty"`
+	To         string    `json:"to"`
+	Text       string    `json:"text,omitempty"`
+	Status     string    `json:"status,omitempty"`
+	By         string    `json:"by,omitempty"`
+	At         time.Time `json:"at"`
+}
+
+// event converts a stored inbox record to its wire form.
+func (r inboxRecord) event(cursor uint64) cloudwire.Event {
+	return cloudwire.Event{
+		Cursor: cursor, User: r.User, Kind: r.Kind, Conv: r.Conv, Seq: r.Seq,
+		MsgID: r.MsgID, From: r.From, FromDevice: r.FromDevice, To: r.To,
+		Text: r.Text, Status: r.Status, By: r.By, At: r.At,
+	}
+}
+
+// store owns the service's JetStream state.
+type store struct {
+	js    jetstream.JetStream
+	conv  jetstream.Stream
+	inbox jetstream.Stream
+	sends jetstream.KeyValue
+	locks convLocks
+	m     *metrics
+	log   *slog.Logger
+}
+
+func openStore(ctx context.Context, js jetstream.JetStream, replicas int, m *metrics, log *slog.Logger) (*store, error) {
+	conv, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        convStreamName,
+		Description: "Ferry cloud conversation log: one subject per conversation, dense sequence per subject.",
+		Subjects:    []string{convPrefix + ">"},
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+		Retention:   jetstream.LimitsPolicy,
+		Duplicates:  dupWindow,
+		MaxMsgSize:  maxStoredMsg,
+		AllowDirect: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cloud: stream %s: %w", convStreamName, err)
+	}
+	inbox, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        inboxStreamName,
+		Description: "Ferry cloud per-user inboxes: the synced history every device replays by cursor.",
+		Subjects:    []string{inboxAll},
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+		Retention:   jetstream.LimitsPolicy,
+		Duplicates:  dupWindow,
+		MaxMsgSize:  maxStoredMsg,
+		AllowDirect: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cloud: stream %s: %w", inboxStreamName, err)
+	}
+	sends, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      sendsBucket,
+		Description: "Ferry cloud send idempotency: message id to the original ack.",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cloud: bucket %s: %w", sendsBucket, err)
+	}
+	return &store{
+		js: js, conv: conv, inbox: inbox, sends: sends,
+		locks: convLocks{m: make(map[string]*convEntry)},
+		m:     m, log: log,
+	}, nil
+}
+
+// send stores a one-to-one message from user from (on device) and returns
+// its idempotency record; duplicate is set when s.MsgID had been stored
+// before. The log append, the inbox writes and the idempotency record are
+// all acknowledged by JetStream before it returns.
+func (st *store) send(ctx context.Context, from, device string, s cloudwire.Send, now time.Time) (rec sendRecord, duplicate bool, err error) {
+	conv := cloudwire.DirectConversationID(from, s.To)
+	if s.Conv != "" && s.Conv != conv {
+		return sendRecord{}, false, fmt.Errorf("%w: conv %s is not the conversation of %s and %s", errBadRequest, s.Conv, from, s.To)
+	}
+	if prior, ok, err := st.lookup(ctx, s.MsgID); err != nil {
+		return sendRecord{}, false, err
+	} else if ok {
+		return sameSender(prior, from)
+	}
+	lr, dup, err := st.appendAndFanOut(ctx, logRecord{
+		MsgID: s.MsgID, Conv: conv, From: from, FromDevice: device, To: s.To,
+		Text: s.Text, At: now.UTC().Truncate(time.Millisecond),
+	})
+	if err != nil {
+		return sendRecord{}, false, err
+	}
+	rec = sendRecord{MsgID: lr.MsgID, Conv: lr.Conv, Seq: lr.Seq, At: lr.At, From: lr.From, To: lr.To}
+	if err := st.remember(ctx, rec); err != nil {
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return sendRecord{}, false, err
+		}
+		// Another node finished the same send first.
+		prior, ok, err := st.lookup(ctx, s.MsgID)
+		if err != nil || !ok {
+			return sendRecord{}, false, fmt.Errorf("cloud: send record vanished: %v", err)
+		}
+		return sameSender(prior, from)
+	}
+	return rec, dup, nil
+}
+
+func sameSender(prior sendRecord, from string) (sendRecord, bool, error) {
+	if prior.From != from {
+		return sendRecord{}, false, fmt.Errorf("%w: %s", errConflict, prior.MsgID)
+	}
+	return prior, true, nil
+}
+
+// appendAndFanOut appends lr to its conversation under the conversation's
+// lock and writes its inbox events, so that one node writes a
+// conversation's inbox events in sequence order. When the message id was
+// already in the log (a redo after a crash, or a resend racing the first
+// attempt), it returns the stored record with dup set and redoes the inbox
+// writes, which Nats-Msg-Id makes idempotent.
+func (st *store) appendAndFanOut(ctx context.Context, lr logRecord) (logRecord, bool, error) {
+	e := st.locks.acquire(lr.Conv)
+	defer st.locks.release(lr.Conv, e)
+	from := lr.From
+	lr, dup, err := st.append(ctx, e, lr)
+	if err != nil {
+		return logRecord{}, false, err
+	}
+	if dup && lr.From != from {
+		return logRecord{}, false, fmt.Errorf("%w: %s", errConflict, lr.MsgID)
+	}
+	events := []inboxRecord{}
+	for _, u := range participants(lr.From, lr.To) {
+		events = append(events, inboxRecord{
+			User: u, Kind: cloudwire.KindMsg, Conv: lr.Conv, Seq: lr.Seq, MsgID: lr.MsgID,
+			From: lr.From, FromDevice: lr.FromDevice, To: lr.To, Text: lr.Text, At: lr.At,
+		})
+	}
+	if err := st.fanOut(ctx, events, cloudwire.KindMsg); err != nil {
+		return logRecord{}, false, err
+	}
+	return lr, dup, nil
+}
+
+// append assigns the next conversation sequence and publishes lr, guarded
+// by the expected last subject sequence so that two nodes never assign the
+// same one. e is locked by the caller.
+func (st *store) append(ctx context.Context, e *convEntry, lr logRecord) (logRecord, bool, error) {
+	subj := convPrefix + lr.Conv
+	for attempt := 0; attempt < maxAppendAttempts; attempt++ {
+		if !e.known {
+			raw, err := st.conv.GetLastMsgForSubject(ctx, subj)
+			switch {
+			case errors.Is(err, jetstream.ErrMsgNotFound):
+				e.last, e.seq = 0, 0
+			case err != nil:
+				return logRecord{}, false, fmt.Errorf("cloud: read conversation head: %w", err)
+			default:
+				prev, err := decodeLog(raw.Data)
+				if err != nil {
+					return logRecord{}, false, err
+				}
+				if prev.MsgID == lr.MsgID {
+					// The last attempt got this far before failing,
+					// possibly longer ago than the duplicate window.
+					return prev, true, nil
+				}
+				e.last, e.seq = raw.Sequence, prev.Seq
+			}
+			e.known = true
+		}
+		lr.Seq = e.seq + 1
+		data, err := json.Marshal(lr)
+		if err != nil {
+			return logRecord{}, false, err
+		}
+		ack, err := st.js.PublishMsg(ctx, &nats.Msg{Subject: subj, Data: data},
+			jetstream.WithMsgID(lr.MsgID), jetstream.WithExpectLastSequencePerSubject(e.last))
+		if wrongLastSequence(err) {
+			e.known = false
+			st.m.conflicts.Inc()
+			continue
+		}
+		if err != nil {
+			e.known = false
+			return logRecord{}, false, fmt.Errorf("cloud: append to %s: %w", subj, err)
+		}
+		if ack.Duplicate {
+			e.known = false
+			raw, err := st.conv.GetMsg(ctx, ack.Sequence)
+			if err != nil {
+				return logRecord{}, false, fmt.Errorf("cloud: read original of %s: %w", lr.MsgID, err)
+			}
+			prev, err := decodeLog(raw.Data)
+			if err != nil {
+				return logRecord{}, false, err
+			}
+			return prev, true, nil
+		}
+		e.last, e.seq = ack.Sequence, lr.Seq
+		return lr, false, nil
+	}
+	return logRecord{}, false, fmt.Errorf("cloud: append to %s: still conflicting after %d attempts", subj, maxAppendAttempts)
+}
+
+func wrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+}
+
+func decodeLog(b []byte) (logRecord, error) {
+	var lr logRecord
+	if err := json.Unmarshal(b, &lr); err != nil {
+		return logRecord{}, fmt.Errorf("cloud: corrupt conversation log record: %w", err)
+	}
+	return lr, nil
+}
+
+// fanOut writes events to their users' inboxes and waits for every ack.
+// Each carries a Nats-Msg-Id derived from the message, the inbox owner and
+// the kind, so that a redo within the duplicate window writes nothing new.
+func (st *store) fanOut(ctx context.Context, events []inboxRecord, kind string) error {
+	futures := make([]jetstream.PubAckFuture, 0, len(events))
+	for _, ev := range events {
+		data, err := json.Marshal(ev)
+		if err != nil {
+			return err
+		}
+		id := ev.MsgID + ":" + subjectToken(ev.User) + ":" + kind
+		f, err := st.js.PublishMsgAsync(&nats.Msg{Subject: inboxSubject(ev.User), Data: data}, jetstream.WithMsgID(id))
+		if err != nil {
+			return fmt.Errorf("cloud: inbox write: %w", err)
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("cloud: inbox write: %w", err)
+		case <-ctx.Done():
+			return fmt.Errorf("cloud: inbox write: %w", ctx.Err())
+		}
+	}
+	return nil
+}
+
+// remember stores the idempotency record; it fails with ErrKeyExists when
+// the message id is already recorded.
+func (st *store) remember(ctx context.Context, rec sendRecord) error {
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	if _, err := st.sends.Create(ctx, rec.MsgID, data); err != nil {
+		return fmt.Errorf("cloud: record send %s: %w", rec.MsgID, err)
+	}
+	return nil
+}
+
+// lookup returns the idempotency record of msgID, if any.
+func (st *store) lookup(ctx context.Context, msgID string) (sendRecord, bool, error) {
+	entry, err := st.sends.Get(ctx, msgID)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return sendRecord{}, false, nil
+	}
+	if err != nil {
+		return sendRecord{}, false, fmt.Errorf("cloud: read send record %s: %w", msgID, err)
+	}
+	var rec sendRecord
+	if err := json.Unmarshal(entry.Value(), &rec); err != nil {
+		return sendRecord{}, false, fmt.Errorf("cloud: corrupt send record %s: %w", msgID, err)
+	}
+	return rec, true, nil
+}
+
+// receipt stores a delivery or read receipt by user by (on device) into
+// the inboxes of the message's sender and of by. It returns the receipted
+// message's record.
+func (st *store) receipt(ctx context.Context, by, device string, r cloudwire.Receipt, now time.Time) (sendRecord, error) {
+	var rec sendRecord
+	found := false
+	for i, wait := 0, lookupBackoff; ; i, wait = i+1, wait*2 {
+		var err error
+		rec, found, err = st.lookup(ctx, r.MsgID)
+		if err != nil {
+			return sendRecord{}, err
+		}
+		if found || i == lookupRetries {
+			break
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return sendRecord{}, ctx.Err()
+		}
+	}
+	if !found || rec.Conv != r.Conv {
+		return sendRecord{}, fmt.Errorf("%w: %s in %s", errNotFound, r.MsgID, r.Conv)
+	}
+	if rec.To != by {
+		return sendRecord{}, fmt.Errorf("%w: only the recipient of %s can receipt it", errForbidden, r.MsgID)
+	}
+	at := now.UTC().Truncate(time.Millisecond)
+	var events []inboxRecord
+	for _, u := range participants(rec.From, by) {
+		events = append(events, inboxRecord{
+			User: u, Kind: cloudwire.KindReceipt, Conv: rec.Conv, Seq: rec.Seq, MsgID: rec.MsgID,
+			From: rec.From, FromDevice: device, To: rec.To, Status: r.Status, By: by, At: at,
+		})
+	}
+	kind := cloudwire.KindReceipt + "." + r.Status + "." + subjectToken(by)
+	if err := st.fanOut(ctx, events, kind); err != nil {
+		return sendRecord{}, err
+	}
+	return rec, nil
+}
+
+// head returns the cursor of the last event in user's inbox, or in every
+// inbox when all is set (bridge sessions).
+func (st *store) head(ctx context.Context, user string, all bool) (uint64, error) {
+	if all {
+		info, err := st.inbox.Info(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("cloud: inbox head: %w", err)
+		}
+		return info.State.LastSeq, nil
+	}
+	raw, err := st.inbox.GetLastMsgForSubject(ctx, inboxSubject(user))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("cloud: inbox head: %w", err)
+	}
+	return raw.Sequence, nil
+}
+
+// replay calls fn, in cursor order, for the events of user's inbox (every
+// inbox when all is set) with cursors from from up to at least head. It
+// stops early only when the server has nothing left to deliver (events
+// removed by retention).
+func (st *store) replay(ctx context.Context, user string, all bool, from, head uint64, fn func(cursor uint64, rec inboxRecord) error) error {
+	if from > head {
+		return nil
+	}
+	filter := inboxAll
+	if !all {
+		filter = inboxSubject(user)
+	}
+	cons, err := st.js.OrderedConsumer(ctx, inboxStreamName, jetstream.OrderedConsumerConfig{
+		FilterSubjects:    []string{filter},
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       from,
+		InactiveThreshold: replayInactive,
+	})
+	if err != nil {
+		return fmt.Errorf("cloud: replay consumer: %w", err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(256))
+	if err != nil {
+		return fmt.Errorf("cloud: replay: %w", err)
+	}
+	defer it.Stop()
+	for {
+		pollCtx, cancel := context.WithTimeout(ctx, replayPoll)
+		msg, err := it.Next(jetstream.NextContext(pollCtx))
+		cancel()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			info, err := cons.Info(ctx)
+			if err != nil {
+				return fmt.Errorf("cloud: replay: %w", err)
+			}
+			if info.NumPending == 0 {
+				return nil
+			}
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("cloud: replay: %w", err)
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("cloud: replay: %w", err)
+		}
+		var rec inboxRecord
+		if err := json.Unmarshal(msg.Data(), &rec); err != nil {
+			st.log.Error("corrupt inbox record skipped", "cursor", meta.Sequence.Stream, "err", err)
+		} else if err := fn(meta.Sequence.Stream, rec); err != nil {
+			return err
+		}
+		if meta.Sequence.Stream >= head || meta.NumPending == 0 {
+			return nil
+		}
+	}
+}
+
+// participants returns the distinct users of a one-to-one exchange (a note
+// to self has one).
+func participants(a, b string) []string {
+	if a == b {
+		return []string{a}
+	}
+	return []string{a, b}
+}
+
+func inboxSubject(user string) string { return inboxPrefix + subjectToken(user) }
+
+// subjectToken maps a user id to one NATS subject token (and KV-safe
+// text): [A-Za-z0-9_-] pass through, every other byte becomes "=XX". The
+// mapping is injective because '=' itself is escaped.
+func subjectToken(user string) string {
+	safe := true
+	for i := 0; i < len(user) && safe; i++ {
+		safe = tokenSafe(user[i])
+	}
+	if safe {
+		return user
+	}
+	const hexdig = "0123456789ABCDEF"
+	b := make([]byte, 0, len(user)*3)
+	for i := 0; i < len(user); i++ {
+		c := user[i]
+		if tokenSafe(c) {
+			b = append(b, c)
+			continue
+		}
+		b = append(b, '=', hexdig[c>>4], hexdig[c&0xf])
+	}
+	return string(b)
+}
+
+func tokenSafe(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
+}
+
+// convLocks serializes appends per conversation on this node and caches
+// each conversation's head between sends.
+type convLocks struct {
+	mu sync.Mutex
+	m  map[string]*convEntry
+}
+
+type convEntry struct {
+	mu    sync.Mutex
+	refs  int // guarded by convLocks.mu
+	known bool
+	last  uint64 // stream sequence of the conversation's last message
+	seq   uint64 // its conversation sequence
+}
+
+func (l *convLocks) acquire(conv string) *convEntry {
+	l.mu.Lock()
+	e := l.m[conv]
+	if e == nil {
+		e = &convEntry{}
+		l.m[conv] = e
+	}
+	e.refs++
+	l.mu.Unlock()
+	e.mu.Lock()
+	return e
+}
+
+func (l *convLocks) release(conv string, e *convEntry) {
+	e.mu.Unlock()
+	l.mu.Lock()
+	e.refs--
+	if e.refs == 0 && len(l.m) > maxCachedConvs {
+		delete(l.m, conv)
+	}
+	l.mu.Unlock()
+}
+

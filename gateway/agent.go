@@ -1,0 +1,434 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/ferrygw/ferry/bridge"
+	"github.com/ferrygw/ferry/cloud"
+	"github.com/ferrygw/ferry/cloud/cloudwire"
+	"github.com/ferrygw/ferry/gateway/engine"
+	"github.com/ferrygw/ferry/legacy"
+	"github.com/ferrygw/ferry/migrate"
+	"github.com/ferrygw/ferry/migrate/migratestore"
+)
+
+// Defaults of the agent's listeners and lifecycle.
+const (
+	defaultListen       = "127.0.0.1:7070"
+	defaultAdminListen  = "127.0.0.1:7071"
+	defaultLegacyListen = "/ip4/127.0.0.1/tcp/7072"
+	defaultBridgeListen = "/ip4/127.0.0.1/tcp/7073"
+	defaultStopTimeout  = 10 * time.Second
+	readHeaderTimeout   = 5 * time.Second
+	adminTokenTTL       = 365 * 24 * time.Hour
+	bridgeTokenTTL      = 365 * 24 * time.Hour
+	legacyMaxConns      = 8192
+)
+
+// agentConfig is everything `gateway agent` reads from its flags.
+type agentConfig struct {
+	Dev            bool
+	DataDir        string
+	NatsURL        string
+	Listen         string
+	AdminListen    string
+	LegacyListen   string
+	BridgeListen   string
+	AllowedOrigins []string
+	StopTimeout    time.Duration
+	Logger         *slog.Logger
+	// Out receives the start-up banner; nil prints nothing.
+	Out io.Writer
+}
+
+func agentCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg agentConfig
+	var origins, level string
+	fs.BoolVar(&cfg.Dev, "dev", false, "run everything in one process on loopback, in a fresh data directory unless -data-dir is set")
+	fs.StringVar(&cfg.DataDir, "data-dir", "", "data directory (keys, admin token, embedded NATS); reused if it exists")
+	fs.StringVar(&cfg.NatsURL, "nats-url", "", "external NATS server or cluster instead of the embedded one")
+	fs.StringVar(&cfg.Listen, "listen", defaultListen, "cloud listener host:port (/v1/ws, /healthz)")
+	fs.StringVar(&cfg.AdminListen, "admin-listen", defaultAdminListen, "admin listener host:port (/v1/admin/..., /metrics, /healthz)")
+	fs.StringVar(&cfg.LegacyListen, "legacy-listen", defaultLegacyListen, "overlay listener of the supernode (multiaddr)")
+	fs.StringVar(&cfg.BridgeListen, "bridge-listen", defaultBridgeListen, "overlay listener of the bridge peer (multiaddr)")
+	fs.StringVar(&origins, "allowed-origins", "http://127.0.0.1:7070,http://localhost:7070", "comma-separated Origin allowlist for browser clients")
+	fs.DurationVar(&cfg.StopTimeout, "stop-timeout", defaultStopTimeout, "deadline for a clean stop after SIGINT/SIGTERM")
+	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	if _, err := parseArgs(fs, args); err != nil {
+		return errUsage
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return fmt.Errorf("-log-level: %w", err)
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	for _, o := range strings.Split(origins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			cfg.AllowedOrigins = append(cfg.AllowedOrigins, o)
+		}
+	}
+	cfg.Out = stdout
+	if cfg.DataDir == "" {
+		if !cfg.Dev {
+			return errors.New("agent: -data-dir is required (or run with -dev)")
+		}
+		dir, err := os.MkdirTemp("", "ferry-dev-")
+		if err != nil {
+			return err
+		}
+		cfg.DataDir = dir
+	}
+	return runAgent(ctx, cfg, nil)
+}
+
+// agent is a running composition of every part. Fields are set by startAgent
+// and read-only afterwards.
+type agent struct {
+	cfg        agentConfig
+	log        *slog.Logger
+	eng        *engine.Engine
+	reg        *prometheus.Registry
+	state      *migrate.State
+	store      *migratestore.Store
+	authority  *legacy.Authority
+	tokenKey   ed25519.PrivateKey
+	adminToken string
+	snHost     host.Host
+	brHost     host.Host
+	supernode  *legacy.Supernode
+	cloud      *cloud.Service
+	bridge     *bridge.Bridge
+	devices    *deviceRecorder
+	cloudLn    net.Listener
+	adminLn    net.Listener
+	cloudSrv   *http.Server
+	adminSrv   *http.Server
+}
+
+// runAgent starts the agent, calls ready (if not nil) once everything is
+// listening, and stops it cleanly when ctx ends or a part fails.
+func runAgent(ctx context.Context, cfg agentConfig, ready func(*agent)) error {
+	if cfg.StopTimeout == 0 {
+		cfg.StopTimeout = defaultStopTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	a := &agent{cfg: cfg, log: cfg.Logger.With("component", "agent")}
+	defer a.closeResources()
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	g, gctx := errgroup.WithContext(runCtx)
+	if err := a.start(ctx, g, gctx); err != nil {
+		cancel()
+		g.Wait()
+		return err
+	}
+	a.printBanner()
+	if ready != nil {
+		ready(a)
+	}
+
+	select {
+	case <-ctx.Done():
+		a.log.Info("stopping", "deadline", cfg.StopTimeout)
+	case <-gctx.Done():
+		a.log.Error("a part stopped; stopping the agent")
+	}
+	stopCtx, stopCancel := context.WithTimeout(context.Background(), cfg.StopTimeout)
+	defer stopCancel()
+	a.shutdownServers(stopCtx)
+	cancel()
+	done := make(chan error, 1)
+	go func() { done <- g.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return err
+		}
+	case <-stopCtx.Done():
+		return fmt.Errorf("agent: parts did not stop within %s", cfg.StopTimeout)
+	}
+	a.log.Info("stopped")
+	return nil
+}
+
+// start brings the parts up in dependency order. Long-running parts join g.
+func (a *agent) start(ctx context.Context, g *errgroup.Group, gctx context.Context) error {
+	cfg := a.cfg
+	dir := cfg.DataDir
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	var err error
+	if a.eng, err = engine.Start(engine.Config{DataDir: dir, URL: cfg.NatsURL, Name: "ferry-agent", Logger: cfg.Logger}); err != nil {
+		return err
+	}
+	if a.authority, err = legacy.LoadOrCreateAuthority(filepath.Join(dir, "authority.key")); err != nil {
+		return fmt.Errorf("authority: %w", err)
+	}
+	if a.tokenKey, err = loadSigningKey(filepath.Join(dir, "token.key")); err != nil {
+		return err
+	}
+	if a.adminToken, err = a.loadAdminToken(filepath.Join(dir, "admin-token")); err != nil {
+		return err
+	}
+
+	a.reg = newRegistry()
+	if a.state, err = migrate.NewState(); err != nil {
+		return err
+	}
+	if a.store, err = migratestore.New(ctx, a.eng.JS, a.state, migratestore.Config{Logger: cfg.Logger}); err != nil {
+		return err
+	}
+	g.Go(func() error { return a.store.Run(gctx) })
+	select {
+	case <-a.store.Ready():
+	case <-gctx.Done():
+		return errors.New("migration store stopped before it was ready")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	a.devices = newDeviceRecorder(a.store, cfg.Logger, a.reg)
+	g.Go(func() error { return a.devices.run(gctx) })
+
+	// The legacy overlay: the supernode on -legacy-listen.
+	snKey, err := loadPeerKey(filepath.Join(dir, "supernode.key"))
+	if err != nil {
+		return err
+	}
+	if a.snHost, err = legacy.NewHost(legacy.HostConfig{ListenAddrs: []string{cfg.LegacyListen}, PrivKey: snKey, MaxConns: legacyMaxConns, Registerer: a.reg}); err != nil {
+		return fmt.Errorf("supernode host on %s: %w", cfg.LegacyListen, err)
+	}
+	if a.supernode, err = legacy.NewSupernode(a.snHost, legacy.SupernodeConfig{
+		Authority:  a.authority.PublicKey(),
+		Logger:     cfg.Logger,
+		OnRegister: a.devices.fromLegacy,
+	}); err != nil {
+		return err
+	}
+	g.Go(func() error { return a.supernode.Run(gctx) })
+
+	// The cloud service on -listen.
+	if a.cloud, err = cloud.New(ctx, cloud.Config{
+		JS:             a.eng.JS,
+		TokenKey:       a.tokenKey.Public().(ed25519.PublicKey),
+		AllowedOrigins: cfg.AllowedOrigins,
+		Admit:          a.admitCloudDevice,
+		ActFor:         a.bridgeMayActFor,
+		OnHello:        a.devices.fromCloud,
+		Registerer:     a.reg,
+		Logger:         cfg.Logger,
+	}); err != nil {
+		return err
+	}
+	g.Go(func() error { return a.cloud.Run(gctx) })
+	if a.cloudLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return fmt.Errorf("cloud listener: %w", err)
+	}
+	a.cloudSrv = &http.Server{Handler: a.cloud.Handler(), ReadHeaderTimeout: readHeaderTimeout, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
+	g.Go(func() error { return serve(a.cloudSrv, a.cloudLn) })
+
+	// The bridge: its own overlay peer, a cloud link over the WebSocket protocol.
+	brKey, err := loadPeerKey(filepath.Join(dir, "bridge.key"))
+	if err != nil {
+		return err
+	}
+	if a.brHost, err = legacy.NewHost(legacy.HostConfig{ListenAddrs: []string{cfg.BridgeListen}, PrivKey: brKey, MaxConns: legacyMaxConns}); err != nil {
+		return fmt.Errorf("bridge host on %s: %w", cfg.BridgeListen, err)
+	}
+	bridgeToken, err := cloudwire.SignToken(a.tokenKey, cloudwire.Claims{
+		Subject: bridge.User, Role: cloudwire.RoleBridge, IssuedAt: time.Now().UTC(), ExpiresAt: time.Now().UTC().Add(bridgeTokenTTL),
+	})
+	if err != nil {
+		return err
+	}
+	if a.bridge, err = bridge.New(ctx, bridge.Config{
+		Host:          a.brHost,
+		Authority:     a.authority,
+		Supernode:     a.supernodeInfo(),
+		State:         a.state,
+		JS:            a.eng.JS,
+		CloudURL:      "ws://" + a.cloudLn.Addr().String() + "/v1/ws",
+		CloudToken:    bridgeToken,
+		ClientVersion: version,
+		Registerer:    a.reg,
+		Logger:        cfg.Logger,
+	}); err != nil {
+		return err
+	}
+	g.Go(func() error { return a.bridge.Run(gctx) })
+
+	// The admin API, /metrics and /healthz on -admin-listen.
+	registerAgentMetrics(a.reg, a.state, a.snHost)
+	if a.adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	a.adminSrv = &http.Server{Handler: a.adminHandler(), ReadHeaderTimeout: readHeaderTimeout, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
+	g.Go(func() error { return serve(a.adminSrv, a.adminLn) })
+	return nil
+}
+
+func serve(srv *http.Server, ln net.Listener) error {
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
+	}
+	return nil
+}
+
+// shutdownServers closes the WebSockets ourselves (http.Server.Shutdown does
+// not) with "going away", then stops both HTTP servers.
+func (a *agent) shutdownServers(ctx context.Context) {
+	if a.cloud != nil {
+		if err := a.cloud.Shutdown(ctx); err != nil {
+			a.log.Warn("cloud shutdown", "err", err)
+		}
+	}
+	for _, srv := range []*http.Server{a.cloudSrv, a.adminSrv} {
+		if srv == nil {
+			continue
+		}
+		if err := srv.Shutdown(ctx); err != nil {
+			a.log.Warn("http shutdown", "err", err)
+			srv.Close()
+		}
+	}
+}
+
+// closeResources releases what start acquired, in reverse order. It runs after
+// every goroutine of the agent has returned.
+func (a *agent) closeResources() {
+	for _, ln := range []net.Listener{a.cloudLn, a.adminLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+	for _, h := range []host.Host{a.brHost, a.snHost} {
+		if h != nil {
+			if err := h.Close(); err != nil {
+				a.log.Warn("close overlay host", "err", err)
+			}
+		}
+	}
+	if a.eng != nil {
+		a.eng.Close()
+	}
+}
+
+func (a *agent) supernodeInfo() peer.AddrInfo {
+	return peer.AddrInfo{ID: a.snHost.ID(), Addrs: a.snHost.Addrs()}
+}
+
+// admitCloudDevice lets a user's own cloud devices in only once the cloud is
+// the user's inbound home (DESIGN.md, phases table).
+func (a *agent) admitCloudDevice(_ context.Context, user string) error {
+	u, ok := a.state.Get(user)
+	if !ok {
+		return fmt.Errorf("not yet: %s is in phase %s; the cloud opens at phase %s", user, migrate.PhaseLegacy, migrate.PhaseCloud)
+	}
+	if !u.CloudHome() {
+		return fmt.Errorf("not yet: %s is in phase %s; the cloud opens at phase %s", user, u.Phase, migrate.PhaseCloud)
+	}
+	return nil
+}
+
+// bridgeMayActFor lets the bridge speak in the cloud only for users whose
+// inbound home is still the overlay.
+func (a *agent) bridgeMayActFor(_ context.Context, user string) error {
+	if err := migrate.CheckUserID(user); err != nil {
+		return err
+	}
+	if u, ok := a.state.Get(user); ok && u.CloudHome() {
+		return fmt.Errorf("%s is in phase %s: the bridge does not act for cloud users", user, u.Phase)
+	}
+	return nil
+}
+
+// loadAdminToken returns the admin token in path if it is still valid for the
+// agent's key, or issues and saves a new one.
+func (a *agent) loadAdminToken(path string) (string, error) {
+	pub := a.tokenKey.Public().(ed25519.PublicKey)
+	if b, err := os.ReadFile(path); err == nil {
+		tok := strings.TrimSpace(string(b))
+		if c, err := cloudwire.VerifyToken(pub, tok, time.Now()); err == nil && c.Role == cloudwire.RoleAdmin {
+			return tok, nil
+		}
+	}
+	now := time.Now().UTC()
+	tok, err := cloudwire.SignToken(a.tokenKey, cloudwire.Claims{Subject: "admin", Role: cloudwire.RoleAdmin, IssuedAt: now, ExpiresAt: now.Add(adminTokenTTL)})
+	if err != nil {
+		return "", err
+	}
+	if err := writeFileAtomic(path, []byte(tok+"\n")); err != nil {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	return tok, nil
+}
+
+func (a *agent) adminURL() string { return "http://" + a.adminLn.Addr().String() }
+func (a *agent) cloudURL() string { return "ws://" + a.cloudLn.Addr().String() + "/v1/ws" }
+
+func (a *agent) printBanner() {
+	out := a.cfg.Out
+	if out == nil {
+		return
+	}
+	mode := "embedded NATS JetStream in " + filepath.Join(a.cfg.DataDir, "jetstream")
+	if a.cfg.NatsURL != "" {
+		mode = "external NATS at " + a.cfg.NatsURL
+	}
+	fmt.Fprintf(out, `Ferry agent %s is running.
+  cloud      %s   (health: http://%s/healthz)
+  admin      %s   (/v1/admin/..., /metrics, /healthz)
+  supernode  %s/p2p/%s
+  bridge     peer %s
+  engine     %s
+  data dir   %s
+  admin token in %s
+
+Next, in another shell:
+  export FERRY_ADDR=%s
+  export FERRY_TOKEN=%s
+  go run ./gateway legacy sim -users 20 -duration 5m
+  go run ./gateway users list
+  go run ./gateway users set-phase sim-1 shadow -reason tour
+  curl -s $FERRY_ADDR/metrics | grep ^gateway_
+`, version, a.cloudURL(), a.cloudLn.Addr(), a.adminURL(), firstAddr(a.snHost), a.snHost.ID(), a.brHost.ID(), mode, a.cfg.DataDir,
+		filepath.Join(a.cfg.DataDir, "admin-token"), a.adminURL(), a.bannerToken())
+}
+
+func firstAddr(h host.Host) string {
+	if addrs := h.Addrs(); len(addrs) > 0 {
+		return addrs[0].String()
+	}
+	return "(no address)"
+}
+
+// bannerToken is the admin token itself for a dev agent, and a command that
+// reads it otherwise: a production agent does not print secrets.
+func (a *agent) bannerToken() string {
+	if a.cfg.Dev {
+		return a.adminToken
+	}
+	return "$(cat " + filepath.Join(a.cfg.DataDir, "admin-token") + ")"
+}

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is the build's version, set with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+const usage = `gateway: Ferry, the migration and interop gateway.
+
+Usage:
+  gateway agent [-dev] [flags]              run the agent (go run ./gateway agent -dev)
+  gateway users get ID                      show a user's migration record
+  gateway users list [-phase P]             list users
+  gateway users set-phase ID PHASE -reason TEXT
+                                            move a user to another phase
+  gateway legacy sim -users N -duration D   run simulated legacy clients against an agent
+  gateway version                           print the version
+
+The admin commands read FERRY_ADDR (default http://127.0.0.1:7071) and
+FERRY_TOKEN (the dev agent prints it and writes it to <data-dir>/admin-token).
+Run "gateway COMMAND -h" for a command's flags.
+`
+
+// errUsage marks a command line that could not be understood; it exits 2.
+var errUsage = errors.New("usage")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case err == nil:
+	case errors.Is(err, errUsage), errors.Is(err, flag.ErrHelp):
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "gateway:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errUsage
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "agent":
+		return agentCommand(ctx, rest, stdout, stderr)
+	case "users":
+		return usersCommand(ctx, rest, stdout, stderr)
+	case "legacy":
+		return legacyCommand(ctx, rest, stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "gateway", version)
+		return nil
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprintf(stderr, "gateway: unknown command %q\n\n%s", cmd, usage)
+		return errUsage
+	}
+}
+
+// parseArgs parses fs over args, allowing flags after positional arguments
+// ("set-phase alice cloud -reason x"), and returns the positional ones.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
