@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/ferrygw/ferry/migrate"
 )
 
@@ -258,4 +260,37 @@ func flagSetForTest() *flag.FlagSet {
 	fs.SetOutput(io.Discard)
 	fs.String("reason", "", "")
 	return fs
+}
+
+// TestAgentOnExternalNATS runs the agent against a NATS server outside the
+// agent (-nats-url) and checks that phases live there: a second agent with
+// its own, empty data directory sees them.
+func TestAgentOnExternalNATS(t *testing.T) {
+	srv, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("external nats not ready")
+	}
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+
+	cfg := agentPorts(t)
+	cfg.NatsURL = srv.ClientURL()
+	ta := startAgent(t, t.TempDir(), cfg)
+	if ta.a.eng.Embedded() {
+		t.Fatal("agent with -nats-url started an embedded server")
+	}
+	setPhases(t, ta.admin(), "erin", migrate.PhaseShadow)
+	ta.stop()
+
+	cfg = agentPorts(t)
+	cfg.NatsURL = srv.ClientURL()
+	tb := startAgent(t, t.TempDir(), cfg)
+	if u, ok := tb.a.state.Get("erin"); !ok || u.Phase != migrate.PhaseShadow {
+		t.Fatalf("second agent on the same NATS sees erin as %+v", u)
+	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ferrygw/ferry/bridge"
 	"github.com/ferrygw/ferry/cloud/cloudwire"
 	"github.com/ferrygw/ferry/legacy/legacywire"
 	"github.com/ferrygw/ferry/migrate"
@@ -56,6 +57,9 @@ func (r *deviceRecorder) fromLegacy(rec legacywire.DeviceRecord) {
 }
 
 func (r *deviceRecorder) fromCloud(user string, h cloudwire.Hello) {
+	if user == bridge.User {
+		return // the bridge's own link is not a user's device
+	}
 	r.offer("cloud", user, migrate.Device{ID: h.Device, Platform: h.Platform, ClientVersion: h.ClientVersion})
 }
 

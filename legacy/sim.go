@@ -277,6 +277,9 @@ func simSchedule(ctx context.Context, rate float64, devices []*Device, recipient
 			toIdx++
 		}
 		from, to := devices[fromIdx], recipients[toIdx]
+		if to == from.User() {
+			continue // a contact that is also a simulated user
+		}
 		seq++
 		select {
 		case <-ctx.Done():
