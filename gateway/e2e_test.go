@@ -26,6 +26,7 @@ const within = 20 * time.Second
 // legacyPhone is a legacy device of a user, as a real libp2p host on
 // loopback that registers at the agent's supernode.
 type legacyPhone struct {
+	host host.Host
 	dev  *legacy.Device
 	dir  *legacy.Directory
 	mu   sync.Mutex
@@ -47,7 +48,7 @@ func newLegacyPhone(t *testing.T, ta *testAgent, user string) *legacyPhone {
 	if err := ta.admin().do(ctx, http.MethodPost, "/v1/admin/legacy/certificates", req, &cert); err != nil {
 		t.Fatal(err)
 	}
-	p := &legacyPhone{recv: make(chan legacywire.ChatMessage, 64)}
+	p := &legacyPhone{host: h, recv: make(chan legacywire.ChatMessage, 64)}
 	p.dev, err = legacy.NewDevice(legacy.DeviceConfig{
 		Host:      h,
 		Cert:      cert,
@@ -271,5 +272,49 @@ func TestMessageCrossesBothWays(t *testing.T) {
 	defer alice.mu.Unlock()
 	if len(alice.got) != 1 {
 		t.Fatalf("alice received %d messages, want exactly 1: %+v", len(alice.got), alice.got)
+	}
+}
+
+// TestRouteFollowsPhase checks that a lookup resolves to the bridge exactly
+// while the user's inbound home is the cloud: a rollback to shadow withdraws
+// the route and lookups return the user's own legacy device again.
+func TestRouteFollowsPhase(t *testing.T) {
+	ta := startAgent(t, t.TempDir(), agentPorts(t))
+	alice := newLegacyPhone(t, ta, "alice")
+	frank := newLegacyPhone(t, ta, "frank")
+	setPhases(t, ta.admin(), "frank", migrate.PhaseShadow, migrate.PhaseReady, migrate.PhaseCloud)
+	alice.waitRoute(t, "frank", ta.a.brHost)
+
+	setPhases(t, ta.admin(), "frank", migrate.PhaseShadow)
+	deadline := time.Now().Add(within)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		look, err := alice.dir.Lookup(ctx, "frank")
+		cancel()
+		if err == nil {
+			targets, err := look.Targets()
+			if err == nil && len(targets) == 1 && targets[0].ID == frank.host.ID() {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after rollback a lookup of frank still resolves to %+v (err %v)", look.Route, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// And alice's message now goes peer to peer to frank's own device.
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	m, ack, err := alice.dev.Send(ctx, "frank", "back on the overlay")
+	if err != nil || ack.Status != legacywire.StatusDelivered {
+		t.Fatalf("send after rollback: %+v %v", ack, err)
+	}
+	select {
+	case got := <-frank.recv:
+		if got.ID != m.ID {
+			t.Fatalf("frank got %+v", got)
+		}
+	case <-time.After(within):
+		t.Fatal("frank's device never got the message")
 	}
 }
