@@ -63,7 +63,8 @@ type session struct {
 	bridge                    bool
 	welcomed                  bool
 
-	out        chan []byte
+	out        chan []byte   // set by open before ready is closed
+	ready      chan struct{} // closed by open: the writer may take frames
 	closing    chan struct{}
 	closeOnce  sync.Once
 	closeCode  int
@@ -84,12 +85,11 @@ func newSession(svc *Service, conn *websocket.Conn, id string) *session {
 	return &session{
 		svc: svc, conn: conn, id: id, ctx: ctx, stop: stop,
 		log:        svc.log.With("session", id, "remote", conn.RemoteAddr().String()),
-		out:        make(chan []byte, svc.cfg.QueueLen),
+		ready:      make(chan struct{}),
 		closing:    make(chan struct{}),
 		readerDone: make(chan struct{}),
 		writerDone: make(chan struct{}),
 		syncDone:   make(chan struct{}),
-		maxPending: svc.cfg.QueueLen * pendingFactor,
 	}
 }
 
@@ -177,6 +177,21 @@ func (s *session) deliverLive(d delivery) {
 // connection.
 func (s *session) writeLoop() {
 	defer close(s.writerDone)
+	// Until open, the only thing to write is a close frame (and s.out
+	// must not be touched: open may be setting it).
+	select {
+	case <-s.ready:
+	case <-s.closing:
+		s.writeClose(time.Now().Add(closeGrace))
+		s.waitPeerClose()
+		return
+	case <-s.readerDone:
+		if s.isClosing() {
+			s.writeClose(time.Now().Add(closeGrace))
+		}
+		s.conn.Close()
+		return
+	}
 	ping := time.NewTicker(pingPeriod)
 	defer ping.Stop()
 	for {
@@ -195,14 +210,7 @@ func (s *session) writeLoop() {
 				return
 			}
 		case <-s.closing:
-			s.flushAndClose()
-			t := time.NewTimer(closeGrace)
-			select {
-			case <-s.readerDone:
-			case <-t.C:
-			}
-			t.Stop()
-			s.conn.Close()
+			s.closeAndWait()
 			return
 		case <-s.readerDone:
 			if s.isClosing() {
@@ -212,6 +220,26 @@ func (s *session) writeLoop() {
 			return
 		}
 	}
+}
+
+// closeAndWait flushes the queue, sends the close frame, waits at most
+// closeGrace for the peer's close (the reader ends), and drops the
+// connection.
+func (s *session) closeAndWait() {
+	s.flushAndClose()
+	s.waitPeerClose()
+}
+
+// waitPeerClose waits at most closeGrace for the reader to end, then drops
+// the connection.
+func (s *session) waitPeerClose() {
+	t := time.NewTimer(closeGrace)
+	select {
+	case <-s.readerDone:
+	case <-t.C:
+	}
+	t.Stop()
+	s.conn.Close()
 }
 
 // flushAndClose writes the queued frames (within closeGrace) and then the
@@ -230,6 +258,10 @@ flush:
 			break flush
 		}
 	}
+	s.writeClose(deadline)
+}
+
+func (s *session) writeClose(deadline time.Time) {
 	msg := websocket.FormatCloseMessage(s.closeCode, s.closeText)
 	if err := s.conn.WriteControl(websocket.CloseMessage, msg, deadline); err != nil {
 		s.log.Debug("close frame not written", "err", err)
@@ -238,6 +270,11 @@ flush:
 
 // readFrame reads one message, at most MaxFrameSize bytes of it. The
 // returned buffer goes back to framePool once decoded.
+//
+// The limit is applied here rather than with Conn.SetReadLimit because the
+// library answers an over-limit frame with its own close 1009 at once,
+// before the service could send the error frame that explains it; reading
+// stops at MaxFrameSize+1 bytes either way, so memory stays bounded.
 func (s *session) readFrame() (*bytes.Buffer, int, error) {
 	typ, r, err := s.conn.NextReader()
 	if err != nil {
@@ -363,7 +400,6 @@ func (s *session) authenticate(claims *cloudwire.Claims, h cloudwire.Hello) bool
 	}
 	s.user, s.role, s.device = claims.Subject, claims.Role, h.Device
 	s.token = subjectToken(s.user)
-	s.log = s.log.With("user", s.user, "role", s.role, "device", s.device)
 	return true
 }
 
@@ -376,12 +412,16 @@ func (s *session) open(h cloudwire.Hello) bool {
 		h.Token = ""
 		fn(s.user, h)
 	}
+	queue := s.svc.cfg.QueueLen
+	if s.bridge {
+		queue *= bridgeQueueFactor
+	}
+	s.out = make(chan []byte, queue)
+	close(s.ready)
 	s.mu.Lock()
 	s.syncing = true
+	s.maxPending = queue * pendingFactor
 	s.mu.Unlock()
-	if s.bridge {
-		s.maxPending *= bridgeQueueFactor
-	}
 	s.svc.hub.add(s)
 	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
 	head, err := s.svc.store.head(ctx, s.user, s.bridge)
@@ -399,7 +439,9 @@ func (s *session) open(h cloudwire.Hello) bool {
 	}
 	s.svc.m.handshakes.WithLabelValues("ok").Inc()
 	s.svc.sessionWelcomed(s)
-	s.log.Debug("session open", "cursor", h.Cursor, "head", head)
+	// Other lines of this session carry only its id (s.log is shared with
+	// goroutines that started before the identity was known).
+	s.log.Debug("session open", "user", s.user, "role", s.role, "device", s.device, "cursor", h.Cursor, "head", head)
 	go s.syncLoop(h.Cursor, head)
 	return true
 }

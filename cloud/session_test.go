@@ -258,11 +258,25 @@ func TestShutdownGoingAway(t *testing.T) {
 	b := f.dialRole(t, "bridge", cloudwire.RoleBridge, "bridge-1", 0)
 	waitSynced(t, a)
 	waitSynced(t, b)
+	// A connection still in the hello phase is closed too.
+	d := websocket.Dialer{Subprotocols: []string{cloudwire.Subprotocol}}
+	early, _, err := d.Dial(f.url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer early.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
+	start := time.Now()
 	if err := f.svc.Shutdown(ctx); err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
+	if d := time.Since(start); d > 2*closeGrace {
+		t.Errorf("Shutdown took %v", d)
+	}
+	_ = early.SetReadDeadline(time.Now().Add(waitFor))
+	_, _, err = early.ReadMessage()
+	closeCode(t, closeErr(err), cloudwire.CloseGoingAway)
 	for _, c := range []*Client{a, b} {
 		waitDone(t, c)
 		ce := closeCode(t, c.Err(), cloudwire.CloseGoingAway)
@@ -276,7 +290,7 @@ func TestShutdownGoingAway(t *testing.T) {
 	if err := f.svc.Shutdown(ctx); err != nil {
 		t.Errorf("second Shutdown: %v", err)
 	}
-	_, err := Dial(context.Background(), ClientConfig{URL: f.url, Token: token(t, "alice", cloudwire.RoleUser), Hello: cloudwire.Hello{Device: "d"}})
+	_, err = Dial(context.Background(), ClientConfig{URL: f.url, Token: token(t, "alice", cloudwire.RoleUser), Hello: cloudwire.Hello{Device: "d"}})
 	var de *DialError
 	if !errors.As(err, &de) || de.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("Dial after Shutdown: %v, want 503", err)
@@ -325,4 +339,32 @@ func TestConfigValidate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSlowConsumer: a session that stops reading is closed with 4429 once
+// its queue overflows, instead of holding the node's live feed back.
+func TestSlowConsumer(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.QueueLen = 2 })
+	alice := f.dial(t, "alice", "a", 0)
+	collect(alice)
+	slow := rawConn(t, f.node, "bob") // never read until the end
+	text := strings.Repeat("z", cloudwire.MaxTextSize)
+	kicked := func() bool {
+		return testutil.ToFloat64(f.svc.m.closes.WithLabelValues("4429")) > 0
+	}
+	for i := 0; i < 5000 && !kicked(); i++ {
+		send(t, alice, "bob", text)
+	}
+	if !kicked() {
+		t.Fatal("slow session never closed")
+	}
+	for {
+		_ = slow.SetReadDeadline(time.Now().Add(waitFor))
+		if _, _, err := slow.ReadMessage(); err != nil {
+			closeCode(t, closeErr(err), cloudwire.CloseSlowConsumer)
+			break
+		}
+	}
+	// The fast session is unaffected.
+	send(t, alice, "bob", "still fine")
 }

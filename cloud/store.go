@@ -567,4 +567,3 @@ func (l *convLocks) release(conv string, e *convEntry) {
 	}
 	l.mu.Unlock()
 }
-
