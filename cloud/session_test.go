@@ -344,7 +344,9 @@ func TestConfigValidate(t *testing.T) {
 // TestSlowConsumer: a session that stops reading is closed with 4429 once
 // its queue overflows, instead of holding the node's live feed back.
 func TestSlowConsumer(t *testing.T) {
-	f := newFixture(t, func(c *Config) { c.QueueLen = 2 })
+	// Small enough for the stalled reader to overflow, roomy enough that the
+	// live one never does on a loaded machine.
+	f := newFixture(t, func(c *Config) { c.QueueLen = 64 })
 	alice := f.dial(t, "alice", "a", 0)
 	collect(alice)
 	slow := rawConn(t, f.node, "bob") // never read until the end
