@@ -56,9 +56,12 @@ type Config struct {
 	RouteTTL time.Duration
 	// DeliveryTimeout bounds one delivery attempt on either side.
 	DeliveryTimeout time.Duration
-	Registerer      prometheus.Registerer
-	Logger          *slog.Logger
-	Now             func() time.Time
+	// OutboxTTL is how long a cloud message waits for an offline legacy
+	// recipient before it is dropped as undeliverable (DefaultOutboxTTL).
+	OutboxTTL  time.Duration
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 // Validate reports a configuration the bridge cannot run with.
@@ -93,6 +96,7 @@ type Bridge struct {
 	metrics *metrics
 	routes  *routePublisher
 	cursor  *cursorStore
+	outbox  *outbox
 
 	mu   sync.Mutex
 	link *cloud.Client // current cloud link; nil while reconnecting
@@ -109,6 +113,9 @@ func New(ctx context.Context, cfg Config) (*Bridge, error) {
 	}
 	if cfg.DeliveryTimeout == 0 {
 		cfg.DeliveryTimeout = DefaultDeliveryTimeout
+	}
+	if cfg.OutboxTTL == 0 {
+		cfg.OutboxTTL = DefaultOutboxTTL
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -144,6 +151,9 @@ func New(ctx context.Context, cfg Config) (*Bridge, error) {
 		cursor:  cur,
 	}
 	b.routes = newRoutePublisher(b)
+	if b.outbox, err = newOutbox(ctx, cfg.JS, cfg.OutboxTTL, b.carry, cfg.Now, log, m); err != nil {
+		return nil, err
+	}
 	return b, nil
 }
 
@@ -165,6 +175,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	g.Go(func() error { return b.routes.run(ctx) })
 	g.Go(func() error { return b.runLink(ctx) })
 	g.Go(func() error { return b.cursor.run(ctx) })
+	g.Go(func() error { return b.outbox.run(ctx) })
 	return g.Wait()
 }
 

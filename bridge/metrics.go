@@ -13,6 +13,9 @@ type metrics struct {
 	latency  *prometheus.HistogramVec
 	routes   *prometheus.CounterVec
 	linkUp   prometheus.Gauge
+
+	outboxDepth  prometheus.Gauge
+	outboxOldest prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -38,17 +41,25 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "gateway_bridge_cloud_link_up",
 			Help: "1 while the bridge's link to the cloud service is connected.",
 		}),
+		outboxDepth: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gateway_bridge_outbox_messages",
+			Help: "Cloud messages waiting in the bridge's outbox for a legacy recipient.",
+		}),
+		outboxOldest: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gateway_bridge_outbox_oldest_age_seconds",
+			Help: "Age of the oldest message at the head of an outbox queue the bridge has looked at.",
+		}),
 	}
 	// Pre-create the series dashboards expect, so they exist at zero.
 	for _, dir := range []string{dirLegacyToCloud, dirCloudToLegacy} {
-		for _, res := range []string{resultOK, resultRefused, resultError, resultUndeliverable} {
+		for _, res := range []string{resultOK, resultQueued, resultRefused, resultError, resultUndeliverable} {
 			m.messages.WithLabelValues(dir, res)
 		}
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.messages, m.receipts, m.latency, m.routes, m.linkUp} {
+	for _, c := range []prometheus.Collector{m.messages, m.receipts, m.latency, m.routes, m.linkUp, m.outboxDepth, m.outboxOldest} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("bridge: register metrics: %w", err)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/ferrygw/ferry/cloud"
@@ -25,18 +26,17 @@ const (
 	dirCloudToLegacy = "cloud_to_legacy"
 
 	resultOK            = "ok"
+	resultQueued        = "queued"
 	resultRefused       = "refused"
 	resultError         = "error"
 	resultUndeliverable = "undeliverable"
 )
 
-// Link reconnection backoff and delivery attempts towards legacy devices.
+// Link reconnection backoff and the link's event buffer.
 const (
-	linkBackoffMin   = 100 * time.Millisecond
-	linkBackoffMax   = 5 * time.Second
-	legacyAttempts   = 3
-	legacyRetryDelay = 300 * time.Millisecond
-	linkEventBuffer  = 8192
+	linkBackoffMin  = 100 * time.Millisecond
+	linkBackoffMax  = 5 * time.Second
+	linkEventBuffer = 8192
 )
 
 // errNoLink is returned while the cloud link is down.
@@ -81,11 +81,14 @@ func (b *Bridge) runLink(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		b.log.Warn("cloud link down", "err", err, "retry_in", backoff)
+		// Full jitter: after a cloud restart the links of many bridges do
+		// not come back in step.
+		wait := time.Duration(rand.Int64N(int64(backoff)) + 1)
+		b.log.Warn("cloud link down", "err", err, "retry_in", wait)
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
 		backoff = min(2*backoff, linkBackoffMax)
 	}
@@ -121,7 +124,10 @@ func (b *Bridge) serveLink(ctx context.Context) error {
 			if !ok {
 				return c.Err()
 			}
-			b.handleEvent(ctx, c, ev)
+			if err := b.handleEvent(ctx, ev); err != nil {
+				// The cursor stays before ev: the next link resumes here.
+				return err
+			}
 			b.cursor.advance(ev.Cursor)
 		}
 	}
@@ -130,60 +136,66 @@ func (b *Bridge) serveLink(ctx context.Context) error {
 // handleEvent carries one cloud inbox event to the overlay when its owner's
 // inbound home is the overlay. Everything else (cloud users' own inboxes, a
 // legacy user's copy of what they sent, receipts chat v1 cannot show) stays
-// in the cloud.
-func (b *Bridge) handleEvent(ctx context.Context, c *cloud.Client, ev cloudwire.Event) {
+// in the cloud. A message that cannot be delivered now goes to the outbox,
+// as does every message for a recipient who already has some waiting there;
+// an error means the event is not safely handled and the feed must stop.
+func (b *Bridge) handleEvent(ctx context.Context, ev cloudwire.Event) error {
 	if ev.Kind != cloudwire.KindMsg || ev.From == ev.User {
-		return
+		return nil
 	}
 	if u, ok := b.cfg.State.Get(ev.User); ok && u.CloudHome() {
-		return
+		return nil
 	}
-	start := b.now()
-	ack, err := b.toLegacy(ctx, ev)
-	if err != nil {
-		if ctx.Err() == nil {
-			b.log.Warn("cloud to legacy undeliverable", "msg_id", ev.MsgID, "err", err)
-			b.metrics.messages.WithLabelValues(dirCloudToLegacy, resultUndeliverable).Inc()
+	if !b.outbox.pending(ev.User) {
+		done, err := b.carry(ctx, ev)
+		if done {
+			return nil
 		}
-		return
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		b.log.Debug("recipient unreachable; queued", "msg_id", ev.MsgID, "err", err)
+	}
+	if err := b.outbox.add(ctx, ev); err != nil {
+		return err
+	}
+	b.metrics.messages.WithLabelValues(dirCloudToLegacy, resultQueued).Inc()
+	return nil
+}
+
+// carry makes one attempt to deliver a cloud message to one of the
+// recipient's legacy devices and, once a device has acknowledged it, turns
+// the ack into a delivery receipt in the cloud. done is true when the message
+// needs no further attempt: delivered, or refused by the device for good.
+func (b *Bridge) carry(ctx context.Context, ev cloudwire.Event) (done bool, err error) {
+	start := b.now()
+	msg := legacywire.ChatMessage{ID: ev.MsgID, From: ev.From, To: ev.User, Text: ev.Text, SentAt: ev.At}
+	ack, err := b.deliverOnce(ctx, msg)
+	if err != nil {
+		return false, err
 	}
 	if ack.Status != legacywire.StatusDelivered {
 		b.metrics.messages.WithLabelValues(dirCloudToLegacy, resultRefused).Inc()
 		b.log.Warn("legacy device refused", "msg_id", ev.MsgID, "code", ack.Code)
-		return
+		return true, nil
 	}
 	b.metrics.messages.WithLabelValues(dirCloudToLegacy, resultOK).Inc()
 	b.metrics.latency.WithLabelValues(dirCloudToLegacy).Observe(b.now().Sub(start).Seconds())
 
+	link := b.currentLink()
+	if link == nil {
+		b.metrics.receipts.WithLabelValues(dirLegacyToCloud, resultError).Inc()
+		b.log.Warn("delivery receipt lost: cloud link down", "msg_id", ev.MsgID)
+		return true, nil
+	}
 	rctx, cancel := context.WithTimeout(ctx, b.cfg.DeliveryTimeout)
 	defer cancel()
-	err = c.Receipt(rctx, cloudwire.Receipt{As: ev.User, Conv: ev.Conv, MsgID: ev.MsgID, Status: cloudwire.StatusDelivered})
+	err = link.Receipt(rctx, cloudwire.Receipt{As: ev.User, Conv: ev.Conv, MsgID: ev.MsgID, Status: cloudwire.StatusDelivered})
 	b.metrics.receipts.WithLabelValues(dirLegacyToCloud, resultOf(err)).Inc()
 	if err != nil {
 		b.log.Warn("delivery receipt", "msg_id", ev.MsgID, "err", err)
 	}
-}
-
-// toLegacy delivers a cloud message to one of the recipient's legacy devices,
-// looking the user up afresh for each attempt.
-func (b *Bridge) toLegacy(ctx context.Context, ev cloudwire.Event) (legacywire.ChatAck, error) {
-	msg := legacywire.ChatMessage{ID: ev.MsgID, From: ev.From, To: ev.User, Text: ev.Text, SentAt: ev.At}
-	var last error
-	for attempt := range legacyAttempts {
-		if attempt > 0 {
-			select {
-			case <-ctx.Done():
-				return legacywire.ChatAck{}, ctx.Err()
-			case <-time.After(legacyRetryDelay * time.Duration(attempt)):
-			}
-		}
-		ack, err := b.deliverOnce(ctx, msg)
-		if err == nil {
-			return ack, nil
-		}
-		last = err
-	}
-	return legacywire.ChatAck{}, last
+	return true, nil
 }
 
 func (b *Bridge) deliverOnce(ctx context.Context, msg legacywire.ChatMessage) (legacywire.ChatAck, error) {

@@ -318,3 +318,48 @@ func TestRouteFollowsPhase(t *testing.T) {
 		t.Fatal("frank's device never got the message")
 	}
 }
+
+// TestOfflineLegacyRecipient checks the bridge's outbox: what a cloud user
+// sends to a legacy user whose device is unreachable waits in JetStream and
+// reaches the user's next device in order, with delivery receipts after.
+func TestOfflineLegacyRecipient(t *testing.T) {
+	ta := startAgent(t, t.TempDir(), agentPorts(t))
+	setPhases(t, ta.admin(), "gina", migrate.PhaseShadow, migrate.PhaseReady, migrate.PhaseCloud)
+	gina := dialCloud(t, ta, "gina", "gina-phone", 0)
+	old := newLegacyPhone(t, ta, "hank")
+	old.host.Close() // hank's registered device goes away without a word
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var sent []string
+	for _, text := range []string{"are", "you", "there"} {
+		id := uuid.Must(uuid.NewV7()).String()
+		if _, err := gina.c.Send(ctx, cloudwire.Send{To: "hank", MsgID: id, Text: text}); err != nil {
+			t.Fatal(err)
+		}
+		sent = append(sent, id)
+	}
+	hank := newLegacyPhone(t, ta, "hank") // hank comes back on a new device
+	var got []string
+	for len(got) < len(sent) {
+		select {
+		case m := <-hank.recv:
+			got = append(got, m.ID)
+		case <-time.After(within):
+			t.Fatalf("hank got %d of %d queued messages", len(got), len(sent))
+		}
+	}
+	if !slices.Equal(got, sent) {
+		t.Fatalf("hank got %v, want in order %v", got, sent)
+	}
+	receipts := map[string]bool{}
+	for len(receipts) < len(sent) {
+		ev, _ := gina.next(t, cloudwire.KindReceipt)
+		receipts[ev.MsgID] = ev.Status == cloudwire.StatusDelivered && ev.By == "hank"
+	}
+	for _, id := range sent {
+		if !receipts[id] {
+			t.Fatalf("no delivered receipt for %s: %v", id, receipts)
+		}
+	}
+}

@@ -1,0 +1,263 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ferrygw/ferry/cloud/cloudwire"
+)
+
+// The outbox's stream and its limits.
+const (
+	outboxStream         = "FERRY_BRIDGE_OUTBOX"
+	outboxSubjectPrefix  = "bridge.outbox."
+	outboxDuplicates     = 10 * time.Minute
+	outboxTick           = 100 * time.Millisecond
+	outboxBackoffMin     = 500 * time.Millisecond
+	outboxBackoffMax     = time.Minute
+	DefaultOutboxTTL     = 7 * 24 * time.Hour
+	outboxRequestTimeout = 5 * time.Second
+)
+
+// outboxEntry is what the outbox stores for one message.
+type outboxEntry struct {
+	Event    cloudwire.Event `json:"event"`
+	QueuedAt time.Time       `json:"queued_at"`
+}
+
+// deliverFunc makes one attempt to carry a cloud event to the overlay. done
+// means the entry can leave the outbox: delivered, or refused for good.
+type deliverFunc func(ctx context.Context, ev cloudwire.Event) (done bool, err error)
+
+// outbox holds cloud messages that could not reach a legacy-home recipient
+// yet (no live device, device unreachable), one FIFO per recipient in a
+// JetStream stream, and retries them with jittered exponential backoff. While
+// a recipient has anything queued, newer messages for them queue behind it,
+// so a conversation's order holds. What stays longer than ttl is dropped and
+// counted as undeliverable.
+type outbox struct {
+	stream  jetstream.Stream
+	js      jetstream.JetStream
+	ttl     time.Duration
+	deliver deliverFunc
+	now     func() time.Time
+	log     *slog.Logger
+	m       *metrics
+
+	mu    sync.Mutex
+	users map[string]*outboxQueue
+}
+
+// outboxQueue is the in-memory view of one recipient's queue.
+type outboxQueue struct {
+	depth   int
+	oldest  time.Time // queue time of the head, zero until known
+	next    time.Time // next attempt
+	backoff time.Duration
+}
+
+func newOutbox(ctx context.Context, js jetstream.JetStream, ttl time.Duration, deliver deliverFunc, now func() time.Time, log *slog.Logger, m *metrics) (*outbox, error) {
+	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        outboxStream,
+		Description: "Ferry bridge: cloud messages waiting for a legacy recipient",
+		Subjects:    []string{outboxSubjectPrefix + "*"},
+		Storage:     jetstream.FileStorage,
+		Duplicates:  outboxDuplicates,
+		AllowDirect: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bridge: outbox stream: %w", err)
+	}
+	o := &outbox{stream: st, js: js, ttl: ttl, deliver: deliver, now: now, log: log, m: m, users: map[string]*outboxQueue{}}
+	if err := o.load(ctx); err != nil {
+		return nil, err
+	}
+	m.outboxDepth.Set(0)
+	return o, nil
+}
+
+// load rebuilds the per-recipient counts from the stream after a restart.
+func (o *outbox) load(ctx context.Context) error {
+	info, err := o.stream.Info(ctx, jetstream.WithSubjectFilter(outboxSubjectPrefix+">"))
+	if err != nil {
+		return fmt.Errorf("bridge: outbox state: %w", err)
+	}
+	now := o.now()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for subj, n := range info.State.Subjects {
+		user := strings.TrimPrefix(subj, outboxSubjectPrefix)
+		o.users[user] = &outboxQueue{depth: int(n), next: now, backoff: outboxBackoffMin}
+	}
+	return nil
+}
+
+// pending reports whether user has messages waiting.
+func (o *outbox) pending(user string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.users[user] != nil
+}
+
+// add queues ev behind whatever its recipient already has waiting. The
+// message id makes a replay after a restart a no-op.
+func (o *outbox) add(ctx context.Context, ev cloudwire.Event) error {
+	now := o.now().UTC()
+	b, err := json.Marshal(outboxEntry{Event: ev, QueuedAt: now})
+	if err != nil {
+		return err
+	}
+	msg := nats.NewMsg(outboxSubjectPrefix + ev.User)
+	msg.Data = b
+	msg.Header.Set(jetstream.MsgIDHeader, ev.MsgID+":"+ev.User)
+	ack, err := o.js.PublishMsg(ctx, msg)
+	if err != nil {
+		return fmt.Errorf("bridge: queue %s for %s: %w", ev.MsgID, ev.User, err)
+	}
+	if ack.Duplicate {
+		return nil
+	}
+	o.mu.Lock()
+	q := o.users[ev.User]
+	if q == nil {
+		q = &outboxQueue{oldest: now, next: now.Add(outboxBackoffMin), backoff: outboxBackoffMin}
+		o.users[ev.User] = q
+	}
+	q.depth++
+	o.mu.Unlock()
+	return nil
+}
+
+// run retries due recipients until ctx ends.
+func (o *outbox) run(ctx context.Context) error {
+	t := time.NewTicker(outboxTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		for _, user := range o.due() {
+			if err := o.drain(ctx, user); err != nil && ctx.Err() == nil {
+				o.log.Warn("outbox", "user", user, "err", err)
+			}
+		}
+		o.updateGauges()
+	}
+}
+
+func (o *outbox) due() []string {
+	now := o.now()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var out []string
+	for u, q := range o.users {
+		if !q.next.After(now) {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// drain delivers user's queue from the head until it is empty or an attempt
+// fails, which schedules the next try.
+func (o *outbox) drain(ctx context.Context, user string) error {
+	subj := outboxSubjectPrefix + user
+	for ctx.Err() == nil {
+		rctx, cancel := context.WithTimeout(ctx, outboxRequestTimeout)
+		raw, err := o.stream.GetMsg(rctx, 1, jetstream.WithGetMsgSubject(subj))
+		cancel()
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			o.mu.Lock()
+			delete(o.users, user)
+			o.mu.Unlock()
+			return nil
+		}
+		if err != nil {
+			o.retryLater(user)
+			return fmt.Errorf("read head: %w", err)
+		}
+		var e outboxEntry
+		if err := json.Unmarshal(raw.Data, &e); err != nil {
+			o.log.Error("outbox entry unreadable; dropped", "seq", raw.Sequence, "err", err)
+			o.remove(ctx, user, raw.Sequence)
+			continue
+		}
+		o.mu.Lock()
+		if q := o.users[user]; q != nil {
+			q.oldest = e.QueuedAt
+		}
+		o.mu.Unlock()
+		if o.now().Sub(e.QueuedAt) > o.ttl {
+			o.m.messages.WithLabelValues(dirCloudToLegacy, resultUndeliverable).Inc()
+			o.log.Warn("message expired in the outbox", "msg_id", e.Event.MsgID, "queued_at", e.QueuedAt)
+			o.remove(ctx, user, raw.Sequence)
+			continue
+		}
+		done, err := o.deliver(ctx, e.Event)
+		if !done {
+			o.retryLater(user)
+			return err
+		}
+		o.remove(ctx, user, raw.Sequence)
+	}
+	return nil
+}
+
+// remove deletes a handled entry. If the delete fails the entry is retried
+// later; the recipient's duplicate filter drops the repeat.
+func (o *outbox) remove(ctx context.Context, user string, seq uint64) {
+	rctx, cancel := context.WithTimeout(ctx, outboxRequestTimeout)
+	defer cancel()
+	if err := o.stream.DeleteMsg(rctx, seq); err != nil {
+		o.log.Warn("outbox delete", "seq", seq, "err", err)
+		return
+	}
+	o.mu.Lock()
+	if q := o.users[user]; q != nil {
+		q.depth--
+		q.oldest = time.Time{}
+		q.backoff = outboxBackoffMin
+	}
+	o.mu.Unlock()
+}
+
+// retryLater pushes user's next attempt out by a jittered, doubling backoff,
+// so that many queues do not retry in step.
+func (o *outbox) retryLater(user string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	q := o.users[user]
+	if q == nil {
+		return
+	}
+	jitter := time.Duration(rand.Int64N(int64(q.backoff)/2 + 1))
+	q.next = o.now().Add(q.backoff + jitter)
+	q.backoff = min(2*q.backoff, outboxBackoffMax)
+}
+
+func (o *outbox) updateGauges() {
+	now := o.now()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	depth, oldest := 0, time.Duration(0)
+	for _, q := range o.users {
+		depth += q.depth
+		if !q.oldest.IsZero() {
+			oldest = max(oldest, now.Sub(q.oldest))
+		}
+	}
+	o.m.outboxDepth.Set(float64(depth))
+	o.m.outboxOldest.Set(oldest.Seconds())
+}
