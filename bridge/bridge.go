@@ -169,7 +169,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 		Logger:    b.log,
 		Deliver:   b.fromLegacy,
 	})
-	defer b.cfg.Host.RemoveStreamHandler(legacywire.ChatV1ProtocolID)
+	defer legacy.RemoveChatHandlers(b.cfg.Host)
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return b.routes.run(ctx) })

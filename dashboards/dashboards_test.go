@@ -13,8 +13,14 @@ import (
 )
 
 type dashboard struct {
-	Title      string `json:"title"`
-	UID        string `json:"uid"`
+	Title       string `json:"title"`
+	UID         string `json:"uid"`
+	Annotations struct {
+		List []struct {
+			Name string `json:"name"`
+			Expr string `json:"expr"`
+		} `json:"list"`
+	} `json:"annotations"`
 	Templating struct {
 		List []struct {
 			Name string `json:"name"`

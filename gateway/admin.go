@@ -83,6 +83,7 @@ func (a *agent) adminHandler() http.Handler {
 	mux.Handle("GET /v1/admin/legacy/bootstrap", a.authed(a.legacyBootstrap))
 	mux.Handle("POST /v1/admin/legacy/certificates", a.authed(a.legacyCertificate))
 	mux.Handle("POST /v1/admin/cloud/tokens", a.authed(a.cloudToken))
+	a.registerCampaignRoutes(mux)
 	mux.Handle("/v1/admin/", a.authed(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such admin endpoint: "+r.Method+" "+r.URL.Path)
 	}))
@@ -185,7 +186,11 @@ func (a *agent) setPhase(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *agent) legacyBootstrap(w http.ResponseWriter, _ *http.Request) {
-	info := a.supernodeInfo()
+	info, err := a.supernodeInfo()
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "no_supernode", err.Error())
+		return
+	}
 	addrs, err := peer.AddrInfoToP2pAddrs(&info)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, "internal", err.Error())

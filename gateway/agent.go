@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -44,15 +45,29 @@ const (
 
 // agentConfig is everything `gateway agent` reads from its flags.
 type agentConfig struct {
-	Dev            bool
-	DataDir        string
-	NatsURL        string
-	Listen         string
-	AdminListen    string
-	LegacyListen   string
-	BridgeListen   string
+	Dev          bool
+	DataDir      string
+	NatsURL      string
+	Listen       string
+	AdminListen  string
+	LegacyListen string
+	BridgeListen string
+	// Roles are the parts this agent runs (roleSupernode, roleCloud,
+	// roleBridge); empty means all. The engine, the migration state and the
+	// admin listener run in every agent.
+	Roles []string
+	// NatsListen exposes the embedded NATS server on host:port, so that
+	// agents in other processes (a separate bridge) can share it.
+	NatsListen string
+	// CloudURL and Supernode locate the parts this agent does not run: the
+	// cloud service's WebSocket URL and the supernode's multiaddr (with /p2p/).
+	CloudURL       string
+	Supernode      string
 	AllowedOrigins []string
 	StopTimeout    time.Duration
+	// CampaignTick is how often the campaign driver looks at the
+	// campaigns; zero means migrate.DefaultDriverTick.
+	CampaignTick time.Duration
 	Logger         *slog.Logger
 	// Out receives the start-up banner; nil prints nothing.
 	Out io.Writer
@@ -62,7 +77,7 @@ func agentCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg agentConfig
-	var origins, level string
+	var origins, level, roles string
 	fs.BoolVar(&cfg.Dev, "dev", false, "run everything in one process on loopback, in a fresh data directory unless -data-dir is set")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "data directory (keys, admin token, embedded NATS); reused if it exists")
 	fs.StringVar(&cfg.NatsURL, "nats-url", "", "external NATS server or cluster instead of the embedded one")
@@ -70,6 +85,10 @@ func agentCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.StringVar(&cfg.AdminListen, "admin-listen", defaultAdminListen, "admin listener host:port (/v1/admin/..., /metrics, /healthz)")
 	fs.StringVar(&cfg.LegacyListen, "legacy-listen", defaultLegacyListen, "overlay listener of the supernode (multiaddr)")
 	fs.StringVar(&cfg.BridgeListen, "bridge-listen", defaultBridgeListen, "overlay listener of the bridge peer (multiaddr)")
+	fs.StringVar(&roles, "roles", strings.Join(allRoles, ","), "parts this agent runs: any of "+strings.Join(allRoles, ","))
+	fs.StringVar(&cfg.NatsListen, "nats-listen", "", "also serve the embedded NATS on host:port, for agents in other processes")
+	fs.StringVar(&cfg.CloudURL, "cloud-url", "", "cloud WebSocket URL, for a bridge in an agent without the cloud role")
+	fs.StringVar(&cfg.Supernode, "supernode", "", "supernode multiaddr with /p2p/ID, for an agent without the supernode role")
 	fs.StringVar(&origins, "allowed-origins", "http://127.0.0.1:7070,http://localhost:7070", "comma-separated Origin allowlist for browser clients")
 	fs.DurationVar(&cfg.StopTimeout, "stop-timeout", defaultStopTimeout, "deadline for a clean stop after SIGINT/SIGTERM")
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
@@ -81,9 +100,11 @@ func agentCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return fmt.Errorf("-log-level: %w", err)
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
-	for _, o := range strings.Split(origins, ",") {
-		if o = strings.TrimSpace(o); o != "" {
-			cfg.AllowedOrigins = append(cfg.AllowedOrigins, o)
+	cfg.AllowedOrigins = splitList(origins)
+	cfg.Roles = splitList(roles)
+	for _, r := range cfg.Roles {
+		if !slices.Contains(allRoles, r) {
+			return fmt.Errorf("-roles: unknown role %q (known: %s)", r, strings.Join(allRoles, ", "))
 		}
 	}
 	cfg.Out = stdout
@@ -118,6 +139,7 @@ type agent struct {
 	cloud      *cloud.Service
 	bridge     *bridge.Bridge
 	devices    *deviceRecorder
+	control    *campaignControl
 	cloudLn    net.Listener
 	adminLn    net.Listener
 	cloudSrv   *http.Server
@@ -181,7 +203,7 @@ func (a *agent) start(ctx context.Context, g *errgroup.Group, gctx context.Conte
 		return fmt.Errorf("data dir: %w", err)
 	}
 	var err error
-	if a.eng, err = engine.Start(engine.Config{DataDir: dir, URL: cfg.NatsURL, Name: "ferry-agent", Logger: cfg.Logger}); err != nil {
+	if a.eng, err = engine.Start(engine.Config{DataDir: dir, URL: cfg.NatsURL, Listen: cfg.NatsListen, Name: "ferry-agent", Logger: cfg.Logger}); err != nil {
 		return err
 	}
 	if a.authority, err = legacy.LoadOrCreateAuthority(filepath.Join(dir, "authority.key")); err != nil {
@@ -209,56 +231,105 @@ func (a *agent) start(ctx context.Context, g *errgroup.Group, gctx context.Conte
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	if a.control, err = a.startCampaigns(ctx); err != nil {
+		return err
+	}
+	g.Go(func() error { return a.control.driver.Run(gctx) })
 	a.devices = newDeviceRecorder(a.store, cfg.Logger, a.reg)
 	g.Go(func() error { return a.devices.run(gctx) })
 
-	// The legacy overlay: the supernode on -legacy-listen.
-	snKey, err := loadPeerKey(filepath.Join(dir, "supernode.key"))
+	if a.has(roleSupernode) {
+		if err := a.startSupernode(g, gctx); err != nil {
+			return err
+		}
+	}
+	if a.has(roleCloud) {
+		if err := a.startCloud(ctx, g, gctx); err != nil {
+			return err
+		}
+	}
+	if a.has(roleBridge) {
+		if err := a.startBridge(ctx, g, gctx); err != nil {
+			return err
+		}
+	}
+
+	// The admin API, /metrics and /healthz on -admin-listen, in every agent.
+	registerAgentMetrics(a.reg, a.state, a.snHost)
+	if a.adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	a.adminSrv = &http.Server{Handler: a.adminHandler(), ReadHeaderTimeout: readHeaderTimeout, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
+	g.Go(func() error { return serve(a.adminSrv, a.adminLn) })
+	return nil
+}
+
+// startSupernode runs the legacy overlay's supernode on -legacy-listen.
+func (a *agent) startSupernode(g *errgroup.Group, gctx context.Context) error {
+	key, err := loadPeerKey(filepath.Join(a.cfg.DataDir, "supernode.key"))
 	if err != nil {
 		return err
 	}
-	if a.snHost, err = legacy.NewHost(legacy.HostConfig{ListenAddrs: []string{cfg.LegacyListen}, PrivKey: snKey, MaxConns: legacyMaxConns, Registerer: a.reg}); err != nil {
-		return fmt.Errorf("supernode host on %s: %w", cfg.LegacyListen, err)
+	if a.snHost, err = legacy.NewHost(legacy.HostConfig{ListenAddrs: []string{a.cfg.LegacyListen}, PrivKey: key, MaxConns: legacyMaxConns, Registerer: a.reg}); err != nil {
+		return fmt.Errorf("supernode host on %s: %w", a.cfg.LegacyListen, err)
 	}
 	if a.supernode, err = legacy.NewSupernode(a.snHost, legacy.SupernodeConfig{
 		Authority:  a.authority.PublicKey(),
-		Logger:     cfg.Logger,
+		Logger:     a.cfg.Logger,
 		OnRegister: a.devices.fromLegacy,
 	}); err != nil {
 		return err
 	}
 	g.Go(func() error { return a.supernode.Run(gctx) })
+	return nil
+}
 
-	// The cloud service on -listen.
+// startCloud runs the cloud service on -listen.
+func (a *agent) startCloud(ctx context.Context, g *errgroup.Group, gctx context.Context) error {
+	var err error
 	if a.cloud, err = cloud.New(ctx, cloud.Config{
 		JS:             a.eng.JS,
 		TokenKey:       a.tokenKey.Public().(ed25519.PublicKey),
-		AllowedOrigins: cfg.AllowedOrigins,
+		AllowedOrigins: a.cfg.AllowedOrigins,
 		Admit:          a.admitCloudDevice,
 		ActFor:         a.bridgeMayActFor,
 		OnHello:        a.devices.fromCloud,
 		Registerer:     a.reg,
-		Logger:         cfg.Logger,
+		Logger:         a.cfg.Logger,
 	}); err != nil {
 		return err
 	}
 	g.Go(func() error { return a.cloud.Run(gctx) })
-	if a.cloudLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+	if a.cloudLn, err = net.Listen("tcp", a.cfg.Listen); err != nil {
 		return fmt.Errorf("cloud listener: %w", err)
 	}
-	a.cloudSrv = &http.Server{Handler: a.cloud.Handler(), ReadHeaderTimeout: readHeaderTimeout, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
+	a.cloudSrv = &http.Server{Handler: a.cloud.Handler(), ReadHeaderTimeout: readHeaderTimeout, ErrorLog: slog.NewLogLogger(a.cfg.Logger.Handler(), slog.LevelWarn)}
 	g.Go(func() error { return serve(a.cloudSrv, a.cloudLn) })
+	return nil
+}
 
-	// The bridge: its own overlay peer, a cloud link over the WebSocket protocol.
-	brKey, err := loadPeerKey(filepath.Join(dir, "bridge.key"))
+// startBridge runs the bridge: its own overlay peer on -bridge-listen and a
+// link to the cloud service over the WebSocket protocol, this agent's or the
+// one at -cloud-url.
+func (a *agent) startBridge(ctx context.Context, g *errgroup.Group, gctx context.Context) error {
+	sn, err := a.supernodeInfo()
 	if err != nil {
 		return err
 	}
-	if a.brHost, err = legacy.NewHost(legacy.HostConfig{ListenAddrs: []string{cfg.BridgeListen}, PrivKey: brKey, MaxConns: legacyMaxConns}); err != nil {
-		return fmt.Errorf("bridge host on %s: %w", cfg.BridgeListen, err)
+	cloudURL := a.cloudURL()
+	if cloudURL == "" {
+		return errors.New("agent: a bridge without the cloud role needs -cloud-url")
 	}
-	bridgeToken, err := cloudwire.SignToken(a.tokenKey, cloudwire.Claims{
-		Subject: bridge.User, Role: cloudwire.RoleBridge, IssuedAt: time.Now().UTC(), ExpiresAt: time.Now().UTC().Add(bridgeTokenTTL),
+	key, err := loadPeerKey(filepath.Join(a.cfg.DataDir, "bridge.key"))
+	if err != nil {
+		return err
+	}
+	if a.brHost, err = legacy.NewHost(legacy.HostConfig{ListenAddrs: []string{a.cfg.BridgeListen}, PrivKey: key, MaxConns: legacyMaxConns}); err != nil {
+		return fmt.Errorf("bridge host on %s: %w", a.cfg.BridgeListen, err)
+	}
+	now := time.Now().UTC()
+	token, err := cloudwire.SignToken(a.tokenKey, cloudwire.Claims{
+		Subject: bridge.User, Role: cloudwire.RoleBridge, IssuedAt: now, ExpiresAt: now.Add(bridgeTokenTTL),
 	})
 	if err != nil {
 		return err
@@ -266,26 +337,18 @@ func (a *agent) start(ctx context.Context, g *errgroup.Group, gctx context.Conte
 	if a.bridge, err = bridge.New(ctx, bridge.Config{
 		Host:          a.brHost,
 		Authority:     a.authority,
-		Supernode:     a.supernodeInfo(),
+		Supernode:     sn,
 		State:         a.state,
 		JS:            a.eng.JS,
-		CloudURL:      "ws://" + a.cloudLn.Addr().String() + "/v1/ws",
-		CloudToken:    bridgeToken,
+		CloudURL:      cloudURL,
+		CloudToken:    token,
 		ClientVersion: version,
 		Registerer:    a.reg,
-		Logger:        cfg.Logger,
+		Logger:        a.cfg.Logger,
 	}); err != nil {
 		return err
 	}
 	g.Go(func() error { return a.bridge.Run(gctx) })
-
-	// The admin API, /metrics and /healthz on -admin-listen.
-	registerAgentMetrics(a.reg, a.state, a.snHost)
-	if a.adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
-		return fmt.Errorf("admin listener: %w", err)
-	}
-	a.adminSrv = &http.Server{Handler: a.adminHandler(), ReadHeaderTimeout: readHeaderTimeout, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
-	g.Go(func() error { return serve(a.adminSrv, a.adminLn) })
 	return nil
 }
 
@@ -335,8 +398,19 @@ func (a *agent) closeResources() {
 	}
 }
 
-func (a *agent) supernodeInfo() peer.AddrInfo {
-	return peer.AddrInfo{ID: a.snHost.ID(), Addrs: a.snHost.Addrs()}
+// supernodeInfo is this agent's supernode, or the one at -supernode.
+func (a *agent) supernodeInfo() (peer.AddrInfo, error) {
+	if a.snHost != nil {
+		return peer.AddrInfo{ID: a.snHost.ID(), Addrs: a.snHost.Addrs()}, nil
+	}
+	if a.cfg.Supernode == "" {
+		return peer.AddrInfo{}, errors.New("agent: no supernode: run the supernode role or set -supernode")
+	}
+	info, err := peer.AddrInfoFromString(a.cfg.Supernode)
+	if err != nil {
+		return peer.AddrInfo{}, fmt.Errorf("agent: -supernode %q: %w", a.cfg.Supernode, err)
+	}
+	return *info, nil
 }
 
 // admitCloudDevice lets a user's own cloud devices in only once the cloud is
@@ -386,7 +460,38 @@ func (a *agent) loadAdminToken(path string) (string, error) {
 }
 
 func (a *agent) adminURL() string { return "http://" + a.adminLn.Addr().String() }
-func (a *agent) cloudURL() string { return "ws://" + a.cloudLn.Addr().String() + "/v1/ws" }
+
+// cloudURL is this agent's cloud endpoint, or the one at -cloud-url.
+func (a *agent) cloudURL() string {
+	if a.cloudLn != nil {
+		return "ws://" + a.cloudLn.Addr().String() + "/v1/ws"
+	}
+	return a.cfg.CloudURL
+}
+
+// Roles an agent can run.
+const (
+	roleSupernode = "supernode"
+	roleCloud     = "cloud"
+	roleBridge    = "bridge"
+)
+
+var allRoles = []string{roleSupernode, roleCloud, roleBridge}
+
+func (a *agent) has(role string) bool {
+	return len(a.cfg.Roles) == 0 || slices.Contains(a.cfg.Roles, role)
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
 
 func (a *agent) printBanner() {
 	out := a.cfg.Out
@@ -396,13 +501,21 @@ func (a *agent) printBanner() {
 	mode := "embedded NATS JetStream in " + filepath.Join(a.cfg.DataDir, "jetstream")
 	if a.cfg.NatsURL != "" {
 		mode = "external NATS at " + a.cfg.NatsURL
+	} else if u := a.eng.ClientURL(); u != "" {
+		mode += ", served at " + u
 	}
-	fmt.Fprintf(out, `Ferry agent %s is running.
-  cloud      %s   (health: http://%s/healthz)
-  admin      %s   (/v1/admin/..., /metrics, /healthz)
-  supernode  %s/p2p/%s
-  bridge     peer %s
-  engine     %s
+	fmt.Fprintf(out, "Ferry agent %s is running.\n", version)
+	if a.cloudLn != nil {
+		fmt.Fprintf(out, "  cloud      %s   (health: http://%s/healthz)\n", a.cloudURL(), a.cloudLn.Addr())
+	}
+	fmt.Fprintf(out, "  admin      %s   (/v1/admin/..., /metrics, /healthz)\n", a.adminURL())
+	if a.snHost != nil {
+		fmt.Fprintf(out, "  supernode  %s/p2p/%s\n", firstAddr(a.snHost), a.snHost.ID())
+	}
+	if a.brHost != nil {
+		fmt.Fprintf(out, "  bridge     %s/p2p/%s\n", firstAddr(a.brHost), a.brHost.ID())
+	}
+	fmt.Fprintf(out, `  engine     %s
   data dir   %s
   admin token in %s
 
@@ -413,15 +526,7 @@ Next, in another shell:
   go run ./gateway users list
   go run ./gateway users set-phase sim-1 shadow -reason tour
   curl -s $FERRY_ADDR/metrics | grep ^gateway_
-`, version, a.cloudURL(), a.cloudLn.Addr(), a.adminURL(), firstAddr(a.snHost), a.snHost.ID(), a.brHost.ID(), mode, a.cfg.DataDir,
-		filepath.Join(a.cfg.DataDir, "admin-token"), a.adminURL(), a.bannerToken())
-}
-
-func firstAddr(h host.Host) string {
-	if addrs := h.Addrs(); len(addrs) > 0 {
-		return addrs[0].String()
-	}
-	return "(no address)"
+`, mode, a.cfg.DataDir, filepath.Join(a.cfg.DataDir, "admin-token"), a.adminURL(), a.bannerToken())
 }
 
 // bannerToken is the admin token itself for a dev agent, and a command that
@@ -431,4 +536,11 @@ func (a *agent) bannerToken() string {
 		return a.adminToken
 	}
 	return "$(cat " + filepath.Join(a.cfg.DataDir, "admin-token") + ")"
+}
+
+func firstAddr(h host.Host) string {
+	if addrs := h.Addrs(); len(addrs) > 0 {
+		return addrs[0].String()
+	}
+	return "(no address)"
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/ferrygw/ferry/cloud"
 	"github.com/ferrygw/ferry/cloud/cloudwire"
@@ -53,7 +54,7 @@ func newLegacyPhone(t *testing.T, ta *testAgent, user string) *legacyPhone {
 		Host:      h,
 		Cert:      cert,
 		Authority: agentAuthority(t, ta),
-		Supernode: ta.a.supernodeInfo(),
+		Supernode: ta.supernode(t),
 		OnMessage: func(m legacywire.ChatMessage) {
 			p.mu.Lock()
 			p.got = append(p.got, m)
@@ -64,7 +65,7 @@ func newLegacyPhone(t *testing.T, ta *testAgent, user string) *legacyPhone {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.dir = legacy.NewDirectory(h, cert, ta.a.supernodeInfo())
+	p.dir = legacy.NewDirectory(h, cert, ta.supernode(t))
 	if err := p.dev.Register(ctx); err != nil {
 		t.Fatalf("register %s: %v", user, err)
 	}
@@ -362,4 +363,13 @@ func TestOfflineLegacyRecipient(t *testing.T) {
 			t.Fatalf("no delivered receipt for %s: %v", id, receipts)
 		}
 	}
+}
+
+func (ta *testAgent) supernode(t testing.TB) peer.AddrInfo {
+	t.Helper()
+	info, err := ta.a.supernodeInfo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info
 }

@@ -22,7 +22,8 @@ func newRegistry() *prometheus.Registry {
 }
 
 // registerAgentMetrics adds the series the agent derives from the parts'
-// state at scrape time.
+// state at scrape time. overlay is the supernode's host, nil when this agent
+// does not run one.
 func registerAgentMetrics(reg prometheus.Registerer, st *migrate.State, overlay host.Host) {
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "gateway_build_info",
@@ -32,11 +33,14 @@ func registerAgentMetrics(reg prometheus.Registerer, st *migrate.State, overlay 
 	reg.MustRegister(
 		build,
 		&usersCollector{state: st},
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "gateway_legacy_peers",
-			Help: "Legacy overlay peers connected to this node's supernode.",
-		}, func() float64 { return float64(len(overlay.Network().Peers())) }),
 	)
+	if overlay == nil {
+		return // no supernode role
+	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "gateway_legacy_peers",
+		Help: "Legacy overlay peers connected to this node's supernode.",
+	}, func() float64 { return float64(len(overlay.Network().Peers())) }))
 }
 
 // usersCollector reports users per phase from one memdb snapshot per scrape,

@@ -113,3 +113,16 @@ func (a *Authority) Certify(id peer.ID, user, platform, version string, caps []s
 func (a *Authority) SignRoute(r legacywire.RouteRecord) legacywire.RouteRecord {
 	return legacywire.SignRoute(a.key, r)
 }
+
+// Revoke signs a revocation of cert, effective now. Hand it to a supernode
+// (Supernode.Revoke or Directory.Revoke): supernodes refuse the device from
+// then on and give the revocation to every device that asks.
+func (a *Authority) Revoke(cert legacywire.Certificate, reason string) legacywire.Revocation {
+	return legacywire.SignRevocation(a.key, legacywire.Revocation{
+		PeerID:    cert.PeerID,
+		User:      cert.User,
+		Reason:    reason,
+		RevokedAt: time.Now(),
+		NotAfter:  cert.NotAfter,
+	})
+}

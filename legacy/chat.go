@@ -35,6 +35,43 @@ type ChatConfig struct {
 	// returns its ack. The handler fills in the ack's ID when empty. A nil
 	// Deliver refuses every message with legacywire.CodeUnavailable.
 	Deliver func(ctx context.Context, from legacywire.Certificate, msg legacywire.ChatMessage) legacywire.ChatAck
+	// OnFrame takes one chat v2 frame other than a message (receipt,
+	// typing, presence, subscribe) from the certified sender, after the
+	// handler has checked that the frame speaks only for the sender's user,
+	// and returns its ack. Nil refuses them with legacywire.CodeUnsupported.
+	OnFrame func(ctx context.Context, from legacywire.Certificate, f legacywire.ChatFrame) legacywire.ChatAck
+	// Revocations, when set, is consulted at the hello and at every frame:
+	// a revoked certificate is refused with legacywire.CodeRevoked.
+	Revocations *Revocations
+	// MaxVersion is the highest chat version served: 1 registers chat v1
+	// only (an old client), 0 or LatestChatVersion registers every version.
+	MaxVersion int
+}
+
+// LatestChatVersion is the highest chat protocol version this package
+// speaks.
+const LatestChatVersion = 2
+
+// ChatProtocolIDs returns the chat protocol IDs up to maxVersion (0 means
+// LatestChatVersion), highest first: the order an opener offers them in, so
+// that multistream-select settles on the highest version both ends speak.
+func ChatProtocolIDs(maxVersion int) []protocol.ID {
+	if maxVersion <= 0 || maxVersion > LatestChatVersion {
+		maxVersion = LatestChatVersion
+	}
+	ids := []protocol.ID{legacywire.ChatV2ProtocolID, legacywire.ChatV1ProtocolID}
+	return ids[LatestChatVersion-maxVersion:]
+}
+
+// chatVersion maps a negotiated protocol ID to its version, 0 if unknown.
+func chatVersion(id protocol.ID) int {
+	switch id {
+	case legacywire.ChatV1ProtocolID:
+		return 1
+	case legacywire.ChatV2ProtocolID:
+		return 2
+	}
+	return 0
 }
 
 // Validate reports whether the config can serve chat.
@@ -48,7 +85,9 @@ func (c ChatConfig) Validate() error {
 	return nil
 }
 
-// HandleChat registers the chat v1 stream handler on h.
+// HandleChat registers the chat stream handlers on h, one per version up to
+// cfg.MaxVersion (see ChatProtocolIDs; remove them all with
+// RemoveChatHandlers).
 //
 // On each stream it reads a ChatHello and verifies its certificate against
 // the authority and the stream's remote peer, then reads messages in a loop.
@@ -70,7 +109,21 @@ func HandleChat(h host.Host, cfg ChatConfig) {
 	if err := cfg.Validate(); err != nil {
 		c.log.Error("chat handler misconfigured: refusing every message", "err", err)
 	}
-	h.SetStreamHandler(protocol.ID(legacywire.ChatV1ProtocolID), c.handle)
+	for _, id := range ChatProtocolIDs(cfg.MaxVersion) {
+		switch id {
+		case legacywire.ChatV1ProtocolID:
+			h.SetStreamHandler(id, c.handle)
+		case legacywire.ChatV2ProtocolID:
+			h.SetStreamHandler(id, c.handleV2)
+		}
+	}
+}
+
+// RemoveChatHandlers removes every chat version's stream handler from h.
+func RemoveChatHandlers(h host.Host) {
+	for _, id := range ChatProtocolIDs(LatestChatVersion) {
+		h.RemoveStreamHandler(id)
+	}
 }
 
 type chatHandler struct {
@@ -82,16 +135,8 @@ func (c *chatHandler) handle(s network.Stream) {
 	remote := s.Conn().RemotePeer()
 	r := bufio.NewReader(s)
 
-	var hello legacywire.ChatHello
-	_ = s.SetReadDeadline(time.Now().Add(ChatHelloTimeout))
-	if err := legacywire.ReadFrame(r, &hello); err != nil {
-		c.endOnReadError(s, err)
-		return
-	}
-	cert := hello.Cert
-	if err := cert.Verify(c.cfg.Authority, remote.String(), c.cfg.Now()); err != nil {
-		c.log.Info("refused chat hello", "peer", remote, "user", cert.User, "err", err)
-		refuseAndReset(s, refusedAck("", legacywire.CertCode(err), err.Error()), c.log)
+	cert, ok := c.hello(s, r, func(a legacywire.ChatAck) any { return a })
+	if !ok {
 		return
 	}
 
@@ -103,7 +148,7 @@ func (c *chatHandler) handle(s network.Stream) {
 				_ = s.Close()
 				return
 			}
-			c.endOnReadError(s, err)
+			c.endOnReadError(s, err, func(a legacywire.ChatAck) any { return a })
 			return
 		}
 		ack := c.accept(cert, msg)
@@ -116,6 +161,112 @@ func (c *chatHandler) handle(s network.Stream) {
 	}
 }
 
+// hello reads and checks the ChatHello that opens every chat version's
+// stream. On failure it has answered (wrapping the refusal ack with wrap, so
+// each version gets its own frame type) and ended the stream.
+func (c *chatHandler) hello(s network.Stream, r *bufio.Reader, wrap func(legacywire.ChatAck) any) (legacywire.Certificate, bool) {
+	remote := s.Conn().RemotePeer()
+	var hello legacywire.ChatHello
+	_ = s.SetReadDeadline(time.Now().Add(ChatHelloTimeout))
+	if err := legacywire.ReadFrame(r, &hello); err != nil {
+		c.endOnReadError(s, err, wrap)
+		return legacywire.Certificate{}, false
+	}
+	cert := hello.Cert
+	if code, err := verifyPeerCert(cert, c.cfg.Authority, remote.String(), c.cfg.Now(), c.cfg.Revocations); err != nil {
+		c.log.Info("refused chat hello", "peer", remote, "user", cert.User, "err", err)
+		refuseAndReset(s, wrap(refusedAck("", code, err.Error())), c.log)
+		return legacywire.Certificate{}, false
+	}
+	return cert, true
+}
+
+// handleV2 serves one chat v2 stream: a hello, then typed frames, each
+// answered by an ack frame.
+func (c *chatHandler) handleV2(s network.Stream) {
+	remote := s.Conn().RemotePeer()
+	r := bufio.NewReader(s)
+	wrap := func(a legacywire.ChatAck) any { return legacywire.ChatFrame{Type: legacywire.FrameAck, Ack: &a} }
+	cert, ok := c.hello(s, r, wrap)
+	if !ok {
+		return
+	}
+	for {
+		var f legacywire.ChatFrame
+		_ = s.SetReadDeadline(time.Now().Add(ChatReadTimeout))
+		if err := legacywire.ReadFrame(r, &f); err != nil {
+			if err == io.EOF {
+				_ = s.Close()
+				return
+			}
+			c.endOnReadError(s, err, wrap)
+			return
+		}
+		ack := c.acceptFrame(cert, f)
+		_ = s.SetWriteDeadline(time.Now().Add(ChatWriteTimeout))
+		if err := legacywire.WriteFrame(s, wrap(ack)); err != nil {
+			c.log.Debug("write chat ack", "peer", remote, "err", err)
+			_ = s.Reset()
+			return
+		}
+	}
+}
+
+// acceptFrame checks one v2 frame against the sender's certificate and hands
+// it to Deliver (messages) or OnFrame (the rest).
+func (c *chatHandler) acceptFrame(cert legacywire.Certificate, f legacywire.ChatFrame) legacywire.ChatAck {
+	if !f.Valid() || f.Type == legacywire.FrameAck || len(f.ID) > MaxMessageIDLen {
+		return refusedAck(f.ID, legacywire.CodeBadFrame, fmt.Sprintf("invalid %q frame", f.Type))
+	}
+	if f.Type == legacywire.FrameMsg {
+		return c.accept(cert, *f.Msg)
+	}
+	if code, msg := c.certLive(cert); code != "" {
+		return refusedAck(f.ID, code, msg)
+	}
+	var speaksFor string
+	switch f.Type {
+	case legacywire.FrameReceipt:
+		speaksFor = f.Receipt.Reader
+	case legacywire.FrameTyping:
+		speaksFor = f.Typing.From
+	case legacywire.FramePresence:
+		speaksFor = f.Presence.User
+	case legacywire.FrameSubscribe:
+		speaksFor = cert.User
+	}
+	if speaksFor != cert.User && !cert.Has(legacywire.CapBridge) {
+		return refusedAck(f.ID, legacywire.CodeNotYourFrame,
+			fmt.Sprintf("certificate is for %q, frame speaks for %q", cert.User, speaksFor))
+	}
+	if c.cfg.OnFrame == nil {
+		return refusedAck(f.ID, legacywire.CodeUnsupported, f.Type+" is not served here")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), ChatDeliverTimeout)
+	defer cancel()
+	ack := c.cfg.OnFrame(ctx, cert, f)
+	if ack.ID == "" {
+		ack.ID = f.ID
+	}
+	if ack.Status != legacywire.StatusDelivered && ack.Status != legacywire.StatusRefused {
+		c.log.Error("OnFrame returned an ack without a valid status", "status", ack.Status)
+		return refusedAck(f.ID, legacywire.CodeUnavailable, "delivery failed")
+	}
+	return ack
+}
+
+// certLive reports why a certificate accepted at the hello no longer is
+// (expired or revoked during the stream), or "".
+func (c *chatHandler) certLive(cert legacywire.Certificate) (code, msg string) {
+	switch {
+	case !c.cfg.Now().Before(cert.NotAfter):
+		return legacywire.CodeExpired, "certificate expired during the stream"
+	case c.cfg.Revocations.Revoked(cert.PeerID):
+		return legacywire.CodeRevoked, "certificate revoked during the stream"
+	}
+	return "", ""
+}
+
 // accept checks msg against the sender's certificate and delivers it.
 func (c *chatHandler) accept(cert legacywire.Certificate, msg legacywire.ChatMessage) legacywire.ChatAck {
 	switch {
@@ -125,6 +276,8 @@ func (c *chatHandler) accept(cert legacywire.Certificate, msg legacywire.ChatMes
 		return refusedAck(msg.ID, legacywire.CodeBadMessage, "message without recipient")
 	case !c.cfg.Now().Before(cert.NotAfter):
 		return refusedAck(msg.ID, legacywire.CodeExpired, "certificate expired during the stream")
+	case c.cfg.Revocations.Revoked(cert.PeerID):
+		return refusedAck(msg.ID, legacywire.CodeRevoked, "certificate revoked during the stream")
 	case msg.From != cert.User && !cert.Has(legacywire.CapBridge):
 		return refusedAck(msg.ID, legacywire.CodeNotYourUser,
 			fmt.Sprintf("certificate is for %q, message is from %q", cert.User, msg.From))
@@ -146,7 +299,7 @@ func (c *chatHandler) accept(cert legacywire.Certificate, msg legacywire.ChatMes
 
 // endOnReadError ends the stream after a failed frame read: framing errors
 // get a refusal first, transport errors only a reset.
-func (c *chatHandler) endOnReadError(s network.Stream, err error) {
+func (c *chatHandler) endOnReadError(s network.Stream, err error, wrap func(legacywire.ChatAck) any) {
 	code := frameCode(err)
 	if code == "" {
 		c.log.Debug("read chat frame", "peer", s.Conn().RemotePeer(), "err", err)
@@ -154,7 +307,7 @@ func (c *chatHandler) endOnReadError(s network.Stream, err error) {
 		return
 	}
 	c.log.Info("refused chat frame", "peer", s.Conn().RemotePeer(), "code", code, "err", err)
-	refuseAndReset(s, refusedAck("", code, err.Error()), c.log)
+	refuseAndReset(s, wrap(refusedAck("", code, err.Error())), c.log)
 }
 
 func refusedAck(id, code, msg string) legacywire.ChatAck {

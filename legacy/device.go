@@ -36,6 +36,18 @@ type DeviceConfig struct {
 	// OnMessage, when set, is called once per message ID received (repeats
 	// are acked without calling it again), on the stream's goroutine.
 	OnMessage func(msg legacywire.ChatMessage)
+	// MaxChatVersion is the highest chat version the device speaks: 1 makes
+	// an old client (chat v1 only, one device tried at a time), 0 means
+	// LatestChatVersion.
+	MaxChatVersion int
+	// Revocations is the device's revocation list, refreshed by
+	// SyncRevocations; nil makes a fresh one.
+	Revocations *Revocations
+	// OnReceipt, OnTyping and OnPresence, when set, receive the chat v2
+	// signals addressed to this device's user, on the stream's goroutine.
+	OnReceipt  func(r legacywire.Receipt)
+	OnTyping   func(t legacywire.Typing)
+	OnPresence func(p legacywire.Presence)
 }
 
 // Validate reports whether the config can build a device.
@@ -59,11 +71,19 @@ func (c DeviceConfig) Validate() error {
 // messages to other users' devices (or to the bridge that routes for them),
 // and receives messages addressed to its user.
 type Device struct {
-	cfg   DeviceConfig
-	log   *slog.Logger
-	dir   *Directory
-	dedup *dedup
+	cfg     DeviceConfig
+	log     *slog.Logger
+	dir     *Directory
+	dedup   *dedup
+	revoked *Revocations
+
+	mu          sync.Mutex
+	subscribers map[peer.ID]string // presence subscribers: device → its user
 }
+
+// MaxPresenceSubscribers bounds the devices one device publishes its
+// presence to.
+const MaxPresenceSubscribers = 1024
 
 // NewDevice registers the chat v1 handler on cfg.Host and returns the device.
 func NewDevice(cfg DeviceConfig) (*Device, error) {
@@ -71,12 +91,24 @@ func NewDevice(cfg DeviceConfig) (*Device, error) {
 		return nil, err
 	}
 	d := &Device{
-		cfg:   cfg,
-		log:   componentLogger(cfg.Logger, "legacy.device").With("user", cfg.Cert.User),
-		dir:   NewDirectory(cfg.Host, cfg.Cert, cfg.Supernode),
-		dedup: newDedup(DedupCapacity),
+		cfg:         cfg,
+		log:         componentLogger(cfg.Logger, "legacy.device").With("user", cfg.Cert.User),
+		dir:         NewDirectory(cfg.Host, cfg.Cert, cfg.Supernode),
+		dedup:       newDedup(DedupCapacity),
+		revoked:     cfg.Revocations,
+		subscribers: make(map[peer.ID]string),
 	}
-	HandleChat(cfg.Host, ChatConfig{Authority: cfg.Authority, Logger: cfg.Logger, Deliver: d.deliver})
+	if d.revoked == nil {
+		d.revoked = NewRevocations(cfg.Authority)
+	}
+	HandleChat(cfg.Host, ChatConfig{
+		Authority:   cfg.Authority,
+		Logger:      cfg.Logger,
+		Deliver:     d.deliver,
+		OnFrame:     d.onFrame,
+		Revocations: d.revoked,
+		MaxVersion:  cfg.MaxChatVersion,
+	})
 	return d, nil
 }
 
@@ -86,8 +118,19 @@ func (d *Device) User() string { return d.cfg.Cert.User }
 // Directory returns the device's directory client.
 func (d *Device) Directory() *Directory { return d.dir }
 
-// Register registers the device with its supernode.
-func (d *Device) Register(ctx context.Context) error { return d.dir.Register(ctx) }
+// Register registers the device with its supernode and takes delivery of
+// the messages held there for its user while no device was live, in order,
+// each once (the duplicate filter drops repeats).
+func (d *Device) Register(ctx context.Context) error {
+	held, err := d.dir.RegisterFetch(ctx)
+	if err != nil {
+		return err
+	}
+	for _, m := range held {
+		d.deliver(ctx, legacywire.Certificate{}, m)
+	}
+	return nil
+}
 
 // Send sends text to user to as a new message: a fresh UUIDv7 ID, From the
 // device's user, SentAt now (UTC, milliseconds). See SendMessage.
@@ -107,11 +150,22 @@ func (d *Device) Send(ctx context.Context, to, text string) (legacywire.ChatMess
 	return msg, ack, err
 }
 
+// isRefusal reports whether err is a refusal with code.
+func isRefusal(err error, code string) bool {
+	var r *RefusedError
+	return errors.As(err, &r) && r.Code == code
+}
+
 // SendMessage delivers a caller-made message, keeping its ID, so that a
 // retry is recognized as a duplicate by the receiver. It looks the recipient
-// up and tries the targets in order (the route's bridge alone when a route
-// is live, otherwise each of the user's devices but this one) until one acks
-// delivery. When none does, it returns the last refusal as a *RefusedError
+// up; the targets are the route's bridge alone when a route is live,
+// otherwise each of the user's devices but this one. A chat v2 device fans
+// the message out to every target (every device of the recipient gets it)
+// and returns the first delivered ack; a v1-only device (MaxChatVersion 1)
+// tries the targets in order until one acks delivery. When no device is live
+// (none registered, or every attempt failed in transport) and no route
+// exists, the supernode holds the message and the ack has Status
+// legacywire.StatusStored. When none of that works, it returns the last refusal as a *RefusedError
 // (with its ack), ErrUndeliverable when every attempt failed in transport,
 // or ErrNoRoute when there was nobody to try.
 func (d *Device) SendMessage(ctx context.Context, msg legacywire.ChatMessage) (legacywire.ChatAck, error) {
@@ -130,17 +184,25 @@ func (d *Device) SendMessage(ctx context.Context, msg legacywire.ChatMessage) (l
 		refused legacywire.ChatAck
 		errs    []error
 	)
+	var delivered *legacywire.ChatAck
+	fanOut := d.cfg.MaxChatVersion != 1
+	frame := legacywire.ChatFrame{Type: legacywire.FrameMsg, ID: msg.ID, Msg: &msg}
 	for _, t := range targets {
 		if t.ID == d.cfg.Host.ID() {
 			continue
 		}
-		ack, err := SendChat(ctx, d.cfg.Host, d.cfg.Cert, t, msg)
+		ack, _, err := SendChatFrame(ctx, d.cfg.Host, d.cfg.Cert, t, d.cfg.MaxChatVersion, frame)
 		switch {
 		case err != nil:
 			d.log.Debug("chat attempt failed", "to", msg.To, "peer", t.ID, "err", err)
 			errs = append(errs, err)
 		case ack.Delivered():
-			return ack, nil
+			if !fanOut {
+				return ack, nil
+			}
+			if delivered == nil {
+				delivered = &ack
+			}
 		default:
 			d.log.Debug("chat refused", "to", msg.To, "peer", t.ID, "code", ack.Code)
 			refused = ack
@@ -148,6 +210,20 @@ func (d *Device) SendMessage(ctx context.Context, msg legacywire.ChatMessage) (l
 		if ctx.Err() != nil {
 			break
 		}
+	}
+	switch {
+	case delivered != nil:
+		return *delivered, nil
+	case refused.Status == "" && (len(errs) > 0 || len(targets) == 0 || (len(targets) == 1 && targets[0].ID == d.cfg.Host.ID())) && look.Route == nil:
+		// Nobody live to take it: have the supernode hold it.
+		err := d.dir.Store(ctx, msg)
+		if err == nil {
+			return legacywire.ChatAck{ID: msg.ID, Status: legacywire.StatusStored}, nil
+		}
+		if isRefusal(err, legacywire.CodeUnknownUser) && len(errs) == 0 {
+			return legacywire.ChatAck{}, fmt.Errorf("%w: %s", ErrNoRoute, msg.To)
+		}
+		errs = append(errs, err)
 	}
 	switch {
 	case refused.Status != "":

@@ -31,14 +31,36 @@ func NewDirectory(h host.Host, self legacywire.Certificate, supernode peer.AddrI
 // expires after the supernode's RecordTTL unless registered again. A refusal
 // is a *RefusedError.
 func (d *Directory) Register(ctx context.Context) error {
+	_, err := d.register(ctx, false)
+	return err
+}
+
+// RegisterFetch registers like Register and takes the messages the
+// supernode held for the user while no device was live, oldest first. The
+// supernode forgets them once its answer is written: the caller must keep
+// them (Device.Register hands them to OnMessage).
+func (d *Directory) RegisterFetch(ctx context.Context) ([]legacywire.ChatMessage, error) {
+	return d.register(ctx, true)
+}
+
+func (d *Directory) register(ctx context.Context, fetch bool) ([]legacywire.ChatMessage, error) {
 	addrs := make([]string, 0, len(d.h.Addrs()))
 	for _, a := range d.h.Addrs() {
 		addrs = append(addrs, a.String())
 	}
 	cert := d.self
-	_, err := d.roundTrip(ctx, legacywire.DirRequest{Op: legacywire.OpRegister, Cert: &cert, Addrs: addrs})
+	resp, err := d.roundTrip(ctx, legacywire.DirRequest{Op: legacywire.OpRegister, Cert: &cert, Addrs: addrs, Fetch: fetch})
 	if err != nil {
-		return fmt.Errorf("register %s: %w", d.self.User, err)
+		return nil, fmt.Errorf("register %s: %w", d.self.User, err)
+	}
+	return resp.Messages, nil
+}
+
+// Store asks the supernode to hold msg until a device of msg.To registers.
+func (d *Directory) Store(ctx context.Context, msg legacywire.ChatMessage) error {
+	cert := d.self
+	if _, err := d.roundTrip(ctx, legacywire.DirRequest{Op: legacywire.OpStore, Cert: &cert, Message: &msg}); err != nil {
+		return fmt.Errorf("store message %s for %s: %w", msg.ID, msg.To, err)
 	}
 	return nil
 }
@@ -64,10 +86,31 @@ func (d *Directory) Lookup(ctx context.Context, user string) (Lookup, error) {
 // PublishRoute submits an authority-signed route record. A record whose Seq
 // is not above the stored one is refused with legacywire.CodeStaleRoute.
 func (d *Directory) PublishRoute(ctx context.Context, r legacywire.RouteRecord) error {
-	if _, err := d.roundTrip(ctx, legacywire.DirRequest{Op: legacywire.OpRoute, Route: &r}); err != nil {
+	cert := d.self
+	if _, err := d.roundTrip(ctx, legacywire.DirRequest{Op: legacywire.OpRoute, Cert: &cert, Route: &r}); err != nil {
 		return fmt.Errorf("publish route for %s: %w", r.User, err)
 	}
 	return nil
+}
+
+// Revoke submits an authority-signed revocation to the supernode.
+func (d *Directory) Revoke(ctx context.Context, r legacywire.Revocation) error {
+	cert := d.self
+	if _, err := d.roundTrip(ctx, legacywire.DirRequest{Op: legacywire.OpRevoke, Cert: &cert, Revocation: &r}); err != nil {
+		return fmt.Errorf("revoke %s: %w", r.PeerID, err)
+	}
+	return nil
+}
+
+// Revocations fetches the supernode's revocations still in force. The caller
+// verifies them (Revocations.Add does).
+func (d *Directory) Revocations(ctx context.Context) ([]legacywire.Revocation, error) {
+	cert := d.self
+	resp, err := d.roundTrip(ctx, legacywire.DirRequest{Op: legacywire.OpRevocations, Cert: &cert})
+	if err != nil {
+		return nil, fmt.Errorf("fetch revocations: %w", err)
+	}
+	return resp.Revocations, nil
 }
 
 // roundTrip sends one request on a fresh stream and reads the response.

@@ -31,6 +31,16 @@ var (
 	// message.
 	ErrProtocol = errors.New("legacy: protocol violation")
 
+	// ErrRevoked is wrapped in the errors of certificate checks (supernode,
+	// chat handlers) when the authority has revoked the certificate.
+	ErrRevoked = errors.New("legacy: certificate revoked")
+
+	// ErrNotSupported is returned by the chat v2 senders (Device.SendReceipt,
+	// SendTyping, SubscribePresence, PublishPresence) when no device of the
+	// recipient speaks chat v2: the feature degrades to nothing, never to a
+	// frame a v1 peer cannot parse.
+	ErrNotSupported = errors.New("legacy: peer does not speak this chat version")
+
 	// ErrBadKeyFile is returned by LoadOrCreateAuthority when the key file
 	// exists but does not hold a valid seed.
 	ErrBadKeyFile = errors.New("legacy: bad authority key file")

@@ -44,12 +44,25 @@ type SupernodeConfig struct {
 	// OnRegister, when set, is called after each valid registration, on the
 	// stream's goroutine: it must not block for long.
 	OnRegister func(rec legacywire.DeviceRecord)
+	// Revocations is the supernode's revocation list; nil makes a fresh one.
+	// Share it with chat handlers on the same process (ChatConfig) so that
+	// they refuse what the supernode learns.
+	Revocations *Revocations
+	// OfflineTTL is how long a message is held for a recipient with no live
+	// device; default DefaultOfflineTTL.
+	OfflineTTL time.Duration
+	// MaxOfflinePerUser bounds each recipient's offline queue; default
+	// DefaultMaxOfflinePerUser.
+	MaxOfflinePerUser int
 }
 
 // Validate reports whether the config can build a supernode.
 func (c SupernodeConfig) Validate() error {
 	if len(c.Authority) != ed25519.PublicKeySize {
 		return fmt.Errorf("%w: supernode needs an ed25519 authority key", ErrInvalidConfig)
+	}
+	if c.OfflineTTL < 0 || c.MaxOfflinePerUser < 0 {
+		return fmt.Errorf("%w: negative offline store limits", ErrInvalidConfig)
 	}
 	if c.RecordTTL < 0 {
 		return fmt.Errorf("%w: RecordTTL %v is negative", ErrInvalidConfig, c.RecordTTL)
@@ -67,6 +80,10 @@ type Supernode struct {
 	mu      sync.Mutex
 	devices map[string]map[string]legacywire.DeviceRecord // user → peer ID → record
 	routes  map[string]legacywire.RouteRecord             // user → highest-Seq record, withdrawn ones included
+	revoked *Revocations
+	offline map[string][]heldMessage // user → held messages, oldest first
+	known   map[string]struct{}      // users that ever registered a device here
+	expired int64                    // held messages dropped at expiry
 	stopped bool
 	streams sync.WaitGroup // stream handlers in flight
 }
@@ -89,6 +106,18 @@ func NewSupernode(h host.Host, cfg SupernodeConfig) (*Supernode, error) {
 		log:     componentLogger(cfg.Logger, "legacy.supernode"),
 		devices: make(map[string]map[string]legacywire.DeviceRecord),
 		routes:  make(map[string]legacywire.RouteRecord),
+		revoked: cfg.Revocations,
+		offline: make(map[string][]heldMessage),
+		known:   make(map[string]struct{}),
+	}
+	if s.cfg.OfflineTTL == 0 {
+		s.cfg.OfflineTTL = DefaultOfflineTTL
+	}
+	if s.cfg.MaxOfflinePerUser == 0 {
+		s.cfg.MaxOfflinePerUser = DefaultMaxOfflinePerUser
+	}
+	if s.revoked == nil {
+		s.revoked = NewRevocations(cfg.Authority)
 	}
 	h.SetStreamHandler(protocol.ID(legacywire.DirectoryProtocolID), s.handle)
 	return s, nil
@@ -147,7 +176,7 @@ func (s *Supernode) Lookup(user string) ([]legacywire.DeviceRecord, *legacywire.
 	defer s.mu.Unlock()
 	var devs []legacywire.DeviceRecord
 	for _, rec := range s.devices[user] {
-		if now.Before(rec.Expires) {
+		if now.Before(rec.Expires) && !s.revoked.Revoked(rec.Cert.PeerID) {
 			devs = append(devs, rec)
 		}
 	}
@@ -208,6 +237,9 @@ func (s *Supernode) handle(str network.Stream) {
 	resp := s.serve(str.Conn().RemotePeer(), str.Conn().RemoteMultiaddr(), req)
 	if err := legacywire.WriteFrame(str, resp); err != nil {
 		s.log.Debug("write directory response", "peer", str.Conn().RemotePeer(), "err", err)
+		if len(resp.Messages) > 0 {
+			s.requeue(req.Cert.User, resp.Messages)
+		}
 		_ = str.Reset()
 		return
 	}
@@ -227,7 +259,34 @@ func (s *Supernode) serve(remote peer.ID, remoteAddr ma.Multiaddr, req legacywir
 		devs, route := s.Lookup(req.User)
 		return legacywire.DirResponse{OK: true, Devices: devs, Route: route}
 	case legacywire.OpRoute:
+		if req.Route == nil {
+			return refusal(legacywire.CodeBadRequest, "route op without a route record")
+		}
+		if resp, ok := s.checkCert(remote, req.Cert); !ok {
+			return resp
+		}
 		return s.storeRoute(req.Route)
+	case legacywire.OpRevoke:
+		if req.Revocation == nil {
+			return refusal(legacywire.CodeBadRequest, "revoke op without a revocation")
+		}
+		if resp, ok := s.checkCert(remote, req.Cert); !ok {
+			return resp
+		}
+		if err := s.Revoke(*req.Revocation); err != nil {
+			return refusal(legacywire.CodeBadRevocation, err.Error())
+		}
+		return legacywire.DirResponse{OK: true}
+	case legacywire.OpStore:
+		if resp, ok := s.checkCert(remote, req.Cert); !ok {
+			return resp
+		}
+		return s.store(remote, *req.Cert, req.Message)
+	case legacywire.OpRevocations:
+		if resp, ok := s.checkCert(remote, req.Cert); !ok {
+			return resp
+		}
+		return legacywire.DirResponse{OK: true, Revocations: s.revoked.List(s.cfg.Now())}
 	default:
 		return refusal(legacywire.CodeUnknownOp, fmt.Sprintf("unknown op %q", req.Op))
 	}
@@ -239,9 +298,9 @@ func (s *Supernode) checkCert(remote peer.ID, cert *legacywire.Certificate) (leg
 	if cert == nil {
 		return refusal(legacywire.CodeNoCertificate, "the request needs the sender's certificate"), false
 	}
-	if err := cert.Verify(s.cfg.Authority, remote.String(), s.cfg.Now()); err != nil {
+	if code, err := verifyPeerCert(*cert, s.cfg.Authority, remote.String(), s.cfg.Now(), s.revoked); err != nil {
 		s.log.Info("refused certificate", "peer", remote, "user", cert.User, "err", err)
-		return refusal(legacywire.CertCode(err), err.Error()), false
+		return refusal(code, err.Error()), false
 	}
 	return legacywire.DirResponse{}, true
 }
@@ -274,12 +333,16 @@ func (s *Supernode) register(remote peer.ID, remoteAddr ma.Multiaddr, req legacy
 		s.devices[rec.Cert.User] = devs
 	}
 	devs[rec.Cert.PeerID] = rec
+	s.known[rec.Cert.User] = struct{}{}
 	s.mu.Unlock()
 
 	s.log.Debug("registered device", "peer", remote, "user", rec.Cert.User,
 		"platform", rec.Cert.Platform, "version", rec.Cert.ClientVersion)
 	if s.cfg.OnRegister != nil {
 		s.cfg.OnRegister(rec)
+	}
+	if req.Fetch {
+		return legacywire.DirResponse{OK: true, Messages: s.takeHeld(rec.Cert.User)}
 	}
 	return legacywire.DirResponse{OK: true}
 }
@@ -307,6 +370,31 @@ func (s *Supernode) storeRoute(r *legacywire.RouteRecord) legacywire.DirResponse
 	s.log.Info("stored route", "user", r.User, "bridge", r.PeerID, "seq", r.Seq, "withdrawn", r.Withdrawn)
 	return legacywire.DirResponse{OK: true}
 }
+
+// Revoke verifies r against the authority, adds it to the supernode's
+// revocation list and drops the revoked device's registration: from then on
+// the device is refused at registration and lookup, and no lookup returns it.
+func (s *Supernode) Revoke(r legacywire.Revocation) error {
+	added, err := s.revoked.Add(r, s.cfg.Now())
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if devs := s.devices[r.User]; devs != nil {
+		delete(devs, r.PeerID)
+		if len(devs) == 0 {
+			delete(s.devices, r.User)
+		}
+	}
+	s.mu.Unlock()
+	if added {
+		s.log.Info("stored revocation", "peer", r.PeerID, "user", r.User)
+	}
+	return nil
+}
+
+// Revocations returns the supernode's revocation list.
+func (s *Supernode) Revocations() *Revocations { return s.revoked }
 
 func refusal(code, msg string) legacywire.DirResponse {
 	return legacywire.DirResponse{Code: code, Error: msg}

@@ -20,8 +20,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -50,6 +52,10 @@ type Config struct {
 	SyncAlways bool
 	// MaxStore caps the embedded JetStream file store, in bytes (0: no cap).
 	MaxStore int64
+	// Listen, when set, also serves the embedded server on host:port, so
+	// that processes other than the agent (a separate bridge) can use it.
+	// The agent itself still connects in-process.
+	Listen string
 	// Name is the client connection name seen by the server.
 	Name   string
 	Logger *slog.Logger
@@ -151,6 +157,17 @@ func startEmbedded(cfg Config) (*server.Server, error) {
 		NoLog:              true,
 		MaxPayload:         8 << 20,
 	}
+	if cfg.Listen != "" {
+		host, port, err := net.SplitHostPort(cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("engine: listen %q: %w", cfg.Listen, err)
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil {
+			return nil, fmt.Errorf("engine: listen port %q: %w", port, err)
+		}
+		sopts.DontListen, sopts.Host, sopts.Port = false, host, p
+	}
 	if sopts.JetStreamMaxStore == 0 {
 		sopts.JetStreamMaxStore = -1
 	}
@@ -164,6 +181,15 @@ func startEmbedded(cfg Config) (*server.Server, error) {
 		return nil, errors.New("engine: embedded nats not ready in time")
 	}
 	return srv, nil
+}
+
+// ClientURL is where other processes reach the embedded server when it
+// listens, and "" otherwise.
+func (e *Engine) ClientURL() string {
+	if e.srv == nil || e.srv.Addr() == nil {
+		return ""
+	}
+	return e.srv.ClientURL()
 }
 
 // Embedded reports whether the engine runs an in-process server.

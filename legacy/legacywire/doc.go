@@ -18,10 +18,10 @@
 // # Versioning
 //
 // Each protocol carries its version in its libp2p protocol ID
-// ([ChatV1ProtocolID], [DirectoryProtocolID]). Chat v1 frames are positional
-// (a [ChatHello], then [ChatMessage] and [ChatAck] pairs); later versions add
-// new protocol IDs whose frames carry an explicit type, and v1 stays supported
-// until it is retired. Fields are only ever added, never renamed or reused,
+// ([ChatV1ProtocolID], [ChatV2ProtocolID], [DirectoryProtocolID]). Chat v1
+// frames are positional (a [ChatHello], then [ChatMessage] and [ChatAck]
+// pairs); chat v2 frames ([ChatFrame]) carry an explicit type, and v1 stays
+// supported until it is retired. Fields are only ever added, never renamed or reused,
 // and decoders ignore fields they do not know. [ProtocolVersion] sums up the
 // overall wire revision.
 //

@@ -60,6 +60,21 @@ const (
 	CodeStaleRoute = "stale_route"
 	// CodeUnavailable: the receiver cannot take the message right now.
 	CodeUnavailable = "unavailable"
+	// CodeQueueFull: the recipient's offline queue at the supernode is full.
+	CodeQueueFull = "queue_full"
+	// CodeUnknownUser: the supernode has never seen a device of the
+	// recipient register, so it holds nothing for them.
+	CodeUnknownUser = "unknown_user"
+	// CodeRevoked: the certificate was revoked by the authority.
+	CodeRevoked = "revoked"
+	// CodeBadRevocation: a revocation's signature does not verify.
+	CodeBadRevocation = "bad_revocation"
+	// CodeUnsupported: a chat v2 frame of a type the receiver does not
+	// serve (for example presence at a bridge).
+	CodeUnsupported = "unsupported"
+	// CodeNotYourFrame: a v2 frame speaks for a user (receipt reader,
+	// typist, presence owner) other than the certificate's user.
+	CodeNotYourFrame = "not_your_frame"
 )
 
 // CertCode maps an error from Certificate.Verify or RouteRecord.Verify to the

@@ -13,6 +13,17 @@ const (
 	// OpRoute stores an authority-signed route record. Anyone may submit one:
 	// the signature is what counts.
 	OpRoute = "route"
+	// OpRevoke stores an authority-signed Revocation and drops the revoked
+	// device's record. Cert must name the sender.
+	OpRevoke = "revoke"
+	// OpRevocations returns every revocation still needed (its certificate
+	// not yet expired). Cert must name the sender.
+	OpRevocations = "revocations"
+	// OpStore holds Message at the supernode for a recipient with no live
+	// device, until a device of the recipient registers with Fetch set (or
+	// the message expires). Cert must name the sender, and Message.From must
+	// be the certificate's user unless the certificate carries CapBridge.
+	OpStore = "store"
 )
 
 // DeviceRecord is what the directory knows about one device of a user.
@@ -29,6 +40,13 @@ type DirRequest struct {
 	Addrs []string     `json:"addrs,omitempty"`
 	User  string       `json:"user,omitempty"`
 	Route *RouteRecord `json:"route,omitempty"`
+	// Revocation is OpRevoke's payload.
+	Revocation *Revocation `json:"revocation,omitempty"`
+	// Message is OpStore's payload.
+	Message *ChatMessage `json:"message,omitempty"`
+	// Fetch, on OpRegister, asks for the messages held for the user: they
+	// come back in DirResponse.Messages, oldest first, and leave the store.
+	Fetch bool `json:"fetch,omitempty"`
 }
 
 // DirResponse is the one frame a supernode writes back. When OK is false,
@@ -39,6 +57,11 @@ type DirResponse struct {
 	Error   string         `json:"error,omitempty"`
 	Devices []DeviceRecord `json:"devices,omitempty"`
 	Route   *RouteRecord   `json:"route,omitempty"`
+	// Revocations answers OpRevocations.
+	Revocations []Revocation `json:"revocations,omitempty"`
+	// Messages are the messages held offline for a registering device's
+	// user (OpRegister with Fetch), oldest first.
+	Messages []ChatMessage `json:"messages,omitempty"`
 }
 
 // ChatHello is the first frame the opener writes on a chat stream: the
@@ -62,6 +85,9 @@ type ChatMessage struct {
 const (
 	StatusDelivered = "delivered"
 	StatusRefused   = "refused"
+	// StatusStored: no device of the recipient was live; the message is
+	// held at a supernode until one registers (OpStore).
+	StatusStored = "stored"
 )
 
 // ChatAck answers one ChatMessage. A refusal carries a Code and a human

@@ -73,3 +73,64 @@ func FuzzCertificateVerify(f *testing.F) {
 		}
 	})
 }
+
+func FuzzReadChatFrame(f *testing.F) {
+	for name, v := range goldenFrames(f) {
+		if _, ok := v.(ChatFrame); !ok {
+			continue
+		}
+		var buf bytes.Buffer
+		if err := WriteFrame(&buf, v); err != nil {
+			f.Fatal(name, err)
+		}
+		f.Add(buf.Bytes())
+	}
+	f.Add([]byte{})
+	f.Add(binary.AppendUvarint(nil, 2))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := bufio.NewReader(bytes.NewReader(data))
+		for range 8 {
+			var fr ChatFrame
+			err := ReadFrame(r, &fr)
+			if err != nil {
+				if err != io.EOF && !errors.Is(err, ErrMalformedFrame) && !errors.Is(err, ErrFrameTooLarge) {
+					t.Fatalf("ReadFrame returned a non-sentinel error: %v", err)
+				}
+				return
+			}
+			if fr.Valid() && fr.Type == FrameMsg && fr.Msg.ID != fr.ID {
+				t.Fatalf("valid msg frame with mismatched ids: %+v", fr)
+			}
+		}
+	})
+}
+
+func FuzzRevocationVerify(f *testing.F) {
+	key := testKey(f, 4)
+	pub := key.Public().(ed25519.PublicKey)
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	valid := SignRevocation(key, Revocation{PeerID: "p1", User: "alice", RevokedAt: at, NotAfter: at.Add(time.Hour)})
+	seed, err := json.Marshal(valid)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(seed)
+	f.Add([]byte(`{"peer_id":"p1","sig":"AAAA"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var r Revocation
+		if err := json.Unmarshal(data, &r); err != nil {
+			return
+		}
+		err := r.Verify(pub)
+		if err == nil {
+			if r.PeerID != valid.PeerID || r.User != valid.User || r.Reason != valid.Reason ||
+				r.RevokedAt.UnixMilli() != valid.RevokedAt.UnixMilli() || r.NotAfter.UnixMilli() != valid.NotAfter.UnixMilli() {
+				t.Fatalf("forged revocation verified: %+v", r)
+			}
+			return
+		}
+		if !errors.Is(err, ErrBadSignature) {
+			t.Fatalf("Verify returned a non-sentinel error: %v", err)
+		}
+	})
+}

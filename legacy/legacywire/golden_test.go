@@ -39,21 +39,45 @@ func goldenFrames(tb testing.TB) map[string]any {
 	withdrawn := route
 	withdrawn.Seq, withdrawn.Withdrawn = 8, true
 	withdrawn = SignRoute(key, withdrawn)
+	revocation := SignRevocation(key, Revocation{
+		PeerID:    cert.PeerID,
+		User:      cert.User,
+		Reason:    "device lost",
+		RevokedAt: at,
+		NotAfter:  cert.NotAfter,
+	})
+	msg := ChatMessage{ID: "01968c5e-7f3a-7b2c-9d4e-0123456789ab", From: "alice", To: "bob", Text: "hello, bob", SentAt: at}
 	device := DeviceRecord{Cert: cert, Addrs: []string{"/ip4/127.0.0.1/tcp/4002"}, Expires: at.Add(10 * time.Minute)}
 	return map[string]any{
-		"certificate":          cert,
-		"route_record":         route,
-		"route_withdrawn":      withdrawn,
-		"device_record":        device,
-		"dir_request_register": DirRequest{Op: OpRegister, Cert: &cert, Addrs: device.Addrs},
-		"dir_request_lookup":   DirRequest{Op: OpLookup, Cert: &cert, User: "bob"},
-		"dir_request_route":    DirRequest{Op: OpRoute, Route: &route},
-		"dir_response_lookup":  DirResponse{OK: true, Devices: []DeviceRecord{device}, Route: &route},
-		"dir_response_refused": DirResponse{Code: CodeBadCertificate, Error: "certificate signature does not verify"},
-		"chat_hello":           ChatHello{Cert: cert},
-		"chat_message":         ChatMessage{ID: "01968c5e-7f3a-7b2c-9d4e-0123456789ab", From: "alice", To: "bob", Text: "hello, bob", SentAt: at},
-		"chat_ack_delivered":   ChatAck{ID: "01968c5e-7f3a-7b2c-9d4e-0123456789ab", Status: StatusDelivered},
-		"chat_ack_refused":     ChatAck{ID: "01968c5e-7f3a-7b2c-9d4e-0123456789ab", Status: StatusRefused, Code: CodeNotYourUser, Error: "from is not the certificate's user"},
+		"certificate":                cert,
+		"route_record":               route,
+		"route_withdrawn":            withdrawn,
+		"device_record":              device,
+		"dir_request_register":       DirRequest{Op: OpRegister, Cert: &cert, Addrs: device.Addrs},
+		"dir_request_lookup":         DirRequest{Op: OpLookup, Cert: &cert, User: "bob"},
+		"dir_request_route":          DirRequest{Op: OpRoute, Route: &route},
+		"dir_response_lookup":        DirResponse{OK: true, Devices: []DeviceRecord{device}, Route: &route},
+		"dir_response_refused":       DirResponse{Code: CodeBadCertificate, Error: "certificate signature does not verify"},
+		"chat_hello":                 ChatHello{Cert: cert},
+		"chat_message":               msg,
+		"chat_ack_delivered":         ChatAck{ID: "01968c5e-7f3a-7b2c-9d4e-0123456789ab", Status: StatusDelivered},
+		"chat_ack_refused":           ChatAck{ID: "01968c5e-7f3a-7b2c-9d4e-0123456789ab", Status: StatusRefused, Code: CodeNotYourUser, Error: "from is not the certificate's user"},
+		"revocation":                 revocation,
+		"dir_request_store":          DirRequest{Op: OpStore, Cert: &cert, Message: &msg},
+		"dir_request_register_fetch": DirRequest{Op: OpRegister, Cert: &cert, Addrs: device.Addrs, Fetch: true},
+		"dir_response_held":          DirResponse{OK: true, Messages: []ChatMessage{msg}},
+		"chat_ack_stored":            ChatAck{ID: msg.ID, Status: StatusStored},
+		"dir_request_revoke":         DirRequest{Op: OpRevoke, Cert: &cert, Revocation: &revocation},
+		"dir_request_revocations":    DirRequest{Op: OpRevocations, Cert: &cert},
+		"dir_response_revocations":   DirResponse{OK: true, Revocations: []Revocation{revocation}},
+		"dir_response_revoked":       DirResponse{Code: CodeRevoked, Error: "certificate revoked"},
+		"chat2_msg":                  ChatFrame{Type: FrameMsg, ID: msg.ID, Msg: &msg},
+		"chat2_ack":                  ChatFrame{Type: FrameAck, Ack: &ChatAck{ID: msg.ID, Status: StatusDelivered}},
+		"chat2_ack_unsupported":      ChatFrame{Type: FrameAck, Ack: &ChatAck{ID: "01968c5e-7f3a-7b2c-9d4e-0123456789ac", Status: StatusRefused, Code: CodeUnsupported, Error: "presence is not served here"}},
+		"chat2_receipt":              ChatFrame{Type: FrameReceipt, ID: "01968c5e-7f3a-7b2c-9d4e-0123456789ad", Receipt: &Receipt{MsgID: msg.ID, Reader: "bob", Sender: "alice", Status: ReceiptRead, At: at}},
+		"chat2_typing":               ChatFrame{Type: FrameTyping, ID: "01968c5e-7f3a-7b2c-9d4e-0123456789ae", Typing: &Typing{From: "alice", To: "bob", Active: true, At: at}},
+		"chat2_presence":             ChatFrame{Type: FramePresence, ID: "01968c5e-7f3a-7b2c-9d4e-0123456789af", Presence: &Presence{User: "alice", Status: PresenceIdle, At: at}},
+		"chat2_subscribe":            ChatFrame{Type: FrameSubscribe, ID: "01968c5e-7f3a-7b2c-9d4e-0123456789b0", Subscribe: &Subscribe{User: "alice"}},
 	}
 }
 

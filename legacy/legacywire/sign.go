@@ -8,8 +8,9 @@ import (
 // Domain separators for the signing bytes. A signature made for one kind of
 // record never verifies as another kind.
 const (
-	certDomain  = "ferry-cert-v1\n"
-	routeDomain = "ferry-route-v1\n"
+	certDomain   = "ferry-cert-v1\n"
+	routeDomain  = "ferry-route-v1\n"
+	revokeDomain = "ferry-revoke-v1\n"
 )
 
 // signer builds canonical signing bytes: every variable-length field is

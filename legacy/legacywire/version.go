@@ -8,7 +8,15 @@ package legacywire
 //	   records (ed25519, "ferry-cert-v1" / "ferry-route-v1" signing bytes),
 //	   directory protocol 1.0.0 (register, lookup, route), chat 1.0.0 (text and
 //	   a delivery ack).
-const ProtocolVersion = 1
+//	2: identity and chat v2: certificate revocations ("ferry-revoke-v1"
+//	   signing bytes; directory ops revoke and revocations, refusal code
+//	   revoked); chat 2.0.0 with typed ChatFrame frames (msg, ack, receipt,
+//	   typing, presence, subscribe), negotiated against chat 1.0.0 by
+//	   multistream-select; capabilities chat1 and chat2. Chat 1.0.0 bytes
+//	   are unchanged. Offline store: directory op store, register with
+//	   fetch returning held messages, ack status stored, refusal codes
+//	   queue_full and unknown_user.
+const ProtocolVersion = 2
 
 // Protocol IDs, one per protocol and version. A new version of a protocol gets
 // a new ID; old IDs keep working until the version is retired.
@@ -19,6 +27,11 @@ const (
 	// ChatV1ProtocolID is chat v1: the opener writes a ChatHello, then any
 	// number of ChatMessage frames, each answered by a ChatAck.
 	ChatV1ProtocolID = "/ferry/chat/1.0.0"
+	// ChatV2ProtocolID is chat v2: the opener writes a ChatHello, then any
+	// number of ChatFrame frames, each answered by a FrameAck ChatFrame.
+	// Openers list it before ChatV1ProtocolID so that multistream-select
+	// settles on the highest version both ends speak.
+	ChatV2ProtocolID = "/ferry/chat/2.0.0"
 )
 
 // MaxFrameSize is the largest frame body, in bytes, that WriteFrame writes and
@@ -31,4 +44,10 @@ const (
 	// record names it: its chat messages may carry a From other than the
 	// certificate's User.
 	CapBridge = "bridge"
+	// CapChat1 and CapChat2 record which chat versions the authority
+	// certified the client build for. The version actually spoken is what
+	// multistream-select negotiates; these let a directory reader (and the
+	// version-retirement policy) see a device's generation without dialing it.
+	CapChat1 = "chat1"
+	CapChat2 = "chat2"
 )

@@ -1,0 +1,105 @@
+package legacy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/ferrygw/ferry/legacy/legacywire"
+)
+
+// SendChatFrame sends one chat frame to the device to as the device
+// certified by self, on a stream negotiated to the highest chat version both
+// ends speak, up to maxVersion (0 means LatestChatVersion). It returns the
+// ack and the version spoken.
+//
+// Degradation: when the peer speaks only chat v1, a message frame goes out
+// as a v1 ChatMessage and anything else is not sent at all: the stream is
+// closed before its hello and the error matches ErrNotSupported. A v1 peer
+// never receives a frame it cannot parse. Refusals and errors are as in
+// SendChat.
+func SendChatFrame(ctx context.Context, h host.Host, self legacywire.Certificate, to peer.AddrInfo, maxVersion int, f legacywire.ChatFrame) (legacywire.ChatAck, int, error) {
+	if !f.Valid() || f.Type == legacywire.FrameAck {
+		return legacywire.ChatAck{}, 0, fmt.Errorf("legacy: invalid %q frame to send", f.Type)
+	}
+	ctx, cancel := context.WithDeadline(ctx, deadline(ctx, ChatRoundTripTimeout))
+	defer cancel()
+	if err := h.Connect(ctx, to); err != nil {
+		return legacywire.ChatAck{}, 0, fmt.Errorf("connect to %s: %w", to.ID, err)
+	}
+	s, err := h.NewStream(ctx, to.ID, ChatProtocolIDs(maxVersion)...)
+	if err != nil {
+		return legacywire.ChatAck{}, 0, fmt.Errorf("open chat stream to %s: %w", to.ID, err)
+	}
+	version := chatVersion(s.Protocol())
+	stop := resetOnCancel(ctx, s)
+	defer stop()
+	dl, _ := ctx.Deadline()
+	_ = s.SetDeadline(dl)
+
+	var ack legacywire.ChatAck
+	switch {
+	case version == 2:
+		ack, err = chatExchangeV2(s, self, f)
+	case version == 1 && f.Type == legacywire.FrameMsg:
+		ack, err = chatExchange(s, self, *f.Msg)
+	case version == 1:
+		_ = s.Reset()
+		return legacywire.ChatAck{}, 1, fmt.Errorf("%w: %s to %s speaks chat v1", ErrNotSupported, f.Type, to.ID)
+	default:
+		_ = s.Reset()
+		return legacywire.ChatAck{}, 0, fmt.Errorf("%w: negotiated unknown protocol %q", ErrProtocol, s.Protocol())
+	}
+	if err != nil {
+		_ = s.Reset()
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", err, ctx.Err())
+		}
+		return legacywire.ChatAck{}, version, fmt.Errorf("chat with %s: %w", to.ID, err)
+	}
+	_ = s.Close()
+	return ack, version, nil
+}
+
+// chatExchangeV2 writes the hello and one frame on s and reads its ack frame.
+func chatExchangeV2(s network.Stream, self legacywire.Certificate, f legacywire.ChatFrame) (legacywire.ChatAck, error) {
+	w := bufio.NewWriter(s)
+	if err := legacywire.WriteFrame(w, legacywire.ChatHello{Cert: self}); err != nil {
+		return legacywire.ChatAck{}, err
+	}
+	if err := legacywire.WriteFrame(w, f); err != nil {
+		return legacywire.ChatAck{}, err
+	}
+	if err := w.Flush(); err != nil {
+		return legacywire.ChatAck{}, fmt.Errorf("write: %w", err)
+	}
+	if err := s.CloseWrite(); err != nil {
+		return legacywire.ChatAck{}, fmt.Errorf("close write: %w", err)
+	}
+	var resp legacywire.ChatFrame
+	if err := legacywire.ReadFrame(bufio.NewReader(s), &resp); err != nil {
+		if errors.Is(err, io.EOF) {
+			return legacywire.ChatAck{}, fmt.Errorf("%w: stream ended without an ack", ErrProtocol)
+		}
+		return legacywire.ChatAck{}, fmt.Errorf("read ack: %w", err)
+	}
+	if resp.Type != legacywire.FrameAck || resp.Ack == nil {
+		return legacywire.ChatAck{}, fmt.Errorf("%w: answer of type %q, want an ack", ErrProtocol, resp.Type)
+	}
+	ack := *resp.Ack
+	switch {
+	case ack.ID == "" && ack.Status == legacywire.StatusRefused:
+		ack.ID = f.ID
+	case ack.ID != f.ID:
+		return legacywire.ChatAck{}, fmt.Errorf("%w: ack for %q, sent %q", ErrProtocol, ack.ID, f.ID)
+	case ack.Status != legacywire.StatusDelivered && ack.Status != legacywire.StatusRefused:
+		return legacywire.ChatAck{}, fmt.Errorf("%w: ack status %q", ErrProtocol, ack.Status)
+	}
+	return ack, nil
+}

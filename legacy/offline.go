@@ -1,0 +1,113 @@
+package legacy
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/ferrygw/ferry/legacy/legacywire"
+)
+
+// Offline store defaults (SupernodeConfig.OfflineTTL, MaxOfflinePerUser).
+const (
+	// DefaultOfflineTTL is how long a supernode holds a message for a
+	// recipient with no live device.
+	DefaultOfflineTTL = 72 * time.Hour
+	// DefaultMaxOfflinePerUser bounds one recipient's offline queue.
+	DefaultMaxOfflinePerUser = 200
+)
+
+// heldMessage is a message in a recipient's offline queue.
+type heldMessage struct {
+	msg     legacywire.ChatMessage
+	expires time.Time
+}
+
+// store holds msg for its recipient (OpStore). The caller checked the
+// sender's certificate.
+func (s *Supernode) store(remote peer.ID, cert legacywire.Certificate, msg *legacywire.ChatMessage) legacywire.DirResponse {
+	switch {
+	case msg == nil:
+		return refusal(legacywire.CodeBadRequest, "store op without a message")
+	case msg.ID == "" || len(msg.ID) > MaxMessageIDLen || msg.To == "":
+		return refusal(legacywire.CodeBadMessage, "message id or recipient missing")
+	case msg.From != cert.User && !cert.Has(legacywire.CapBridge):
+		return refusal(legacywire.CodeNotYourUser, fmt.Sprintf("certificate is for %q, message is from %q", cert.User, msg.From))
+	}
+	now := s.cfg.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.known[msg.To]; !ok {
+		return refusal(legacywire.CodeUnknownUser, fmt.Sprintf("no device of %q ever registered here", msg.To))
+	}
+	q := s.dropExpiredLocked(msg.To, now)
+	if slices.ContainsFunc(q, func(h heldMessage) bool { return h.msg.ID == msg.ID }) {
+		return legacywire.DirResponse{OK: true} // a retry: held once
+	}
+	if len(q) >= s.cfg.MaxOfflinePerUser {
+		return refusal(legacywire.CodeQueueFull, fmt.Sprintf("%d messages already held for %q", len(q), msg.To))
+	}
+	s.offline[msg.To] = append(q, heldMessage{msg: *msg, expires: now.Add(s.cfg.OfflineTTL)})
+	s.log.Debug("held message offline", "peer", remote, "depth", len(q)+1)
+	return legacywire.DirResponse{OK: true}
+}
+
+// takeHeld removes and returns user's live held messages, oldest first.
+func (s *Supernode) takeHeld(user string) []legacywire.ChatMessage {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := s.dropExpiredLocked(user, s.cfg.Now())
+	delete(s.offline, user)
+	out := make([]legacywire.ChatMessage, 0, len(q))
+	for _, h := range q {
+		out = append(out, h.msg)
+	}
+	return out
+}
+
+// requeue puts back messages whose hand-over failed, ahead of anything
+// stored meanwhile, keeping their original expiry when still known.
+func (s *Supernode) requeue(user string, msgs []legacywire.ChatMessage) {
+	now := s.cfg.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	back := make([]heldMessage, 0, len(msgs)+len(s.offline[user]))
+	for _, m := range msgs {
+		back = append(back, heldMessage{msg: m, expires: now.Add(s.cfg.OfflineTTL)})
+	}
+	s.offline[user] = append(back, s.offline[user]...)
+}
+
+// dropExpiredLocked removes user's expired held messages, counting them,
+// and returns the queue.
+func (s *Supernode) dropExpiredLocked(user string, now time.Time) []heldMessage {
+	q := s.offline[user]
+	live := q[:0]
+	for _, h := range q {
+		if now.Before(h.expires) {
+			live = append(live, h)
+		} else {
+			s.expired++
+		}
+	}
+	if len(live) == 0 {
+		delete(s.offline, user)
+		return nil
+	}
+	s.offline[user] = live
+	return live
+}
+
+// OfflineStats reports the offline store: messages held now, and messages
+// dropped because they expired before a device of their recipient
+// registered.
+func (s *Supernode) OfflineStats() (held int, expired int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, q := range s.offline {
+		held += len(q)
+	}
+	return held, s.expired
+}

@@ -1,0 +1,89 @@
+package legacy
+
+import (
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ferrygw/ferry/legacy/legacywire"
+)
+
+// TestOfflineStoreAndForward: messages for a user whose only device is gone
+// are held at the supernode, bounded, and handed in order and once to the
+// next device of that user that registers; expired ones are dropped and
+// counted.
+func TestOfflineStoreAndForward(t *testing.T) {
+	auth := newTestAuthority(t)
+	var now atomic.Pointer[time.Time]
+	start := time.Now()
+	now.Store(&start)
+	sn, snInfo := startSupernode(t, auth, SupernodeConfig{
+		OfflineTTL:        10 * time.Minute,
+		MaxOfflinePerUser: 3,
+		Now:               func() time.Time { return *now.Load() },
+	})
+	alice, _ := newTestDevice(t, auth, snInfo, "alice")
+	gone, _ := newTestDevice(t, auth, snInfo, "bob")
+	if err := gone.cfg.Host.Close(); err != nil { // bob's device dies; its record lingers
+		t.Fatal(err)
+	}
+	ctx := testCtx(t)
+
+	var sent []string
+	for i := range 3 {
+		msg, ack, err := alice.Send(ctx, "bob", "while you were away")
+		if err != nil || ack.Status != legacywire.StatusStored || ack.ID != msg.ID {
+			t.Fatalf("send %d = %+v, %v; want stored", i, ack, err)
+		}
+		sent = append(sent, msg.ID)
+	}
+	// A retry of a held message is held once; a fourth is refused.
+	if err := alice.Directory().Store(ctx, legacywire.ChatMessage{ID: sent[0], From: "alice", To: "bob"}); err != nil {
+		t.Errorf("retry of a held message: %v", err)
+	}
+	if err := alice.Directory().Store(ctx, legacywire.ChatMessage{ID: "m4", From: "alice", To: "bob"}); !isRefusal(err, legacywire.CodeQueueFull) {
+		t.Errorf("fourth held message = %v, want %s", err, legacywire.CodeQueueFull)
+	}
+	if err := alice.Directory().Store(ctx, legacywire.ChatMessage{ID: "m5", From: "carol", To: "bob"}); !isRefusal(err, legacywire.CodeNotYourUser) {
+		t.Errorf("held message from another user = %v, want %s", err, legacywire.CodeNotYourUser)
+	}
+	if held, _ := sn.OfflineStats(); held != 3 {
+		t.Fatalf("held = %d, want 3", held)
+	}
+
+	// Bob's new device registers and gets them, oldest first.
+	_, box := newTestDevice(t, auth, snInfo, "bob")
+	var got []string
+	for _, m := range box.all() {
+		got = append(got, m.ID)
+	}
+	if len(got) != len(sent) || got[0] != sent[0] || got[1] != sent[1] || got[2] != sent[2] {
+		t.Errorf("delivered %v, want %v in order", got, sent)
+	}
+	if held, _ := sn.OfflineStats(); held != 0 {
+		t.Errorf("held after delivery = %d, want 0", held)
+	}
+	// Registering again delivers nothing twice.
+	_, box2 := newTestDevice(t, auth, snInfo, "bob")
+	if n := len(box2.all()); n != 0 {
+		t.Errorf("second device got %d held messages, want 0", n)
+	}
+
+	// Expiry: held for carol, whose device is gone, then the TTL passes.
+	carol, _ := newTestDevice(t, auth, snInfo, "carol")
+	if err := carol.cfg.Host.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ack, err := alice.Send(ctx, "carol", "too late"); err != nil || ack.Status != legacywire.StatusStored {
+		t.Fatalf("send to carol = %+v, %v; want stored", ack, err)
+	}
+	later := start.Add(20 * time.Minute)
+	now.Store(&later)
+	_, carolBox := newTestDevice(t, auth, snInfo, "carol")
+	if n := len(carolBox.all()); n != 0 {
+		t.Errorf("carol got %d expired messages", n)
+	}
+	if held, expired := sn.OfflineStats(); held != 0 || expired != 1 {
+		t.Errorf("OfflineStats = %d held, %d expired; want 0 and 1", held, expired)
+	}
+}
