@@ -68,7 +68,7 @@ type agentConfig struct {
 	// CampaignTick is how often the campaign driver looks at the
 	// campaigns; zero means migrate.DefaultDriverTick.
 	CampaignTick time.Duration
-	Logger         *slog.Logger
+	Logger       *slog.Logger
 	// Out receives the start-up banner; nil prints nothing.
 	Out io.Writer
 }

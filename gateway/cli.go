@@ -130,6 +130,10 @@ func usersCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintln(stderr, sub)
 		return errUsage
 	}
+	switch args[0] {
+	case "hold", "resume", "exempt":
+		return userControlCommand(ctx, args, stdout, stderr)
+	}
 	fs := flag.NewFlagSet("users "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o outputFlags

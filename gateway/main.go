@@ -22,11 +22,23 @@ Usage:
   gateway users list [-phase P]             list users
   gateway users set-phase ID PHASE -reason TEXT
                                             move a user to another phase
+  gateway users hold|resume ID -reason TEXT
+                                            park a user in held, or return it to its prior phase
+  gateway users exempt ID -campaign NAME -reason TEXT [-until T] [-remove]
+  gateway campaign create -f FILE | list | status NAME | plan NAME
+  gateway campaign start|pause|resume|abort|rollback NAME [-reason TEXT] [-yes]
+  gateway audit [-user ID] [-campaign NAME] [-since T]
+  gateway freeze on|off|status [-reason TEXT]
   gateway legacy sim -users N -duration D   run simulated legacy clients against an agent
   gateway version                           print the version
 
 The admin commands read FERRY_ADDR (default http://127.0.0.1:7071) and
 FERRY_TOKEN (the dev agent prints it and writes it to <data-dir>/admin-token).
+Read commands take -format json. start, abort and rollback ask for
+confirmation on a terminal and need -yes otherwise.
+Exit codes: 0 done; 1 the agent refused the command or could not be
+reached; 2 the command line was wrong or a destructive command was not
+confirmed.
 Run "gateway COMMAND -h" for a command's flags.
 `
 
@@ -58,6 +70,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return agentCommand(ctx, rest, stdout, stderr)
 	case "users":
 		return usersCommand(ctx, rest, stdout, stderr)
+	case "campaign":
+		return campaignCommand(ctx, rest, stdout, stderr)
+	case "audit":
+		return auditCommand(ctx, rest, stdout, stderr)
+	case "freeze":
+		return freezeCommand(ctx, rest, stdout, stderr)
 	case "legacy":
 		return legacyCommand(ctx, rest, stdout, stderr)
 	case "version":

@@ -1,0 +1,412 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ferrygw/ferry/migrate"
+	"github.com/ferrygw/ferry/migrate/migratestore"
+)
+
+// actorHeader carries the operator's name from the CLI ($USER). It is
+// self-declared and recorded as "admin:<name>" in the audit log; the token
+// is what authorizes.
+const actorHeader = "X-Ferry-Actor"
+
+// campaignControl is the migration control plane of an agent: campaigns,
+// the audit log, the freeze and the driver.
+type campaignControl struct {
+	campaigns *migratestore.Campaigns
+	audit     *migratestore.Audit
+	driver    *migrate.Driver
+
+	targetBP    *prometheus.GaugeVec
+	actualBP    *prometheus.GaugeVec
+	transitions *prometheus.CounterVec
+}
+
+// startCampaigns opens the campaign bucket and the audit stream, registers
+// the campaign metrics and builds the driver; the caller runs it.
+func (a *agent) startCampaigns(ctx context.Context) (*campaignControl, error) {
+	cc := &campaignControl{
+		targetBP: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "gateway_campaign_target_bp", Help: "Target of the campaign's current step, in basis points of the cohort space.",
+		}, []string{"campaign"}),
+		actualBP: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "gateway_campaign_actual_bp", Help: "Share of the campaign's eligible users at its target phase, in basis points.",
+		}, []string{"campaign"}),
+		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_migration_transitions_total", Help: "Phase transitions attempted by the campaign driver, by from, to and result (ok, refused, error).",
+		}, []string{"from", "to", "result"}),
+	}
+	a.reg.MustRegister(cc.targetBP, cc.actualBP, cc.transitions)
+	var err error
+	if cc.campaigns, err = migratestore.NewCampaigns(ctx, a.eng.JS, "", 0); err != nil {
+		return nil, err
+	}
+	if cc.audit, err = migratestore.NewAudit(ctx, a.eng.JS, "", 0); err != nil {
+		return nil, err
+	}
+	cc.driver, err = migrate.NewDriver(migrate.DriverConfig{
+		State: a.state, Users: a.store, Campaigns: cc.campaigns, Audit: cc.audit,
+		Tick: a.cfg.CampaignTick, Logger: a.cfg.Logger,
+		OnTransition: func(from, to migrate.Phase, result string) {
+			cc.transitions.WithLabelValues(string(from), string(to), result).Inc()
+		},
+		OnProgress: func(name string, target, actual int) {
+			cc.targetBP.WithLabelValues(name).Set(float64(target))
+			cc.actualBP.WithLabelValues(name).Set(float64(actual))
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return cc, nil
+}
+
+// registerCampaignRoutes adds the control plane's admin endpoints.
+func (a *agent) registerCampaignRoutes(mux *http.ServeMux) {
+	mux.Handle("GET /v1/admin/campaigns", a.authed(a.listCampaigns))
+	mux.Handle("POST /v1/admin/campaigns", a.authed(a.createCampaign))
+	mux.Handle("GET /v1/admin/campaigns/{name}", a.authed(a.campaignStatus))
+	mux.Handle("POST /v1/admin/campaigns/{name}/{cmd}", a.authed(a.campaignCommand))
+	mux.Handle("GET /v1/admin/audit", a.authed(a.queryAudit))
+	mux.Handle("GET /v1/admin/freeze", a.authed(a.getFreeze))
+	mux.Handle("POST /v1/admin/freeze", a.authed(a.setFreeze))
+	mux.Handle("POST /v1/admin/users/{id}/hold", a.authed(a.holdUser))
+	mux.Handle("POST /v1/admin/users/{id}/resume", a.authed(a.resumeUser))
+	mux.Handle("POST /v1/admin/users/{id}/exempt", a.authed(a.exemptUser))
+}
+
+func actor(r *http.Request) string {
+	name := r.Header.Get(actorHeader)
+	if migrate.CheckUserID(name) != nil {
+		return "admin"
+	}
+	return "admin:" + name
+}
+
+// campaignStatus is the body of GET /v1/admin/campaigns/{name}.
+type campaignStatus struct {
+	Campaign migrate.Campaign `json:"campaign"`
+	TargetBP int              `json:"target_bp"`
+	ActualBP int              `json:"actual_bp"`
+	Eligible int              `json:"eligible"`
+	Done     int              `json:"done"`
+	Pending  int              `json:"pending"`
+	HeldBack map[string]int   `json:"held_back"`
+	Frozen   bool             `json:"frozen"`
+	InWindow bool             `json:"in_window"`
+}
+
+// commandRequest is the body of POST /v1/admin/campaigns/{name}/{cmd}.
+type commandRequest struct {
+	Reason string `json:"reason"`
+}
+
+func (a *agent) listCampaigns(w http.ResponseWriter, r *http.Request) {
+	cs, err := a.control.campaigns.List(r.Context())
+	if err != nil {
+		writeCampaignError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string][]migrate.Campaign{"campaigns": cs})
+}
+
+func (a *agent) createCampaign(w http.ResponseWriter, r *http.Request) {
+	var c migrate.Campaign
+	if err := decodeJSON(r, &c); err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	now := time.Now().UTC()
+	c.State, c.Step, c.StepSince, c.StepReached, c.Created, c.Updated, c.Revision = migrate.CampaignDraft, 0, time.Time{}, time.Time{}, now, now, 0
+	out, err := a.control.campaigns.Create(r.Context(), c)
+	if err != nil {
+		writeCampaignError(w, err)
+		return
+	}
+	a.auditCampaign(r, out, "", string(out.State), "created")
+	writeJSON(w, http.StatusCreated, out)
+}
+
+func (a *agent) campaignStatus(w http.ResponseWriter, r *http.Request) {
+	c, err := a.control.campaigns.Get(r.Context(), r.PathValue("name"))
+	if err != nil {
+		writeCampaignError(w, err)
+		return
+	}
+	frozen, err := a.control.campaigns.Frozen(r.Context())
+	if err != nil {
+		writeCampaignError(w, err)
+		return
+	}
+	now := time.Now()
+	sv := migrate.SurveyCampaign(a.state.Snapshot(), &c, now, 0)
+	step := min(c.Step, len(c.Steps)-1)
+	writeJSON(w, http.StatusOK, campaignStatus{Campaign: c, TargetBP: c.Steps[step].TargetBP, ActualBP: sv.ActualBP(),
+		Eligible: sv.Eligible, Done: sv.Done, Pending: sv.Pending, HeldBack: sv.HeldBack, Frozen: frozen, InWindow: c.InWindow(now)})
+}
+
+func (a *agent) campaignCommand(w http.ResponseWriter, r *http.Request) {
+	name, cmd := r.PathValue("name"), migrate.Command(r.PathValue("cmd"))
+	switch cmd {
+	case migrate.CmdPlan, migrate.CmdStart, migrate.CmdPause, migrate.CmdResume, migrate.CmdAbort, migrate.CmdRollback:
+	default:
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no campaign command %q: plan, start, pause, resume, abort or rollback", cmd))
+		return
+	}
+	var req commandRequest
+	if r.ContentLength != 0 {
+		if err := decodeJSON(r, &req); err != nil {
+			writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+			return
+		}
+	}
+	now := time.Now().UTC()
+	if cmd == migrate.CmdPlan {
+		// Plan from one snapshot; a draft becomes planned, other states
+		// only get the report.
+		c, err := a.control.campaigns.Get(r.Context(), name)
+		if err != nil {
+			writeCampaignError(w, err)
+			return
+		}
+		salt := c.Salt
+		if c.State == migrate.CampaignDraft {
+			c, err = a.control.campaigns.Modify(r.Context(), name, func(c migrate.Campaign) (migrate.Campaign, error) {
+				if c.Salt == "" {
+					c.Salt = migrate.NewSalt() // fixed now, so the plan is what start will do
+				}
+				return c.Lifecycle(migrate.CmdPlan, req.Reason, "", now)
+			})
+			if err != nil {
+				writeCampaignError(w, err)
+				return
+			}
+			salt = c.Salt
+			a.auditCampaign(r, c, string(migrate.CampaignDraft), string(c.State), req.Reason)
+		}
+		writeJSON(w, http.StatusOK, migrate.PlanCampaign(a.state.Snapshot(), c, salt, now))
+		return
+	}
+	var from migrate.CampaignState
+	c, err := a.control.campaigns.Modify(r.Context(), name, func(c migrate.Campaign) (migrate.Campaign, error) {
+		from = c.State
+		return c.Lifecycle(cmd, req.Reason, migrate.NewSalt(), now)
+	})
+	if err != nil {
+		writeCampaignError(w, err)
+		return
+	}
+	a.auditCampaign(r, c, string(from), string(c.State), req.Reason)
+	writeJSON(w, http.StatusOK, c)
+}
+
+func (a *agent) auditCampaign(r *http.Request, c migrate.Campaign, from, to, reason string) {
+	ev := migrate.AuditEvent{At: time.Now(), Kind: migrate.AuditCampaign, Actor: actor(r), OpID: uuid.Must(uuid.NewV7()).String(),
+		Campaign: c.Name, Step: c.Step, From: from, To: to, Reason: reason, Result: migrate.ResultOK}
+	if err := a.control.audit.Record(r.Context(), ev); err != nil {
+		a.log.Error("audit", "campaign", c.Name, "err", err)
+	}
+}
+
+func (a *agent) queryAudit(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	aq := migratestore.AuditQuery{Campaign: q.Get("campaign"), User: q.Get("user")}
+	if s := q.Get("since"); s != "" {
+		t, err := parseSince(s, time.Now())
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "invalid_since", err.Error())
+			return
+		}
+		aq.Since = t
+	}
+	evs, err := a.control.audit.Query(r.Context(), aq)
+	if err != nil {
+		writeCampaignError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string][]migrate.AuditEvent{"events": evs})
+}
+
+// parseSince reads an RFC 3339 time or a Go duration meaning "that long ago".
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return time.Time{}, fmt.Errorf("since %q: want an RFC 3339 time or a duration such as 24h", s)
+	}
+	return now.Add(-d), nil
+}
+
+func (a *agent) getFreeze(w http.ResponseWriter, r *http.Request) {
+	f, err := a.control.campaigns.Freeze(r.Context())
+	if err != nil {
+		writeCampaignError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, f)
+}
+
+func (a *agent) setFreeze(w http.ResponseWriter, r *http.Request) {
+	var f migratestore.Freeze
+	if err := decodeJSON(r, &f); err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	f.Actor, f.Since = actor(r), time.Now().UTC()
+	if err := a.control.campaigns.SetFreeze(r.Context(), f); err != nil {
+		writeCampaignError(w, err)
+		return
+	}
+	to := map[bool]string{true: "on", false: "off"}[f.On]
+	if err := a.control.audit.Record(r.Context(), migrate.AuditEvent{At: f.Since, Kind: migrate.AuditFreeze, Actor: f.Actor,
+		OpID: uuid.Must(uuid.NewV7()).String(), Step: -1, To: to, Reason: f.Reason, Result: migrate.ResultOK}); err != nil {
+		writeCampaignError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, f)
+}
+
+// userOpRequest is the body of POST /v1/admin/users/{id}/hold and /resume.
+type userOpRequest struct {
+	Reason string `json:"reason"`
+	OpID   string `json:"op_id,omitempty"`
+}
+
+func (a *agent) holdUser(w http.ResponseWriter, r *http.Request)   { a.holdOrResume(w, r, true) }
+func (a *agent) resumeUser(w http.ResponseWriter, r *http.Request) { a.holdOrResume(w, r, false) }
+
+// holdOrResume parks a user in held, or returns a held user to its prior
+// phase; both are audited transitions with an operation id.
+func (a *agent) holdOrResume(w http.ResponseWriter, r *http.Request, hold bool) {
+	id := r.PathValue("id")
+	var req userOpRequest
+	if err := decodeJSON(r, &req); err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	if strings.TrimSpace(req.Reason) == "" {
+		writeError(w, http.StatusBadRequest, "reason_required", "a reason is required")
+		return
+	}
+	if req.OpID == "" {
+		req.OpID = uuid.Must(uuid.NewV7()).String()
+	}
+	cur, err := a.store.Get(r.Context(), id)
+	if err != nil {
+		writeDomainError(w, err)
+		return
+	}
+	to := migrate.PhaseHeld
+	if !hold {
+		to = cur.Prior
+		if cur.Phase != migrate.PhaseHeld || !to.Active() {
+			if cur.OpID == req.OpID && cur.Phase.Active() { // a repeated resume
+				writeJSON(w, http.StatusOK, cur)
+				return
+			}
+			writeError(w, http.StatusConflict, "illegal_transition", fmt.Sprintf("user %s is %s, not held", id, cur.Phase))
+			return
+		}
+	}
+	u, err := a.store.Transition(r.Context(), id, migrate.Op{ID: req.OpID, To: to, Reason: req.Reason})
+	ev := migrate.AuditEvent{At: time.Now(), Kind: migrate.AuditTransition, Actor: actor(r), OpID: req.OpID, Step: -1, User: id,
+		From: string(cur.Phase), To: string(to), Reason: req.Reason, Result: migrate.ResultOK}
+	if err != nil {
+		ev.Result = migrate.ResultRefused
+		ev.Reason = err.Error()
+	}
+	if aerr := a.control.audit.Record(r.Context(), ev); aerr != nil {
+		a.log.Error("audit", "user", id, "err", aerr)
+	}
+	if err != nil {
+		writeDomainError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, u)
+}
+
+// exemptRequest is the body of POST /v1/admin/users/{id}/exempt.
+type exemptRequest struct {
+	Campaign string    `json:"campaign"`
+	Until    time.Time `json:"until,omitzero"`
+	Reason   string    `json:"reason"`
+	// Remove lifts the exemption.
+	Remove bool `json:"remove,omitempty"`
+}
+
+func (a *agent) exemptUser(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	var req exemptRequest
+	if err := decodeJSON(r, &req); err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	if err := migrate.CheckUserID(id); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_user", err.Error())
+		return
+	}
+	if strings.TrimSpace(req.Reason) == "" {
+		writeError(w, http.StatusBadRequest, "reason_required", "a reason is required")
+		return
+	}
+	now := time.Now().UTC()
+	c, err := a.control.campaigns.Modify(r.Context(), req.Campaign, func(c migrate.Campaign) (migrate.Campaign, error) {
+		c = c.Clone()
+		if req.Remove {
+			delete(c.Exemptions, id)
+		} else {
+			if c.Exemptions == nil {
+				c.Exemptions = map[string]migrate.Exemption{}
+			}
+			c.Exemptions[id] = migrate.Exemption{Until: req.Until.UTC(), Reason: req.Reason}
+		}
+		c.Updated = now
+		return c, nil
+	})
+	if err != nil {
+		writeCampaignError(w, err)
+		return
+	}
+	to := "exempt"
+	if req.Remove {
+		to = "not exempt"
+	}
+	ev := migrate.AuditEvent{At: now, Kind: migrate.AuditExempt, Actor: actor(r), OpID: uuid.Must(uuid.NewV7()).String(),
+		Campaign: c.Name, Step: c.Step, User: id, To: to, Reason: req.Reason, Result: migrate.ResultOK}
+	if !req.Until.IsZero() {
+		ev.Values = map[string]float64{"until_unix": float64(req.Until.Unix())}
+	}
+	if err := a.control.audit.Record(r.Context(), ev); err != nil {
+		writeCampaignError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, c)
+}
+
+// writeCampaignError maps the control plane's errors to HTTP at the edge.
+func writeCampaignError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, migrate.ErrCampaignNotFound):
+		writeError(w, http.StatusNotFound, "not_found", err.Error())
+	case errors.Is(err, migrate.ErrCampaignExists):
+		writeError(w, http.StatusConflict, "exists", err.Error())
+	case errors.Is(err, migrate.ErrInvalidCampaign):
+		writeError(w, http.StatusBadRequest, "invalid_campaign", err.Error())
+	case errors.Is(err, migrate.ErrCampaignState):
+		writeError(w, http.StatusConflict, "campaign_state", err.Error())
+	default:
+		writeDomainError(w, err)
+	}
+}

@@ -1,0 +1,340 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ferrygw/ferry/migrate"
+)
+
+// Exit codes of the admin commands: 0 done, 1 the command failed (the agent
+// refused it or could not be reached), 2 the command line was wrong or a
+// destructive command was not confirmed.
+var errNotConfirmed = fmt.Errorf("%w: not confirmed (pass -yes when stdin is not a terminal)", errUsage)
+
+// destructive commands ask for confirmation.
+var destructive = map[string]bool{"start": true, "abort": true, "rollback": true}
+
+// confirm asks on a terminal, and needs yes otherwise.
+func confirm(yes bool, stderr io.Writer, what string) error {
+	if yes {
+		return nil
+	}
+	fi, err := os.Stdin.Stat()
+	if err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+		return errNotConfirmed
+	}
+	fmt.Fprintf(stderr, "%s? [y/N] ", what)
+	line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+	if a := strings.TrimSpace(strings.ToLower(line)); a == "y" || a == "yes" {
+		return nil
+	}
+	return errNotConfirmed
+}
+
+// adminCall parses the shared flags and returns a client with the actor set.
+func adminSetup(o *outputFlags) (*adminClient, error) {
+	if err := o.check(); err != nil {
+		return nil, err
+	}
+	return newAdminClient(o.addr, o.token)
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func campaignCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	const sub = "usage: gateway campaign create -f FILE | plan NAME | start|pause|resume|abort|rollback NAME [-reason TEXT] [-yes] | status NAME | list"
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, sub)
+		return errUsage
+	}
+	fs := flag.NewFlagSet("campaign "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o outputFlags
+	o.register(fs)
+	var file, reason string
+	var yes bool
+	want := 1
+	switch args[0] {
+	case "create":
+		want = 0
+		fs.StringVar(&file, "f", "", "campaign definition, JSON (- for stdin)")
+	case "list":
+		want = 0
+	case "plan", "status":
+	case "start", "pause", "resume", "abort", "rollback":
+		fs.StringVar(&reason, "reason", "", "why (kept in the audit log)")
+		fs.BoolVar(&yes, "yes", false, "do not ask for confirmation")
+	default:
+		fmt.Fprintln(stderr, sub)
+		return errUsage
+	}
+	pos, err := parseArgs(fs, args[1:])
+	if err != nil || len(pos) != want {
+		fmt.Fprintln(stderr, sub)
+		return errUsage
+	}
+	c, err := adminSetup(&o)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, cliTimeout)
+	defer cancel()
+	switch args[0] {
+	case "create":
+		var b []byte
+		if file == "-" {
+			b, err = io.ReadAll(os.Stdin)
+		} else if file != "" {
+			b, err = os.ReadFile(file)
+		} else {
+			return fmt.Errorf("%w: create needs -f FILE", errUsage)
+		}
+		if err != nil {
+			return err
+		}
+		var def migrate.Campaign
+		if err := json.Unmarshal(b, &def); err != nil {
+			return fmt.Errorf("campaign file: %w", err)
+		}
+		var out migrate.Campaign
+		if err := c.do(ctx, http.MethodPost, "/v1/admin/campaigns", def, &out); err != nil {
+			return err
+		}
+		return printCampaigns(stdout, o.format, out, []migrate.Campaign{out})
+	case "list":
+		var out map[string][]migrate.Campaign
+		if err := c.do(ctx, http.MethodGet, "/v1/admin/campaigns", nil, &out); err != nil {
+			return err
+		}
+		return printCampaigns(stdout, o.format, out, out["campaigns"])
+	case "status":
+		var st campaignStatus
+		if err := c.do(ctx, http.MethodGet, "/v1/admin/campaigns/"+url.PathEscape(pos[0]), nil, &st); err != nil {
+			return err
+		}
+		if o.format == "json" {
+			return printJSON(stdout, st)
+		}
+		cp := st.Campaign
+		fmt.Fprintf(stdout, "campaign %s: %s, step %d of %d (target %d bp), actual %d bp\n", cp.Name, cp.State, cp.Step+1, len(cp.Steps), st.TargetBP, st.ActualBP)
+		fmt.Fprintf(stdout, "  %s\n", bar(st.ActualBP, st.TargetBP))
+		fmt.Fprintf(stdout, "  eligible %d, done %d, pending %d, held back %v, frozen %v, in window %v\n", st.Eligible, st.Done, st.Pending, st.HeldBack, st.Frozen, st.InWindow)
+		return nil
+	case "plan":
+		var p migrate.Plan
+		if err := c.do(ctx, http.MethodPost, "/v1/admin/campaigns/"+url.PathEscape(pos[0])+"/plan", commandRequest{}, &p); err != nil {
+			return err
+		}
+		if o.format == "json" {
+			return printJSON(stdout, p)
+		}
+		fmt.Fprintf(stdout, "plan of %s (salt %s) over %d users: %d ineligible, %d beyond the last step\n", p.Campaign, p.Salt, p.Users, p.Ineligible, p.Beyond)
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "STEP\tTARGET_BP\tCOHORT\tDONE\tMOVE\tBY_PHASE\tBY_PLATFORM\tBY_VERSION\tHELD_BACK")
+		for _, s := range p.Steps {
+			fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\n", s.Step, s.TargetBP, s.Cohort, s.Done, s.Move,
+				counts(s.ByPhase), counts(s.ByPlatform), counts(s.ByVersionBand), counts(s.HeldBack))
+		}
+		return tw.Flush()
+	default:
+		if destructive[args[0]] {
+			if err := confirm(yes, stderr, fmt.Sprintf("%s campaign %s", args[0], pos[0])); err != nil {
+				return err
+			}
+		}
+		var out migrate.Campaign
+		if err := c.do(ctx, http.MethodPost, "/v1/admin/campaigns/"+url.PathEscape(pos[0])+"/"+args[0], commandRequest{Reason: reason}, &out); err != nil {
+			return fmt.Errorf("campaign %s %s: %w", args[0], pos[0], err)
+		}
+		return printCampaigns(stdout, o.format, out, []migrate.Campaign{out})
+	}
+}
+
+// bar draws actual against target as a 40-character progress bar.
+func bar(actual, target int) string {
+	const width = 40
+	if target <= 0 {
+		target = migrate.BasisPoints
+	}
+	n := min(width, actual*width/target)
+	return "[" + strings.Repeat("#", n) + strings.Repeat(".", width-n) + fmt.Sprintf("] %d%%", min(100, actual*100/target))
+}
+
+func counts[K ~string](m map[K]int) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, string(k))
+	}
+	sort.Strings(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s=%d", k, m[K(k)]))
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, ",")
+}
+
+func printCampaigns(w io.Writer, format string, v any, cs []migrate.Campaign) error {
+	if format == "json" {
+		return printJSON(w, v)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CAMPAIGN\tSTATE\tSTEP\tTARGET_BP\tTARGET\tPER_MINUTE\tUPDATED")
+	for _, c := range cs {
+		t := 0
+		if c.Step < len(c.Steps) {
+			t = c.Steps[c.Step].TargetBP
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\t%s\t%d\t%s\n", c.Name, c.State, c.Step+1, len(c.Steps), t, c.TargetPhase(), c.PerMinute(), c.Updated.UTC().Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o outputFlags
+	o.register(fs)
+	var user, campaign, since string
+	fs.StringVar(&user, "user", "", "only events about this user")
+	fs.StringVar(&campaign, "campaign", "", "only events of this campaign")
+	fs.StringVar(&since, "since", "", "only events since an RFC 3339 time or a duration ago (24h)")
+	pos, err := parseArgs(fs, args)
+	if err != nil || len(pos) != 0 {
+		fmt.Fprintln(stderr, "usage: gateway audit [-user ID] [-campaign NAME] [-since T]")
+		return errUsage
+	}
+	c, err := adminSetup(&o)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, cliTimeout)
+	defer cancel()
+	q := url.Values{}
+	for k, v := range map[string]string{"user": user, "campaign": campaign, "since": since} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	var out map[string][]migrate.AuditEvent
+	if err := c.do(ctx, http.MethodGet, "/v1/admin/audit?"+q.Encode(), nil, &out); err != nil {
+		return err
+	}
+	if o.format == "json" {
+		return printJSON(stdout, out)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "AT\tKIND\tACTOR\tCAMPAIGN\tSTEP\tUSER\tFROM\tTO\tRESULT\tREASON")
+	for _, e := range out["events"] {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", e.At.UTC().Format(time.RFC3339Nano), e.Kind, e.Actor, e.Campaign, e.Step, e.User, e.From, e.To, e.Result, e.Reason)
+	}
+	return tw.Flush()
+}
+
+func freezeCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	const sub = "usage: gateway freeze on|off|status [-reason TEXT] [-yes]"
+	if len(args) == 0 || (args[0] != "on" && args[0] != "off" && args[0] != "status") {
+		fmt.Fprintln(stderr, sub)
+		return errUsage
+	}
+	fs := flag.NewFlagSet("freeze", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o outputFlags
+	o.register(fs)
+	var reason string
+	fs.StringVar(&reason, "reason", "", "why (kept in the audit log)")
+	if pos, err := parseArgs(fs, args[1:]); err != nil || len(pos) != 0 {
+		fmt.Fprintln(stderr, sub)
+		return errUsage
+	}
+	c, err := adminSetup(&o)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, cliTimeout)
+	defer cancel()
+	var f map[string]any
+	if args[0] == "status" {
+		err = c.do(ctx, http.MethodGet, "/v1/admin/freeze", nil, &f)
+	} else {
+		err = c.do(ctx, http.MethodPost, "/v1/admin/freeze", map[string]any{"on": args[0] == "on", "reason": reason}, &f)
+	}
+	if err != nil {
+		return err
+	}
+	if o.format == "json" {
+		return printJSON(stdout, f)
+	}
+	fmt.Fprintf(stdout, "freeze on=%v reason=%v actor=%v since=%v\n", f["on"], f["reason"], f["actor"], f["since"])
+	return nil
+}
+
+// userControlCommand runs `users hold|resume|exempt`.
+func userControlCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	const sub = "usage: gateway users hold|resume ID -reason TEXT [-op ID] | users exempt ID -campaign NAME -reason TEXT [-until T] [-remove]"
+	fs := flag.NewFlagSet("users "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o outputFlags
+	o.register(fs)
+	var reason, op, campaign, until string
+	var remove bool
+	fs.StringVar(&reason, "reason", "", "why (required; kept in the audit log)")
+	if args[0] == "exempt" {
+		fs.StringVar(&campaign, "campaign", "", "the campaign (required)")
+		fs.StringVar(&until, "until", "", "RFC 3339 time the exemption lapses (default never)")
+		fs.BoolVar(&remove, "remove", false, "lift the exemption")
+	} else {
+		fs.StringVar(&op, "op", "", "operation id: repeating a command with the same id changes nothing")
+	}
+	pos, err := parseArgs(fs, args[1:])
+	if err != nil || len(pos) != 1 {
+		fmt.Fprintln(stderr, sub)
+		return errUsage
+	}
+	if strings.TrimSpace(reason) == "" {
+		return fmt.Errorf("%w: -reason is required", errUsage)
+	}
+	c, err := adminSetup(&o)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, cliTimeout)
+	defer cancel()
+	path := "/v1/admin/users/" + url.PathEscape(pos[0]) + "/" + args[0]
+	if args[0] == "exempt" {
+		req := exemptRequest{Campaign: campaign, Reason: reason, Remove: remove}
+		if until != "" {
+			if req.Until, err = time.Parse(time.RFC3339, until); err != nil {
+				return fmt.Errorf("%w: -until: %v", errUsage, err)
+			}
+		}
+		var out migrate.Campaign
+		if err := c.do(ctx, http.MethodPost, path, req, &out); err != nil {
+			return err
+		}
+		return printCampaigns(stdout, o.format, out, []migrate.Campaign{out})
+	}
+	var u migrate.User
+	if err := c.do(ctx, http.MethodPost, path, userOpRequest{Reason: reason, OpID: op}, &u); err != nil {
+		return fmt.Errorf("%s %s: %w", args[0], pos[0], err)
+	}
+	return printUsers(stdout, o.format, u, []migrate.User{u}, true)
+}

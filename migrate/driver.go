@@ -1,0 +1,404 @@
+package migrate
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// Defaults of DriverConfig.
+const (
+	DefaultDriverTick = time.Second
+	DefaultMaxPerTick = 500
+)
+
+// UserMover applies one operation to a user's durable record
+// (migratestore.Store).
+type UserMover interface {
+	Transition(ctx context.Context, id string, op Op) (User, error)
+}
+
+// CampaignStore keeps campaigns durably (migratestore.Campaigns).
+type CampaignStore interface {
+	List(ctx context.Context) ([]Campaign, error)
+	// Update writes c if the stored revision is still c.Revision.
+	Update(ctx context.Context, c Campaign) (Campaign, error)
+	// Frozen reports whether the global freeze is on.
+	Frozen(ctx context.Context) (bool, error)
+}
+
+// Auditor appends decisions to the audit log (migratestore.Audit).
+type Auditor interface {
+	Record(ctx context.Context, events ...AuditEvent) error
+}
+
+// DriverConfig configures a Driver. State, Users, Campaigns and Audit are
+// required.
+type DriverConfig struct {
+	State     *State
+	Users     UserMover
+	Campaigns CampaignStore
+	Audit     Auditor
+	// Tick is how often the driver looks at the campaigns; default
+	// DefaultDriverTick.
+	Tick time.Duration
+	// MaxPerTick bounds the moves of one campaign in one tick (pace
+	// permitting); default DefaultMaxPerTick.
+	MaxPerTick int
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+	// Logger gets the driver's logs, tagged component=campaign-driver.
+	Logger *slog.Logger
+	// OnTransition, if set, is called after every attempted move with its
+	// result (ResultOK, ResultRefused, ResultError), for metrics.
+	OnTransition func(from, to Phase, result string)
+	// OnProgress, if set, is called after each tick of a campaign with its
+	// target (the current step's) and actual basis points.
+	OnProgress func(campaign string, targetBP, actualBP int)
+}
+
+// Driver runs started campaigns: each tick it moves users of the current
+// step one edge closer to the target (legacy→shadow→ready→cloud), at most the
+// pace allows and only inside a change window, and never while the global
+// freeze is on. It moves nobody back except when the campaign is rolling
+// back. Its operation ids are derived from campaign, step, user and phase,
+// so a move repeated after a restart changes nothing.
+//
+// Pacing is a token bucket per campaign: PerMinute tokens a minute, holding
+// at most one tick's worth (at least one), so that over any interval of L
+// the driver makes at most PerMinute·L/1m + max(1, PerMinute·Tick/1m) moves.
+// Rollbacks are not paced and ignore windows and the freeze: they are the
+// way out of trouble.
+type Driver struct {
+	cfg DriverConfig
+	log *slog.Logger
+
+	mu     sync.Mutex
+	tokens map[string]*bucket
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+// NewDriver returns a Driver; call Run.
+func NewDriver(cfg DriverConfig) (*Driver, error) {
+	if cfg.State == nil || cfg.Users == nil || cfg.Campaigns == nil || cfg.Audit == nil {
+		return nil, errors.New("migrate: NewDriver needs State, Users, Campaigns and Audit")
+	}
+	if cfg.Tick <= 0 {
+		cfg.Tick = DefaultDriverTick
+	}
+	if cfg.MaxPerTick <= 0 {
+		cfg.MaxPerTick = DefaultMaxPerTick
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Driver{cfg: cfg, log: cfg.Logger.With("component", "campaign-driver"), tokens: map[string]*bucket{}}, nil
+}
+
+// Run ticks until ctx ends, then returns nil. A failing tick is logged and
+// retried at the next one.
+func (d *Driver) Run(ctx context.Context) error {
+	t := time.NewTicker(d.cfg.Tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if err := d.Tick(ctx); err != nil && ctx.Err() == nil {
+			d.log.Warn("campaign tick", "err", err)
+		}
+	}
+}
+
+// Tick looks at every campaign once.
+func (d *Driver) Tick(ctx context.Context) error {
+	cs, err := d.cfg.Campaigns.List(ctx)
+	if err != nil {
+		return err
+	}
+	frozen, err := d.cfg.Campaigns.Frozen(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, c := range cs {
+		switch c.State {
+		case CampaignRunning:
+			if err := d.advance(ctx, c, frozen); err != nil {
+				errs = append(errs, fmt.Errorf("campaign %s: %w", c.Name, err))
+			}
+		case CampaignRollingBack:
+			if err := d.rollback(ctx, c); err != nil {
+				errs = append(errs, fmt.Errorf("campaign %s rollback: %w", c.Name, err))
+			}
+		default:
+			d.mu.Lock()
+			delete(d.tokens, c.Name) // a resumed campaign starts with an empty bucket
+			d.mu.Unlock()
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// take refills the campaign's token bucket at now and takes up to want
+// tokens, returning how many it got.
+func (d *Driver) take(c *Campaign, now time.Time, want int) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	rate := float64(c.PerMinute()) / float64(time.Minute)
+	capacity := max(1, rate*float64(d.cfg.Tick))
+	b := d.tokens[c.Name]
+	if b == nil {
+		b = &bucket{last: now}
+		d.tokens[c.Name] = b
+	}
+	if el := now.Sub(b.last); el > 0 {
+		b.tokens = min(capacity, b.tokens+rate*float64(el))
+	}
+	b.last = now
+	n := min(want, int(b.tokens))
+	b.tokens -= float64(n)
+	return n
+}
+
+// giveBack returns tokens taken for moves that did not happen.
+func (d *Driver) giveBack(c *Campaign, n int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if b := d.tokens[c.Name]; b != nil {
+		b.tokens += float64(n)
+	}
+}
+
+// Survey is a campaign's progress as seen in one snapshot.
+type Survey struct {
+	// Eligible users of the whole campaign, and how many of them are at
+	// the target phase.
+	Eligible, Done int
+	// Pending is the number of users of the steps up to the current one
+	// that can still move.
+	Pending int
+	// HeldBack counts the users of those steps that will not move.
+	HeldBack map[string]int
+	// Moves are the first moves to make, at most the limit asked for.
+	Moves []Move
+}
+
+// ActualBP is the share of eligible users at the target, in basis points.
+func (s Survey) ActualBP() int {
+	if s.Eligible == 0 {
+		return 0
+	}
+	return int(int64(s.Done) * BasisPoints / int64(s.Eligible))
+}
+
+// Move is one edge the driver takes for one user.
+type Move struct {
+	User     string
+	From, To Phase
+	Step     int
+}
+
+// SurveyCampaign reads c's progress from sn at now and picks up to limit
+// moves for the users of steps 0 to c.Step.
+func SurveyCampaign(sn *Snapshot, c *Campaign, now time.Time, limit int) Survey {
+	s := Survey{HeldBack: map[string]int{}}
+	sn.each(func(u *User) {
+		pl := c.Place(u, now)
+		if !pl.Eligible {
+			return
+		}
+		s.Eligible++
+		if c.reached(u.Phase) {
+			s.Done++
+		}
+		if pl.Step < 0 || pl.Step > c.Step {
+			return
+		}
+		v := c.Judge(u, pl, now)
+		switch {
+		case v.Done:
+		case v.HeldBack != "":
+			s.HeldBack[v.HeldBack]++
+		case v.Next != "":
+			s.Pending++
+			if len(s.Moves) < limit {
+				s.Moves = append(s.Moves, Move{User: u.ID, From: u.Phase, To: v.Next, Step: c.Step})
+			}
+		}
+	})
+	return s
+}
+
+func (d *Driver) advance(ctx context.Context, c Campaign, frozen bool) error {
+	now := d.cfg.Now()
+	sv := SurveyCampaign(d.cfg.State.Snapshot(), &c, now, d.cfg.MaxPerTick)
+	defer func() {
+		if d.cfg.OnProgress != nil {
+			d.cfg.OnProgress(c.Name, c.Steps[c.Step].TargetBP, sv.ActualBP())
+		}
+	}()
+	if frozen || !c.InWindow(now) {
+		return nil
+	}
+	if sv.Pending == 0 {
+		return d.stepDone(ctx, c, sv, now)
+	}
+	n := d.take(&c, now, len(sv.Moves))
+	moves := sv.Moves[:n]
+	events := make([]AuditEvent, 0, len(moves))
+	var errs []error
+	for i, m := range moves {
+		op := Op{ID: c.OpID(m.Step, m.User, m.To), To: m.To, At: now,
+			Reason: fmt.Sprintf("campaign %s step %d (target %d bp)", c.Name, m.Step, c.Steps[m.Step].TargetBP)}
+		_, err := d.cfg.Users.Transition(ctx, m.User, op)
+		result := ResultOK
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrIllegalTransition):
+			result = ResultRefused // the user changed since the snapshot
+		default:
+			result = ResultError
+			if ctx.Err() != nil {
+				d.giveBack(&c, len(moves)-i)
+				return errors.Join(append(errs, ctx.Err())...)
+			}
+			errs = append(errs, err)
+		}
+		if d.cfg.OnTransition != nil {
+			d.cfg.OnTransition(m.From, m.To, result)
+		}
+		ev := AuditEvent{At: now, Kind: AuditTransition, Actor: ActorDriver, OpID: op.ID, Campaign: c.Name, Step: m.Step,
+			User: m.User, From: string(m.From), To: string(m.To), Reason: op.Reason, Result: result,
+			Values:     map[string]float64{"actual_bp": float64(sv.ActualBP()), "pending": float64(sv.Pending)},
+			Thresholds: map[string]float64{"target_bp": float64(c.Steps[m.Step].TargetBP), "per_minute": float64(c.PerMinute())}}
+		if err != nil {
+			ev.Reason = err.Error()
+		}
+		events = append(events, ev)
+	}
+	if err := d.cfg.Audit.Record(ctx, events...); err != nil {
+		errs = append(errs, fmt.Errorf("audit: %w", err))
+	}
+	if len(errs) > 3 {
+		errs = append(errs[:3], fmt.Errorf("and %d more errors", len(errs)-3))
+	}
+	return errors.Join(errs...)
+}
+
+// stepDone records that the current step has nobody left to move, and moves
+// on to the next step (or completes the campaign) once it soaked.
+func (d *Driver) stepDone(ctx context.Context, c Campaign, sv Survey, now time.Time) error {
+	next := c.Clone()
+	ev := AuditEvent{At: now, Kind: AuditCampaign, Actor: ActorDriver, Campaign: c.Name, Step: c.Step, Result: ResultOK,
+		Values:     map[string]float64{"actual_bp": float64(sv.ActualBP()), "soaked_s": now.Sub(c.StepReached).Seconds()},
+		Thresholds: map[string]float64{"target_bp": float64(c.Steps[c.Step].TargetBP), "min_soak_s": time.Duration(c.Steps[c.Step].MinSoak).Seconds()}}
+	switch {
+	case c.StepReached.IsZero():
+		next.StepReached = now
+		next.Updated = now
+		ev.From, ev.To, ev.Reason = "moving", "soaking", fmt.Sprintf("step %d reached its target; soaking", c.Step)
+		ev.Values["soaked_s"] = 0
+	case now.Sub(c.StepReached) < time.Duration(c.Steps[c.Step].MinSoak):
+		return nil
+	case c.Step+1 < len(c.Steps):
+		next.Step++
+		next.StepSince, next.StepReached, next.Updated = now, time.Time{}, now
+		ev.From, ev.To = fmt.Sprintf("step %d", c.Step), fmt.Sprintf("step %d", next.Step)
+		ev.Reason = fmt.Sprintf("step %d soaked; starting step %d (target %d bp)", c.Step, next.Step, c.Steps[next.Step].TargetBP)
+	default:
+		var err error
+		if next, err = c.Lifecycle(CmdComplete, "every step reached its target and soaked", "", now); err != nil {
+			return err
+		}
+		ev.From, ev.To, ev.Reason = string(c.State), string(next.State), next.Reason
+	}
+	if _, err := d.cfg.Campaigns.Update(ctx, next); err != nil {
+		return err // another writer changed the campaign: look again next tick
+	}
+	d.log.Info("campaign step", "campaign", c.Name, "step", c.Step, "from", ev.From, "to", ev.To)
+	return d.cfg.Audit.Record(ctx, ev)
+}
+
+// rollback moves the users the campaign moved to ready or cloud back to
+// shadow, then marks the campaign aborted.
+func (d *Driver) rollback(ctx context.Context, c Campaign) error {
+	now := d.cfg.Now()
+	sn := d.cfg.State.Snapshot()
+	var moves []Move
+	for _, p := range []Phase{PhaseCloud, PhaseReady} {
+		sn.eachInPhase(p, func(u *User) bool {
+			if c.MovedBy(u) {
+				moves = append(moves, Move{User: u.ID, From: p, To: PhaseShadow, Step: c.Step})
+			}
+			return len(moves) < d.cfg.MaxPerTick
+		})
+	}
+	if len(moves) == 0 {
+		next, err := c.Lifecycle(CmdRolledBack, "rollback finished", "", now)
+		if err != nil {
+			return err
+		}
+		if _, err := d.cfg.Campaigns.Update(ctx, next); err != nil {
+			return err
+		}
+		return d.cfg.Audit.Record(ctx, AuditEvent{At: now, Kind: AuditCampaign, Actor: ActorDriver, Campaign: c.Name, Step: c.Step,
+			From: string(c.State), To: string(next.State), Reason: next.Reason, Result: ResultOK})
+	}
+	events := make([]AuditEvent, 0, len(moves))
+	var errs []error
+	for _, m := range moves {
+		op := Op{ID: c.RollbackOpID(m.User), To: PhaseShadow, At: now, Reason: "rollback of campaign " + c.Name}
+		_, err := d.cfg.Users.Transition(ctx, m.User, op)
+		result := ResultOK
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrIllegalTransition):
+			result = ResultRefused
+		default:
+			result = ResultError
+			errs = append(errs, err)
+		}
+		if d.cfg.OnTransition != nil {
+			d.cfg.OnTransition(m.From, m.To, result)
+		}
+		ev := AuditEvent{At: now, Kind: AuditTransition, Actor: ActorDriver, OpID: op.ID, Campaign: c.Name, Step: c.Step,
+			User: m.User, From: string(m.From), To: string(m.To), Reason: op.Reason, Result: result}
+		if err != nil {
+			ev.Reason = err.Error()
+		}
+		events = append(events, ev)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if err := d.cfg.Audit.Record(ctx, events...); err != nil {
+		errs = append(errs, fmt.Errorf("audit: %w", err))
+	}
+	if len(errs) > 3 {
+		errs = append(errs[:3], fmt.Errorf("and %d more errors", len(errs)-3))
+	}
+	return errors.Join(errs...)
+}
+
+// NewSalt returns a random cohort salt for a campaign that starts without
+// one.
+func NewSalt() string {
+	b := make([]byte, 8)
+	rand.Read(b) // never fails (crypto/rand, Go 1.24+)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,328 @@
+package migrate
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// memMover applies operations to a State directly, as the KV store would.
+type memMover struct{ st *State }
+
+func (m memMover) Transition(_ context.Context, id string, op Op) (User, error) {
+	cur, ok := m.st.Get(id)
+	if !ok {
+		cur = NewUser(id, op.At)
+	}
+	next, err := Apply(cur, op)
+	if err != nil {
+		return User{}, err
+	}
+	if next.Revision == cur.Revision && op.ID == cur.OpID && ok {
+		return cur, nil
+	}
+	next.Revision = cur.Revision + 1
+	m.st.Put(next)
+	return next, nil
+}
+
+type memCampaigns struct {
+	mu     sync.Mutex
+	cs     map[string]Campaign
+	frozen bool
+}
+
+func (m *memCampaigns) List(context.Context) ([]Campaign, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Campaign
+	for _, c := range m.cs {
+		out = append(out, c.Clone())
+	}
+	return out, nil
+}
+
+func (m *memCampaigns) Update(_ context.Context, c Campaign) (Campaign, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cs[c.Name].Revision != c.Revision {
+		return Campaign{}, fmt.Errorf("revision %d is stale", c.Revision)
+	}
+	c.Revision++
+	m.cs[c.Name] = c.Clone()
+	return c, nil
+}
+
+func (m *memCampaigns) Frozen(context.Context) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.frozen, nil
+}
+
+func (m *memCampaigns) get(name string) Campaign {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cs[name].Clone()
+}
+
+func (m *memCampaigns) edit(name string, fn func(*Campaign)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := m.cs[name].Clone()
+	fn(&c)
+	c.Revision++
+	m.cs[name] = c
+}
+
+func (m *memCampaigns) setFrozen(v bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.frozen = v
+}
+
+type memAudit struct {
+	mu sync.Mutex
+	ev []AuditEvent
+}
+
+func (a *memAudit) Record(_ context.Context, evs ...AuditEvent) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.ev = append(a.ev, evs...)
+	return nil
+}
+
+func (a *memAudit) transitions() []AuditEvent {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []AuditEvent
+	for _, e := range a.ev {
+		if e.Kind == AuditTransition && e.Result == ResultOK {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// driverRig is a driver over n legacy users with fake stores.
+type driverRig struct {
+	st    *State
+	cs    *memCampaigns
+	audit *memAudit
+	d     *Driver
+}
+
+func newRig(t *testing.T, n int, c Campaign) *driverRig {
+	t.Helper()
+	st, err := NewState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	var users []User
+	for i := range n {
+		users = append(users, User{ID: fmt.Sprintf("u%05d", i), Phase: PhaseLegacy, PhaseSince: now, Revision: 1})
+	}
+	st.Put(users...)
+	if c.State == "" {
+		c, err = c.Lifecycle(CmdStart, "test", "salt", now)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := &driverRig{st: st, cs: &memCampaigns{cs: map[string]Campaign{c.Name: c}}, audit: &memAudit{}}
+	r.d, err = NewDriver(DriverConfig{State: st, Users: memMover{st}, Campaigns: r.cs, Audit: r.audit, Tick: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// run runs the driver for d of bubble time.
+func (r *driverRig) run(t *testing.T, d time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- r.d.Run(ctx) }()
+	time.Sleep(d)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// forward is the order of active phases; the driver may only go up it
+// unless rolling back.
+var forward = map[string]int{"legacy": 0, "shadow": 1, "ready": 2, "cloud": 3}
+
+func TestDriverPacing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, 1000, Campaign{Name: "pace", Steps: []Step{{TargetBP: BasisPoints}}, Pace: Pace{PerMinute: 120}})
+		const minutes = 10
+		start := time.Now()
+		r.run(t, minutes*time.Minute+time.Millisecond)
+		moves := r.audit.transitions()
+		// At most 120 a minute plus one tick's worth of burst (2).
+		if max := 120*minutes + 2; len(moves) > max || len(moves) < max-10 {
+			t.Errorf("%d transitions in %d minutes, want close to and at most %d", len(moves), minutes, max)
+		}
+		// No minute holds more than the pace plus the burst.
+		perMinute := map[int]int{}
+		for _, e := range moves {
+			perMinute[int(e.At.Sub(start)/time.Minute)]++
+		}
+		for m, n := range perMinute {
+			if n > 122 {
+				t.Errorf("minute %d: %d transitions", m, n)
+			}
+		}
+	})
+}
+
+func TestDriverWindowsAndFreeze(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// The bubble starts at midnight UTC, 2000-01-01.
+		c := Campaign{Name: "win", Steps: []Step{{TargetBP: BasisPoints}}, Pace: Pace{PerMinute: 600, Windows: []Window{{Start: "01:00", End: "02:00"}}}}
+		r := newRig(t, 300, c)
+		r.run(t, 30*time.Minute)
+		if n := len(r.audit.transitions()); n != 0 {
+			t.Fatalf("%d transitions outside the window", n)
+		}
+		r.cs.setFrozen(true)
+		r.run(t, 45*time.Minute) // into the window, but frozen
+		if n := len(r.audit.transitions()); n != 0 {
+			t.Fatalf("%d transitions during the freeze", n)
+		}
+		r.cs.setFrozen(false)
+		r.run(t, 2*time.Hour)
+		moves := r.audit.transitions()
+		if len(moves) != 900 {
+			t.Errorf("%d transitions, want 900 (300 users × 3 edges)", len(moves))
+		}
+		for _, e := range moves {
+			if h := e.At.UTC().Hour(); h != 1 {
+				t.Fatalf("transition at %s, outside 01:00-02:00", e.At.UTC().Format(time.TimeOnly))
+			}
+		}
+		if got := r.st.Snapshot().Count(PhaseCloud); got != 300 {
+			t.Errorf("%d in cloud", got)
+		}
+	})
+}
+
+// TestDriverStepsLoweringAndRollback runs a two-step campaign to completion,
+// checks that lowering a target moves nobody back, and that a rollback
+// brings the campaign's users back to shadow.
+func TestDriverStepsLoweringAndRollback(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := Campaign{Name: "ramp", Steps: []Step{
+			{TargetBP: 1000, MinSoak: Duration(time.Hour)},
+			{TargetBP: 3000, MinSoak: Duration(time.Hour)},
+		}, Pace: Pace{PerMinute: 6000}}
+		r := newRig(t, 2000, c)
+		c = r.cs.get("ramp")
+		inStep := func(maxBP int) int {
+			n := 0
+			for i := range 2000 {
+				if Bucket(c.Salt, fmt.Sprintf("u%05d", i)) < maxBP {
+					n++
+				}
+			}
+			return n
+		}
+		r.run(t, 30*time.Minute)
+		if got, want := r.st.Snapshot().Count(PhaseCloud), inStep(1000); got != want {
+			t.Fatalf("after step 0: %d in cloud, want %d", got, want)
+		}
+		if s := r.cs.get("ramp"); s.Step != 0 || s.StepReached.IsZero() {
+			t.Fatalf("step %d reached %v: should be soaking step 0", s.Step, s.StepReached)
+		}
+		r.run(t, 2*time.Hour) // soak, then step 1 moves its users
+		if got, want := r.st.Snapshot().Count(PhaseCloud), inStep(3000); got != want {
+			t.Fatalf("after step 1: %d in cloud, want %d", got, want)
+		}
+		// Lower the target: nobody moves back.
+		r.cs.edit("ramp", func(c *Campaign) { c.Steps[1].TargetBP = 1500 })
+		r.run(t, 2*time.Hour)
+		if got, want := r.st.Snapshot().Count(PhaseCloud), inStep(3000); got != want {
+			t.Fatalf("after lowering: %d in cloud, want %d", got, want)
+		}
+		if s := r.cs.get("ramp"); s.State != CampaignCompleted {
+			t.Fatalf("state %s, want completed", s.State)
+		}
+		for _, e := range r.audit.transitions() {
+			if forward[e.To] <= forward[e.From] {
+				t.Fatalf("moved back: %+v", e)
+			}
+		}
+		// A user the campaign did not move stays in cloud on rollback.
+		outsider := ""
+		for i := range 2000 {
+			id := fmt.Sprintf("u%05d", i)
+			if Bucket(c.Salt, id) >= 3000 {
+				outsider = id
+				break
+			}
+		}
+		mv := memMover{r.st}
+		for _, p := range []Phase{PhaseShadow, PhaseReady, PhaseCloud} {
+			if _, err := mv.Transition(t.Context(), outsider, Op{ID: "manual-" + string(p), To: p}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r.cs.edit("ramp", func(c *Campaign) { c.State = CampaignRollingBack })
+		r.run(t, time.Minute)
+		sn := r.st.Snapshot()
+		if got := sn.Count(PhaseCloud); got != 1 {
+			t.Errorf("%d in cloud after rollback, want only the outsider", got)
+		}
+		if got, want := sn.Count(PhaseShadow), inStep(3000); got != want {
+			t.Errorf("%d in shadow after rollback, want %d", got, want)
+		}
+		if s := r.cs.get("ramp"); s.State != CampaignAborted {
+			t.Errorf("state %s after rollback, want aborted", s.State)
+		}
+	})
+}
+
+// TestDriverRepeatIsIdempotent runs two drivers on the same campaign, as a
+// restart or a second agent would: every user moves once per edge.
+func TestDriverRepeatIsIdempotent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, 200, Campaign{Name: "twice", Steps: []Step{{TargetBP: BasisPoints}}, Pace: Pace{PerMinute: 60000}})
+		d2, err := NewDriver(DriverConfig{State: r.st, Users: memMover{r.st}, Campaigns: r.cs, Audit: r.audit, Tick: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		go d2.Run(ctx)
+		r.run(t, time.Minute)
+		cancel()
+		synctest.Wait()
+		if got := r.st.Snapshot().Count(PhaseCloud); got != 200 {
+			t.Fatalf("%d in cloud", got)
+		}
+		seen := map[string]int{}
+		for _, e := range r.audit.transitions() {
+			seen[e.OpID]++
+		}
+		ids := make([]string, 0, len(seen))
+		for id := range seen {
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+		if len(ids) != 600 {
+			t.Errorf("%d distinct operations, want 600", len(ids))
+		}
+		for _, u := range r.st.Snapshot().List(PhaseCloud, "", 0) {
+			if u.Revision != 4 {
+				t.Errorf("%s: revision %d, want 4 (three writes)", u.ID, u.Revision)
+				break
+			}
+		}
+	})
+}

@@ -1,0 +1,227 @@
+package migratestore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ferrygw/ferry/migrate"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// DefaultCampaignBucket is the KV bucket of campaigns and the global freeze.
+const DefaultCampaignBucket = "ferry_campaigns"
+
+// Keys of the campaign bucket: "c.<name>" holds a campaign's JSON,
+// freezeKey the global freeze.
+const (
+	campaignKeyPrefix = "c."
+	freezeKey         = "control.freeze"
+)
+
+// Freeze is the global change freeze: while On, no campaign moves anyone
+// forward.
+type Freeze struct {
+	On     bool      `json:"on"`
+	Reason string    `json:"reason,omitempty"`
+	Actor  string    `json:"actor,omitempty"`
+	Since  time.Time `json:"since,omitzero"`
+}
+
+// Campaigns keeps campaigns in a JetStream KV bucket, every write a
+// compare-and-set on the key's revision. It is safe for concurrent use, and
+// every agent on the same NATS sees the same campaigns.
+type Campaigns struct {
+	kv jetstream.KeyValue
+}
+
+// NewCampaigns creates or opens the campaign bucket (bucket "" means
+// DefaultCampaignBucket) with the given replica count (0 means 1).
+func NewCampaigns(ctx context.Context, js jetstream.JetStream, bucket string, replicas int) (*Campaigns, error) {
+	if bucket == "" {
+		bucket = DefaultCampaignBucket
+	}
+	if replicas == 0 {
+		replicas = DefaultReplicas
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      bucket,
+		Description: "Ferry campaigns (c.<name>: JSON of migrate.Campaign) and the global freeze",
+		History:     1,
+		Replicas:    replicas,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("migratestore: bucket %s: %w", bucket, err)
+	}
+	return &Campaigns{kv: kv}, nil
+}
+
+// Create stores a new campaign, or returns an error wrapping
+// migrate.ErrCampaignExists.
+func (s *Campaigns) Create(ctx context.Context, c migrate.Campaign) (migrate.Campaign, error) {
+	if err := c.Validate(); err != nil {
+		return migrate.Campaign{}, err
+	}
+	data, err := encodeCampaign(c)
+	if err != nil {
+		return migrate.Campaign{}, err
+	}
+	rev, err := s.kv.Create(ctx, campaignKeyPrefix+c.Name, data)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return migrate.Campaign{}, fmt.Errorf("migratestore: campaign %s: %w", c.Name, migrate.ErrCampaignExists)
+	}
+	if err != nil {
+		return migrate.Campaign{}, fmt.Errorf("migratestore: write campaign %s: %w", c.Name, err)
+	}
+	c.Revision = rev
+	return c, nil
+}
+
+// Get reads a campaign, or returns an error wrapping
+// migrate.ErrCampaignNotFound.
+func (s *Campaigns) Get(ctx context.Context, name string) (migrate.Campaign, error) {
+	if err := migrate.CheckCampaignName(name); err != nil {
+		return migrate.Campaign{}, err
+	}
+	e, err := s.kv.Get(ctx, campaignKeyPrefix+name)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return migrate.Campaign{}, fmt.Errorf("migratestore: campaign %s: %w", name, migrate.ErrCampaignNotFound)
+	}
+	if err != nil {
+		return migrate.Campaign{}, fmt.Errorf("migratestore: read campaign %s: %w", name, err)
+	}
+	return decodeCampaign(e)
+}
+
+// Update writes c if the stored campaign's revision is still c.Revision;
+// otherwise it returns an error wrapping migrate.ErrConflict.
+func (s *Campaigns) Update(ctx context.Context, c migrate.Campaign) (migrate.Campaign, error) {
+	if err := c.Validate(); err != nil {
+		return migrate.Campaign{}, err
+	}
+	data, err := encodeCampaign(c)
+	if err != nil {
+		return migrate.Campaign{}, err
+	}
+	rev, err := s.kv.Update(ctx, campaignKeyPrefix+c.Name, data, c.Revision)
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+		return migrate.Campaign{}, fmt.Errorf("migratestore: campaign %s changed since revision %d: %w", c.Name, c.Revision, migrate.ErrConflict)
+	}
+	if err != nil {
+		return migrate.Campaign{}, fmt.Errorf("migratestore: write campaign %s: %w", c.Name, err)
+	}
+	c.Revision = rev
+	return c, nil
+}
+
+// Modify reads a campaign, applies fn and writes the result with a
+// compare-and-set, retrying a few times when another writer got there first.
+func (s *Campaigns) Modify(ctx context.Context, name string, fn func(migrate.Campaign) (migrate.Campaign, error)) (migrate.Campaign, error) {
+	var err error
+	for range DefaultMaxRetries {
+		var c migrate.Campaign
+		if c, err = s.Get(ctx, name); err != nil {
+			return migrate.Campaign{}, err
+		}
+		next, ferr := fn(c)
+		if ferr != nil {
+			return migrate.Campaign{}, ferr
+		}
+		next.Revision = c.Revision
+		var out migrate.Campaign
+		if out, err = s.Update(ctx, next); err == nil {
+			return out, nil
+		}
+		if !errors.Is(err, migrate.ErrConflict) {
+			return migrate.Campaign{}, err
+		}
+	}
+	return migrate.Campaign{}, err
+}
+
+// List returns every campaign, by name.
+func (s *Campaigns) List(ctx context.Context) ([]migrate.Campaign, error) {
+	lister, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("migratestore: list campaigns: %w", err)
+	}
+	var names []string
+	for k := range lister.Keys() {
+		if name, ok := strings.CutPrefix(k, campaignKeyPrefix); ok {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	out := make([]migrate.Campaign, 0, len(names))
+	for _, n := range names {
+		c, err := s.Get(ctx, n)
+		if errors.Is(err, migrate.ErrCampaignNotFound) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// Frozen reports whether the global freeze is on.
+func (s *Campaigns) Frozen(ctx context.Context) (bool, error) {
+	f, err := s.Freeze(ctx)
+	return f.On, err
+}
+
+// Freeze returns the global freeze (off when never set).
+func (s *Campaigns) Freeze(ctx context.Context) (Freeze, error) {
+	e, err := s.kv.Get(ctx, freezeKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Freeze{}, nil
+	}
+	if err != nil {
+		return Freeze{}, fmt.Errorf("migratestore: read freeze: %w", err)
+	}
+	var f Freeze
+	if err := json.Unmarshal(e.Value(), &f); err != nil {
+		return Freeze{}, fmt.Errorf("migratestore: decode freeze: %w", err)
+	}
+	return f, nil
+}
+
+// SetFreeze turns the global freeze on or off.
+func (s *Campaigns) SetFreeze(ctx context.Context, f Freeze) error {
+	data, err := json.Marshal(f)
+	if err != nil {
+		return err
+	}
+	if _, err := s.kv.Put(ctx, freezeKey, data); err != nil {
+		return fmt.Errorf("migratestore: write freeze: %w", err)
+	}
+	return nil
+}
+
+func encodeCampaign(c migrate.Campaign) ([]byte, error) {
+	c.Revision = 0
+	data, err := json.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("migratestore: encode campaign %s: %w", c.Name, err)
+	}
+	return data, nil
+}
+
+func decodeCampaign(e jetstream.KeyValueEntry) (migrate.Campaign, error) {
+	var c migrate.Campaign
+	if err := json.Unmarshal(e.Value(), &c); err != nil {
+		return migrate.Campaign{}, fmt.Errorf("migratestore: decode campaign %s: %w", e.Key(), err)
+	}
+	if campaignKeyPrefix+c.Name != e.Key() {
+		return migrate.Campaign{}, fmt.Errorf("migratestore: decode campaign %s: record names %q", e.Key(), c.Name)
+	}
+	c.Revision = e.Revision()
+	return c, nil
+}
