@@ -1,6 +1,3 @@
-// Package dashboards holds Ferry's Grafana dashboards and the metrics catalog
-// (README.md). It has no Go code of its own; its test keeps the dashboards
-// consistent with the catalog.
 package dashboards
 
 import (
