@@ -13,8 +13,9 @@ import (
 )
 
 // loadOrCreate returns the bytes in path, creating the file with make() and
-// mode 0600 when it does not exist. The write goes through a temporary file
-// and a rename, so a crash never leaves half a key behind.
+// mode 0600 when it does not exist. The new file is written aside and linked
+// into place, so a crash never leaves half a key behind, and when two agents
+// sharing a data directory race to create it, both end up with the winner's.
 func loadOrCreate(path string, make func() ([]byte, error)) ([]byte, error) {
 	b, err := os.ReadFile(path)
 	if err == nil {
@@ -23,41 +24,57 @@ func loadOrCreate(path string, make func() ([]byte, error)) ([]byte, error) {
 	if !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
-	b, err = make()
+	if b, err = make(); err != nil {
+		return nil, err
+	}
+	tmp, err := writeTemp(path, b)
 	if err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(path, b); err != nil {
-		return nil, err
+	defer os.Remove(tmp)
+	if err := os.Link(tmp, path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return os.ReadFile(path)
+		}
+		return nil, fmt.Errorf("create %s: %w", path, err)
 	}
 	return b, nil
 }
 
+// writeFileAtomic replaces path with b.
 func writeFileAtomic(path string, b []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
+	tmp, err := writeTemp(path, b)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
+	defer os.Remove(tmp)
+	return os.Rename(tmp, path)
+}
+
+// writeTemp writes b, synced and with mode 0600, to a new file beside path.
+func writeTemp(path string, b []byte) (string, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", err
 	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
+	if err != nil {
+		return "", err
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
+	err = f.Chmod(0o600)
+	if err == nil {
+		_, err = f.Write(b)
 	}
-	if err := tmp.Close(); err != nil {
-		return err
+	if err == nil {
+		err = f.Sync()
 	}
-	return os.Rename(tmp.Name(), path)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
 }
 
 // loadSigningKey loads (or creates) the ed25519 key the agent signs cloud and
