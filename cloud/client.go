@@ -21,6 +21,9 @@ import (
 // DefaultEventBuffer is the default capacity of Client.Events.
 const DefaultEventBuffer = 1024
 
+// liveBuffer is the capacity of Client.Live.
+const liveBuffer = 256
+
 // dialTimeout bounds the handshake and the wait for welcome when the
 // caller's context has no earlier deadline.
 const dialTimeout = 10 * time.Second
@@ -54,6 +57,7 @@ type Client struct {
 	welcome cloudwire.Welcome
 
 	events     chan cloudwire.Event
+	live       chan cloudwire.Frame
 	synced     chan struct{}
 	syncedOnce sync.Once
 	cursor     atomic.Uint64
@@ -73,8 +77,9 @@ type Client struct {
 }
 
 type result struct {
-	ack cloudwire.Ack
-	err error
+	ack  cloudwire.Ack
+	page cloudwire.Page
+	err  error
 }
 
 // Dial connects, sends the hello and returns once the welcome has arrived.
@@ -124,6 +129,7 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	c := &Client{
 		conn: conn, log: log.With("session", w.Session), welcome: w,
 		events:     make(chan cloudwire.Event, cfg.EventBuffer),
+		live:       make(chan cloudwire.Frame, liveBuffer),
 		synced:     make(chan struct{}),
 		out:        make(chan []byte, 64),
 		closeReq:   make(chan struct{}),
@@ -198,6 +204,49 @@ func (c *Client) Welcome() cloudwire.Welcome { return c.welcome }
 // Hello.Cursor, then live ones. It is closed when the connection ends.
 func (c *Client) Events() <-chan cloudwire.Event { return c.events }
 
+// Live delivers the live-only frames: others' Presence and Typing,
+// CallState, and
+// Error frames the server could not attribute to a request (a presence or
+// typing frame refused, for instance). When nobody drains it, frames that
+// do not fit in its buffer are dropped: they never hold up Events. It is
+// closed when the connection ends.
+func (c *Client) Live() <-chan cloudwire.Frame { return c.live }
+
+// SetPresence reports this device's presence (PresenceActive or
+// PresenceIdle) to the people who share a conversation with its user.
+// The service answers only refusals, on Live.
+func (c *Client) SetPresence(ctx context.Context, state string) error {
+	return c.fireAndForget(ctx, cloudwire.Presence{State: state})
+}
+
+// SetTyping reports that the user is (or stopped) typing in conv.
+func (c *Client) SetTyping(ctx context.Context, conv string, typing bool) error {
+	return c.fireAndForget(ctx, cloudwire.Typing{Conv: conv, Typing: typing})
+}
+
+func (c *Client) fireAndForget(ctx context.Context, f cloudwire.Frame) error {
+	b, err := cloudwire.Encode(f)
+	if err != nil {
+		return err
+	}
+	select {
+	case c.out <- b:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.done:
+		return c.Err()
+	}
+}
+
+func (c *Client) deliverLive(f cloudwire.Frame) {
+	select {
+	case c.live <- f:
+	default:
+		c.log.Debug("live frame dropped", "type", f.FrameType())
+	}
+}
+
 // Synced is closed when the server has sent every event up to the welcome's
 // head (the synced frame arrived).
 func (c *Client) Synced() <-chan struct{} { return c.synced }
@@ -247,9 +296,57 @@ func (c *Client) Send(ctx context.Context, s cloudwire.Send) (cloudwire.Ack, err
 // Receipt reports a delivery or read receipt and waits for the server to
 // store it.
 func (c *Client) Receipt(ctx context.Context, r cloudwire.Receipt) error {
-	r.Ref = c.ref()
-	_, err := c.request(ctx, r.Ref, r)
+	_, err := c.ReceiptAck(ctx, r)
 	return err
+}
+
+// ReceiptAck is Receipt returning the server's ack. For a cumulative
+// receipt (UpTo set) the ack's Seq is the device's watermark, and
+// Duplicate says it had already reached UpTo.
+func (c *Client) ReceiptAck(ctx context.Context, r cloudwire.Receipt) (cloudwire.Ack, error) {
+	r.Ref = c.ref()
+	return c.request(ctx, r.Ref, r)
+}
+
+// Group creates a group or changes its members and waits for the change
+// to be stored. An empty MsgID is filled with a new UUIDv7; the ack's Conv
+// is the group and Seq the change's place in it.
+func (c *Client) Group(ctx context.Context, g cloudwire.Group) (cloudwire.Ack, error) {
+	if g.MsgID == "" {
+		id, err := uuid.NewV7()
+		if err != nil {
+			return cloudwire.Ack{}, err
+		}
+		g.MsgID = id.String()
+	}
+	if g.Members == nil {
+		g.Members = []string{}
+	}
+	g.Ref = c.ref()
+	return c.request(ctx, g.Ref, g)
+}
+
+// Call starts a call (Op invite, To set; an empty CallID is filled with a
+// new UUIDv7, returned as the ack's MsgID) or acts on one (answer, reject,
+// cancel, hangup). The call's states arrive on Live as CallState frames.
+func (c *Client) Call(ctx context.Context, f cloudwire.Call) (cloudwire.Ack, error) {
+	if f.CallID == "" {
+		id, err := uuid.NewV7()
+		if err != nil {
+			return cloudwire.Ack{}, err
+		}
+		f.CallID = id.String()
+	}
+	f.Ref = c.ref()
+	return c.request(ctx, f.Ref, f)
+}
+
+// History fetches a page of a conversation's log: the latest messages,
+// those before h.Before (paging backwards) or after h.After (filling a gap).
+func (c *Client) History(ctx context.Context, h cloudwire.History) (cloudwire.Page, error) {
+	h.Ref = c.ref()
+	r, err := c.roundTrip(ctx, h.Ref, h)
+	return r.page, err
 }
 
 func (c *Client) ref() string {
@@ -257,16 +354,22 @@ func (c *Client) ref() string {
 }
 
 func (c *Client) request(ctx context.Context, ref string, f cloudwire.Frame) (cloudwire.Ack, error) {
+	r, err := c.roundTrip(ctx, ref, f)
+	return r.ack, err
+}
+
+// roundTrip sends a request and waits for the frame answering its ref.
+func (c *Client) roundTrip(ctx context.Context, ref string, f cloudwire.Frame) (result, error) {
 	b, err := cloudwire.Encode(f)
 	if err != nil {
-		return cloudwire.Ack{}, err
+		return result{}, err
 	}
 	ch := make(chan result, 1)
 	c.mu.Lock()
 	if c.ended {
 		err := c.err
 		c.mu.Unlock()
-		return cloudwire.Ack{}, err
+		return result{}, err
 	}
 	c.pending[ref] = ch
 	c.mu.Unlock()
@@ -279,17 +382,17 @@ func (c *Client) request(ctx context.Context, ref string, f cloudwire.Frame) (cl
 	case c.out <- b:
 	case <-ctx.Done():
 		forget()
-		return cloudwire.Ack{}, ctx.Err()
+		return result{}, ctx.Err()
 	case <-c.done:
 		forget()
-		return cloudwire.Ack{}, c.Err()
+		return result{}, c.Err()
 	}
 	select {
 	case r := <-ch:
-		return r.ack, r.err
+		return r, r.err
 	case <-ctx.Done():
 		forget()
-		return cloudwire.Ack{}, ctx.Err()
+		return result{}, ctx.Err()
 	}
 }
 
@@ -314,6 +417,7 @@ func (c *Client) readLoop() {
 		}
 		c.mu.Unlock()
 		close(c.events)
+		close(c.live)
 		close(c.readerDone)
 	}()
 	for {
@@ -337,10 +441,15 @@ func (c *Client) readLoop() {
 			c.syncedOnce.Do(func() { close(c.synced) })
 		case cloudwire.Ack:
 			c.answer(f.Ref, result{ack: f})
+		case cloudwire.Page:
+			c.answer(f.Ref, result{page: f})
 		case cloudwire.Error:
 			if f.Ref == "" || !c.answer(f.Ref, result{err: &ServerError{Code: f.Code, Message: f.Message}}) {
-				c.log.Warn("error from server", "code", f.Code, "message", f.Message)
+				c.log.Debug("error from server", "code", f.Code, "message", f.Message)
+				c.deliverLive(f)
 			}
+		case cloudwire.Presence, cloudwire.Typing, cloudwire.CallState:
+			c.deliverLive(f)
 		default:
 			c.log.Warn("unexpected frame from server", "type", f.FrameType())
 		}

@@ -58,6 +58,19 @@ type Config struct {
 	// random retry delay below it in its close reason; 0 means
 	// DefaultReconnectWindow.
 	ReconnectWindow time.Duration
+	// PresenceRate and PresenceBurst limit the presence and typing frames
+	// of one session (a token bucket: PresenceRate per second, bursts of
+	// PresenceBurst); frames over the limit are answered with
+	// rate_limited and dropped. 0 means DefaultPresenceRate and
+	// DefaultPresenceBurst.
+	PresenceRate  float64
+	PresenceBurst int
+	// RingDelay is how long an incoming call rings only the callee's most
+	// recently active device before ringing the others; 0 means
+	// DefaultRingDelay.
+	RingDelay time.Duration
+	// RingTimeout ends a call nobody answered; 0 means DefaultRingTimeout.
+	RingTimeout time.Duration
 }
 
 // Validate reports a configuration New cannot run with.
@@ -84,6 +97,12 @@ func (c Config) Validate() error {
 	if c.ReconnectWindow < 0 {
 		errs = append(errs, errors.New("negative ReconnectWindow"))
 	}
+	if c.RingDelay < 0 || c.RingTimeout < 0 {
+		errs = append(errs, errors.New("negative RingDelay or RingTimeout"))
+	}
+	if c.PresenceRate < 0 || c.PresenceBurst < 0 {
+		errs = append(errs, errors.New("negative PresenceRate or PresenceBurst"))
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("cloud: config: %w", errors.Join(errs...))
 	}
@@ -106,6 +125,18 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ReconnectWindow == 0 {
 		c.ReconnectWindow = DefaultReconnectWindow
+	}
+	if c.RingDelay == 0 {
+		c.RingDelay = DefaultRingDelay
+	}
+	if c.RingTimeout == 0 {
+		c.RingTimeout = DefaultRingTimeout
+	}
+	if c.PresenceRate == 0 {
+		c.PresenceRate = DefaultPresenceRate
+	}
+	if c.PresenceBurst == 0 {
+		c.PresenceBurst = DefaultPresenceBurst
 	}
 	return c
 }

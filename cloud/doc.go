@@ -18,6 +18,7 @@
 //     assigned under a per-conversation lock on this node and guarded across
 //     nodes by Nats-Expected-Last-Subject-Sequence (a conflict rereads the
 //     head and retries). Nats-Msg-Id is the client message id.
+//
 //   - stream CLOUD_INBOX, subjects cloud.inbox.<user>: every user's inbox,
 //     the synced history. A message is written to the inboxes of its sender
 //     and its recipient (so every device of both sees it); a receipt to the
@@ -26,10 +27,58 @@
 //     crash stores nothing new. An event's cursor is its stream sequence.
 //     User ids are mapped to one subject token each: [A-Za-z0-9_-] as is,
 //     every other byte as =XX.
+//
 //   - key-value bucket cloud_sends: message id to the original ack (conv,
 //     seq, time) plus sender and recipient. It is checked before any write,
 //     so a resend returns the original ack with Duplicate set, across
 //     reconnects and restarts; receipts use it to find the message.
+//
+//   - key-value bucket cloud_receipts: cumulative receipts, key
+//     "<conv token>.<user token>", value how far delivered and read reach
+//     for the user and for each of its devices. A cumulative receipt first
+//     writes its receipt_up_to event to every member's inbox (Nats-Msg-Id
+//     derived from conversation, user, device, status and sequence), then
+//     raises the state by compare-and-set; a resend at the same watermark
+//     repeats the (deduplicated) event write, which repairs a crash in
+//     between.
+//
+//   - key-value bucket cloud_groups: every group's name and members as of
+//     its last change (and that change's sequence). A change is appended to
+//     the group's log under the conversation's lock (with the member list
+//     after it), written to the inboxes of the members before and after it,
+//     then the state is raised by compare-and-set to it, then the
+//     idempotency record is stored; a resend after a crash redoes the
+//     missing steps. Group messages go to the members read under the same
+//     lock, so on one node no message is fanned out with a stale member
+//     list.
+//
+//   - key-value bucket cloud_member: key "<user token>.<conv token>" for
+//     every member of every conversation, written when a node first appends
+//     to a one-to-one conversation and on group changes. A presence change
+//     lists its user's keys to find the people to tell.
+//
+// Presence and typing are live only: frames published on core NATS
+// subjects cloud.live.<user token> (encoded once, one publish per
+// recipient), which every node subscribes to in Run and hands to its
+// sessions of that user without blocking.
+//
+//   - key-value bucket cloud_devices: key "<user token>.<device token>",
+//     a device's last activity (session opened, presence active, a send at
+//     most every 10 s) and whether it is online, so that a call rings the
+//     device in use first.
+//
+// Calls are in memory on the node whose session sent the invite: it runs
+// the call's timers (ring delay, ring timeout) and answers the other
+// requests on the core NATS subject cloud.call.<call id>, from sessions on
+// any node. Call states go out like presence. A call does not survive the
+// restart of its node (Shutdown ends them with "unavailable").
+//
+// History pages read the conversation log directly (JetStream direct get,
+// next message by subject): a conversation's sequences grow with log
+// positions, so the position of sequence N is found by binary search in
+// O(log n) reads, without an index, and a page is read forwards from it.
+// A one-to-one conversation's members are its last message's sender and
+// recipient.
 //
 // A send is acknowledged to the client only after the log append, both inbox
 // writes and the idempotency record are acknowledged by JetStream, in that
@@ -39,8 +88,7 @@
 // within the 10-minute duplicate window) and returns the original instead of
 // appending, and the inbox writes are deduplicated.
 //
-// Retention is unlimited for now; limits and the receipts "up to N" state
-// are later work.
+// Retention is unlimited for now; limits are later work.
 //
 // # Delivery
 //
@@ -63,6 +111,8 @@
 //
 // Per session: the HTTP handler's goroutine (reader), a writer and a sync
 // goroutine, all ended by the connection closing; Shutdown closes every
-// session. Per node: the live feed, inside Run. Per client: a reader and a
-// writer, ended by Close or the connection.
+// session. Per node: the live feed, inside Run, and the NATS subscription of
+// live frames (presence, typing, call states) that Run holds; per call
+// owned: a NATS subscription and its two timers, ended with the call. Per
+// client: a reader and a writer, ended by Close or the connection.
 package cloud

@@ -255,7 +255,8 @@ func rawConn(tb testing.TB, n *node, user string) *websocket.Conn {
 	return conn
 }
 
-// readFrame reads frames from a raw connection, skipping events and synced.
+// readFrame reads frames from a raw connection, skipping what the service
+// pushes on its own (events, synced, presence, typing).
 func readFrame(tb testing.TB, conn *websocket.Conn) cloudwire.Frame {
 	tb.Helper()
 	for {
@@ -269,7 +270,7 @@ func readFrame(tb testing.TB, conn *websocket.Conn) cloudwire.Frame {
 			tb.Fatalf("decode %s: %v", b, err)
 		}
 		switch f.(type) {
-		case cloudwire.Event, cloudwire.Synced:
+		case cloudwire.Event, cloudwire.Synced, cloudwire.Presence, cloudwire.Typing:
 			continue
 		}
 		return f

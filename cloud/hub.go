@@ -85,6 +85,24 @@ func (h *hub) dispatch(token string, d delivery) {
 	}
 }
 
+// dispatchEphemeral hands a live-only frame (presence, typing) to the user
+// sessions of token but origin, the session it comes from (or only to the
+// session only). A session whose queue is full misses it: such frames
+// are superseded by the next one, and are not worth closing a session for.
+func (h *hub) dispatchEphemeral(token string, frame []byte, origin, only string) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for s := range h.byToken[token] {
+		if s.id == origin || (only != "" && s.id != only) || !s.welcomeSent.Load() {
+			continue
+		}
+		select {
+		case s.out <- frame:
+		default:
+		}
+	}
+}
+
 // feed runs one ordered consumer over every inbox from s.feedNext and
 // dispatches each event to the hub, until ctx ends or the consumer fails.
 func (s *Service) feed(ctx context.Context) error {

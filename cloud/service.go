@@ -46,6 +46,8 @@ type Service struct {
 	shutdownOnce sync.Once
 	wg           sync.WaitGroup // one per tracked connection
 	welcomed     atomic.Int64
+
+	calls calls // the calls this node owns (calls.go)
 }
 
 // New creates or binds the service's streams and bucket and returns a
@@ -76,6 +78,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		baseCancel: baseCancel,
 		sessions:   make(map[*session]struct{}),
 		shutdownCh: make(chan struct{}),
+		calls:      calls{m: make(map[string]*call)},
 	}
 	for _, o := range cfg.AllowedOrigins {
 		s.origins[strings.ToLower(strings.TrimSuffix(o, "/"))] = true
@@ -126,6 +129,11 @@ func (s *Service) Run(ctx context.Context) error {
 		cancel()
 		<-stopped
 	}()
+	sub, err := s.subscribeLive()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
 	for {
 		err := s.feed(ctx)
 		if ctx.Err() != nil {
@@ -157,6 +165,7 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		}
 		s.mu.Unlock()
 		close(s.shutdownCh)
+		s.endAllCalls(cloudwire.ReasonUnavailable)
 		window := int64(s.cfg.ReconnectWindow / time.Millisecond)
 		for _, sess := range open {
 			hint := cloudwire.CloseReason{Reason: "server going away", RetryMS: 1 + rand.Int64N(window)}
@@ -301,6 +310,16 @@ func (s *Service) serveWS(w http.ResponseWriter, r *http.Request) {
 	if sess.welcomed {
 		<-sess.syncDone
 		s.hub.remove(sess)
+		if !sess.bridge {
+			ctx, cancel := context.WithTimeout(context.Background(), writeWait)
+			if err := sess.svc.store.touchDevice(ctx, sess.user, sess.device, false, s.cfg.Now()); err != nil {
+				sess.log.Debug("device offline not recorded", "err", err)
+			}
+			if err := sess.announce(ctx, cloudwire.PresenceOffline); err != nil {
+				sess.log.Debug("offline not announced", "err", err)
+			}
+			cancel()
+		}
 		s.welcomed.Add(-1)
 		s.m.sessions.Dec()
 	} else if sess.token != "" {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -73,6 +74,15 @@ type session struct {
 	writerDone chan struct{}
 	syncDone   chan struct{}
 
+	// welcomeSent is set once welcome is queued: live-only frames
+	// (dispatchEphemeral) must not overtake it.
+	welcomeSent atomic.Bool
+	// Used by the handler goroutine only (presence.go).
+	limit      tokenBucket
+	contacts   []string
+	contactsAt time.Time
+	touchedAt  time.Time
+
 	mu         sync.Mutex
 	syncing    bool
 	pending    []delivery
@@ -85,6 +95,7 @@ func newSession(svc *Service, conn *websocket.Conn, id string) *session {
 	return &session{
 		svc: svc, conn: conn, id: id, ctx: ctx, stop: stop,
 		log:        svc.log.With("session", id, "remote", conn.RemoteAddr().String()),
+		limit:      tokenBucket{rate: svc.cfg.PresenceRate, burst: float64(svc.cfg.PresenceBurst)},
 		ready:      make(chan struct{}),
 		closing:    make(chan struct{}),
 		readerDone: make(chan struct{}),
@@ -437,12 +448,21 @@ func (s *session) open(h cloudwire.Hello) bool {
 	}) {
 		return false
 	}
+	s.welcomeSent.Store(true)
 	s.svc.m.handshakes.WithLabelValues("ok").Inc()
 	s.svc.sessionWelcomed(s)
 	// Other lines of this session carry only its id (s.log is shared with
 	// goroutines that started before the identity was known).
 	s.log.Debug("session open", "user", s.user, "role", s.role, "device", s.device, "cursor", h.Cursor, "head", head)
 	go s.syncLoop(h.Cursor, head)
+	if !s.bridge {
+		s.touch(true)
+		ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
+		if err := s.announce(ctx, cloudwire.PresenceActive); err != nil {
+			s.log.Warn("presence not announced", "err", err)
+		}
+		cancel()
+	}
 	return true
 }
 
@@ -549,6 +569,16 @@ func (s *session) readRequests() {
 			s.handleSend(f)
 		case cloudwire.Receipt:
 			s.handleReceipt(f)
+		case cloudwire.History:
+			s.handleHistory(f)
+		case cloudwire.Group:
+			s.handleGroup(f)
+		case cloudwire.Presence:
+			s.handlePresence(f)
+		case cloudwire.Typing:
+			s.handleTyping(f)
+		case cloudwire.Call:
+			s.handleCall(f)
 		case cloudwire.Hello:
 			s.pushError("", cloudwire.CodeBadRequest, "hello was already received")
 		default:
@@ -599,6 +629,9 @@ func (s *session) handleSend(f cloudwire.Send) {
 	}
 	s.svc.m.sends.WithLabelValues(result).Inc()
 	s.svc.m.sendSeconds.Observe(time.Since(start).Seconds())
+	if !s.bridge {
+		s.touch(false)
+	}
 	s.pushFrame(rec.ack(f.Ref, dup))
 }
 
@@ -606,9 +639,15 @@ func (s *session) handleReceipt(f cloudwire.Receipt) {
 	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
 	defer cancel()
 	by, err := s.actor(ctx, f.As)
-	var rec sendRecord
+	var ack cloudwire.Ack
 	if err == nil {
-		rec, err = s.svc.store.receipt(ctx, by, s.device, f, s.svc.cfg.Now())
+		if f.UpTo > 0 {
+			ack, err = s.svc.store.receiptUpTo(ctx, by, s.device, f, s.svc.cfg.Now())
+		} else {
+			var rec sendRecord
+			rec, err = s.svc.store.receipt(ctx, by, s.device, f, s.svc.cfg.Now())
+			ack = rec.ack("", false)
+		}
 	}
 	if err != nil {
 		code := errorCode(err)
@@ -616,8 +655,72 @@ func (s *session) handleReceipt(f cloudwire.Receipt) {
 		s.pushError(f.Ref, code, s.publicMessage(code, err))
 		return
 	}
-	s.svc.m.receipts.WithLabelValues("ok").Inc()
-	s.pushFrame(rec.ack(f.Ref, false))
+	result := "ok"
+	if ack.Duplicate {
+		result = "duplicate"
+	}
+	s.svc.m.receipts.WithLabelValues(result).Inc()
+	ack.Ref = f.Ref
+	s.pushFrame(ack)
+}
+
+func (s *session) handleGroup(f cloudwire.Group) {
+	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
+	defer cancel()
+	actor, err := s.actor(ctx, f.As)
+	var rec sendRecord
+	var dup bool
+	if err == nil {
+		rec, dup, err = s.svc.store.group(ctx, actor, s.device, f, s.svc.cfg.Now())
+	}
+	if err != nil {
+		code := errorCode(err)
+		s.pushError(f.Ref, code, s.publicMessage(code, err))
+		return
+	}
+	s.pushFrame(rec.ack(f.Ref, dup))
+}
+
+func (s *session) handleHistory(f cloudwire.History) {
+	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
+	defer cancel()
+	user, err := s.actor(ctx, f.As)
+	var page cloudwire.Page
+	if err == nil {
+		page, err = s.svc.store.history(ctx, user, f)
+	}
+	if err != nil {
+		code := errorCode(err)
+		s.pushError(f.Ref, code, s.publicMessage(code, err))
+		return
+	}
+	page.Ref = f.Ref
+	b, err := encodePage(page, f.After > 0)
+	if err != nil {
+		s.pushError(f.Ref, cloudwire.CodeInternal, s.publicMessage(cloudwire.CodeInternal, err))
+		return
+	}
+	s.push(b)
+}
+
+// encodePage encodes p, dropping messages until it fits in a frame: the
+// newest when paging forwards, the oldest otherwise, so that the page stays
+// contiguous with what the client has and More tells it to ask again.
+func encodePage(p cloudwire.Page, forwards bool) ([]byte, error) {
+	for {
+		b, err := cloudwire.Encode(p)
+		if err == nil || !errors.Is(err, cloudwire.ErrFrameTooLarge) || len(p.Msgs) == 0 {
+			return b, err
+		}
+		// Drop a quarter at a time (at least one message).
+		cut := max(1, len(p.Msgs)/4)
+		if forwards {
+			p.Msgs = p.Msgs[:len(p.Msgs)-cut]
+		} else {
+			p.Msgs = p.Msgs[cut:]
+		}
+		p.More = true
+	}
 }
 
 // publicMessage is what an error frame says: the error for the client's

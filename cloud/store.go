@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -50,14 +51,22 @@ const (
 
 // logRecord is one message of the conversation log (stored JSON).
 type logRecord struct {
-	MsgID      string    `json:"msg_id"`
-	Conv       string    `json:"conv"`
-	Seq        uint64    `json:"seq"`
-	From       string    `json:"from"`
-	FromDevice string    `json:"from_device,omitempty"`
-	To         string    `json:"to"`
-	Text       string    `json:"text"`
-	At         time.Time `json:"at"`
+	MsgID      string `json:"msg_id"`
+	Conv       string `json:"conv"`
+	Seq        uint64 `json:"seq"`
+	From       string `json:"from"`
+	FromDevice string `json:"from_device,omitempty"`
+	To         string `json:"to"`
+	Text       string `json:"text"`
+	// Kind is empty for messages and KindGroup for group changes, which
+	// carry Op, Members (the users the change names: everyone for create),
+	// All (the members after the change) and Name.
+	Kind    string    `json:"kind,omitempty"`
+	Op      string    `json:"op,omitempty"`
+	Members []string  `json:"members,omitempty"`
+	All     []string  `json:"all,omitempty"`
+	Name    string    `json:"name,omitempty"`
+	At      time.Time `json:"at"`
 }
 
 // sendRecord is the idempotency record of a send (stored JSON): enough to
@@ -89,6 +98,10 @@ type inboxRecord struct {
 	Text       string    `json:"text,omitempty"`
 	Status     string    `json:"status,omitempty"`
 	By         string    `json:"by,omitempty"`
+	UpTo       uint64    `json:"up_to,omitempty"`
+	Op         string    `json:"op,omitempty"`
+	Members    []string  `json:"members,omitempty"`
+	Name       string    `json:"name,omitempty"`
 	At         time.Time `json:"at"`
 }
 
@@ -97,7 +110,8 @@ func (r inboxRecord) event(cursor uint64) cloudwire.Event {
 	return cloudwire.Event{
 		Cursor: cursor, User: r.User, Kind: r.Kind, Conv: r.Conv, Seq: r.Seq,
 		MsgID: r.MsgID, From: r.From, FromDevice: r.FromDevice, To: r.To,
-		Text: r.Text, Status: r.Status, By: r.By, At: r.At,
+		Text: r.Text, Status: r.Status, By: r.By, UpTo: r.UpTo,
+		Op: r.Op, Members: r.Members, Name: r.Name, At: r.At,
 	}
 }
 
@@ -107,9 +121,17 @@ type store struct {
 	conv  jetstream.Stream
 	inbox jetstream.Stream
 	sends jetstream.KeyValue
-	locks convLocks
-	m     *metrics
-	log   *slog.Logger
+	// receipts holds cumulative receipt states (receipts.go).
+	receipts jetstream.KeyValue
+	// groups holds every group's members (groups.go).
+	groups jetstream.KeyValue
+	// member indexes conversations by member (presence.go).
+	member jetstream.KeyValue
+	// devices holds every device's last activity (calls.go).
+	devices jetstream.KeyValue
+	locks   convLocks
+	m       *metrics
+	log     *slog.Logger
 }
 
 func openStore(ctx context.Context, js jetstream.JetStream, replicas int, m *metrics, log *slog.Logger) (*store, error) {
@@ -151,8 +173,48 @@ func openStore(ctx context.Context, js jetstream.JetStream, replicas int, m *met
 	if err != nil {
 		return nil, fmt.Errorf("cloud: bucket %s: %w", sendsBucket, err)
 	}
+	receipts, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      receiptsBucket,
+		Description: "Ferry cloud cumulative receipts: delivered and read up to N, per conversation, user and device.",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cloud: bucket %s: %w", receiptsBucket, err)
+	}
+	groups, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      groupsBucket,
+		Description: "Ferry cloud groups: name and members, as of the group's last change in its log.",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cloud: bucket %s: %w", groupsBucket, err)
+	}
+	member, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      memberBucket,
+		Description: "Ferry cloud conversations by member, for presence fan-out.",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cloud: bucket %s: %w", memberBucket, err)
+	}
+	devices, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      devicesBucket,
+		Description: "Ferry cloud devices: last activity and whether online, to ring the device in use first.",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cloud: bucket %s: %w", devicesBucket, err)
+	}
 	return &store{
-		js: js, conv: conv, inbox: inbox, sends: sends,
+		js: js, conv: conv, inbox: inbox, sends: sends, receipts: receipts, groups: groups, member: member, devices: devices,
 		locks: convLocks{m: make(map[string]*convEntry)},
 		m:     m, log: log,
 	}, nil
@@ -163,9 +225,24 @@ func openStore(ctx context.Context, js jetstream.JetStream, replicas int, m *met
 // before. The log append, the inbox writes and the idempotency record are
 // all acknowledged by JetStream before it returns.
 func (st *store) send(ctx context.Context, from, device string, s cloudwire.Send, now time.Time) (rec sendRecord, duplicate bool, err error) {
-	conv := cloudwire.DirectConversationID(from, s.To)
-	if s.Conv != "" && s.Conv != conv {
-		return sendRecord{}, false, fmt.Errorf("%w: conv %s is not the conversation of %s and %s", errBadRequest, s.Conv, from, s.To)
+	conv := s.Conv
+	var recipients func() ([]string, error) // nil: the direct participants
+	if cloudwire.IsGroupID(conv) {
+		recipients = func() ([]string, error) {
+			g, _, err := st.loadGroup(ctx, conv)
+			if err != nil {
+				return nil, err
+			}
+			if !slices.Contains(g.Members, from) {
+				return nil, fmt.Errorf("%w: %s is not a member of %s", errForbidden, from, conv)
+			}
+			return g.Members, nil
+		}
+	} else {
+		conv = cloudwire.DirectConversationID(from, s.To)
+		if s.Conv != "" && s.Conv != conv {
+			return sendRecord{}, false, fmt.Errorf("%w: conv %s is not the conversation of %s and %s", errBadRequest, s.Conv, from, s.To)
+		}
 	}
 	if prior, ok, err := st.lookup(ctx, s.MsgID); err != nil {
 		return sendRecord{}, false, err
@@ -175,7 +252,7 @@ func (st *store) send(ctx context.Context, from, device string, s cloudwire.Send
 	lr, dup, err := st.appendAndFanOut(ctx, logRecord{
 		MsgID: s.MsgID, Conv: conv, From: from, FromDevice: device, To: s.To,
 		Text: s.Text, At: now.UTC().Truncate(time.Millisecond),
-	})
+	}, recipients)
 	if err != nil {
 		return sendRecord{}, false, err
 	}
@@ -207,9 +284,20 @@ func sameSender(prior sendRecord, from string) (sendRecord, bool, error) {
 // already in the log (a redo after a crash, or a resend racing the first
 // attempt), it returns the stored record with dup set and redoes the inbox
 // writes, which Nats-Msg-Id makes idempotent.
-func (st *store) appendAndFanOut(ctx context.Context, lr logRecord) (logRecord, bool, error) {
+//
+// recipients, when set, is called under the lock and returns the users whose
+// inboxes get the message (a group's members); nil means the sender and
+// the recipient.
+func (st *store) appendAndFanOut(ctx context.Context, lr logRecord, recipients func() ([]string, error)) (logRecord, bool, error) {
 	e := st.locks.acquire(lr.Conv)
 	defer st.locks.release(lr.Conv, e)
+	var users []string
+	if recipients != nil {
+		var err error
+		if users, err = recipients(); err != nil {
+			return logRecord{}, false, err
+		}
+	}
 	from := lr.From
 	lr, dup, err := st.append(ctx, e, lr)
 	if err != nil {
@@ -218,17 +306,37 @@ func (st *store) appendAndFanOut(ctx context.Context, lr logRecord) (logRecord, 
 	if dup && lr.From != from {
 		return logRecord{}, false, fmt.Errorf("%w: %s", errConflict, lr.MsgID)
 	}
-	events := []inboxRecord{}
-	for _, u := range participants(lr.From, lr.To) {
-		events = append(events, inboxRecord{
-			User: u, Kind: cloudwire.KindMsg, Conv: lr.Conv, Seq: lr.Seq, MsgID: lr.MsgID,
-			From: lr.From, FromDevice: lr.FromDevice, To: lr.To, Text: lr.Text, At: lr.At,
-		})
+	if recipients == nil {
+		users = participants(lr.From, lr.To)
+		if !e.indexed {
+			// Once per conversation and node run: idempotent puts.
+			if err := st.indexMembers(ctx, lr.Conv, users); err != nil {
+				return logRecord{}, false, err
+			}
+			e.indexed = true
+		}
 	}
-	if err := st.fanOut(ctx, events, cloudwire.KindMsg); err != nil {
+	if err := st.fanOut(ctx, lr.events(users), cloudwire.KindMsg); err != nil {
 		return logRecord{}, false, err
 	}
 	return lr, dup, nil
+}
+
+// events returns the inbox events of a log record for users.
+func (lr logRecord) events(users []string) []inboxRecord {
+	kind := lr.Kind
+	if kind == "" {
+		kind = cloudwire.KindMsg
+	}
+	events := make([]inboxRecord, 0, len(users))
+	for _, u := range users {
+		events = append(events, inboxRecord{
+			User: u, Kind: kind, Conv: lr.Conv, Seq: lr.Seq, MsgID: lr.MsgID,
+			From: lr.From, FromDevice: lr.FromDevice, To: lr.To, Text: lr.Text,
+			Op: lr.Op, Members: lr.Members, Name: lr.Name, At: lr.At,
+		})
+	}
+	return events
 }
 
 // append assigns the next conversation sequence and publishes lr, guarded
@@ -391,7 +499,15 @@ func (st *store) receipt(ctx context.Context, by, device string, r cloudwire.Rec
 	if !found || rec.Conv != r.Conv {
 		return sendRecord{}, fmt.Errorf("%w: %s in %s", errNotFound, r.MsgID, r.Conv)
 	}
-	if rec.To != by {
+	if cloudwire.IsGroupID(rec.Conv) {
+		members, err := st.members(ctx, rec.Conv)
+		if err != nil {
+			return sendRecord{}, err
+		}
+		if rec.From == by || !slices.Contains(members, by) {
+			return sendRecord{}, fmt.Errorf("%w: only the other members of %s can receipt %s", errForbidden, rec.Conv, r.MsgID)
+		}
+	} else if rec.To != by {
 		return sendRecord{}, fmt.Errorf("%w: only the recipient of %s can receipt it", errForbidden, r.MsgID)
 	}
 	at := now.UTC().Truncate(time.Millisecond)
@@ -541,8 +657,11 @@ type convEntry struct {
 	mu    sync.Mutex
 	refs  int // guarded by convLocks.mu
 	known bool
-	last  uint64 // stream sequence of the conversation's last message
-	seq   uint64 // its conversation sequence
+	// indexed is set once this node has indexed the members of a
+	// one-to-one conversation (presence.go).
+	indexed bool
+	last    uint64 // stream sequence of the conversation's last message
+	seq     uint64 // its conversation sequence
 }
 
 func (l *convLocks) acquire(conv string) *convEntry {

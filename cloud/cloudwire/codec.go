@@ -77,6 +77,20 @@ func Decode(b []byte) (Frame, error) {
 		return decodeAs[Error](b, typ, ref)
 	case TypeSynced:
 		return decodeAs[Synced](b, typ, ref)
+	case TypeHistory:
+		return decodeAs[History](b, typ, ref)
+	case TypePage:
+		return decodeAs[Page](b, typ, ref)
+	case TypeGroup:
+		return decodeAs[Group](b, typ, ref)
+	case TypePresence:
+		return decodeAs[Presence](b, typ, ref)
+	case TypeTyping:
+		return decodeAs[Typing](b, typ, ref)
+	case TypeCall:
+		return decodeAs[Call](b, typ, ref)
+	case TypeCallState:
+		return decodeAs[CallState](b, typ, ref)
 	}
 	if len(typ) > 32 {
 		typ = typ[:32]
@@ -118,6 +132,36 @@ func (e Event) MarshalJSON() ([]byte, error) {
 		plain
 		At string `json:"at"`
 	}{plain(e), FormatTime(e.At)})
+}
+
+// MarshalJSON writes At with millisecond precision.
+func (m Message) MarshalJSON() ([]byte, error) {
+	type plain Message
+	return json.Marshal(struct {
+		plain
+		At string `json:"at"`
+	}{plain(m), FormatTime(m.At)})
+}
+
+// MarshalJSON writes At with millisecond precision, and omits it when zero.
+func (p Presence) MarshalJSON() ([]byte, error) {
+	type plain Presence
+	if p.At.IsZero() {
+		return json.Marshal(plain(p))
+	}
+	return json.Marshal(struct {
+		plain
+		At string `json:"at"`
+	}{plain(p), FormatTime(p.At)})
+}
+
+// MarshalJSON writes At with millisecond precision.
+func (c CallState) MarshalJSON() ([]byte, error) {
+	type plain CallState
+	return json.Marshal(struct {
+		plain
+		At string `json:"at"`
+	}{plain(c), FormatTime(c.At)})
 }
 
 // maxCloseReason is the largest close reason a WebSocket close frame holds.

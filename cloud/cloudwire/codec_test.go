@@ -33,6 +33,36 @@ var goldenFrames = []struct {
 	{"receipt", Receipt{Ref: "3", Conv: DirectConversationID("alice", "bob"), MsgID: "0190b6d2-1111-7000-8000-00000000000a", Status: StatusRead}},
 	{"event_msg", Event{Cursor: 58, User: "bob", Kind: KindMsg, Conv: DirectConversationID("alice", "bob"), Seq: 3, MsgID: "0190b6d2-1111-7000-8000-00000000000a", From: "alice", FromDevice: "dev-1", To: "bob", Text: "hi", At: at}},
 	{"event_receipt", Event{Cursor: 60, User: "alice", Kind: KindReceipt, Conv: DirectConversationID("alice", "bob"), Seq: 3, MsgID: "0190b6d2-1111-7000-8000-00000000000a", From: "alice", FromDevice: "phone", To: "bob", Status: StatusDelivered, By: "bob", At: at}},
+	{"receipt_up_to", Receipt{Ref: "4", Conv: DirectConversationID("alice", "bob"), UpTo: 7, Status: StatusRead}},
+	{"event_receipt_up_to", Event{Cursor: 61, User: "alice", Kind: KindReceiptUpTo, Conv: DirectConversationID("alice", "bob"), Seq: 7, FromDevice: "tablet", Status: StatusRead, By: "bob", UpTo: 7, At: at}},
+	{"history", History{Ref: "5", Conv: DirectConversationID("alice", "bob"), Before: 40, Limit: 2}},
+	{"history_after", History{Ref: "6", As: "carol", Conv: DirectConversationID("alice", "carol"), After: 12}},
+	{"page", Page{Ref: "5", Conv: DirectConversationID("alice", "bob"), Head: 57, More: true,
+		Msgs: []Message{
+			{Seq: 38, Kind: KindMsg, MsgID: "0190b6d2-1111-7000-8000-000000000026", From: "alice", FromDevice: "dev-1", To: "bob", Text: "one", At: at},
+			{Seq: 39, Kind: KindMsg, MsgID: "0190b6d2-1111-7000-8000-000000000027", From: "bob", To: "alice", Text: "two", At: at},
+		},
+		Receipts: []ReceiptState{{User: "alice", Delivered: 57, Read: 57}, {User: "bob", Delivered: 39, Read: 12}}}},
+	{"page_empty", Page{Ref: "7", Conv: DirectConversationID("alice", "bob"), Msgs: []Message{}}},
+	{"group_create", Group{Ref: "10", Op: GroupCreate, MsgID: "0190b6d2-2222-7000-8000-000000000001", Name: "Ferry crew", Members: []string{"bob", "carol"}}},
+	{"group_add", Group{Ref: "11", Op: GroupAdd, Conv: GroupConversationID("alice", "0190b6d2-2222-7000-8000-000000000001"), MsgID: "0190b6d2-2222-7000-8000-000000000002", Members: []string{"dave"}}},
+	{"send_group", Send{Ref: "12", Conv: GroupConversationID("alice", "0190b6d2-2222-7000-8000-000000000001"), MsgID: "0190b6d2-2222-7000-8000-000000000003", Text: "hello all"}},
+	{"event_group", Event{Cursor: 70, User: "dave", Kind: KindGroup, Conv: GroupConversationID("alice", "0190b6d2-2222-7000-8000-000000000001"), Seq: 2, MsgID: "0190b6d2-2222-7000-8000-000000000002", From: "alice", FromDevice: "dev-1", Op: GroupAdd, Members: []string{"dave"}, At: at}},
+	{"page_group", Page{Ref: "13", Conv: GroupConversationID("alice", "0190b6d2-2222-7000-8000-000000000001"), Head: 3,
+		Msgs: []Message{
+			{Seq: 1, Kind: KindGroup, MsgID: "0190b6d2-2222-7000-8000-000000000001", From: "alice", FromDevice: "dev-1", Op: GroupCreate, Members: []string{"alice", "bob", "carol"}, Name: "Ferry crew", At: at},
+			{Seq: 2, Kind: KindGroup, MsgID: "0190b6d2-2222-7000-8000-000000000002", From: "alice", FromDevice: "dev-1", Op: GroupAdd, Members: []string{"dave"}, At: at},
+			{Seq: 3, Kind: KindMsg, MsgID: "0190b6d2-2222-7000-8000-000000000003", From: "bob", Text: "hello all", At: at},
+		}}},
+	{"presence", Presence{State: PresenceIdle}},
+	{"presence_event", Presence{User: "bob", Device: "b-phone", State: PresenceOffline, At: at}},
+	{"typing", Typing{Conv: DirectConversationID("alice", "bob"), Typing: true}},
+	{"typing_event", Typing{Conv: DirectConversationID("alice", "bob"), User: "alice", Device: "dev-1", Typing: false}},
+	{"call_invite", Call{Ref: "20", Op: CallInvite, CallID: "0190b6d2-3333-7000-8000-000000000001", To: "bob", Media: "audio"}},
+	{"call_answer", Call{Ref: "21", Op: CallAnswer, CallID: "0190b6d2-3333-7000-8000-000000000001"}},
+	{"call_state_ringing", CallState{CallID: "0190b6d2-3333-7000-8000-000000000001", From: "alice", FromDevice: "dev-1", To: "bob", Media: "audio", State: CallRinging, Ringing: []string{"b-phone"}, At: at}},
+	{"call_state_active", CallState{CallID: "0190b6d2-3333-7000-8000-000000000001", From: "alice", FromDevice: "dev-1", To: "bob", State: CallActive, Device: "b-laptop", Reason: ReasonAnsweredElsewhere, At: at}},
+	{"call_state_ended", CallState{CallID: "0190b6d2-3333-7000-8000-000000000001", From: "alice", FromDevice: "dev-1", To: "bob", State: CallEnded, Reason: ReasonTimeout, At: at}},
 	{"error", Error{Ref: "2", Code: CodeForbidden, Message: "may not act for carol"}},
 	{"synced", Synced{Cursor: 57}},
 }
@@ -102,6 +132,26 @@ func TestDecodeErrors(t *testing.T) {
 		{"send text too long", `{"type":"send","ref":"9","to":"bob","msg_id":"m1","text":"` + long + `"}`, ErrTextTooLong, "9"},
 		{"send control char in to", `{"type":"send","to":"bo\u0000b","msg_id":"m1","text":"x"}`, ErrInvalidField, ""},
 		{"receipt bad status", `{"type":"receipt","ref":"r","conv":"d1","msg_id":"m1","status":"seen"}`, ErrInvalidField, "r"},
+		{"receipt msg id and up_to", `{"type":"receipt","ref":"r","conv":"d1","msg_id":"m1","up_to":3,"status":"read"}`, ErrInvalidField, "r"},
+		{"receipt neither msg id nor up_to", `{"type":"receipt","ref":"r","conv":"d1","status":"read"}`, ErrInvalidField, "r"},
+		{"receipt negative up_to", `{"type":"receipt","ref":"r","conv":"d1","up_to":-1,"status":"read"}`, ErrMalformedFrame, "r"},
+		{"history before and after", `{"type":"history","ref":"h","conv":"d1","before":3,"after":1}`, ErrInvalidField, "h"},
+		{"history limit too big", `{"type":"history","ref":"h","conv":"d1","limit":101}`, ErrInvalidField, "h"},
+		{"history without conv", `{"type":"history","ref":"h"}`, ErrInvalidField, "h"},
+		{"group bad op", `{"type":"group","ref":"g","op":"merge","msg_id":"m1","members":["bob"]}`, ErrInvalidField, "g"},
+		{"group add to a direct conversation", `{"type":"group","ref":"g","op":"add","conv":"d1cb15457d1ddab60e205c0fe3ca2f65d","msg_id":"m1","members":["bob"]}`, ErrInvalidField, "g"},
+		{"group add nobody", `{"type":"group","ref":"g","op":"add","conv":"g1","msg_id":"m1","members":[]}`, ErrInvalidField, "g"},
+		{"group create with conv", `{"type":"group","ref":"g","op":"create","conv":"g1","msg_id":"m1","members":[]}`, ErrInvalidField, "g"},
+		{"group without msg id", `{"type":"group","ref":"g","op":"create","members":[]}`, ErrInvalidField, "g"},
+		{"group bad member", `{"type":"group","ref":"g","op":"create","msg_id":"m1","members":[" bob"]}`, ErrInvalidField, "g"},
+		{"send to a group with to", `{"type":"send","ref":"s","conv":"g1","to":"bob","msg_id":"m1","text":"x"}`, ErrInvalidField, "s"},
+		{"send without to or group", `{"type":"send","ref":"s","conv":"d1","msg_id":"m1","text":"x"}`, ErrInvalidField, "s"},
+		{"presence bad state", `{"type":"presence","state":"away"}`, ErrInvalidField, ""},
+		{"typing without conv", `{"type":"typing","typing":true}`, ErrInvalidField, ""},
+		{"call bad op", `{"type":"call","ref":"c","op":"dial","call_id":"c1"}`, ErrInvalidField, "c"},
+		{"call invite without to", `{"type":"call","ref":"c","op":"invite","call_id":"c1"}`, ErrInvalidField, "c"},
+		{"call answer with to", `{"type":"call","ref":"c","op":"answer","call_id":"c1","to":"bob"}`, ErrInvalidField, "c"},
+		{"call without id", `{"type":"call","ref":"c","op":"answer"}`, ErrInvalidField, "c"},
 		{"hello without device", `{"type":"hello"}`, ErrInvalidField, ""},
 		{"hello too many capabilities", `{"type":"hello","device":"d","capabilities":[` + strings.Repeat(`"c",`, MaxCapabilities) + `"c"]}`, ErrInvalidField, ""},
 	}
@@ -151,6 +201,19 @@ func TestDirectConversationID(t *testing.T) {
 	}
 	if !ValidID(a) {
 		t.Error("conversation id is not a valid id")
+	}
+}
+
+func TestGroupConversationID(t *testing.T) {
+	g := GroupConversationID("alice", "m1")
+	if g != GroupConversationID("alice", "m1") || g == GroupConversationID("bob", "m1") || g == GroupConversationID("alice", "m2") {
+		t.Fatalf("not a function of creator and message id: %s", g)
+	}
+	if !IsGroupID(g) || len(g) != 33 || !ValidID(g) {
+		t.Errorf("bad group id %q", g)
+	}
+	if IsGroupID(DirectConversationID("alice", "bob")) || IsGroupID("g") || IsGroupID("") {
+		t.Error("IsGroupID accepts a non-group id")
 	}
 }
 

@@ -17,3 +17,18 @@ func DirectConversationID(a, b string) string {
 	sum := sha256.Sum256([]byte(a + "\n" + b))
 	return "d" + hex.EncodeToString(sum[:16])
 }
+
+// GroupConversationID returns the id of the group created by creator with
+// the create request's message id: "g" followed by the first 32 hex digits
+// of sha256(creator + "\n" + msgID). The cloud assigns it; deriving it from
+// the request makes a repeated create name the same group.
+func GroupConversationID(creator, msgID string) string {
+	sum := sha256.Sum256([]byte(creator + "\n" + msgID))
+	return "g" + hex.EncodeToString(sum[:16])
+}
+
+// IsGroupID reports whether conv names a group (rather than a one-to-one
+// conversation).
+func IsGroupID(conv string) bool {
+	return len(conv) > 1 && conv[0] == 'g' && ValidID(conv)
+}

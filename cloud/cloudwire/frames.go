@@ -18,7 +18,23 @@ const Subprotocol = "ferry.v1"
 //	1: walking skeleton. hello/welcome, 1:1 send/ack with client message ids,
 //	   delivery and read receipts, per-user inbox events with cursors,
 //	   synced, error frames.
-const ProtocolVersion = 1
+//	2: cumulative receipts: receipt.up_to ("delivered/read up to sequence
+//	   N" per conversation, user and device) and the receipt_up_to event
+//	   kind; history paging (history request, page answer) to page a
+//	   conversation backwards, fill gaps forwards, and let a device added
+//	   later fetch history. Event.msg_id, from and to are omitted when
+//	   empty (receipt_up_to events have none).
+//	3: groups: the group request (create, add, remove members), group
+//	   conversations (send with conv and no to), the group event and
+//	   message kind carrying op, members and name, in the conversation's
+//	   history like any message.
+//	4: presence per device (presence frame: active, idle, offline) and
+//	   typing (typing frame), fanned out live to the people who share a
+//	   conversation; rate_limited error code.
+//	5: calls: the call request (invite, answer, reject, cancel, hangup)
+//	   and the call_state frame; the callee's most recently active device
+//	   rings first, the others after a delay; answered_elsewhere.
+const ProtocolVersion = 5
 
 // Size limits. A frame is one WebSocket text message.
 const (
@@ -37,6 +53,15 @@ const (
 	MaxRefSize = 64
 	// MaxCapabilities bounds the number of capabilities in a Hello.
 	MaxCapabilities = 32
+	// MaxHistoryLimit bounds History.Limit; DefaultHistoryLimit is used
+	// when it is zero. A page may hold fewer messages so that it fits in
+	// MaxFrameSize (Page.More is then set).
+	MaxHistoryLimit     = 100
+	DefaultHistoryLimit = 50
+	// MaxGroupMembers bounds a group's members (and one change's list).
+	MaxGroupMembers = 256
+	// MaxGroupName bounds a group's name in bytes.
+	MaxGroupName = 128
 	// maxShortField bounds platform, client version and each capability.
 	maxShortField = 64
 )
@@ -47,12 +72,22 @@ const (
 	TypeHello   = "hello"
 	TypeSend    = "send"
 	TypeReceipt = "receipt"
+	TypeHistory = "history"
+	TypeGroup   = "group"
+	// Both directions: a client reports its own state, the service
+	// forwards others' with User and Device set.
+	TypePresence = "presence"
+	TypeTyping   = "typing"
+	// Client to server: a call request; server to client: a call's state.
+	TypeCall      = "call"
+	TypeCallState = "call_state"
 	// Server to client.
 	TypeWelcome = "welcome"
 	TypeAck     = "ack"
 	TypeError   = "error"
 	TypeEvent   = "event"
 	TypeSynced  = "synced"
+	TypePage    = "page"
 )
 
 // Receipt statuses.
@@ -65,6 +100,50 @@ const (
 const (
 	KindMsg     = "msg"
 	KindReceipt = "receipt"
+	// KindReceiptUpTo: a cumulative receipt, "By (on FromDevice) has
+	// delivered or read every message of Conv up to sequence UpTo".
+	KindReceiptUpTo = "receipt_up_to"
+	// KindGroup: a group was created or its members changed; Op says how.
+	KindGroup = "group"
+)
+
+// Presence states of a device. Clients send active or idle; the service
+// reports offline when a device's last session ends.
+const (
+	PresenceActive  = "active"
+	PresenceIdle    = "idle"
+	PresenceOffline = "offline"
+)
+
+// Call operations (Call.Op).
+const (
+	CallInvite = "invite"
+	CallAnswer = "answer"
+	CallReject = "reject"
+	CallCancel = "cancel"
+	CallHangup = "hangup"
+)
+
+// Call states (CallState.State) and the reasons that come with them.
+const (
+	CallRinging = "ringing"
+	CallActive  = "active"
+	CallEnded   = "ended"
+
+	ReasonAnswered          = "answered"
+	ReasonAnsweredElsewhere = "answered_elsewhere"
+	ReasonRejected          = "rejected"
+	ReasonCancelled         = "cancelled"
+	ReasonHangup            = "hangup"
+	ReasonTimeout           = "timeout"
+	ReasonUnavailable       = "unavailable"
+)
+
+// Group operations (Group.Op, and Op of group events and messages).
+const (
+	GroupCreate = "create"
+	GroupAdd    = "add"
+	GroupRemove = "remove"
 )
 
 // Error codes carried by Error frames.
@@ -79,10 +158,14 @@ const (
 	// CodeForbidden: the session may not do this (act for that user,
 	// receipt that message).
 	CodeForbidden = "forbidden"
-	// CodeNotFound: the message a receipt refers to is unknown.
+	// CodeNotFound: the message or conversation a request refers to is
+	// unknown.
 	CodeNotFound = "not_found"
 	// CodeConflict: the message id is already used by another sender.
 	CodeConflict = "conflict"
+	// CodeRateLimited: the session sent presence or typing frames faster
+	// than allowed; the frame was dropped.
+	CodeRateLimited = "rate_limited"
 	// CodeInternal: the service failed; the request may be retried as is
 	// (sends are idempotent by message id).
 	CodeInternal = "internal"
@@ -169,10 +252,11 @@ type Send struct {
 	// As is the user a bridge session acts for; other sessions leave it
 	// empty (or set it to their own user).
 	As string `json:"as,omitempty"`
-	// To is the recipient of a one-to-one message.
-	To string `json:"to"`
+	// To is the recipient of a one-to-one message; empty for a group.
+	To string `json:"to,omitempty"`
 	// Conv is optional for one-to-one messages; when set it must equal
-	// DirectConversationID(sender, To).
+	// DirectConversationID(sender, To). For a group message it is the
+	// group's id, and To is empty.
 	Conv string `json:"conv,omitempty"`
 	// MsgID is the client message id, assigned once at the origin (a
 	// UUIDv7 or ULID); it is the idempotency key.
@@ -194,11 +278,19 @@ type Ack struct {
 
 // Receipt reports that a message was delivered to or read by the session's
 // user (or the user a bridge session acts for).
+//
+// It takes one of two forms. With MsgID, it receipts that one message (the
+// form the bridge uses for legacy devices, which acknowledge messages one
+// by one); only the message's recipient may send it. With UpTo (and no
+// MsgID), it is cumulative: the user has delivered or read every message of
+// Conv up to sequence UpTo on this device; any member of the conversation
+// may send it, and it only ever moves forward.
 type Receipt struct {
 	Ref    string `json:"ref,omitempty"`
 	As     string `json:"as,omitempty"`
 	Conv   string `json:"conv"`
-	MsgID  string `json:"msg_id"`
+	MsgID  string `json:"msg_id,omitempty"`
+	UpTo   uint64 `json:"up_to,omitempty"`
 	Status string `json:"status"`
 }
 
@@ -214,16 +306,162 @@ type Event struct {
 	// Seq is the conversation sequence of the message (for receipts: of
 	// the message receipted). It is dense per conversation.
 	Seq        uint64 `json:"seq"`
-	MsgID      string `json:"msg_id"`
-	From       string `json:"from"`
+	MsgID      string `json:"msg_id,omitempty"`
+	From       string `json:"from,omitempty"`
 	FromDevice string `json:"from_device,omitempty"`
-	To         string `json:"to"`
+	To         string `json:"to,omitempty"`
 	Text       string `json:"text,omitempty"`
 	// Status is the receipt status (receipts only).
 	Status string `json:"status,omitempty"`
 	// By is who delivered or read the message (receipts only).
-	By string    `json:"by,omitempty"`
-	At time.Time `json:"at"`
+	By string `json:"by,omitempty"`
+	// UpTo is the sequence a cumulative receipt covers (KindReceiptUpTo
+	// only; Seq carries the same value). FromDevice is the device that
+	// gave it.
+	UpTo uint64 `json:"up_to,omitempty"`
+	// Op, Members and Name describe a group change (KindGroup only):
+	// From created the group with Members, or added or removed Members.
+	Op      string    `json:"op,omitempty"`
+	Members []string  `json:"members,omitempty"`
+	Name    string    `json:"name,omitempty"`
+	At      time.Time `json:"at"`
+}
+
+// Group creates a group conversation or changes its members. It is
+// answered by an Ack whose Conv is the group and Seq the change's place in
+// the conversation: the change is part of the history, and every member
+// (including those removed by it) gets it as a KindGroup event. MsgID is
+// the idempotency key, as for Send.
+type Group struct {
+	Ref string `json:"ref,omitempty"`
+	As  string `json:"as,omitempty"`
+	Op  string `json:"op"`
+	// Conv is the group (add, remove); empty for create.
+	Conv  string `json:"conv,omitempty"`
+	MsgID string `json:"msg_id"`
+	// Name is the group's name (create only).
+	Name string `json:"name,omitempty"`
+	// Members are the users to start with (besides the creator), to add,
+	// or to remove.
+	Members []string `json:"members"`
+}
+
+// Presence is a device's presence. A client sends it with State only (its
+// own device); the service forwards it to the people who share a
+// conversation with User, and to User's other devices (not back to the
+// sending one), with User, Device and At set. It is live only: not stored, not replayed.
+type Presence struct {
+	User   string    `json:"user,omitempty"`
+	Device string    `json:"device,omitempty"`
+	State  string    `json:"state"`
+	At     time.Time `json:"at,omitzero"`
+}
+
+// Typing says that a user is (or stopped) typing in a conversation. A
+// client sends Conv and Typing; the service forwards it to the
+// conversation's members with User and Device set. Live only.
+type Typing struct {
+	Conv   string `json:"conv"`
+	User   string `json:"user,omitempty"`
+	Device string `json:"device,omitempty"`
+	Typing bool   `json:"typing"`
+}
+
+// Call asks the service to start a call (invite, with To) or to act on one
+// (answer, reject, cancel, hangup, with CallID). It is answered by an Ack
+// whose MsgID is the call id; what follows comes as CallState frames to
+// every session of the caller and the callee.
+type Call struct {
+	Ref string `json:"ref,omitempty"`
+	Op  string `json:"op"`
+	// CallID is chosen by the caller at invite (a UUIDv7, like a message
+	// id) and names the call in every later request and state.
+	CallID string `json:"call_id"`
+	// To is the callee (invite only).
+	To string `json:"to,omitempty"`
+	// Media is informative ("audio", "video"); invite only.
+	Media string `json:"media,omitempty"`
+}
+
+// CallState is a call's state, sent to every session of the caller and
+// the callee on each change, so that all their devices agree on it.
+type CallState struct {
+	CallID     string `json:"call_id"`
+	From       string `json:"from"`
+	FromDevice string `json:"from_device,omitempty"`
+	To         string `json:"to"`
+	Media      string `json:"media,omitempty"`
+	State      string `json:"state"`
+	// Ringing lists the callee's devices that ring now (state ringing):
+	// first the most recently active one, then, after the ring delay, every
+	// online one. A callee device rings if and only if it is listed.
+	Ringing []string `json:"ringing,omitempty"`
+	// Device is the callee device that answered (active, and ended after
+	// active).
+	Device string `json:"device,omitempty"`
+	// Reason says why the state changed (Reason* constants).
+	Reason string    `json:"reason,omitempty"`
+	At     time.Time `json:"at"`
+}
+
+// History asks for a page of a conversation's log, answered by a Page (or
+// an Error) with the same Ref. With neither Before nor After it returns the
+// latest messages; with Before, the messages just before that sequence
+// (paging backwards); with After, those just after it (filling a gap
+// forwards). Only members of the conversation may ask.
+type History struct {
+	Ref    string `json:"ref,omitempty"`
+	As     string `json:"as,omitempty"`
+	Conv   string `json:"conv"`
+	Before uint64 `json:"before,omitempty"`
+	After  uint64 `json:"after,omitempty"`
+	// Limit is the most messages wanted, 1 to MaxHistoryLimit; 0 means
+	// DefaultHistoryLimit.
+	Limit int `json:"limit,omitempty"`
+}
+
+// Page answers a History request.
+type Page struct {
+	Ref  string `json:"ref,omitempty"`
+	Conv string `json:"conv"`
+	// Head is the conversation's last sequence when the page was read: a
+	// device that has seen fewer has a gap to fill.
+	Head uint64 `json:"head"`
+	// Msgs are in ascending sequence order and contiguous.
+	Msgs []Message `json:"msgs"`
+	// More is set when messages exist beyond the page in the direction
+	// asked (older for Before or latest, newer for After).
+	More bool `json:"more,omitempty"`
+	// Receipts is every member's cumulative receipt state in the
+	// conversation (members who never sent one are left out), so that a
+	// device that pages instead of replaying the inbox knows what was
+	// delivered and read.
+	Receipts []ReceiptState `json:"receipts,omitempty"`
+}
+
+// Message is one entry of a conversation's log, as carried by a Page.
+type Message struct {
+	Seq        uint64 `json:"seq"`
+	Kind       string `json:"kind"`
+	MsgID      string `json:"msg_id"`
+	From       string `json:"from"`
+	FromDevice string `json:"from_device,omitempty"`
+	To         string `json:"to,omitempty"`
+	Text       string `json:"text,omitempty"`
+	// Op, Members and Name describe a group change (KindGroup).
+	Op      string    `json:"op,omitempty"`
+	Members []string  `json:"members,omitempty"`
+	Name    string    `json:"name,omitempty"`
+	At      time.Time `json:"at"`
+}
+
+// ReceiptState is one user's cumulative receipts in a conversation: every
+// message up to Delivered was delivered to, and up to Read read by, at
+// least one of the user's devices. Read implies delivered.
+type ReceiptState struct {
+	User      string `json:"user"`
+	Delivered uint64 `json:"delivered"`
+	Read      uint64 `json:"read"`
 }
 
 // Error answers a request that failed (Ref set) or reports a frame the
@@ -264,6 +502,27 @@ func (Error) FrameType() string { return TypeError }
 // FrameType implements Frame.
 func (Synced) FrameType() string { return TypeSynced }
 
+// FrameType implements Frame.
+func (History) FrameType() string { return TypeHistory }
+
+// FrameType implements Frame.
+func (Page) FrameType() string { return TypePage }
+
+// FrameType implements Frame.
+func (Group) FrameType() string { return TypeGroup }
+
+// FrameType implements Frame.
+func (Presence) FrameType() string { return TypePresence }
+
+// FrameType implements Frame.
+func (Call) FrameType() string { return TypeCall }
+
+// FrameType implements Frame.
+func (CallState) FrameType() string { return TypeCallState }
+
+// FrameType implements Frame.
+func (Typing) FrameType() string { return TypeTyping }
+
 // Validate checks a Hello's fields against their limits.
 func (h Hello) Validate() error {
 	if len(h.Token) > MaxTokenSize {
@@ -297,11 +556,16 @@ func (s Send) Validate() error {
 	if s.As != "" && !ValidID(s.As) {
 		return invalid("as", "is not a valid user id")
 	}
-	if !ValidID(s.To) {
-		return invalid("to", "is not a valid user id")
-	}
 	if s.Conv != "" && !ValidID(s.Conv) {
 		return invalid("conv", "is not a valid conversation id")
+	}
+	switch {
+	case IsGroupID(s.Conv):
+		if s.To != "" {
+			return invalid("to", "must be empty for a group message")
+		}
+	case !ValidID(s.To):
+		return invalid("to", "is not a valid user id")
 	}
 	if !ValidMsgID(s.MsgID) {
 		return invalid("msg_id", "must be 1-64 of [A-Za-z0-9_-]")
@@ -326,11 +590,133 @@ func (r Receipt) Validate() error {
 	if !ValidID(r.Conv) {
 		return invalid("conv", "is not a valid conversation id")
 	}
-	if !ValidMsgID(r.MsgID) {
-		return invalid("msg_id", "must be 1-64 of [A-Za-z0-9_-]")
+	switch {
+	case r.UpTo > 0 && r.MsgID != "":
+		return invalid("msg_id", "and up_to are exclusive")
+	case r.UpTo == 0 && !ValidMsgID(r.MsgID):
+		return invalid("msg_id", "must be 1-64 of [A-Za-z0-9_-] (or give up_to)")
 	}
 	if r.Status != StatusDelivered && r.Status != StatusRead {
 		return invalid("status", "must be delivered or read")
+	}
+	return nil
+}
+
+// Validate checks a Group's fields.
+func (g Group) Validate() error {
+	if err := validRef(g.Ref); err != nil {
+		return err
+	}
+	if g.As != "" && !ValidID(g.As) {
+		return invalid("as", "is not a valid user id")
+	}
+	if !ValidMsgID(g.MsgID) {
+		return invalid("msg_id", "must be 1-64 of [A-Za-z0-9_-]")
+	}
+	switch g.Op {
+	case GroupCreate:
+		if g.Conv != "" {
+			return invalid("conv", "must be empty for create")
+		}
+		if len(g.Name) > MaxGroupName || !printable(g.Name) {
+			return invalid("name", "too long or not printable")
+		}
+	case GroupAdd, GroupRemove:
+		if !IsGroupID(g.Conv) {
+			return invalid("conv", "is not a group id")
+		}
+		if g.Name != "" {
+			return invalid("name", "is for create only")
+		}
+		if len(g.Members) == 0 {
+			return invalid("members", "is empty")
+		}
+	default:
+		return invalid("op", "must be create, add or remove")
+	}
+	if len(g.Members) > MaxGroupMembers {
+		return invalid("members", "too many")
+	}
+	for _, m := range g.Members {
+		if !ValidID(m) {
+			return invalid("members", "entry is not a valid user id")
+		}
+	}
+	return nil
+}
+
+// Validate checks a Presence's fields.
+func (p Presence) Validate() error {
+	switch p.State {
+	case PresenceActive, PresenceIdle, PresenceOffline:
+	default:
+		return invalid("state", "must be active, idle or offline")
+	}
+	if p.User != "" && !ValidID(p.User) {
+		return invalid("user", "is not a valid user id")
+	}
+	if p.Device != "" && !ValidID(p.Device) {
+		return invalid("device", "is not a valid device id")
+	}
+	return nil
+}
+
+// Validate checks a Call's fields.
+func (c Call) Validate() error {
+	if err := validRef(c.Ref); err != nil {
+		return err
+	}
+	if !ValidMsgID(c.CallID) {
+		return invalid("call_id", "must be 1-64 of [A-Za-z0-9_-]")
+	}
+	switch c.Op {
+	case CallInvite:
+		if !ValidID(c.To) {
+			return invalid("to", "is not a valid user id")
+		}
+		if !validShort(c.Media) {
+			return invalid("media", "too long or not printable")
+		}
+	case CallAnswer, CallReject, CallCancel, CallHangup:
+		if c.To != "" || c.Media != "" {
+			return invalid("to", "and media are for invite only")
+		}
+	default:
+		return invalid("op", "must be invite, answer, reject, cancel or hangup")
+	}
+	return nil
+}
+
+// Validate checks a Typing's fields.
+func (t Typing) Validate() error {
+	if !ValidID(t.Conv) {
+		return invalid("conv", "is not a valid conversation id")
+	}
+	if t.User != "" && !ValidID(t.User) {
+		return invalid("user", "is not a valid user id")
+	}
+	if t.Device != "" && !ValidID(t.Device) {
+		return invalid("device", "is not a valid device id")
+	}
+	return nil
+}
+
+// Validate checks a History's fields.
+func (h History) Validate() error {
+	if err := validRef(h.Ref); err != nil {
+		return err
+	}
+	if h.As != "" && !ValidID(h.As) {
+		return invalid("as", "is not a valid user id")
+	}
+	if !ValidID(h.Conv) {
+		return invalid("conv", "is not a valid conversation id")
+	}
+	if h.Before > 0 && h.After > 0 {
+		return invalid("before", "and after are exclusive")
+	}
+	if h.Limit < 0 || h.Limit > MaxHistoryLimit {
+		return invalid("limit", "must be 0-100")
 	}
 	return nil
 }
