@@ -84,6 +84,7 @@ func (a *agent) adminHandler() http.Handler {
 	mux.Handle("POST /v1/admin/legacy/certificates", a.authed(a.legacyCertificate))
 	mux.Handle("POST /v1/admin/cloud/tokens", a.authed(a.cloudToken))
 	a.registerCampaignRoutes(mux)
+	a.registerVersionRoutes(mux)
 	mux.Handle("/v1/admin/", a.authed(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such admin endpoint: "+r.Method+" "+r.URL.Path)
 	}))
@@ -176,7 +177,9 @@ func (a *agent) setPhase(w http.ResponseWriter, r *http.Request) {
 	if req.OpID == "" {
 		req.OpID = uuid.Must(uuid.NewV7()).String()
 	}
+	from := a.phaseBefore(r.Context(), id)
 	u, err := a.store.Transition(r.Context(), id, migrate.Op{ID: req.OpID, To: phase, Reason: req.Reason, BreakGlass: req.BreakGlass})
+	a.auditSetPhase(r, id, from, req, phase, err)
 	if err != nil {
 		writeDomainError(w, err)
 		return

@@ -140,6 +140,7 @@ type agent struct {
 	bridge     *bridge.Bridge
 	devices    *deviceRecorder
 	control    *campaignControl
+	versions   *versionControl
 	cloudLn    net.Listener
 	adminLn    net.Listener
 	cloudSrv   *http.Server
@@ -235,6 +236,9 @@ func (a *agent) start(ctx context.Context, g *errgroup.Group, gctx context.Conte
 		return err
 	}
 	g.Go(func() error { return a.control.driver.Run(gctx) })
+	if a.versions, err = a.startVersions(ctx); err != nil {
+		return err
+	}
 	a.devices = newDeviceRecorder(a.store, cfg.Logger, a.reg)
 	g.Go(func() error { return a.devices.run(gctx) })
 
@@ -277,6 +281,7 @@ func (a *agent) startSupernode(g *errgroup.Group, gctx context.Context) error {
 		Authority:  a.authority.PublicKey(),
 		Logger:     a.cfg.Logger,
 		OnRegister: a.devices.fromLegacy,
+		Admit:      a.admitLegacy,
 	}); err != nil {
 		return err
 	}

@@ -25,6 +25,7 @@ const actorHeader = "X-Ferry-Actor"
 type campaignControl struct {
 	campaigns *migratestore.Campaigns
 	audit     *migratestore.Audit
+	leases    *migratestore.Leases
 	driver    *migrate.Driver
 
 	targetBP    *prometheus.GaugeVec
@@ -47,6 +48,7 @@ func (a *agent) startCampaigns(ctx context.Context) (*campaignControl, error) {
 		}, []string{"from", "to", "result"}),
 	}
 	a.reg.MustRegister(cc.targetBP, cc.actualBP, cc.transitions)
+	gm := newGuardrailMetrics(a.reg)
 	var err error
 	if cc.campaigns, err = migratestore.NewCampaigns(ctx, a.eng.JS, "", 0); err != nil {
 		return nil, err
@@ -54,9 +56,15 @@ func (a *agent) startCampaigns(ctx context.Context) (*campaignControl, error) {
 	if cc.audit, err = migratestore.NewAudit(ctx, a.eng.JS, "", 0); err != nil {
 		return nil, err
 	}
+	cc.leases = cc.campaigns.Leases()
 	cc.driver, err = migrate.NewDriver(migrate.DriverConfig{
 		State: a.state, Users: a.store, Campaigns: cc.campaigns, Audit: cc.audit,
 		Tick: a.cfg.CampaignTick, Logger: a.cfg.Logger,
+		Leases: cc.leases, Holder: driverHolder(),
+		Measures: &bridgeMeasures{g: a.reg}, OnGuardrail: gm.observe,
+		OnLease: func(_ migrate.Lease, held bool) {
+			gm.leaseHeld.Set(map[bool]float64{true: 1}[held])
+		},
 		OnTransition: func(from, to migrate.Phase, result string) {
 			cc.transitions.WithLabelValues(string(from), string(to), result).Inc()
 		},
@@ -104,6 +112,13 @@ type campaignStatus struct {
 	HeldBack map[string]int   `json:"held_back"`
 	Frozen   bool             `json:"frozen"`
 	InWindow bool             `json:"in_window"`
+	// Driver is the driver lease: which agent moves users, until when.
+	Driver migrate.Lease `json:"driver"`
+	// Guardrails is the last evaluation of the campaign's guardrails, when
+	// the agent answering holds the lease (another agent's evaluations are
+	// in the audit log and its metrics).
+	Guardrails   []migrate.GuardrailResult `json:"guardrails,omitempty"`
+	GuardrailsAt time.Time                 `json:"guardrails_at,omitzero"`
 }
 
 // commandRequest is the body of POST /v1/admin/campaigns/{name}/{cmd}.
@@ -148,11 +163,18 @@ func (a *agent) campaignStatus(w http.ResponseWriter, r *http.Request) {
 		writeCampaignError(w, err)
 		return
 	}
+	lease, err := a.control.leases.Get(r.Context())
+	if err != nil {
+		writeCampaignError(w, err)
+		return
+	}
 	now := time.Now()
 	sv := migrate.SurveyCampaign(a.state.Snapshot(), &c, now, 0)
 	step := min(c.Step, len(c.Steps)-1)
-	writeJSON(w, http.StatusOK, campaignStatus{Campaign: c, TargetBP: c.Steps[step].TargetBP, ActualBP: sv.ActualBP(),
-		Eligible: sv.Eligible, Done: sv.Done, Pending: sv.Pending, HeldBack: sv.HeldBack, Frozen: frozen, InWindow: c.InWindow(now)})
+	st := campaignStatus{Campaign: c, TargetBP: c.Steps[step].TargetBP, ActualBP: sv.ActualBP(),
+		Eligible: sv.Eligible, Done: sv.Done, Pending: sv.Pending, HeldBack: sv.HeldBack, Frozen: frozen, InWindow: c.InWindow(now), Driver: lease}
+	st.Guardrails, st.GuardrailsAt = a.control.driver.Guardrails(c.Name)
+	writeJSON(w, http.StatusOK, st)
 }
 
 func (a *agent) campaignCommand(w http.ResponseWriter, r *http.Request) {
@@ -408,5 +430,39 @@ func writeCampaignError(w http.ResponseWriter, err error) {
 		writeError(w, http.StatusConflict, "campaign_state", err.Error())
 	default:
 		writeDomainError(w, err)
+	}
+}
+
+// phaseBefore is the user's phase in the store before a manual change, for
+// the audit log ("" for a user not yet known).
+func (a *agent) phaseBefore(ctx context.Context, id string) migrate.Phase {
+	u, err := a.store.Get(ctx, id)
+	if err != nil {
+		return ""
+	}
+	return u.Phase
+}
+
+// auditSetPhase records a manual phase change (POST /v1/admin/users/{id}/phase)
+// like the other manual commands: actor, operation id, from, to, reason,
+// break-glass, and whether it was refused.
+func (a *agent) auditSetPhase(r *http.Request, id string, from migrate.Phase, req phaseRequest, to migrate.Phase, err error) {
+	if migrate.CheckUserID(id) != nil {
+		return // nothing to record under: the store refused the id itself
+	}
+	ev := migrate.AuditEvent{At: time.Now(), Kind: migrate.AuditTransition, Actor: actor(r), OpID: req.OpID, Step: -1, User: id,
+		From: string(from), To: string(to), Reason: req.Reason, Result: migrate.ResultOK}
+	if req.BreakGlass {
+		ev.Values = map[string]float64{"break_glass": 1}
+	}
+	if err != nil {
+		ev.Result = migrate.ResultRefused
+		if !errors.Is(err, migrate.ErrIllegalTransition) {
+			ev.Result = migrate.ResultError
+		}
+		ev.Reason = req.Reason + ": " + err.Error()
+	}
+	if aerr := a.control.audit.Record(r.Context(), ev); aerr != nil {
+		a.log.Error("audit", "user", id, "err", aerr)
 	}
 }

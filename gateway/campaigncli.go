@@ -135,6 +135,15 @@ func campaignCommand(ctx context.Context, args []string, stdout, stderr io.Write
 		fmt.Fprintf(stdout, "campaign %s: %s, step %d of %d (target %d bp), actual %d bp\n", cp.Name, cp.State, cp.Step+1, len(cp.Steps), st.TargetBP, st.ActualBP)
 		fmt.Fprintf(stdout, "  %s\n", bar(st.ActualBP, st.TargetBP))
 		fmt.Fprintf(stdout, "  eligible %d, done %d, pending %d, held back %v, frozen %v, in window %v\n", st.Eligible, st.Done, st.Pending, st.HeldBack, st.Frozen, st.InWindow)
+		if st.Driver.HeldAt(time.Now()) {
+			fmt.Fprintf(stdout, "  driver %s (lease until %s)\n", st.Driver.Holder, st.Driver.Expires.Format(time.RFC3339))
+		} else {
+			fmt.Fprintln(stdout, "  driver: no agent holds the lease")
+		}
+		for _, g := range st.Guardrails {
+			fmt.Fprintf(stdout, "  guardrail %s: %s, value %.4f, max %.4f (cohort %g of %g bad, control %g of %g, min %d)\n",
+				g.Guardrail, g.Outcome, g.Value, g.Threshold, g.Cohort.Bad, g.Cohort.Total, g.Control.Bad, g.Control.Total, g.MinSamples)
+		}
 		return nil
 	case "plan":
 		var p migrate.Plan

@@ -29,7 +29,9 @@ Usage:
   gateway campaign start|pause|resume|abort|rollback NAME [-reason TEXT] [-yes]
   gateway audit [-user ID] [-campaign NAME] [-since T]
   gateway freeze on|off|status [-reason TEXT]
+  gateway versions list|policy|retire|block|report   client versions: census, policies, retirement (gateway versions -h)
   gateway legacy sim -users N -duration D   run simulated legacy clients against an agent
+  gateway bench NAME|all [-format json]     measure hot paths against raw floors (gateway bench -h)
   gateway version                           print the version
 
 The admin commands read FERRY_ADDR (default http://127.0.0.1:7071) and
@@ -76,8 +78,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return auditCommand(ctx, rest, stdout, stderr)
 	case "freeze":
 		return freezeCommand(ctx, rest, stdout, stderr)
+	case "versions":
+		return versionsCommand(ctx, rest, stdout, stderr)
 	case "legacy":
 		return legacyCommand(ctx, rest, stdout, stderr)
+	case "bench":
+		return benchCommand(ctx, rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "gateway", version)
 		return nil

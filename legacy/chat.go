@@ -46,6 +46,11 @@ type ChatConfig struct {
 	// MaxVersion is the highest chat version served: 1 registers chat v1
 	// only (an old client), 0 or LatestChatVersion registers every version.
 	MaxVersion int
+	// Limiter, when set, rate-limits each peer's hellos and frames (every
+	// version together): one over the limit is refused with
+	// legacywire.CodeRateLimited, and a peer that keeps going is cut off by
+	// the limiter's OnCut.
+	Limiter *PeerLimiter
 }
 
 // LatestChatVersion is the highest chat protocol version this package
@@ -151,7 +156,10 @@ func (c *chatHandler) handle(s network.Stream) {
 			c.endOnReadError(s, err, func(a legacywire.ChatAck) any { return a })
 			return
 		}
-		ack := c.accept(cert, msg)
+		ack := refusedAck(msg.ID, legacywire.CodeRateLimited, "too many messages from this peer")
+		if c.cfg.Limiter.Allow(remote) {
+			ack = c.accept(cert, msg)
+		}
 		_ = s.SetWriteDeadline(time.Now().Add(ChatWriteTimeout))
 		if err := legacywire.WriteFrame(s, ack); err != nil {
 			c.log.Debug("write chat ack", "peer", remote, "err", err)
@@ -173,6 +181,10 @@ func (c *chatHandler) hello(s network.Stream, r *bufio.Reader, wrap func(legacyw
 		return legacywire.Certificate{}, false
 	}
 	cert := hello.Cert
+	if !c.cfg.Limiter.Allow(remote) {
+		refuseAndReset(s, wrap(refusedAck("", legacywire.CodeRateLimited, "too many streams from this peer")), c.log)
+		return legacywire.Certificate{}, false
+	}
 	if code, err := verifyPeerCert(cert, c.cfg.Authority, remote.String(), c.cfg.Now(), c.cfg.Revocations); err != nil {
 		c.log.Info("refused chat hello", "peer", remote, "user", cert.User, "err", err)
 		refuseAndReset(s, wrap(refusedAck("", code, err.Error())), c.log)
@@ -202,7 +214,10 @@ func (c *chatHandler) handleV2(s network.Stream) {
 			c.endOnReadError(s, err, wrap)
 			return
 		}
-		ack := c.acceptFrame(cert, f)
+		ack := refusedAck(f.ID, legacywire.CodeRateLimited, "too many frames from this peer")
+		if c.cfg.Limiter.Allow(remote) {
+			ack = c.acceptFrame(cert, f)
+		}
 		_ = s.SetWriteDeadline(time.Now().Add(ChatWriteTimeout))
 		if err := legacywire.WriteFrame(s, wrap(ack)); err != nil {
 			c.log.Debug("write chat ack", "peer", remote, "err", err)

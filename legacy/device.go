@@ -30,6 +30,9 @@ type DeviceConfig struct {
 	Authority ed25519.PublicKey
 	// Supernode is the directory server.
 	Supernode peer.AddrInfo
+	// Fallbacks are further supernodes the directory client fails over to
+	// (NewDirectory).
+	Fallbacks []peer.AddrInfo
 	// Logger receives the device's logs, tagged component=legacy.device; nil
 	// discards them.
 	Logger *slog.Logger
@@ -48,6 +51,9 @@ type DeviceConfig struct {
 	OnReceipt  func(r legacywire.Receipt)
 	OnTyping   func(t legacywire.Typing)
 	OnPresence func(p legacywire.Presence)
+	// ChatLimiter, when set, rate-limits what each peer sends to this
+	// device's chat handlers (ChatConfig.Limiter).
+	ChatLimiter *PeerLimiter
 }
 
 // Validate reports whether the config can build a device.
@@ -93,7 +99,7 @@ func NewDevice(cfg DeviceConfig) (*Device, error) {
 	d := &Device{
 		cfg:         cfg,
 		log:         componentLogger(cfg.Logger, "legacy.device").With("user", cfg.Cert.User),
-		dir:         NewDirectory(cfg.Host, cfg.Cert, cfg.Supernode),
+		dir:         NewDirectory(cfg.Host, cfg.Cert, cfg.Supernode, cfg.Fallbacks...),
 		dedup:       newDedup(DedupCapacity),
 		revoked:     cfg.Revocations,
 		subscribers: make(map[peer.ID]string),
@@ -108,6 +114,7 @@ func NewDevice(cfg DeviceConfig) (*Device, error) {
 		OnFrame:     d.onFrame,
 		Revocations: d.revoked,
 		MaxVersion:  cfg.MaxChatVersion,
+		Limiter:     cfg.ChatLimiter,
 	})
 	return d, nil
 }

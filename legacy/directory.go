@@ -3,7 +3,9 @@ package legacy
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -13,18 +15,27 @@ import (
 	"github.com/ferrygw/ferry/legacy/legacywire"
 )
 
-// Directory is the client side of the directory protocol, speaking to one
-// supernode as the device whose certificate is self.
+// Directory is the client side of the directory protocol, speaking as the
+// device whose certificate is self to one supernode at a time, failing over
+// to the next one it knows when a supernode cannot be reached.
 type Directory struct {
-	h         host.Host
-	self      legacywire.Certificate
-	supernode peer.AddrInfo
+	h          host.Host
+	self       legacywire.Certificate
+	supernodes []peer.AddrInfo
+	preferred  atomic.Int32 // index of the supernode that last answered
 }
 
 // NewDirectory returns a client of supernode for the device h, certified by
-// self.
-func NewDirectory(h host.Host, self legacywire.Certificate, supernode peer.AddrInfo) *Directory {
-	return &Directory{h: h, self: self, supernode: supernode}
+// self. Fallbacks are further supernodes of the same directory, tried in
+// order when the current one fails in transport (a refusal is an answer and
+// does not fail over); the client sticks to the last one that answered.
+func NewDirectory(h host.Host, self legacywire.Certificate, supernode peer.AddrInfo, fallbacks ...peer.AddrInfo) *Directory {
+	return &Directory{h: h, self: self, supernodes: append([]peer.AddrInfo{supernode}, fallbacks...)}
+}
+
+// Supernode returns the supernode the client currently talks to.
+func (d *Directory) Supernode() peer.AddrInfo {
+	return d.supernodes[int(d.preferred.Load())%len(d.supernodes)]
 }
 
 // Register registers the device with the host's listen addresses. The record
@@ -113,14 +124,38 @@ func (d *Directory) Revocations(ctx context.Context) ([]legacywire.Revocation, e
 	return resp.Revocations, nil
 }
 
-// roundTrip sends one request on a fresh stream and reads the response.
+// roundTrip sends req to the preferred supernode and, when that fails in
+// transport, to each other supernode in turn. A request that was written but
+// not answered may have taken effect at the failed supernode; every op is
+// safe to repeat (register refreshes, store and route are idempotent, the
+// rest only read), except a register with Fetch whose answer was lost: the
+// held messages are then requeued at that supernode when its write fails.
 func (d *Directory) roundTrip(ctx context.Context, req legacywire.DirRequest) (legacywire.DirResponse, error) {
+	first := int(d.preferred.Load())
+	var errs []error
+	for i := range d.supernodes {
+		idx := (first + i) % len(d.supernodes)
+		resp, err := d.roundTripTo(ctx, d.supernodes[idx], req)
+		if err == nil || errors.Is(err, ErrRefused) || ctx.Err() != nil {
+			if err == nil || errors.Is(err, ErrRefused) {
+				d.preferred.Store(int32(idx))
+			}
+			return resp, err
+		}
+		errs = append(errs, err)
+	}
+	return legacywire.DirResponse{}, errors.Join(errs...)
+}
+
+// roundTripTo sends one request to sn on a fresh stream and reads the
+// response.
+func (d *Directory) roundTripTo(ctx context.Context, sn peer.AddrInfo, req legacywire.DirRequest) (legacywire.DirResponse, error) {
 	ctx, cancel := context.WithDeadline(ctx, deadline(ctx, DirectoryStreamTimeout))
 	defer cancel()
-	if err := d.h.Connect(ctx, d.supernode); err != nil {
-		return legacywire.DirResponse{}, fmt.Errorf("connect to supernode %s: %w", d.supernode.ID, err)
+	if err := d.h.Connect(ctx, sn); err != nil {
+		return legacywire.DirResponse{}, fmt.Errorf("connect to supernode %s: %w", sn.ID, err)
 	}
-	s, err := d.h.NewStream(ctx, d.supernode.ID, protocol.ID(legacywire.DirectoryProtocolID))
+	s, err := d.h.NewStream(ctx, sn.ID, protocol.ID(legacywire.DirectoryProtocolID))
 	if err != nil {
 		return legacywire.DirResponse{}, fmt.Errorf("open directory stream: %w", err)
 	}

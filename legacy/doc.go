@@ -49,12 +49,51 @@
 // # Directory
 //
 // Supernodes run a small directory protocol of our own
-// (legacywire.DirectoryProtocolID) rather than a Kademlia DHT: the walking
-// skeleton has one supernode, registrations are certificate-checked and
-// expire unless refreshed, and authority-signed route records (ordered by a
-// sequence number) send a user's traffic to the bridge. Replication among
-// supernodes, or a DHT with a private protocol prefix, comes later behind the
-// same Directory client.
+// (legacywire.DirectoryProtocolID), replicated among them, rather than a
+// Kademlia DHT. Why: the supernodes are a handful of operator-run datacenter
+// peers, not an open swarm, so every supernode can hold the whole directory
+// (a lookup is one round trip to any of them, never an iterative walk);
+// our records need semantics a DHT's put/get does not give for free
+// (certificate checks at registration, revocations that delete records,
+// authority-signed routes that win over device records, the offline
+// store); and it adds no module. kad-dht would replicate to the k closest
+// peers with a validator and private prefix, but with three supernodes that
+// is "everyone" anyway, at the price of a second record format.
+//
+// Replication (replicate.go): a supernode configured with Peers and a
+// certificate carrying legacywire.CapSupernode pushes every change it
+// accepts (a device registration, a route record, a revocation) to each
+// peer over the same directory protocol (op replicate), one ordered queue
+// per peer with bounded retries. The receiver checks the sender's
+// certificate (CapSupernode), re-checks the payload's own authority
+// signature, and keeps the newer version: the higher Seq for routes, the
+// later Expires for device records, any revocation it lacks; a change it
+// keeps is pushed on to its own peers, so a change survives the loss of the
+// supernode it entered through. Replication is asynchronous: a lookup at
+// another supernode right after a registration may miss it for a moment.
+// What heals the rest: devices re-register (refresh) well within
+// RecordTTL, and the bridge republishes routes. Directory clients take a
+// list of supernodes (NewDirectory's fallbacks, DeviceConfig.Fallbacks)
+// and fail over on transport errors, sticking to the last one that
+// answered. Not replicated yet: the offline store (held messages stay at
+// the supernode that took them) and a full-state sync when a supernode
+// (re)joins (it relies on refreshes instead).
+//
+// # Abuse limits
+//
+// Three layers, each bounded in memory. The resource manager (NewHost)
+// has explicit system and transient limits sized from MaxConns, optional
+// per-peer stream limits (MaxStreamsPerPeer) and, with LimitLoopback, a
+// per-IP connection cap that also applies to 127.0.0.1 (go-libp2p exempts
+// loopback by default, which would make abuse tests on loopback
+// meaningless). Per-peer token buckets (PeerLimiter, a bounded LRU map)
+// guard the directory (SupernodeConfig.Limiter) and chat (ChatConfig.Limiter,
+// DeviceConfig.ChatLimiter): a request or frame over the limit is refused
+// with legacywire.CodeRateLimited, and after CutAfter refusals in a row
+// OnCut runs; Gater.Cut, installed as the host's connection gater
+// (HostConfig.Gater), then closes the peer's connections and refuses it
+// (on dial and after the handshake) for a while. Other peers keep their
+// own buckets, so they are not slowed.
 //
 // # Deadlines and lifecycle
 //

@@ -2,6 +2,7 @@ package legacy
 
 import (
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -40,10 +41,34 @@ type HostConfig struct {
 	// manager). Nil disables them, so hosts built in tests and the simulator
 	// touch no global registry.
 	Registerer prometheus.Registerer
+	// Gater, when set, is the host's connection gater: it refuses peers cut
+	// off for abuse. NewHost attaches it to the host's network so that
+	// Gater.Cut also closes their connections. One gater serves one host.
+	Gater *Gater
+	// LimitLoopback removes go-libp2p's exemption of 127.0.0.0/8 and ::1
+	// from the per-IP connection limit, so that loopback peers count like
+	// any other address (abuse tests on loopback need it; so does a
+	// supernode behind a local proxy).
+	LimitLoopback bool
+	// MaxConnsPerIP is the per-IP connection limit applied to loopback when
+	// LimitLoopback is set; default DefaultMaxConnsPerIP. Other addresses
+	// keep go-libp2p's per-subnet defaults.
+	MaxConnsPerIP int
+	// MaxStreamsPerPeer bounds one peer's inbound streams at the resource
+	// manager (0 keeps go-libp2p's scaled default): a peer that opens
+	// streams faster than the handlers finish them is refused new ones
+	// without slowing the others.
+	MaxStreamsPerPeer int
 }
+
+// DefaultMaxConnsPerIP is HostConfig.MaxConnsPerIP when zero.
+const DefaultMaxConnsPerIP = 64
 
 // Validate reports whether the config can build a host.
 func (c HostConfig) Validate() error {
+	if c.MaxConnsPerIP < 0 || c.MaxStreamsPerPeer < 0 {
+		return fmt.Errorf("%w: negative per-IP or per-peer limit", ErrInvalidConfig)
+	}
 	if c.MaxConns < 0 {
 		return fmt.Errorf("%w: MaxConns %d is negative", ErrInvalidConfig, c.MaxConns)
 	}
@@ -62,6 +87,9 @@ func (c HostConfig) withDefaults() HostConfig {
 	if c.MaxConns == 0 {
 		c.MaxConns = DefaultMaxConns
 	}
+	if c.MaxConnsPerIP == 0 {
+		c.MaxConnsPerIP = DefaultMaxConnsPerIP
+	}
 	return c
 }
 
@@ -74,7 +102,7 @@ func NewHost(cfg HostConfig) (host.Host, error) {
 	}
 	cfg = cfg.withDefaults()
 
-	rm, err := newResourceManager(cfg.MaxConns, cfg.Registerer != nil)
+	rm, err := newResourceManager(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("legacy: resource manager: %w", err)
 	}
@@ -98,6 +126,9 @@ func NewHost(cfg HostConfig) (host.Host, error) {
 		libp2p.ConnectionManager(cm),
 		libp2p.DisableRelay(),
 	}
+	if cfg.Gater != nil {
+		opts = append(opts, libp2p.ConnectionGater(cfg.Gater))
+	}
 	if cfg.PrivKey != nil {
 		opts = append(opts, libp2p.Identity(cfg.PrivKey))
 	}
@@ -110,13 +141,19 @@ func NewHost(cfg HostConfig) (host.Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("legacy: new host: %w", err)
 	}
+	if cfg.Gater != nil {
+		cfg.Gater.Attach(h.Network())
+	}
 	return h, nil
 }
 
 // newResourceManager scales go-libp2p's default limits to the machine and
 // then raises the connection and stream limits of the system and transient
-// scopes to what maxConns peers need. Per-peer limits stay at their defaults.
-func newResourceManager(maxConns int, metrics bool) (network.ResourceManager, error) {
+// scopes to what maxConns peers need. Per-peer limits stay at their defaults
+// unless MaxStreamsPerPeer is set; loopback loses its per-IP exemption when
+// LimitLoopback is set.
+func newResourceManager(cfg HostConfig) (network.ResourceManager, error) {
+	maxConns, metrics := cfg.MaxConns, cfg.Registerer != nil
 	defaults := rcmgr.DefaultLimits.AutoScale()
 	transient := max(maxConns/4, 64)
 	fd := max(maxConns+maxConns/8, 256)
@@ -139,10 +176,27 @@ func newResourceManager(maxConns int, metrics bool) (network.ResourceManager, er
 			StreamsOutbound: rcmgr.LimitVal(transient * 2),
 			FD:              rcmgr.LimitVal(transient),
 		},
-	}.Build(defaults)
+	}
+	if n := cfg.MaxStreamsPerPeer; n > 0 {
+		limits.PeerDefault = rcmgr.ResourceLimits{
+			Streams:         rcmgr.LimitVal(2 * n),
+			StreamsInbound:  rcmgr.LimitVal(n),
+			StreamsOutbound: rcmgr.LimitVal(n),
+		}
+	}
+	concrete := limits.Build(defaults)
 	var opts []rcmgr.Option
 	if !metrics {
 		opts = append(opts, rcmgr.WithMetricsDisabled())
 	}
-	return rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits), opts...)
+	if cfg.LimitLoopback {
+		n := cfg.MaxConnsPerIP
+		// A prefix limit of /32 (/128) replaces the default unlimited
+		// 127.0.0.0/8 (::1) entry: every loopback address gets its own cap.
+		opts = append(opts, rcmgr.WithNetworkPrefixLimit(
+			[]rcmgr.NetworkPrefixLimit{{Network: netip.MustParsePrefix("127.0.0.1/32"), ConnCount: n}},
+			[]rcmgr.NetworkPrefixLimit{{Network: netip.MustParsePrefix("::1/128"), ConnCount: n}},
+		))
+	}
+	return rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(concrete), opts...)
 }

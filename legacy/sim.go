@@ -46,8 +46,17 @@ var simVersions = []string{"5.9.2", "6.0.0", "6.1.4", "6.2.1"}
 
 // SimConfig configures RunSim.
 type SimConfig struct {
-	// Users is the number of simulated users, one device each.
+	// Users is the number of simulated users.
 	Users int
+	// DevicesPerUser is how many devices each user runs (default 1): a chat
+	// v2 sender fans a message out to all of them.
+	DevicesPerUser int
+	// V1Percent is the share of devices, in percent, that are old clients
+	// speaking chat v1 only (DeviceConfig.MaxChatVersion 1); they are
+	// spread evenly over the population. Default 0.
+	V1Percent int
+	// Fallbacks are further supernodes the devices fail over to.
+	Fallbacks []peer.AddrInfo
 	// Duration is how long the devices send; RunSim also stops when its
 	// context ends.
 	Duration time.Duration
@@ -81,6 +90,10 @@ func (c SimConfig) Validate() error {
 		return fmt.Errorf("%w: Users %d not in 1..%d", ErrInvalidConfig, c.Users, MaxSimUsers)
 	case c.Duration <= 0:
 		return fmt.Errorf("%w: Duration %v is not positive", ErrInvalidConfig, c.Duration)
+	case c.DevicesPerUser < 0 || c.Users*max(c.DevicesPerUser, 1) > MaxSimUsers:
+		return fmt.Errorf("%w: %d users of %d devices: at most %d devices", ErrInvalidConfig, c.Users, c.DevicesPerUser, MaxSimUsers)
+	case c.V1Percent < 0 || c.V1Percent > 100:
+		return fmt.Errorf("%w: V1Percent %d not in 0..100", ErrInvalidConfig, c.V1Percent)
 	case c.Rate < 0:
 		return fmt.Errorf("%w: Rate %v is negative", ErrInvalidConfig, c.Rate)
 	case c.Supernode.ID == "":
@@ -111,6 +124,9 @@ type SimStats struct {
 type SimProfile struct {
 	Platform      string
 	ClientVersion string
+	// ChatVersion is the highest chat version the device speaks (1 or 2):
+	// Certify may grant legacywire.CapChat1 or CapChat2 to match.
+	ChatVersion int
 }
 
 type simProfileKey struct{}
@@ -134,6 +150,9 @@ func RunSim(ctx context.Context, cfg SimConfig) (SimStats, error) {
 	if cfg.Rate == 0 {
 		cfg.Rate = DefaultSimRate
 	}
+	if cfg.DevicesPerUser == 0 {
+		cfg.DevicesPerUser = 1
+	}
 	if cfg.UserPrefix == "" {
 		cfg.UserPrefix = DefaultSimUserPrefix
 	}
@@ -150,9 +169,9 @@ func RunSim(ctx context.Context, cfg SimConfig) (SimStats, error) {
 	}
 	log.Info("simulated devices registered", "users", len(devices))
 
-	recipients := make([]string, 0, len(devices)+len(cfg.Contacts))
-	for _, d := range devices {
-		recipients = append(recipients, d.User())
+	recipients := make([]string, 0, cfg.Users+len(cfg.Contacts))
+	for i := range cfg.Users {
+		recipients = append(recipients, fmt.Sprintf("%s%d", cfg.UserPrefix, i))
 	}
 	recipients = append(recipients, cfg.Contacts...)
 
@@ -194,30 +213,37 @@ type simJob struct {
 // simSetup builds, certifies and registers the devices. It returns every
 // host it created, even on error, so the caller can close them.
 func simSetup(ctx context.Context, cfg SimConfig, stats *simCounters) ([]*Device, []host.Host, error) {
-	devices := make([]*Device, cfg.Users)
-	hosts := make([]host.Host, cfg.Users)
+	n := cfg.Users * cfg.DevicesPerUser
+	devices := make([]*Device, n)
+	hosts := make([]host.Host, n)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(simSetupParallelism)
-	for i := range cfg.Users {
+	for i := range n {
 		g.Go(func() error {
 			h, err := NewHost(HostConfig{MaxConns: simHostMaxConns})
 			if err != nil {
 				return err
 			}
 			hosts[i] = h
-			user := fmt.Sprintf("%s%d", cfg.UserPrefix, i)
-			profile := SimProfile{Platform: cfg.Platforms[i%len(cfg.Platforms)], ClientVersion: simVersions[i%len(simVersions)]}
+			user := fmt.Sprintf("%s%d", cfg.UserPrefix, i/cfg.DevicesPerUser)
+			chatVersion := LatestChatVersion
+			if (i*cfg.V1Percent)/100 != ((i+1)*cfg.V1Percent)/100 {
+				chatVersion = 1
+			}
+			profile := SimProfile{Platform: cfg.Platforms[i%len(cfg.Platforms)], ClientVersion: simVersions[i%len(simVersions)], ChatVersion: chatVersion}
 			cert, err := cfg.Certify(context.WithValue(gctx, simProfileKey{}, profile), h.ID(), user)
 			if err != nil {
 				return fmt.Errorf("certify %s: %w", user, err)
 			}
 			d, err := NewDevice(DeviceConfig{
-				Host:      h,
-				Cert:      cert,
-				Authority: cfg.Authority,
-				Supernode: cfg.Supernode,
-				Logger:    cfg.Logger,
-				OnMessage: func(legacywire.ChatMessage) { stats.received.Add(1) },
+				Host:           h,
+				Cert:           cert,
+				Authority:      cfg.Authority,
+				Supernode:      cfg.Supernode,
+				Fallbacks:      cfg.Fallbacks,
+				Logger:         cfg.Logger,
+				MaxChatVersion: chatVersion,
+				OnMessage:      func(legacywire.ChatMessage) { stats.received.Add(1) },
 			})
 			if err != nil {
 				return fmt.Errorf("device %s: %w", user, err)

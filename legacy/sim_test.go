@@ -111,3 +111,48 @@ func TestSimConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+func TestRunSimPopulation(t *testing.T) {
+	auth := newTestAuthority(t)
+	sn, snInfo := startSupernode(t, auth, SupernodeConfig{})
+	var (
+		mu       sync.Mutex
+		versions = map[int]int{} // chat version → devices
+		perUser  = map[string]int{}
+	)
+	stats, err := RunSim(testCtx(t), SimConfig{
+		Users:          3,
+		DevicesPerUser: 2,
+		V1Percent:      50,
+		Duration:       2 * time.Second,
+		Rate:           5,
+		Supernode:      snInfo,
+		Authority:      auth.PublicKey(),
+		Certify: func(ctx context.Context, id peer.ID, user string) (legacywire.Certificate, error) {
+			p, _ := SimProfileFromContext(ctx)
+			mu.Lock()
+			versions[p.ChatVersion]++
+			perUser[user]++
+			mu.Unlock()
+			return auth.Certify(id, user, p.Platform, p.ClientVersion, nil, time.Hour)
+		},
+	})
+	if err != nil {
+		t.Fatalf("RunSim: %v", err)
+	}
+	t.Logf("stats: %+v", stats)
+	if versions[1] != 3 || versions[2] != 3 {
+		t.Errorf("chat versions = %v, want 3 v1 and 3 v2 devices", versions)
+	}
+	if len(perUser) != 3 || perUser["sim-0"] != 2 {
+		t.Errorf("devices per user = %v, want 2 for each of 3 users", perUser)
+	}
+	if n := sn.Devices(); n != 6 {
+		t.Errorf("supernode has %d devices, want 6", n)
+	}
+	// v1 and v2 devices talk to each other without errors; a v2 sender fans
+	// out to both devices of the recipient, so more arrive than were acked.
+	if stats.Delivered == 0 || stats.Failed != 0 || stats.Received < stats.Delivered {
+		t.Errorf("stats = %+v, want deliveries, no failures, Received >= Delivered", stats)
+	}
+}

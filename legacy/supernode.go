@@ -44,6 +44,12 @@ type SupernodeConfig struct {
 	// OnRegister, when set, is called after each valid registration, on the
 	// stream's goroutine: it must not block for long.
 	OnRegister func(rec legacywire.DeviceRecord)
+	// Admit, when set, decides whether a device with a valid certificate may
+	// register (the client-version policy): a non-empty code refuses the
+	// registration with that refusal code and notice, a human-readable text
+	// for the user. It runs on the stream's goroutine: it must not block for
+	// long.
+	Admit func(cert legacywire.Certificate) (code, notice string)
 	// Revocations is the supernode's revocation list; nil makes a fresh one.
 	// Share it with chat handlers on the same process (ChatConfig) so that
 	// they refuse what the supernode learns.
@@ -54,6 +60,18 @@ type SupernodeConfig struct {
 	// MaxOfflinePerUser bounds each recipient's offline queue; default
 	// DefaultMaxOfflinePerUser.
 	MaxOfflinePerUser int
+	// Limiter, when set, rate-limits directory requests per peer: a request
+	// over the limit is refused with legacywire.CodeRateLimited. Give it its
+	// own PeerLimiter (not the chat handler's).
+	Limiter *PeerLimiter
+	// Peers are the other supernodes of the directory: every accepted
+	// registration, route and revocation is replicated to them (see
+	// replicate.go). Cert is required with Peers.
+	Peers []peer.AddrInfo
+	// Cert is the supernode's own certificate, carrying
+	// legacywire.CapSupernode: it is what peers check before taking a
+	// replicated change.
+	Cert *legacywire.Certificate
 }
 
 // Validate reports whether the config can build a supernode.
@@ -63,6 +81,9 @@ func (c SupernodeConfig) Validate() error {
 	}
 	if c.OfflineTTL < 0 || c.MaxOfflinePerUser < 0 {
 		return fmt.Errorf("%w: negative offline store limits", ErrInvalidConfig)
+	}
+	if len(c.Peers) > 0 && (c.Cert == nil || !c.Cert.Has(legacywire.CapSupernode)) {
+		return fmt.Errorf("%w: replicating to peers needs a certificate with capability %q", ErrInvalidConfig, legacywire.CapSupernode)
 	}
 	if c.RecordTTL < 0 {
 		return fmt.Errorf("%w: RecordTTL %v is negative", ErrInvalidConfig, c.RecordTTL)
@@ -85,6 +106,7 @@ type Supernode struct {
 	known   map[string]struct{}      // users that ever registered a device here
 	expired int64                    // held messages dropped at expiry
 	stopped bool
+	repl    *replicator    // nil without Peers
 	streams sync.WaitGroup // stream handlers in flight
 }
 
@@ -119,14 +141,21 @@ func NewSupernode(h host.Host, cfg SupernodeConfig) (*Supernode, error) {
 	if s.revoked == nil {
 		s.revoked = NewRevocations(cfg.Authority)
 	}
+	if len(cfg.Peers) > 0 {
+		s.repl = newReplicator(s)
+	}
 	h.SetStreamHandler(protocol.ID(legacywire.DirectoryProtocolID), s.handle)
 	return s, nil
 }
 
 // Run sweeps expired registrations until ctx is done, then removes the
 // stream handler, waits for the streams in flight (bounded by
-// DirectoryStreamTimeout) and returns nil.
+// DirectoryStreamTimeout) and returns nil. With Peers, it also replicates
+// accepted changes to them until ctx is done.
 func (s *Supernode) Run(ctx context.Context) error {
+	replDone := make(chan struct{})
+	go func() { defer close(replDone); s.repl.run(ctx) }()
+	defer func() { <-replDone }()
 	tick := time.NewTicker(min(max(s.cfg.RecordTTL/4, time.Second), time.Minute))
 	defer tick.Stop()
 	for {
@@ -234,7 +263,12 @@ func (s *Supernode) handle(str network.Stream) {
 		refuseAndReset(str, legacywire.DirResponse{Code: code, Error: err.Error()}, s.log)
 		return
 	}
-	resp := s.serve(str.Conn().RemotePeer(), str.Conn().RemoteMultiaddr(), req)
+	var resp legacywire.DirResponse
+	if s.cfg.Limiter.Allow(str.Conn().RemotePeer()) {
+		resp = s.serve(str.Conn().RemotePeer(), str.Conn().RemoteMultiaddr(), req)
+	} else {
+		resp = refusal(legacywire.CodeRateLimited, "too many directory requests from this peer")
+	}
 	if err := legacywire.WriteFrame(str, resp); err != nil {
 		s.log.Debug("write directory response", "peer", str.Conn().RemotePeer(), "err", err)
 		if len(resp.Messages) > 0 {
@@ -288,6 +322,9 @@ func (s *Supernode) serve(remote peer.ID, remoteAddr ma.Multiaddr, req legacywir
 		}
 		return legacywire.DirResponse{OK: true, Revocations: s.revoked.List(s.cfg.Now())}
 	default:
+		if req.Op == legacywire.OpReplicate {
+			return s.acceptReplica(remote, req)
+		}
 		return refusal(legacywire.CodeUnknownOp, fmt.Sprintf("unknown op %q", req.Op))
 	}
 }
@@ -308,6 +345,12 @@ func (s *Supernode) checkCert(remote peer.ID, cert *legacywire.Certificate) (leg
 func (s *Supernode) register(remote peer.ID, remoteAddr ma.Multiaddr, req legacywire.DirRequest) legacywire.DirResponse {
 	if resp, ok := s.checkCert(remote, req.Cert); !ok {
 		return resp
+	}
+	if s.cfg.Admit != nil {
+		if code, notice := s.cfg.Admit(*req.Cert); code != "" {
+			s.log.Info("registration refused", "peer", remote, "code", code)
+			return refusal(code, notice)
+		}
 	}
 	addrs := req.Addrs
 	if len(addrs) > MaxRecordAddrs {
@@ -335,6 +378,7 @@ func (s *Supernode) register(remote peer.ID, remoteAddr ma.Multiaddr, req legacy
 	devs[rec.Cert.PeerID] = rec
 	s.known[rec.Cert.User] = struct{}{}
 	s.mu.Unlock()
+	s.repl.push(legacywire.DirRequest{Record: &rec})
 
 	s.log.Debug("registered device", "peer", remote, "user", rec.Cert.User,
 		"platform", rec.Cert.Platform, "version", rec.Cert.ClientVersion)
@@ -367,6 +411,7 @@ func (s *Supernode) storeRoute(r *legacywire.RouteRecord) legacywire.DirResponse
 		return refusal(legacywire.CodeStaleRoute, fmt.Sprintf("seq %d is not above the stored %d", r.Seq, old.Seq))
 	}
 	s.routes[r.User] = *r
+	s.repl.push(legacywire.DirRequest{Route: r})
 	s.log.Info("stored route", "user", r.User, "bridge", r.PeerID, "seq", r.Seq, "withdrawn", r.Withdrawn)
 	return legacywire.DirResponse{OK: true}
 }
@@ -388,6 +433,7 @@ func (s *Supernode) Revoke(r legacywire.Revocation) error {
 	}
 	s.mu.Unlock()
 	if added {
+		s.repl.push(legacywire.DirRequest{Revocation: &r})
 		s.log.Info("stored revocation", "peer", r.PeerID, "user", r.User)
 	}
 	return nil

@@ -233,6 +233,13 @@ type Campaign struct {
 	// OptIns are users in the campaign from its first step, whatever their
 	// bucket (still subject to the filter and gates).
 	OptIns []string `json:"opt_ins,omitempty"`
+	// Guardrails are evaluated while the campaign runs (every
+	// DriverConfig.GuardrailEvery): a fail pauses or rolls back (see
+	// OnGuardrailFail), an inconclusive result holds the campaign at its
+	// current step.
+	Guardrails []Guardrail `json:"guardrails,omitempty"`
+	// OnGuardrailFail is OnFailPause (default) or OnFailRollback.
+	OnGuardrailFail string `json:"on_guardrail_fail,omitempty"`
 
 	// Step is the index of the current step while running.
 	Step int `json:"step"`
@@ -273,6 +280,7 @@ func (c Campaign) Clone() Campaign {
 		c.Exemptions = m
 	}
 	c.OptIns = slices.Clone(c.OptIns)
+	c.Guardrails = slices.Clone(c.Guardrails)
 	return c
 }
 
@@ -339,6 +347,7 @@ func (c Campaign) Validate() error {
 			errs = append(errs, err)
 		}
 	}
+	errs = append(errs, validateGuardrails(c.Guardrails, c.OnGuardrailFail)...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidCampaign, err)
 	}

@@ -60,7 +60,33 @@ type DriverConfig struct {
 	// OnProgress, if set, is called after each tick of a campaign with its
 	// target (the current step's) and actual basis points.
 	OnProgress func(campaign string, targetBP, actualBP int)
+
+	// Leases, if set, makes the driver take the driver lease before every
+	// tick and skip the tick when another driver holds it, so that of
+	// several agents on one NATS only one moves users. Nil drives
+	// unconditionally (one agent, or tests).
+	Leases LeaseStore
+	// Holder is this driver's identity in the lease; required with Leases.
+	Holder string
+	// LeaseTTL is how long the lease lasts without renewal; default
+	// DefaultLeaseTTL. It must exceed Tick by a good margin.
+	LeaseTTL time.Duration
+	// OnLease, if set, is called after every attempt to take the lease
+	// with the lease as the store has it and whether this driver holds it.
+	OnLease func(l Lease, held bool)
+
+	// Measures supplies the guardrails' measurements; nil leaves every
+	// guardrail inconclusive (so campaigns with guardrails hold).
+	Measures MeasureSource
+	// GuardrailEvery is how often a running campaign's guardrails are
+	// evaluated; default DefaultGuardrailEvery.
+	GuardrailEvery time.Duration
+	// OnGuardrail, if set, is called with every evaluation, for metrics.
+	OnGuardrail func(campaign string, r GuardrailResult)
 }
+
+// DefaultGuardrailEvery is how often guardrails are evaluated by default.
+const DefaultGuardrailEvery = time.Minute
 
 // Driver runs started campaigns: each tick it moves users of the current
 // step one edge closer to the target (legacy→shadow→ready→cloud), at most the
@@ -80,6 +106,15 @@ type Driver struct {
 
 	mu     sync.Mutex
 	tokens map[string]*bucket
+	lease  Lease
+	// evals holds the last guardrail evaluation of each campaign.
+	evals map[string]guardrailEval
+}
+
+type guardrailEval struct {
+	at      time.Time
+	outcome GuardrailOutcome
+	results []GuardrailResult
 }
 
 type bucket struct {
@@ -104,17 +139,35 @@ func NewDriver(cfg DriverConfig) (*Driver, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Driver{cfg: cfg, log: cfg.Logger.With("component", "campaign-driver"), tokens: map[string]*bucket{}}, nil
+	if cfg.Leases != nil && cfg.Holder == "" {
+		return nil, errors.New("migrate: NewDriver with Leases needs a Holder")
+	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = DefaultLeaseTTL
+	}
+	if cfg.GuardrailEvery <= 0 {
+		cfg.GuardrailEvery = DefaultGuardrailEvery
+	}
+	return &Driver{cfg: cfg, log: cfg.Logger.With("component", "campaign-driver"), tokens: map[string]*bucket{}, evals: map[string]guardrailEval{}}, nil
 }
 
-// Run ticks until ctx ends, then returns nil. A failing tick is logged and
-// retried at the next one.
+// Run ticks until ctx ends, then releases the lease (if it held it) and
+// returns nil. A failing tick is logged and retried at the next one.
 func (d *Driver) Run(ctx context.Context) error {
 	t := time.NewTicker(d.cfg.Tick)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			if d.cfg.Leases != nil {
+				// A fresh deadline: ctx is done, and the others should not
+				// wait a whole TTL for a driver that stopped cleanly.
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+				defer cancel()
+				if err := d.cfg.Leases.Release(rctx, d.cfg.Holder); err != nil {
+					d.log.Warn("release driver lease", "err", err)
+				}
+			}
 			return nil
 		case <-t.C:
 		}
@@ -124,8 +177,59 @@ func (d *Driver) Run(ctx context.Context) error {
 	}
 }
 
-// Tick looks at every campaign once.
+// Lease returns the driver lease as this driver last saw it (zero without
+// Leases).
+func (d *Driver) Lease() Lease {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.lease
+}
+
+// Guardrails returns the campaign's last guardrail evaluation by this
+// driver, and when it was made (nothing when this driver never evaluated
+// them, for example because another agent holds the lease).
+func (d *Driver) Guardrails(campaign string) ([]GuardrailResult, time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e := d.evals[campaign]
+	return e.results, e.at
+}
+
+// holdLease takes or renews the lease; false means another driver holds it
+// and this tick must do nothing.
+func (d *Driver) holdLease(ctx context.Context) (bool, error) {
+	if d.cfg.Leases == nil {
+		return true, nil
+	}
+	now := d.cfg.Now()
+	l, err := d.cfg.Leases.Acquire(ctx, d.cfg.Holder, now, d.cfg.LeaseTTL)
+	held := err == nil
+	if err != nil && !errors.Is(err, ErrLeaseHeld) {
+		return false, fmt.Errorf("driver lease: %w", err)
+	}
+	d.mu.Lock()
+	prev := d.lease
+	d.lease = l
+	if !held {
+		d.evals = map[string]guardrailEval{} // the holder evaluates; ours are stale
+	}
+	d.mu.Unlock()
+	if held && (prev.Holder != d.cfg.Holder || !prev.HeldAt(now)) {
+		d.log.Info("driver lease taken", "holder", d.cfg.Holder, "expires", l.Expires)
+	}
+	if d.cfg.OnLease != nil {
+		d.cfg.OnLease(l, held)
+	}
+	return held, nil
+}
+
+// Tick takes or renews the driver lease, then looks at every campaign once;
+// it does nothing while another driver holds the lease.
 func (d *Driver) Tick(ctx context.Context) error {
+	held, err := d.holdLease(ctx)
+	if err != nil || !held {
+		return err
+	}
 	cs, err := d.cfg.Campaigns.List(ctx)
 	if err != nil {
 		return err
@@ -148,6 +252,7 @@ func (d *Driver) Tick(ctx context.Context) error {
 		default:
 			d.mu.Lock()
 			delete(d.tokens, c.Name) // a resumed campaign starts with an empty bucket
+			delete(d.evals, c.Name)  // and has its guardrails judged afresh
 			d.mu.Unlock()
 		}
 	}
@@ -252,10 +357,17 @@ func (d *Driver) advance(ctx context.Context, c Campaign, frozen bool) error {
 			d.cfg.OnProgress(c.Name, c.Steps[c.Step].TargetBP, sv.ActualBP())
 		}
 	}()
+	outcome, stopped, err := d.guard(ctx, c, now)
+	if err != nil || stopped {
+		return err
+	}
 	if frozen || !c.InWindow(now) {
 		return nil
 	}
 	if sv.Pending == 0 {
+		if outcome != GuardrailPass {
+			return nil // inconclusive holds the campaign at this step
+		}
 		return d.stepDone(ctx, c, sv, now)
 	}
 	n := d.take(&c, now, len(sv.Moves))

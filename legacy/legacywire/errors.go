@@ -75,6 +75,13 @@ const (
 	// CodeNotYourFrame: a v2 frame speaks for a user (receipt reader,
 	// typist, presence owner) other than the certificate's user.
 	CodeNotYourFrame = "not_your_frame"
+	// CodeRateLimited: the sender exceeded its per-peer rate on this
+	// protocol; it may retry later. A peer that keeps going is cut off
+	// (its connections closed and refused for a while).
+	CodeRateLimited = "rate_limited"
+	// CodeNotSupernode: an OpReplicate came from a peer whose certificate
+	// lacks CapSupernode.
+	CodeNotSupernode = "not_supernode"
 )
 
 // CertCode maps an error from Certificate.Verify or RouteRecord.Verify to the

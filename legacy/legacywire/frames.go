@@ -24,6 +24,12 @@ const (
 	// the message expires). Cert must name the sender, and Message.From must
 	// be the certificate's user unless the certificate carries CapBridge.
 	OpStore = "store"
+	// OpReplicate is a supernode pushing one accepted change to its peer
+	// supernodes: Record (a device registration), Route or Revocation. Cert
+	// must name the sender and carry CapSupernode; the payload's own
+	// authority signatures are checked again by the receiver, and Seq
+	// (routes) or Expires (device records) decides between two versions.
+	OpReplicate = "replicate"
 )
 
 // DeviceRecord is what the directory knows about one device of a user.
@@ -47,6 +53,8 @@ type DirRequest struct {
 	// Fetch, on OpRegister, asks for the messages held for the user: they
 	// come back in DirResponse.Messages, oldest first, and leave the store.
 	Fetch bool `json:"fetch,omitempty"`
+	// Record is OpReplicate's device registration.
+	Record *DeviceRecord `json:"record,omitempty"`
 }
 
 // DirResponse is the one frame a supernode writes back. When OK is false,

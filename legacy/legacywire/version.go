@@ -16,7 +16,11 @@ package legacywire
 //	   are unchanged. Offline store: directory op store, register with
 //	   fetch returning held messages, ack status stored, refusal codes
 //	   queue_full and unknown_user.
-const ProtocolVersion = 2
+//	3: abuse limits and replication: refusal code rate_limited (directory
+//	   and chat); directory op replicate (DirRequest.Record, Route or
+//	   Revocation) among supernodes certified with capability supernode,
+//	   refusal code not_supernode. Earlier bytes are unchanged.
+const ProtocolVersion = 3
 
 // Protocol IDs, one per protocol and version. A new version of a protocol gets
 // a new ID; old IDs keep working until the version is retired.
@@ -50,4 +54,7 @@ const (
 	// version-retirement policy) see a device's generation without dialing it.
 	CapChat1 = "chat1"
 	CapChat2 = "chat2"
+	// CapSupernode marks a supernode's own certificate: only such a peer may
+	// push OpReplicate to another supernode.
+	CapSupernode = "supernode"
 )

@@ -1,0 +1,99 @@
+package migrate
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// AuditGuardrail is the kind of audit event that records one evaluation of a
+// campaign's guardrails, with every value and threshold.
+const AuditGuardrail = "guardrail"
+
+// guard evaluates c's guardrails when due and acts on a fail: it pauses the
+// campaign or starts its rollback (OnGuardrailFail) and reports stopped.
+// Between evaluations it returns the last outcome. A campaign without
+// guardrails always passes.
+func (d *Driver) guard(ctx context.Context, c Campaign, now time.Time) (outcome GuardrailOutcome, stopped bool, err error) {
+	if len(c.Guardrails) == 0 {
+		return GuardrailPass, false, nil
+	}
+	d.mu.Lock()
+	last, ok := d.evals[c.Name]
+	d.mu.Unlock()
+	if ok && now.Sub(last.at) < d.cfg.GuardrailEvery {
+		return last.outcome, false, nil
+	}
+	results := make([]GuardrailResult, 0, len(c.Guardrails))
+	for _, g := range c.Guardrails {
+		var r GuardrailResult
+		if d.cfg.Measures == nil {
+			r = GuardrailResult{Guardrail: g.Name, Outcome: GuardrailInconclusive, Threshold: g.MaxExcess, Err: "no measurement source"}
+		} else {
+			r = g.Evaluate(ctx, d.cfg.Measures, now)
+		}
+		results = append(results, r)
+		if d.cfg.OnGuardrail != nil {
+			d.cfg.OnGuardrail(c.Name, r)
+		}
+	}
+	outcome = CombineGuardrails(results)
+	d.mu.Lock()
+	d.evals[c.Name] = guardrailEval{at: now, outcome: outcome, results: results}
+	d.mu.Unlock()
+
+	ev := AuditEvent{At: now, Kind: AuditGuardrail, Actor: ActorDriver, Campaign: c.Name, Step: c.Step,
+		To: string(outcome), Reason: describeGuardrails(results), Result: ResultOK,
+		Values: map[string]float64{}, Thresholds: map[string]float64{}}
+	for _, r := range results {
+		ev.Values[r.Guardrail+".value"] = r.Value
+		ev.Values[r.Guardrail+".cohort_total"] = r.Cohort.Total
+		ev.Values[r.Guardrail+".cohort_bad"] = r.Cohort.Bad
+		ev.Values[r.Guardrail+".control_total"] = r.Control.Total
+		ev.Values[r.Guardrail+".control_bad"] = r.Control.Bad
+		ev.Thresholds[r.Guardrail+".max_excess"] = r.Threshold
+		ev.Thresholds[r.Guardrail+".min_samples"] = float64(r.MinSamples)
+	}
+	if err := d.cfg.Audit.Record(ctx, ev); err != nil {
+		return outcome, false, fmt.Errorf("audit: %w", err)
+	}
+	if outcome != GuardrailFail {
+		return outcome, false, nil
+	}
+
+	cmd := CmdPause
+	if c.OnGuardrailFail == OnFailRollback {
+		cmd = CmdRollback
+	}
+	next, err := c.Lifecycle(cmd, "guardrail failed: "+ev.Reason, "", now)
+	if err != nil {
+		return outcome, true, err
+	}
+	if _, err := d.cfg.Campaigns.Update(ctx, next); err != nil {
+		return outcome, true, err // changed meanwhile: judged again next tick
+	}
+	d.mu.Lock()
+	delete(d.evals, c.Name) // a resumed campaign is judged afresh
+	d.mu.Unlock()
+	d.log.Warn("guardrail failed", "campaign", c.Name, "step", c.Step, "action", cmd, "detail", ev.Reason)
+	cev := ev
+	cev.Kind, cev.From, cev.To, cev.Reason = AuditCampaign, string(c.State), string(next.State), next.Reason
+	return outcome, true, d.cfg.Audit.Record(ctx, cev)
+}
+
+// describeGuardrails is a one-line account of the evaluations, for the
+// audit log and the campaign's reason.
+func describeGuardrails(rs []GuardrailResult) string {
+	parts := make([]string, 0, len(rs))
+	for _, r := range rs {
+		s := fmt.Sprintf("%s %s: cohort %.4f (%g of %g) - control %.4f (%g of %g) = %.4f, max %.4f, min samples %d",
+			r.Guardrail, r.Outcome, r.Cohort.Rate(), r.Cohort.Bad, r.Cohort.Total, r.Control.Rate(), r.Control.Bad, r.Control.Total,
+			r.Value, r.Threshold, r.MinSamples)
+		if r.Err != "" {
+			s += " (" + r.Err + ")"
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, "; ")
+}

@@ -1,0 +1,157 @@
+package migratestore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/ferrygw/ferry/migrate"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// DefaultPolicyBucket is the KV bucket of client-version policies.
+const DefaultPolicyBucket = "ferry_versions"
+
+// policyKeyPrefix starts a policy's key: "p.<platform>".
+const policyKeyPrefix = "p."
+
+// Policies keeps one migrate.VersionPolicy per platform in a JetStream KV
+// bucket, every write a compare-and-set on the key's revision.
+type Policies struct {
+	kv jetstream.KeyValue
+}
+
+// NewPolicies creates or opens the policy bucket (bucket "" means
+// DefaultPolicyBucket) with the given replica count (0 means 1).
+func NewPolicies(ctx context.Context, js jetstream.JetStream, bucket string, replicas int) (*Policies, error) {
+	if bucket == "" {
+		bucket = DefaultPolicyBucket
+	}
+	if replicas == 0 {
+		replicas = DefaultReplicas
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      bucket,
+		Description: "Ferry client-version policies (p.<platform>: JSON of migrate.VersionPolicy)",
+		History:     5,
+		Replicas:    replicas,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("migratestore: bucket %s: %w", bucket, err)
+	}
+	return &Policies{kv: kv}, nil
+}
+
+// Get reads a platform's policy, or returns an error wrapping
+// migrate.ErrPolicyNotFound.
+func (s *Policies) Get(ctx context.Context, platform string) (migrate.VersionPolicy, error) {
+	if err := migrate.CheckPlatform(platform); err != nil {
+		return migrate.VersionPolicy{}, err
+	}
+	e, err := s.kv.Get(ctx, policyKeyPrefix+platform)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return migrate.VersionPolicy{}, fmt.Errorf("migratestore: policy %s: %w", platform, migrate.ErrPolicyNotFound)
+	}
+	if err != nil {
+		return migrate.VersionPolicy{}, fmt.Errorf("migratestore: read policy %s: %w", platform, err)
+	}
+	var p migrate.VersionPolicy
+	if err := json.Unmarshal(e.Value(), &p); err != nil {
+		return migrate.VersionPolicy{}, fmt.Errorf("migratestore: decode policy %s: %w", platform, err)
+	}
+	if policyKeyPrefix+p.Platform != e.Key() {
+		return migrate.VersionPolicy{}, fmt.Errorf("migratestore: decode policy %s: record names %q", e.Key(), p.Platform)
+	}
+	p.Revision = e.Revision()
+	return p, nil
+}
+
+// Put writes p if the stored policy's revision is still p.Revision (0: the
+// platform has no policy yet); otherwise it returns an error wrapping
+// migrate.ErrConflict.
+func (s *Policies) Put(ctx context.Context, p migrate.VersionPolicy) (migrate.VersionPolicy, error) {
+	if err := p.Validate(); err != nil {
+		return migrate.VersionPolicy{}, err
+	}
+	rev := p.Revision
+	p.Revision = 0
+	data, err := json.Marshal(p)
+	if err != nil {
+		return migrate.VersionPolicy{}, fmt.Errorf("migratestore: encode policy %s: %w", p.Platform, err)
+	}
+	key := policyKeyPrefix + p.Platform
+	var out uint64
+	if rev == 0 {
+		out, err = s.kv.Create(ctx, key, data)
+	} else {
+		out, err = s.kv.Update(ctx, key, data, rev)
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return migrate.VersionPolicy{}, fmt.Errorf("migratestore: policy %s changed since revision %d: %w", p.Platform, rev, migrate.ErrConflict)
+	}
+	if err != nil {
+		return migrate.VersionPolicy{}, fmt.Errorf("migratestore: write policy %s: %w", p.Platform, err)
+	}
+	p.Revision = out
+	return p, nil
+}
+
+// Modify reads a platform's policy (a fresh one when it has none), applies
+// fn and writes the result with a compare-and-set, retrying a few times when
+// another writer got there first.
+func (s *Policies) Modify(ctx context.Context, platform string, fn func(migrate.VersionPolicy) (migrate.VersionPolicy, error)) (migrate.VersionPolicy, error) {
+	var err error
+	for range DefaultMaxRetries {
+		cur, gerr := s.Get(ctx, platform)
+		if errors.Is(gerr, migrate.ErrPolicyNotFound) {
+			cur, gerr = migrate.VersionPolicy{Platform: platform}, nil
+		}
+		if gerr != nil {
+			return migrate.VersionPolicy{}, gerr
+		}
+		next, ferr := fn(cur.Clone())
+		if ferr != nil {
+			return migrate.VersionPolicy{}, ferr
+		}
+		next.Platform, next.Revision = platform, cur.Revision
+		var out migrate.VersionPolicy
+		if out, err = s.Put(ctx, next); err == nil {
+			return out, nil
+		}
+		if !errors.Is(err, migrate.ErrConflict) {
+			return migrate.VersionPolicy{}, err
+		}
+	}
+	return migrate.VersionPolicy{}, err
+}
+
+// List returns every policy, by platform.
+func (s *Policies) List(ctx context.Context) ([]migrate.VersionPolicy, error) {
+	lister, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("migratestore: list policies: %w", err)
+	}
+	var names []string
+	for k := range lister.Keys() {
+		if name, ok := strings.CutPrefix(k, policyKeyPrefix); ok {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	out := make([]migrate.VersionPolicy, 0, len(names))
+	for _, n := range names {
+		p, err := s.Get(ctx, n)
+		if errors.Is(err, migrate.ErrPolicyNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
