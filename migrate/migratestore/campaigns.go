@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/ferrygw/ferry/migrate"
@@ -122,53 +120,21 @@ func (s *Campaigns) Update(ctx context.Context, c migrate.Campaign) (migrate.Cam
 // Modify reads a campaign, applies fn and writes the result with a
 // compare-and-set, retrying a few times when another writer got there first.
 func (s *Campaigns) Modify(ctx context.Context, name string, fn func(migrate.Campaign) (migrate.Campaign, error)) (migrate.Campaign, error) {
-	var err error
-	for range DefaultMaxRetries {
-		var c migrate.Campaign
-		if c, err = s.Get(ctx, name); err != nil {
-			return migrate.Campaign{}, err
-		}
-		next, ferr := fn(c)
-		if ferr != nil {
-			return migrate.Campaign{}, ferr
-		}
-		next.Revision = c.Revision
-		var out migrate.Campaign
-		if out, err = s.Update(ctx, next); err == nil {
-			return out, nil
-		}
-		if !errors.Is(err, migrate.ErrConflict) {
-			return migrate.Campaign{}, err
-		}
-	}
-	return migrate.Campaign{}, err
+	return modify(
+		func() (migrate.Campaign, error) { return s.Get(ctx, name) },
+		func(c migrate.Campaign) (migrate.Campaign, error) {
+			next, err := fn(c)
+			next.Revision = c.Revision
+			return next, err
+		},
+		func(c migrate.Campaign) (migrate.Campaign, error) { return s.Update(ctx, c) },
+	)
 }
 
 // List returns every campaign, by name.
 func (s *Campaigns) List(ctx context.Context) ([]migrate.Campaign, error) {
-	lister, err := s.kv.ListKeys(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("migratestore: list campaigns: %w", err)
-	}
-	var names []string
-	for k := range lister.Keys() {
-		if name, ok := strings.CutPrefix(k, campaignKeyPrefix); ok {
-			names = append(names, name)
-		}
-	}
-	slices.Sort(names)
-	out := make([]migrate.Campaign, 0, len(names))
-	for _, n := range names {
-		c, err := s.Get(ctx, n)
-		if errors.Is(err, migrate.ErrCampaignNotFound) {
-			continue // deleted meanwhile
-		}
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	return out, nil
+	return listByPrefix(ctx, s.kv, campaignKeyPrefix, migrate.ErrCampaignNotFound,
+		func(name string) (migrate.Campaign, error) { return s.Get(ctx, name) })
 }
 
 // Frozen reports whether the global freeze is on.

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 
 	"github.com/ferrygw/ferry/migrate"
 	"github.com/nats-io/nats.go/jetstream"
@@ -104,54 +102,25 @@ func (s *Policies) Put(ctx context.Context, p migrate.VersionPolicy) (migrate.Ve
 // fn and writes the result with a compare-and-set, retrying a few times when
 // another writer got there first.
 func (s *Policies) Modify(ctx context.Context, platform string, fn func(migrate.VersionPolicy) (migrate.VersionPolicy, error)) (migrate.VersionPolicy, error) {
-	var err error
-	for range DefaultMaxRetries {
-		cur, gerr := s.Get(ctx, platform)
-		if errors.Is(gerr, migrate.ErrPolicyNotFound) {
-			cur, gerr = migrate.VersionPolicy{Platform: platform}, nil
-		}
-		if gerr != nil {
-			return migrate.VersionPolicy{}, gerr
-		}
-		next, ferr := fn(cur.Clone())
-		if ferr != nil {
-			return migrate.VersionPolicy{}, ferr
-		}
-		next.Platform, next.Revision = platform, cur.Revision
-		var out migrate.VersionPolicy
-		if out, err = s.Put(ctx, next); err == nil {
-			return out, nil
-		}
-		if !errors.Is(err, migrate.ErrConflict) {
-			return migrate.VersionPolicy{}, err
-		}
-	}
-	return migrate.VersionPolicy{}, err
+	return modify(
+		func() (migrate.VersionPolicy, error) {
+			cur, err := s.Get(ctx, platform)
+			if errors.Is(err, migrate.ErrPolicyNotFound) {
+				return migrate.VersionPolicy{Platform: platform}, nil
+			}
+			return cur, err
+		},
+		func(cur migrate.VersionPolicy) (migrate.VersionPolicy, error) {
+			next, err := fn(cur.Clone())
+			next.Platform, next.Revision = platform, cur.Revision
+			return next, err
+		},
+		func(p migrate.VersionPolicy) (migrate.VersionPolicy, error) { return s.Put(ctx, p) },
+	)
 }
 
 // List returns every policy, by platform.
 func (s *Policies) List(ctx context.Context) ([]migrate.VersionPolicy, error) {
-	lister, err := s.kv.ListKeys(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("migratestore: list policies: %w", err)
-	}
-	var names []string
-	for k := range lister.Keys() {
-		if name, ok := strings.CutPrefix(k, policyKeyPrefix); ok {
-			names = append(names, name)
-		}
-	}
-	slices.Sort(names)
-	out := make([]migrate.VersionPolicy, 0, len(names))
-	for _, n := range names {
-		p, err := s.Get(ctx, n)
-		if errors.Is(err, migrate.ErrPolicyNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, p)
-	}
-	return out, nil
+	return listByPrefix(ctx, s.kv, policyKeyPrefix, migrate.ErrPolicyNotFound,
+		func(name string) (migrate.VersionPolicy, error) { return s.Get(ctx, name) })
 }
