@@ -97,6 +97,7 @@ type Bridge struct {
 	routes  *routePublisher
 	cursor  *cursorStore
 	outbox  *outbox
+	ledger  *ledger
 
 	mu   sync.Mutex
 	link *cloud.Client // current cloud link; nil while reconnecting
@@ -150,6 +151,9 @@ func New(ctx context.Context, cfg Config) (*Bridge, error) {
 		metrics: m,
 		cursor:  cur,
 	}
+	if b.ledger, err = newLedger(ctx, cfg.JS); err != nil {
+		return nil, err
+	}
 	b.routes = newRoutePublisher(b)
 	if b.outbox, err = newOutbox(ctx, cfg.JS, cfg.OutboxTTL, b.carry, cfg.Now, log, m); err != nil {
 		return nil, err
@@ -168,6 +172,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 		Now:       b.now,
 		Logger:    b.log,
 		Deliver:   b.fromLegacy,
+		OnFrame:   b.onFrame,
 	})
 	defer legacy.RemoveChatHandlers(b.cfg.Host)
 

@@ -15,5 +15,16 @@
 // JetStream, so a restart neither loses nor replays what users see (legacy
 // devices drop repeated message ids).
 //
+// Chat v1 and v2 have no groups: a cloud group message reaches a legacy-home
+// member's devices with its id and sender unchanged and the group's name
+// before the text, and the bridge remembers its conversation in a persistent
+// id map so the device's receipt finds the group again. Receipts degrade by
+// chat version: a v2 device's read receipt becomes a cloud read receipt for
+// the legacy user; a v1 device only ever yields "delivered" (its ack); cloud
+// receipts, per message or cumulative, reach a legacy sender's v2 devices as
+// per-message receipts and are not sent to v1 devices. Typing and presence
+// are not bridged: the cloud neither sends them to nor accepts them from
+// bridge sessions (PROTOCOL.md, v4).
+//
 // bridge is the only package that imports both legacy/ and cloud/.
 package bridge

@@ -9,6 +9,7 @@ import (
 // metrics are the bridge's Prometheus series. None carries a user or peer id.
 type metrics struct {
 	messages *prometheus.CounterVec
+	items    *prometheus.CounterVec
 	receipts *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	routes   *prometheus.CounterVec
@@ -24,6 +25,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "gateway_bridge_messages_total",
 			Help: "Messages the bridge carried between the overlay and the cloud, by direction and result.",
 		}, []string{"direction", "result"}),
+		items: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_bridge_items_total",
+			Help: "Items the bridge carried between the overlay and the cloud, by direction, kind (msg, group_msg, receipt) and result.",
+		}, []string{"direction", "kind", "result"}),
 		receipts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gateway_bridge_receipts_total",
 			Help: "Receipts the bridge translated, by direction and result.",
@@ -55,11 +60,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		for _, res := range []string{resultOK, resultQueued, resultRefused, resultError, resultUndeliverable} {
 			m.messages.WithLabelValues(dir, res)
 		}
+		for _, kind := range []string{kindMsg, kindGroupMsg, kindReceipt} {
+			m.items.WithLabelValues(dir, kind, resultOK)
+		}
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.messages, m.receipts, m.latency, m.routes, m.linkUp, m.outboxDepth, m.outboxOldest} {
+	for _, c := range []prometheus.Collector{m.messages, m.items, m.receipts, m.latency, m.routes, m.linkUp, m.outboxDepth, m.outboxOldest} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("bridge: register metrics: %w", err)
 		}

@@ -50,6 +50,7 @@ func (b *Bridge) fromLegacy(ctx context.Context, from legacywire.Certificate, ms
 	start := b.now()
 	refuse := func(code, text, result string) legacywire.ChatAck {
 		b.metrics.messages.WithLabelValues(dirLegacyToCloud, result).Inc()
+		b.metrics.items.WithLabelValues(dirLegacyToCloud, kindMsg, result).Inc()
 		return legacywire.ChatAck{ID: msg.ID, Status: legacywire.StatusRefused, Code: code, Error: text}
 	}
 	u, ok := b.cfg.State.Get(msg.To)
@@ -68,6 +69,7 @@ func (b *Bridge) fromLegacy(ctx context.Context, from legacywire.Certificate, ms
 		return refuse(CodeUnavailable, "cloud did not store the message", resultError)
 	}
 	b.metrics.messages.WithLabelValues(dirLegacyToCloud, resultOK).Inc()
+	b.metrics.items.WithLabelValues(dirLegacyToCloud, kindMsg, resultOK).Inc()
 	b.metrics.latency.WithLabelValues(dirLegacyToCloud).Observe(b.now().Sub(start).Seconds())
 	return legacywire.ChatAck{ID: msg.ID, Status: legacywire.StatusDelivered}
 }
@@ -140,10 +142,17 @@ func (b *Bridge) serveLink(ctx context.Context) error {
 // as does every message for a recipient who already has some waiting there;
 // an error means the event is not safely handled and the feed must stop.
 func (b *Bridge) handleEvent(ctx context.Context, ev cloudwire.Event) error {
-	if ev.Kind != cloudwire.KindMsg || ev.From == ev.User {
-		return nil
+	if ev.Kind == cloudwire.KindGroup && ev.Op == cloudwire.GroupCreate {
+		b.ledger.setGroupName(ev.Conv, ev.Name)
 	}
 	if u, ok := b.cfg.State.Get(ev.User); ok && u.CloudHome() {
+		return nil
+	}
+	switch ev.Kind {
+	case cloudwire.KindReceipt, cloudwire.KindReceiptUpTo:
+		return b.receiptToLegacy(ctx, ev)
+	}
+	if ev.Kind != cloudwire.KindMsg || ev.From == ev.User {
 		return nil
 	}
 	if !b.outbox.pending(ev.User) {
@@ -160,7 +169,16 @@ func (b *Bridge) handleEvent(ctx context.Context, ev cloudwire.Event) error {
 		return err
 	}
 	b.metrics.messages.WithLabelValues(dirCloudToLegacy, resultQueued).Inc()
+	b.metrics.items.WithLabelValues(dirCloudToLegacy, msgKind(ev), resultQueued).Inc()
 	return nil
+}
+
+// msgKind is the kind label of a cloud message event.
+func msgKind(ev cloudwire.Event) string {
+	if cloudwire.IsGroupID(ev.Conv) {
+		return kindGroupMsg
+	}
+	return kindMsg
 }
 
 // carry makes one attempt to deliver a cloud message to one of the
@@ -169,17 +187,29 @@ func (b *Bridge) handleEvent(ctx context.Context, ev cloudwire.Event) error {
 // needs no further attempt: delivered, or refused by the device for good.
 func (b *Bridge) carry(ctx context.Context, ev cloudwire.Event) (done bool, err error) {
 	start := b.now()
+	kind := msgKind(ev)
 	msg := legacywire.ChatMessage{ID: ev.MsgID, From: ev.From, To: ev.User, Text: ev.Text, SentAt: ev.At}
+	if kind == kindGroupMsg {
+		// Chat v1 and v2 have no groups: the message keeps its id and
+		// sender, and its text says which group it belongs to. The id map
+		// lets the device's receipt find the group again.
+		msg.Text = groupText(b.groupName(ctx, ev.User, ev.Conv), ev.Text)
+		if err := b.ledger.rememberConv(ctx, ev.MsgID, ev.Conv); err != nil {
+			return false, err
+		}
+	}
 	ack, err := b.deliverOnce(ctx, msg)
 	if err != nil {
 		return false, err
 	}
 	if ack.Status != legacywire.StatusDelivered {
 		b.metrics.messages.WithLabelValues(dirCloudToLegacy, resultRefused).Inc()
+		b.metrics.items.WithLabelValues(dirCloudToLegacy, kind, resultRefused).Inc()
 		b.log.Warn("legacy device refused", "msg_id", ev.MsgID, "code", ack.Code)
 		return true, nil
 	}
 	b.metrics.messages.WithLabelValues(dirCloudToLegacy, resultOK).Inc()
+	b.metrics.items.WithLabelValues(dirCloudToLegacy, kind, resultOK).Inc()
 	b.metrics.latency.WithLabelValues(dirCloudToLegacy).Observe(b.now().Sub(start).Seconds())
 
 	link := b.currentLink()

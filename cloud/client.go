@@ -192,7 +192,12 @@ func closeErr(err error) error {
 	var ce *websocket.CloseError
 	if errors.As(err, &ce) {
 		reason, _ := cloudwire.ParseCloseReason(ce.Text)
-		return &CloseError{Code: ce.Code, Text: ce.Text, Reason: reason}
+		out := &CloseError{Code: ce.Code, Text: ce.Text, Reason: reason}
+		if ce.Code == cloudwire.CloseUpgradeRequired {
+			up, _ := cloudwire.ParseUpgradeRequired(ce.Text)
+			return &UpgradeRequiredError{Reason: up, Close: out}
+		}
+		return out
 	}
 	return err
 }

@@ -36,6 +36,12 @@ type Config struct {
 	// Admit decides whether a native user session may open; nil admits all.
 	// A refusal closes the socket with 4403 and the error text.
 	Admit func(ctx context.Context, user string) error
+	// CheckClient, when set, applies the client version policy to a native
+	// user's hello (after Admit): a non-nil answer closes the socket with
+	// cloudwire.CloseUpgradeRequired (4426) and the answer as JSON, and the
+	// client stops reconnecting. It is called on the session's goroutine
+	// and must answer quickly (ctx is bounded). nil admits every version.
+	CheckClient func(ctx context.Context, user string, h cloudwire.Hello) *cloudwire.UpgradeRequired
 	// ActFor decides whether a bridge session may act for user; nil allows.
 	// A refusal answers the request with a "forbidden" error frame.
 	ActFor func(ctx context.Context, user string) error

@@ -33,6 +33,11 @@ var (
 	// ErrProtocol is returned by Dial and Client.Err when the server sent
 	// something the client cannot understand.
 	ErrProtocol = errors.New("cloud: protocol error")
+	// ErrUpgradeRequired is matched (errors.Is) by *UpgradeRequiredError,
+	// which Dial and Client.Err return when the service closed with
+	// cloudwire.CloseUpgradeRequired: reconnecting with this client
+	// version is refused the same way, so callers must not retry.
+	ErrUpgradeRequired = errors.New("cloud: upgrade required")
 )
 
 // ServerError is an error frame the server answered a request with.
@@ -57,6 +62,33 @@ type CloseError struct {
 func (e *CloseError) Error() string {
 	return fmt.Sprintf("cloud: connection closed: %d %s", e.Code, e.Text)
 }
+
+// UpgradeRequiredError is a close with cloudwire.CloseUpgradeRequired: the
+// client version policy refused this client. It matches ErrUpgradeRequired,
+// and unwraps to the *CloseError.
+type UpgradeRequiredError struct {
+	// Reason is the parsed close reason (minimum version, update URL,
+	// deadline, notice); a reason that is not JSON is in Reason.Notice.
+	Reason cloudwire.UpgradeRequired
+	Close  *CloseError
+}
+
+func (e *UpgradeRequiredError) Error() string {
+	msg := "cloud: upgrade required"
+	if e.Reason.Minimum != "" {
+		msg += " (minimum " + e.Reason.Minimum + ")"
+	}
+	if e.Reason.Notice != "" {
+		msg += ": " + e.Reason.Notice
+	}
+	return msg
+}
+
+// Is makes errors.Is(err, ErrUpgradeRequired) true.
+func (e *UpgradeRequiredError) Is(target error) bool { return target == ErrUpgradeRequired }
+
+// Unwrap returns the close, so errors.As finds the *CloseError too.
+func (e *UpgradeRequiredError) Unwrap() error { return e.Close }
 
 // DialError is a handshake the server refused with an HTTP status, before
 // the upgrade (401 bad token, 403 origin or role, 503 shutting down).

@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
 
+	"github.com/ferrygw/ferry/cloud/cloudweb"
 	"github.com/ferrygw/ferry/cloud/cloudwire"
 )
 
@@ -96,13 +97,15 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	return s, nil
 }
 
-// Handler serves GET /v1/ws (the WebSocket endpoint) and GET /healthz. The
+// Handler serves GET /v1/ws (the WebSocket endpoint), GET /healthz and the
+// reference browser client (cloudweb) at GET /. The
 // http.Server running it must set ReadHeaderTimeout: the WebSocket library
 // clears deadlines after the upgrade, and the service sets its own.
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/ws", s.serveWS)
 	mux.HandleFunc("GET /healthz", s.serveHealth)
+	mux.Handle("GET /", cloudweb.Handler())
 	return mux
 }
 

@@ -402,6 +402,17 @@ func (s *session) authenticate(claims *cloudwire.Claims, h cloudwire.Hello) bool
 				return false
 			}
 		}
+		if check := s.svc.cfg.CheckClient; check != nil {
+			ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
+			h.Token = ""
+			up := check(ctx, claims.Subject, h)
+			cancel()
+			if up != nil {
+				s.svc.m.handshakes.WithLabelValues("upgrade_required").Inc()
+				s.closeWith(cloudwire.CloseUpgradeRequired, up.String())
+				return false
+			}
+		}
 	case cloudwire.RoleBridge:
 		s.bridge = true
 	default:

@@ -297,6 +297,7 @@ func (a *agent) startCloud(ctx context.Context, g *errgroup.Group, gctx context.
 		TokenKey:       a.tokenKey.Public().(ed25519.PublicKey),
 		AllowedOrigins: a.cfg.AllowedOrigins,
 		Admit:          a.admitCloudDevice,
+		CheckClient:    a.checkCloudClient,
 		ActFor:         a.bridgeMayActFor,
 		OnHello:        a.devices.fromCloud,
 		Registerer:     a.reg,

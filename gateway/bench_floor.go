@@ -16,6 +16,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/ferrygw/ferry/cloud/cloudwire"
 )
 
 // benchPayload is the message of the floor benchmarks, about the size of a
@@ -80,7 +82,7 @@ type wsServer struct {
 	conns map[*websocket.Conn]struct{}
 }
 
-var benchUpgrader = websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
+var benchUpgrader = websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }, Subprotocols: []string{cloudwire.Subprotocol}}
 
 func startWSServer(handle func(*websocket.Conn)) (*wsServer, error) {
 	return startHTTPServer(nil, handle)

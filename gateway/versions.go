@@ -10,16 +10,11 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ferrygw/ferry/cloud/cloudwire"
 	"github.com/ferrygw/ferry/legacy/legacywire"
 	"github.com/ferrygw/ferry/migrate"
 	"github.com/ferrygw/ferry/migrate/migratestore"
 )
-
-// codeUpgradeRequired is the refusal code of a registration the version
-// policy refuses. legacywire has no such code yet (see the report of issue
-// 7): a client that does not know it still gets DirResponse.OK false and the
-// notice in Error.
-const codeUpgradeRequired = "upgrade_required"
 
 // admitTimeout bounds the policy read on a registration.
 const admitTimeout = 2 * time.Second
@@ -53,35 +48,55 @@ func (a *agent) startVersions(ctx context.Context) (*versionControl, error) {
 // registering device, with the user's phase and whether the device is
 // already linked taken from the migration state.
 func (a *agent) admitLegacy(cert legacywire.Certificate) (code, notice string) {
-	if a.versions == nil || migrate.CheckPlatform(cert.Platform) != nil {
-		return "", ""
+	dec, known, ok := a.decideVersion(context.Background(), cert.User, cert.PeerID, cert.Platform, cert.ClientVersion, cert.Capabilities)
+	if ok && dec.Refuses(known) {
+		return legacywire.CodeUpgradeRequired, dec.Notice
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), admitTimeout)
+	return "", ""
+}
+
+// checkCloudClient is the cloud service's CheckClient hook: the same
+// decision as admitLegacy, for a native hello. A refusal carries the
+// minimum version, update URL and deadline the client shows.
+func (a *agent) checkCloudClient(ctx context.Context, user string, h cloudwire.Hello) *cloudwire.UpgradeRequired {
+	dec, known, ok := a.decideVersion(ctx, user, h.Device, h.Platform, h.ClientVersion, h.Capabilities)
+	if !ok || !dec.Refuses(known) {
+		return nil
+	}
+	return &cloudwire.UpgradeRequired{Minimum: dec.Minimum, UpdateURL: dec.UpdateURL, Deadline: dec.Deadline, Notice: dec.Notice}
+}
+
+// decideVersion applies the platform's version policy to one device of
+// user, with the user's phase and whether the device is already linked
+// taken from the migration state, and counts the decision. ok is false when
+// no policy applies (unknown platform, no policy, policy store down: the
+// device is admitted).
+func (a *agent) decideVersion(ctx context.Context, user, device, platform, version string, caps []string) (dec migrate.Decision, known, ok bool) {
+	if a.versions == nil || migrate.CheckPlatform(platform) != nil {
+		return dec, false, false
+	}
+	ctx, cancel := context.WithTimeout(ctx, admitTimeout)
 	defer cancel()
-	p, err := a.versions.policies.Get(ctx, cert.Platform)
+	p, err := a.versions.policies.Get(ctx, platform)
 	if errors.Is(err, migrate.ErrPolicyNotFound) {
-		return "", ""
+		return dec, false, false
 	}
 	if err != nil {
-		a.log.Warn("version policy unavailable; admitting", "platform", cert.Platform, "err", err)
-		return "", ""
+		a.log.Warn("version policy unavailable; admitting", "platform", platform, "err", err)
+		return dec, false, false
 	}
-	phase, known := migrate.PhaseLegacy, false
-	if u, ok := a.state.Get(cert.User); ok {
+	phase := migrate.PhaseLegacy
+	if u, found := a.state.Get(user); found {
 		phase = u.Phase
-		_, known = u.Device(cert.PeerID)
+		_, known = u.Device(device)
 	}
-	caps := cert.Capabilities
 	if caps == nil {
 		caps = []string{}
 	}
-	dec := migrate.Decide(&p, phase, migrate.ClientDevice{ID: cert.PeerID, Platform: cert.Platform, Version: cert.ClientVersion,
+	dec = migrate.Decide(&p, phase, migrate.ClientDevice{ID: device, Platform: platform, Version: version,
 		Capabilities: caps, Known: known}, time.Now())
 	a.versions.decisions.WithLabelValues(p.Platform, string(dec.Stage), string(dec.Outcome)).Inc()
-	if dec.Refuses(known) {
-		return codeUpgradeRequired, dec.Notice
-	}
-	return "", ""
+	return dec, known, true
 }
 
 func (a *agent) registerVersionRoutes(mux *http.ServeMux) {

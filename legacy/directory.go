@@ -40,7 +40,9 @@ func (d *Directory) Supernode() peer.AddrInfo {
 
 // Register registers the device with the host's listen addresses. The record
 // expires after the supernode's RecordTTL unless registered again. A refusal
-// is a *RefusedError.
+// is a *RefusedError, except a retired client version: that is an
+// *UpgradeRequiredError carrying the notice, and the caller must stop
+// registering.
 func (d *Directory) Register(ctx context.Context) error {
 	_, err := d.register(ctx, false)
 	return err
@@ -182,6 +184,9 @@ func (d *Directory) roundTripTo(ctx context.Context, sn peer.AddrInfo, req legac
 	}
 	_ = s.Close()
 	if !resp.OK {
+		if resp.Code == legacywire.CodeUpgradeRequired {
+			return resp, &UpgradeRequiredError{Notice: resp.Error}
+		}
 		return resp, &RefusedError{Code: resp.Code, Message: resp.Error}
 	}
 	return resp, nil

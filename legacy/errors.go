@@ -41,6 +41,12 @@ var (
 	// frame a v1 peer cannot parse.
 	ErrNotSupported = errors.New("legacy: peer does not speak this chat version")
 
+	// ErrUpgradeRequired is matched (errors.Is) by every
+	// *UpgradeRequiredError: the supernode refused the device because its
+	// client version is retired. Retrying changes nothing until the user
+	// updates, so callers stop registering.
+	ErrUpgradeRequired = errors.New("legacy: upgrade required")
+
 	// ErrBadKeyFile is returned by LoadOrCreateAuthority when the key file
 	// exists but does not hold a valid seed.
 	ErrBadKeyFile = errors.New("legacy: bad authority key file")
@@ -65,3 +71,25 @@ func (e *RefusedError) Error() string {
 
 // Is makes errors.Is(err, ErrRefused) true for every refusal.
 func (e *RefusedError) Is(target error) bool { return target == ErrRefused }
+
+// UpgradeRequiredError is the supernode's refusal with
+// legacywire.CodeUpgradeRequired, returned by the Directory (and so by
+// Device.Register). It matches ErrUpgradeRequired and ErrRefused.
+type UpgradeRequiredError struct {
+	// Notice is the human-readable text for the user: the minimum version,
+	// where to update and by when, as the operator's policy words it.
+	Notice string
+}
+
+// Error returns the notice.
+func (e *UpgradeRequiredError) Error() string {
+	if e.Notice == "" {
+		return "legacy: upgrade required"
+	}
+	return "legacy: upgrade required: " + e.Notice
+}
+
+// Is makes errors.Is true for ErrUpgradeRequired and ErrRefused.
+func (e *UpgradeRequiredError) Is(target error) bool {
+	return target == ErrUpgradeRequired || target == ErrRefused
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -118,6 +119,17 @@ type SimStats struct {
 	Failed int64
 	// Received is the number of distinct messages simulated devices received.
 	Received int64
+	// UpgradeRequired is the number of devices the supernode refused with
+	// legacywire.CodeUpgradeRequired (at setup or at a refresh). Each one
+	// logged the notice once and stopped registering and sending, as a
+	// real client must.
+	UpgradeRequired int64
+	// Notices is the number of messages received from the official system
+	// contact (legacywire.NoticesUser), counted in Received too.
+	Notices int64
+	// LastNotice is the text of the last upgrade notice or system-contact
+	// message a device got, "" when none.
+	LastNotice string
 }
 
 // SimProfile is what a simulated device claims to be.
@@ -162,12 +174,15 @@ func RunSim(ctx context.Context, cfg SimConfig) (SimStats, error) {
 	log := componentLogger(cfg.Logger, "legacy.sim")
 
 	var stats simCounters
-	devices, hosts, err := simSetup(ctx, cfg, &stats)
+	devices, hosts, err := simSetup(ctx, cfg, log, &stats)
 	defer closeHosts(log, hosts)
 	if err != nil {
 		return SimStats{}, err
 	}
-	log.Info("simulated devices registered", "users", len(devices))
+	log.Info("simulated devices registered", "devices", len(devices), "upgrade_required", stats.upgradeRequired.Load())
+	if len(devices) == 0 {
+		return stats.snapshot(), nil
+	}
 
 	recipients := make([]string, 0, cfg.Users+len(cfg.Contacts))
 	for i := range cfg.Users {
@@ -186,8 +201,9 @@ func RunSim(ctx context.Context, cfg SimConfig) (SimStats, error) {
 			}
 		})
 	}
-	wg.Go(func() { simRefresh(runCtx, log, devices) })
-	simSchedule(runCtx, cfg.Rate*float64(len(devices)), devices, recipients, jobs)
+	stopped := make([]atomic.Bool, len(devices))
+	wg.Go(func() { simRefresh(runCtx, log, devices, stopped, &stats) })
+	simSchedule(runCtx, cfg.Rate*float64(len(devices)), devices, stopped, recipients, jobs)
 	close(jobs)
 	wg.Wait()
 
@@ -198,21 +214,56 @@ func RunSim(ctx context.Context, cfg SimConfig) (SimStats, error) {
 
 type simCounters struct {
 	sent, delivered, failed, received atomic.Int64
+	upgradeRequired, notices          atomic.Int64
+	lastNotice                        atomic.Pointer[string]
 }
 
 func (c *simCounters) snapshot() SimStats {
-	return SimStats{Sent: c.sent.Load(), Delivered: c.delivered.Load(), Failed: c.failed.Load(), Received: c.received.Load()}
+	out := SimStats{Sent: c.sent.Load(), Delivered: c.delivered.Load(), Failed: c.failed.Load(), Received: c.received.Load(),
+		UpgradeRequired: c.upgradeRequired.Load(), Notices: c.notices.Load()}
+	if n := c.lastNotice.Load(); n != nil {
+		out.LastNotice = *n
+	}
+	return out
+}
+
+// toldToUpgrade reports whether err is the supernode's upgrade-required
+// refusal and, when it is, shows the notice (the log stands for the user's
+// screen) and counts the device as stopped.
+func (c *simCounters) toldToUpgrade(log *slog.Logger, user string, err error) bool {
+	var up *UpgradeRequiredError
+	if !errors.As(err, &up) {
+		return false
+	}
+	log.Info("simulated device told to upgrade; it stops registering", "user", user, "notice", up.Notice)
+	c.upgradeRequired.Add(1)
+	c.lastNotice.Store(&up.Notice)
+	return true
+}
+
+// onMessage counts a received message, and a system notice apart.
+func (c *simCounters) onMessage(log *slog.Logger, m legacywire.ChatMessage) {
+	c.received.Add(1)
+	if m.From == legacywire.NoticesUser {
+		log.Info("simulated device got a notice", "user", m.To, "notice", m.Text)
+		c.notices.Add(1)
+		c.lastNotice.Store(&m.Text)
+	}
 }
 
 type simJob struct {
 	from *Device
-	to   string
-	seq  int64
+	// stopped is set once the sender was told to upgrade.
+	stopped *atomic.Bool
+	to      string
+	seq     int64
 }
 
 // simSetup builds, certifies and registers the devices. It returns every
 // host it created, even on error, so the caller can close them.
-func simSetup(ctx context.Context, cfg SimConfig, stats *simCounters) ([]*Device, []host.Host, error) {
+// A device refused with an upgrade notice is left out of the returned
+// devices: it neither sends nor registers again.
+func simSetup(ctx context.Context, cfg SimConfig, log *slog.Logger, stats *simCounters) ([]*Device, []host.Host, error) {
 	n := cfg.Users * cfg.DevicesPerUser
 	devices := make([]*Device, n)
 	hosts := make([]host.Host, n)
@@ -243,12 +294,15 @@ func simSetup(ctx context.Context, cfg SimConfig, stats *simCounters) ([]*Device
 				Fallbacks:      cfg.Fallbacks,
 				Logger:         cfg.Logger,
 				MaxChatVersion: chatVersion,
-				OnMessage:      func(legacywire.ChatMessage) { stats.received.Add(1) },
+				OnMessage:      func(m legacywire.ChatMessage) { stats.onMessage(log, m) },
 			})
 			if err != nil {
 				return fmt.Errorf("device %s: %w", user, err)
 			}
 			if err := d.Register(gctx); err != nil {
+				if stats.toldToUpgrade(log, user, err) {
+					return nil
+				}
 				return err
 			}
 			devices[i] = d
@@ -258,12 +312,13 @@ func simSetup(ctx context.Context, cfg SimConfig, stats *simCounters) ([]*Device
 	if err := g.Wait(); err != nil {
 		return nil, hosts, fmt.Errorf("legacy: sim setup: %w", err)
 	}
-	return devices, hosts, nil
+	return slices.DeleteFunc(devices, func(d *Device) bool { return d == nil }), hosts, nil
 }
 
 // simRefresh renews every device's registration, as a real client does, until
-// ctx ends.
-func simRefresh(ctx context.Context, log *slog.Logger, devices []*Device) {
+// ctx ends. A device told to upgrade stops refreshing (and sending: its
+// stopped flag is set), as a real client must, instead of retrying forever.
+func simRefresh(ctx context.Context, log *slog.Logger, devices []*Device, stopped []atomic.Bool, stats *simCounters) {
 	t := time.NewTicker(simRefreshInterval)
 	defer t.Stop()
 	for {
@@ -272,8 +327,16 @@ func simRefresh(ctx context.Context, log *slog.Logger, devices []*Device) {
 			return
 		case <-t.C:
 		}
-		for _, d := range devices {
-			if err := d.Register(ctx); err != nil && ctx.Err() == nil {
+		for i, d := range devices {
+			if stopped[i].Load() {
+				continue
+			}
+			err := d.Register(ctx)
+			if err != nil && stats.toldToUpgrade(log, d.User(), err) {
+				stopped[i].Store(true)
+				continue
+			}
+			if err != nil && ctx.Err() == nil {
 				log.Warn("simulated refresh failed", "user", d.User(), "err", err)
 			}
 		}
@@ -283,7 +346,7 @@ func simRefresh(ctx context.Context, log *slog.Logger, devices []*Device) {
 // simSchedule emits send jobs as a Poisson process of the given total rate
 // until ctx ends. It blocks when every worker is busy, which slows the
 // offered load rather than piling up goroutines.
-func simSchedule(ctx context.Context, rate float64, devices []*Device, recipients []string, jobs chan<- simJob) {
+func simSchedule(ctx context.Context, rate float64, devices []*Device, stopped []atomic.Bool, recipients []string, jobs chan<- simJob) {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	<-timer.C
@@ -310,7 +373,7 @@ func simSchedule(ctx context.Context, rate float64, devices []*Device, recipient
 		select {
 		case <-ctx.Done():
 			return
-		case jobs <- simJob{from: from, to: to, seq: seq}:
+		case jobs <- simJob{from: from, stopped: &stopped[fromIdx], to: to, seq: seq}:
 		}
 	}
 }
@@ -318,6 +381,9 @@ func simSchedule(ctx context.Context, rate float64, devices []*Device, recipient
 func simSend(ctx context.Context, log *slog.Logger, j simJob, stats *simCounters) {
 	ctx, cancel := context.WithTimeout(ctx, simSendTimeout)
 	defer cancel()
+	if j.stopped.Load() {
+		return // told to upgrade: a real client no longer sends
+	}
 	stats.sent.Add(1)
 	_, _, err := j.from.Send(ctx, j.to, fmt.Sprintf("simulated message %d from %s", j.seq, j.from.User()))
 	if err != nil {

@@ -156,3 +156,81 @@ func TestRunSimPopulation(t *testing.T) {
 		t.Errorf("stats = %+v, want deliveries, no failures, Received >= Delivered", stats)
 	}
 }
+
+// TestRunSimUpgradeRequired: devices the supernode refuses with
+// upgrade_required report the notice and stop: they register once, never
+// again, and send nothing, while the others run as usual.
+func TestRunSimUpgradeRequired(t *testing.T) {
+	auth := newTestAuthority(t)
+	const notice = "Your desktop app (version 5.9.2) is no longer supported; please update to 6.2.1 or later."
+	var (
+		mu       sync.Mutex
+		attempts = map[string]int{} // registrations per refused peer
+	)
+	sn, snInfo := startSupernode(t, auth, SupernodeConfig{
+		Admit: func(cert legacywire.Certificate) (string, string) {
+			if cert.ClientVersion != "5.9.2" {
+				return "", ""
+			}
+			mu.Lock()
+			attempts[cert.PeerID]++
+			mu.Unlock()
+			return legacywire.CodeUpgradeRequired, notice
+		},
+	})
+	stats, err := RunSim(testCtx(t), SimConfig{
+		Users:     8, // versions cycle over 4: sim-0 and sim-4 run 5.9.2
+		Duration:  2 * time.Second,
+		Rate:      5,
+		Supernode: snInfo,
+		Authority: auth.PublicKey(),
+		Certify: func(ctx context.Context, id peer.ID, user string) (legacywire.Certificate, error) {
+			p, _ := SimProfileFromContext(ctx)
+			return auth.Certify(id, user, p.Platform, p.ClientVersion, nil, time.Hour)
+		},
+	})
+	if err != nil {
+		t.Fatalf("RunSim: %v", err)
+	}
+	t.Logf("stats: %+v", stats)
+	if stats.UpgradeRequired != 2 || stats.LastNotice != notice {
+		t.Errorf("UpgradeRequired = %d, LastNotice = %q; want 2 and the supernode's notice", stats.UpgradeRequired, stats.LastNotice)
+	}
+	if n := sn.Devices(); n != 6 {
+		t.Errorf("supernode has %d devices, want the 6 not refused", n)
+	}
+	if stats.Sent != stats.Delivered+stats.Failed || stats.Delivered == 0 {
+		t.Errorf("stats = %+v, want deliveries among the devices still running", stats)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(attempts) != 2 {
+		t.Errorf("refused peers = %d, want 2", len(attempts))
+	}
+	for p, n := range attempts {
+		if n != 1 {
+			t.Errorf("refused peer %s registered %d times, want once", p, n)
+		}
+	}
+}
+
+func TestDirectoryUpgradeRequiredError(t *testing.T) {
+	auth := newTestAuthority(t)
+	const notice = "please update to 7.0"
+	_, snInfo := startSupernode(t, auth, SupernodeConfig{
+		Admit: func(legacywire.Certificate) (string, string) { return legacywire.CodeUpgradeRequired, notice },
+	})
+	h := newTestHost(t)
+	d, err := NewDevice(DeviceConfig{Host: h, Cert: certify(t, auth, h, "alice"), Authority: auth.PublicKey(), Supernode: snInfo})
+	if err != nil {
+		t.Fatalf("NewDevice: %v", err)
+	}
+	err = d.Register(testCtx(t))
+	var up *UpgradeRequiredError
+	if !errors.As(err, &up) || up.Notice != notice {
+		t.Fatalf("Register = %v, want an *UpgradeRequiredError with the notice", err)
+	}
+	if !errors.Is(err, ErrUpgradeRequired) || !errors.Is(err, ErrRefused) {
+		t.Errorf("Register = %v, want it to match ErrUpgradeRequired and ErrRefused", err)
+	}
+}

@@ -193,9 +193,9 @@ const (
 	CloseForbidden = 4403
 	// CloseHelloTimeout: no hello arrived in time.
 	CloseHelloTimeout = 4408
-	// CloseUpgradeRequired is reserved for retiring client versions: the
-	// reason will carry the minimum version and an update URL, and the
-	// client must stop reconnecting.
+	// CloseUpgradeRequired: the client version policy refuses this client;
+	// the reason is an UpgradeRequired (minimum version, update URL,
+	// deadline, notice) and the client must stop reconnecting.
 	CloseUpgradeRequired = 4426
 	// CloseSlowConsumer: the session fell behind and its send queue
 	// overflowed; reconnect and resume from the last cursor.

@@ -82,7 +82,18 @@ const (
 	// CodeNotSupernode: an OpReplicate came from a peer whose certificate
 	// lacks CapSupernode.
 	CodeNotSupernode = "not_supernode"
+	// CodeUpgradeRequired: the client version policy refuses this device
+	// (hard block, or soft block of a device not yet linked). Error carries
+	// the notice for the user (minimum version, where to update, by when).
+	// A client must show it and stop registering: retrying changes nothing
+	// until the user updates.
+	CodeUpgradeRequired = "upgrade_required"
 )
+
+// NoticesUser is the official system contact: chat messages From this user
+// are notices from the operator (for example "your version will stop
+// working on ..."), sent by a bridge-capable peer of the gateway.
+const NoticesUser = "ferry-notices"
 
 // CertCode maps an error from Certificate.Verify or RouteRecord.Verify to the
 // refusal code sent on the wire. Unknown errors map to CodeBadCertificate.

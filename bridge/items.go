@@ -1,0 +1,329 @@
+package bridge
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ferrygw/ferry/cloud/cloudwire"
+	"github.com/ferrygw/ferry/legacy"
+	"github.com/ferrygw/ferry/legacy/legacywire"
+)
+
+// Item kinds, as values of the kind label of gateway_bridge_items_total.
+const (
+	kindMsg      = "msg"
+	kindGroupMsg = "group_msg"
+	kindReceipt  = "receipt"
+)
+
+// resultUnsupported counts items a legacy device's chat version cannot carry
+// (a receipt for a chat v1 device): they are not sent, by design.
+const resultUnsupported = "unsupported"
+
+// idsBucket is the bridge's persistent id map: the cloud conversation of a
+// group message it carried to a legacy device ("conv.<msg id>"), so that the
+// device's receipt, which names only the message, finds its conversation;
+// and how far cumulative cloud receipts have been forwarded to legacy
+// senders ("upto.<hash>").
+const idsBucket = "ferry_bridge_ids"
+
+// historyPage is how many entries the bridge reads per history request when
+// it expands a cumulative receipt into per-message receipts.
+const historyPage = 100
+
+// ledger is the bridge's id map and group-name cache.
+type ledger struct {
+	kv jetstream.KeyValue
+
+	mu     sync.Mutex
+	groups map[string]string // group conv → name, learned from events and history
+}
+
+func newLedger(ctx context.Context, js jetstream.JetStream) (*ledger, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      idsBucket,
+		Description: "Ferry bridge: message id to conversation, forwarded receipt watermarks",
+		History:     1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bridge: id map bucket: %w", err)
+	}
+	return &ledger{kv: kv, groups: map[string]string{}}, nil
+}
+
+// rememberConv records that msgID belongs to conv. Message ids are
+// [A-Za-z0-9_-], which NATS KV keys allow as they are.
+func (l *ledger) rememberConv(ctx context.Context, msgID, conv string) error {
+	if _, err := l.kv.Put(ctx, "conv."+msgID, []byte(conv)); err != nil {
+		return fmt.Errorf("bridge: remember conversation of %s: %w", msgID, err)
+	}
+	return nil
+}
+
+// convOf returns the conversation the bridge recorded for msgID, or "".
+func (l *ledger) convOf(ctx context.Context, msgID string) (string, error) {
+	e, err := l.kv.Get(ctx, "conv."+msgID)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return "", nil
+	case err != nil:
+		return "", fmt.Errorf("bridge: conversation of %s: %w", msgID, err)
+	}
+	return string(e.Value()), nil
+}
+
+func watermarkKey(user, conv, by, status string) string {
+	h := sha256.Sum256([]byte(user + "\n" + conv + "\n" + by + "\n" + status))
+	return "upto." + hex.EncodeToString(h[:16])
+}
+
+func (l *ledger) watermark(ctx context.Context, key string) (uint64, error) {
+	e, err := l.kv.Get(ctx, key)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("bridge: read receipt watermark: %w", err)
+	}
+	return strconv.ParseUint(string(e.Value()), 10, 64)
+}
+
+func (l *ledger) setWatermark(ctx context.Context, key string, v uint64) error {
+	if _, err := l.kv.Put(ctx, key, []byte(strconv.FormatUint(v, 10))); err != nil {
+		return fmt.Errorf("bridge: save receipt watermark: %w", err)
+	}
+	return nil
+}
+
+func (l *ledger) setGroupName(conv, name string) {
+	l.mu.Lock()
+	l.groups[conv] = name
+	l.mu.Unlock()
+}
+
+func (l *ledger) groupName(conv string) (string, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n, ok := l.groups[conv]
+	return n, ok
+}
+
+// groupName returns the display name of a group, from the events the bridge
+// has seen or, after a restart, from the group's first history entry (its
+// creation), read as member.
+func (b *Bridge) groupName(ctx context.Context, member, conv string) string {
+	if n, ok := b.ledger.groupName(conv); ok {
+		return n
+	}
+	fallback := "group " + conv[:min(len(conv), 9)]
+	link := b.currentLink()
+	if link == nil {
+		return fallback
+	}
+	hctx, cancel := context.WithTimeout(ctx, b.cfg.DeliveryTimeout)
+	defer cancel()
+	page, err := link.History(hctx, cloudwire.History{As: member, Conv: conv, After: 0, Limit: 1})
+	if err != nil || len(page.Msgs) == 0 {
+		b.log.Debug("group name", "conv", conv, "err", err)
+		return fallback
+	}
+	first := page.Msgs[0]
+	if first.Kind != cloudwire.KindGroup || first.Op != cloudwire.GroupCreate {
+		return fallback
+	}
+	name := first.Name
+	if name == "" {
+		name = fallback
+	}
+	b.ledger.setGroupName(conv, name)
+	return name
+}
+
+// groupText is how a group message reads on a chat v1/v2 device, which has
+// no groups: the group's name in brackets, then the text.
+func groupText(name, text string) string {
+	return "[" + name + "] " + text
+}
+
+// onFrame is the bridge's ChatConfig.OnFrame: chat v2 frames from legacy
+// devices to cloud-home users. A read or delivered receipt becomes a cloud
+// receipt acting for the reader. Typing and presence are refused as
+// unsupported: the cloud does not accept them from bridge sessions
+// (PROTOCOL.md, v4).
+func (b *Bridge) onFrame(ctx context.Context, _ legacywire.Certificate, f legacywire.ChatFrame) legacywire.ChatAck {
+	refuse := func(code, text string) legacywire.ChatAck {
+		return legacywire.ChatAck{ID: f.ID, Status: legacywire.StatusRefused, Code: code, Error: text}
+	}
+	if f.Type != legacywire.FrameReceipt {
+		return refuse(legacywire.CodeUnsupported, f.Type+" is not bridged to the cloud yet")
+	}
+	r := *f.Receipt
+	count := func(result string) {
+		b.metrics.receipts.WithLabelValues(dirLegacyToCloud, result).Inc()
+		b.metrics.items.WithLabelValues(dirLegacyToCloud, kindReceipt, result).Inc()
+	}
+	if u, ok := b.cfg.State.Get(r.Sender); !ok || !u.CloudHome() {
+		count(resultRefused)
+		return refuse(CodeNotHere, "the message's sender is not served by the bridge; look the user up again")
+	}
+	if r.Status != legacywire.ReceiptDelivered && r.Status != legacywire.ReceiptRead {
+		count(resultRefused)
+		return refuse(legacywire.CodeBadFrame, "unknown receipt status")
+	}
+	link := b.currentLink()
+	if link == nil {
+		count(resultError)
+		return refuse(CodeUnavailable, errNoLink.Error())
+	}
+	conv, err := b.ledger.convOf(ctx, r.MsgID)
+	if err != nil {
+		count(resultError)
+		return refuse(CodeUnavailable, "id map unavailable")
+	}
+	if conv == "" {
+		conv = cloudwire.DirectConversationID(r.Reader, r.Sender)
+	}
+	status := cloudwire.StatusDelivered
+	if r.Status == legacywire.ReceiptRead {
+		status = cloudwire.StatusRead
+	}
+	rctx, cancel := context.WithTimeout(ctx, b.cfg.DeliveryTimeout)
+	defer cancel()
+	if err := link.Receipt(rctx, cloudwire.Receipt{As: r.Reader, Conv: conv, MsgID: r.MsgID, Status: status}); err != nil {
+		count(resultError)
+		b.log.Warn("legacy receipt to cloud", "msg_id", r.MsgID, "err", err)
+		return refuse(CodeUnavailable, "cloud did not take the receipt")
+	}
+	count(resultOK)
+	return legacywire.ChatAck{ID: f.ID, Status: legacywire.StatusDelivered}
+}
+
+// receiptToLegacy forwards a cloud receipt that a cloud user gave for a
+// legacy-home sender's message to the sender's chat v2 devices. Chat v1
+// devices cannot show receipts and get nothing (counted as unsupported).
+// Receipts are best effort: one that no device takes is counted, not queued,
+// and a failure never stops the cloud feed.
+func (b *Bridge) receiptToLegacy(ctx context.Context, ev cloudwire.Event) error {
+	if ev.By == "" || ev.By == ev.User {
+		return nil // the legacy user's own receipt, given through the bridge
+	}
+	switch ev.Kind {
+	case cloudwire.KindReceipt:
+		if ev.From != "" && ev.From != ev.User {
+			return nil // a receipt of a message the legacy user did not send
+		}
+		b.sendReceipt(ctx, ev.User, ev.By, ev.MsgID, ev.Status)
+		return nil
+	case cloudwire.KindReceiptUpTo:
+		if err := b.expandUpTo(ctx, ev); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			// Never stall the feed on a receipt: count it and go on.
+			b.metrics.receipts.WithLabelValues(dirCloudToLegacy, resultError).Inc()
+			b.metrics.items.WithLabelValues(dirCloudToLegacy, kindReceipt, resultError).Inc()
+			b.log.Warn("cumulative receipt to legacy", "conv", ev.Conv, "err", err)
+		}
+	}
+	return nil
+}
+
+// expandUpTo turns "By has read Conv up to N" into per-message receipts for
+// the messages the legacy user sent there that were not receipted before,
+// reading the conversation's history as the legacy user. How far it got is
+// kept in the id map, so a replayed event sends nothing twice.
+func (b *Bridge) expandUpTo(ctx context.Context, ev cloudwire.Event) error {
+	link := b.currentLink()
+	if link == nil {
+		return errNoLink
+	}
+	key := watermarkKey(ev.User, ev.Conv, ev.By, ev.Status)
+	from, err := b.ledger.watermark(ctx, key)
+	if err != nil {
+		return err
+	}
+	for from < ev.UpTo {
+		hctx, cancel := context.WithTimeout(ctx, b.cfg.DeliveryTimeout)
+		page, err := link.History(hctx, cloudwire.History{As: ev.User, Conv: ev.Conv, After: from, Limit: historyPage})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("history of %s: %w", ev.Conv, err)
+		}
+		if len(page.Msgs) == 0 {
+			break
+		}
+		for _, m := range page.Msgs {
+			if m.Seq > ev.UpTo {
+				break
+			}
+			if m.Kind == cloudwire.KindMsg && m.From == ev.User {
+				b.sendReceipt(ctx, ev.User, ev.By, m.MsgID, ev.Status)
+			}
+			from = m.Seq
+		}
+		if !page.More {
+			break
+		}
+	}
+	if from > ev.UpTo {
+		from = ev.UpTo
+	}
+	return b.ledger.setWatermark(ctx, key, from)
+}
+
+// sendReceipt sends one receipt frame to each of sender's devices.
+func (b *Bridge) sendReceipt(ctx context.Context, sender, reader, msgID, status string) {
+	count := func(result string) {
+		b.metrics.receipts.WithLabelValues(dirCloudToLegacy, result).Inc()
+		b.metrics.items.WithLabelValues(dirCloudToLegacy, kindReceipt, result).Inc()
+	}
+	f := legacywire.ChatFrame{Type: legacywire.FrameReceipt, ID: uuid.Must(uuid.NewV7()).String(), Receipt: &legacywire.Receipt{
+		MsgID: msgID, Reader: reader, Sender: sender, Status: status, At: b.now().UTC(),
+	}}
+	if b.outbox.pending(sender) {
+		// The sender's devices are unreachable (messages wait for them):
+		// do not hold the feed up trying.
+		count(resultError)
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.DeliveryTimeout)
+	defer cancel()
+	look, err := b.dir.Lookup(ctx, sender)
+	if err != nil {
+		count(resultError)
+		return
+	}
+	targets, err := legacy.Lookup{Devices: look.Devices}.Targets()
+	if err != nil || len(targets) == 0 {
+		count(resultError)
+		return
+	}
+	delivered, unsupported := 0, 0
+	for _, t := range targets {
+		ack, _, err := legacy.SendChatFrame(ctx, b.cfg.Host, b.cert, t, legacy.LatestChatVersion, f)
+		switch {
+		case errors.Is(err, legacy.ErrNotSupported):
+			unsupported++
+		case err != nil:
+			b.log.Debug("receipt to legacy device", "msg_id", msgID, "err", err)
+		case ack.Status == legacywire.StatusDelivered:
+			delivered++
+		}
+	}
+	switch {
+	case delivered > 0:
+		count(resultOK)
+	case unsupported > 0:
+		count(resultUnsupported)
+	default:
+		count(resultError)
+	}
+}
