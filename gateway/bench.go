@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
+	"runtime/pprof"
 	"slices"
 	"text/tabwriter"
 	"time"
@@ -79,7 +81,7 @@ var benchmarks = []benchmark{
 	{"cloud-idle", "memory and goroutines per idle cloud session vs a bare gorilla/websocket server", benchCloudIdle},
 }
 
-const benchUsage = `Usage: gateway bench NAME|all [-format text|json] [-runs K] [-duration D] [-conns C] [-n N] [-procs P] [-smoke]
+const benchUsage = `Usage: gateway bench NAME|all [-format text|json] [-runs K] [-duration D] [-conns C] [-n N] [-procs P] [-smoke] [-cpuprofile FILE]
 
 Each benchmark runs its case and its floor in turns, -runs times each, in
 the same process, and prints the medians, the ratio case/floor, the target
@@ -108,6 +110,7 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.IntVar(&o.N, "n", 1000, "idle connections in cloud-idle (10000 for the real figure)")
 	fs.IntVar(&o.Procs, "procs", 0, "client processes for cloud-idle (0: one per 2,500 connections)")
 	fs.BoolVar(&o.Smoke, "smoke", false, "tiny sizes, to check that the harness works; the figures mean nothing")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -138,6 +141,17 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	if len(selected) == 0 {
 		return fmt.Errorf("%w: unknown benchmark %q (run gateway bench -h)", errUsage, pos[0])
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	var rows []benchRow
 	for _, b := range selected {

@@ -314,8 +314,8 @@ func startIdleLoad(ctx context.Context, url string, key ed25519.PrivateKey, n, p
 			if err != nil {
 				err = fmt.Errorf("load process %d did not get ready: %w", p, err)
 			}
-			io.Copy(io.Discard, out) //nolint:errcheck // drain until exit
 			ready <- err
+			io.Copy(io.Discard, out) //nolint:errcheck // drain until Wait closes it
 		}()
 	}
 	for range procs {

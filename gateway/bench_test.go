@@ -1,0 +1,111 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// TestBenchSmoke runs the quick benchmarks with tiny sizes and checks the
+// shape of their output, never a speed: the figures of a smoke run mean
+// nothing. cloud-idle needs the gateway binary for its load processes and
+// is not run here.
+func TestBenchSmoke(t *testing.T) {
+	for _, name := range []string{"floor", "cloud-rtt"} {
+		t.Run(name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			if err := run(context.Background(), []string{"bench", name, "-smoke", "-format", "json"}, &out, &errOut); err != nil {
+				t.Fatalf("bench %s: %v\n%s", name, err, errOut.String())
+			}
+			var rows []map[string]json.RawMessage
+			if err := json.Unmarshal(out.Bytes(), &rows); err != nil {
+				t.Fatalf("output is not a JSON array of rows: %v\n%s", err, out.String())
+			}
+			if len(rows) == 0 {
+				t.Fatal("no rows")
+			}
+			for _, r := range rows {
+				for _, k := range []string{"name", "measure", "case", "floor", "unit", "runs", "medians", "ratio", "target", "met"} {
+					if _, ok := r[k]; !ok {
+						t.Errorf("row %s lacks %q", r["measure"], k)
+					}
+				}
+				var got struct {
+					Name    string
+					Runs    struct{ Case, Floor []float64 }
+					Medians struct{ Case, Floor float64 }
+					Target  *benchTarget
+					Met     *bool
+				}
+				if err := json.Unmarshal(mustJSON(t, r), &got); err != nil {
+					t.Fatal(err)
+				}
+				if got.Name != name {
+					t.Errorf("name %q, want %q", got.Name, name)
+				}
+				if len(got.Runs.Case) < 3 || len(got.Runs.Floor) < 3 {
+					t.Errorf("%d case and %d floor runs, want at least 3 each", len(got.Runs.Case), len(got.Runs.Floor))
+				}
+				if got.Medians.Case <= 0 || got.Medians.Floor <= 0 {
+					t.Errorf("medians %+v, want both positive", got.Medians)
+				}
+				if (got.Target == nil) != (got.Met == nil) {
+					t.Errorf("target %v and met %v: want both or neither", got.Target, got.Met)
+				}
+			}
+
+			out.Reset()
+			if err := run(context.Background(), []string{"bench", name, "-smoke"}, &out, &errOut); err != nil {
+				t.Fatalf("bench %s (text): %v", name, err)
+			}
+			if lines := strings.Split(out.String(), "\n"); !strings.HasPrefix(lines[0], "NAME") || len(lines) < len(rows)+1 {
+				t.Errorf("text output lacks the header or rows:\n%s", out.String())
+			}
+		})
+	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestBenchRow(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		cs, fs    []float64
+		target    *benchTarget
+		ratio     float64
+		met, hasM bool
+	}{
+		{"higher is better, met", []float64{5, 6, 7}, []float64{10, 10, 12}, &benchTarget{"ratio", ">=", 0.5}, 0.6, true, true},
+		{"higher is better, missed", []float64{1, 2, 9}, []float64{10, 10, 10}, &benchTarget{"ratio", ">=", 0.5}, 0.2, false, true},
+		{"lower is better, absolute", []float64{10, 12, 11}, []float64{5, 5, 5}, &benchTarget{"case", "<=", 11}, 2.2, true, true},
+		{"reference", []float64{1, 1, 1, 3}, []float64{2, 2, 2}, nil, 0.5, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRow("x", "m", "c", "f", "u", tc.cs, tc.fs, tc.target)
+			if r.Ratio != tc.ratio {
+				t.Errorf("ratio %v, want %v", r.Ratio, tc.ratio)
+			}
+			if (r.Met != nil) != tc.hasM || (r.Met != nil && *r.Met != tc.met) {
+				t.Errorf("met %v, want %v (has %v)", r.Met, tc.met, tc.hasM)
+			}
+		})
+	}
+}
+
+func TestBenchUsage(t *testing.T) {
+	for _, args := range [][]string{{"bench"}, {"bench", "nope"}, {"bench", "floor", "-runs", "2"}, {"bench", "floor", "-format", "xml"}} {
+		var out, errOut bytes.Buffer
+		if err := run(context.Background(), args, &out, &errOut); err == nil {
+			t.Errorf("%q: no error", args)
+		}
+	}
+}
