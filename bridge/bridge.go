@@ -99,6 +99,8 @@ type Bridge struct {
 	outbox  *outbox
 	ledger  *ledger
 
+	linkState *linkTracker
+
 	mu   sync.Mutex
 	link *cloud.Client // current cloud link; nil while reconnecting
 }
@@ -151,6 +153,7 @@ func New(ctx context.Context, cfg Config) (*Bridge, error) {
 		metrics: m,
 		cursor:  cur,
 	}
+	b.linkState = newLinkTracker("link-0", m.link, cfg.Now)
 	if b.ledger, err = newLedger(ctx, cfg.JS); err != nil {
 		return nil, err
 	}
@@ -175,6 +178,8 @@ func (b *Bridge) Run(ctx context.Context) error {
 		OnFrame:   b.onFrame,
 	})
 	defer legacy.RemoveChatHandlers(b.cfg.Host)
+	b.linkState.set(LinkConnecting, nil)
+	defer b.linkState.set(LinkStopped, nil)
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return b.routes.run(ctx) })

@@ -26,5 +26,12 @@
 // are not bridged: the cloud neither sends them to nor accepts them from
 // bridge sessions (PROTOCOL.md, v4).
 //
+// The cloud link has a state (stopped, connecting, connected, reconnecting,
+// bad_credentials when the cloud refuses the bridge's token with 401 or
+// close 4401) with since-when and the last error: Bridge.Status, the admin
+// API's GET /v1/admin/bridge and gateway_bridge_link_state. Redials use full
+// jitter with a doubling cap that starts over after a link that came up; a
+// refused token waits the longest, since retrying faster cannot fix it.
+//
 // bridge is the only package that imports both legacy/ and cloud/.
 package bridge

@@ -14,6 +14,7 @@ type metrics struct {
 	latency  *prometheus.HistogramVec
 	routes   *prometheus.CounterVec
 	linkUp   prometheus.Gauge
+	link     *prometheus.GaugeVec
 
 	outboxDepth  prometheus.Gauge
 	outboxOldest prometheus.Gauge
@@ -46,6 +47,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "gateway_bridge_cloud_link_up",
 			Help: "1 while the bridge's link to the cloud service is connected.",
 		}),
+		link: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "gateway_bridge_link_state",
+			Help: "1 for the current state of the bridge's cloud link (stopped, connecting, connected, reconnecting, bad_credentials), 0 for the others.",
+		}, []string{"state"}),
 		outboxDepth: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gateway_bridge_outbox_messages",
 			Help: "Cloud messages waiting in the bridge's outbox for a legacy recipient.",
@@ -67,7 +72,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.messages, m.items, m.receipts, m.latency, m.routes, m.linkUp, m.outboxDepth, m.outboxOldest} {
+	for _, c := range []prometheus.Collector{m.messages, m.items, m.receipts, m.latency, m.routes, m.linkUp, m.link, m.outboxDepth, m.outboxOldest} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("bridge: register metrics: %w", err)
 		}

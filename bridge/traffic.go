@@ -83,6 +83,15 @@ func (b *Bridge) runLink(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if b.linkState.status().State == LinkConnected {
+			backoff = linkBackoffMin // a link that came up starts over
+		}
+		b.linkState.down(err)
+		if badCredentials(err) {
+			// Retrying fast cannot fix a refused token; retrying at all
+			// lets a rotated cloud key or token take effect.
+			backoff = linkBackoffMax
+		}
 		// Full jitter: after a cloud restart the links of many bridges do
 		// not come back in step.
 		wait := time.Duration(rand.Int64N(int64(backoff)) + 1)
@@ -117,6 +126,7 @@ func (b *Bridge) serveLink(ctx context.Context) error {
 	defer c.Close()
 	b.setLink(c)
 	defer b.setLink(nil)
+	b.linkState.set(LinkConnected, nil)
 	b.log.Info("cloud link up", "cursor", b.cursor.load())
 	for {
 		select {

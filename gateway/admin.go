@@ -83,6 +83,8 @@ func (a *agent) adminHandler() http.Handler {
 	mux.Handle("GET /v1/admin/legacy/bootstrap", a.authed(a.legacyBootstrap))
 	mux.Handle("POST /v1/admin/legacy/certificates", a.authed(a.legacyCertificate))
 	mux.Handle("POST /v1/admin/cloud/tokens", a.authed(a.cloudToken))
+	mux.Handle("GET /v1/admin/bridge", a.authed(a.bridgeStatus))
+	mux.Handle("GET /v1/admin/status", a.authed(a.status))
 	a.registerCampaignRoutes(mux)
 	a.registerVersionRoutes(mux)
 	mux.Handle("/v1/admin/", a.authed(func(w http.ResponseWriter, r *http.Request) {

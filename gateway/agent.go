@@ -26,6 +26,7 @@ import (
 	"github.com/ferrygw/ferry/cloud/cloudwire"
 	"github.com/ferrygw/ferry/gateway/engine"
 	"github.com/ferrygw/ferry/legacy"
+	"github.com/ferrygw/ferry/legacy/legacywire"
 	"github.com/ferrygw/ferry/migrate"
 	"github.com/ferrygw/ferry/migrate/migratestore"
 )
@@ -41,6 +42,24 @@ const (
 	adminTokenTTL       = 365 * 24 * time.Hour
 	bridgeTokenTTL      = 365 * 24 * time.Hour
 	legacyMaxConns      = 8192
+	// legacyMaxStreamsPerPeer bounds one peer's inbound streams on the
+	// agent's overlay hosts: far above what a device or the bridge keeps
+	// open at once, low enough that one peer cannot take the host's share.
+	legacyMaxStreamsPerPeer = 512
+	// legacyDirRate and legacyDirBurst size the supernode's per-peer
+	// directory limiter. A device registers every few minutes and looks a
+	// user up per conversation; the bridge looks the recipient up once per
+	// bridged message and a peer supernode pushes every change it accepts,
+	// and the limiter (legacy.PeerLimiter) knows only peer IDs, not
+	// certificates. So the limit sits fifty times above the library default
+	// (legacy.DefaultRatePerPeer): it still stops a flood, and the agent's
+	// own bridge and its peer supernodes are never cut (limitExempt).
+	legacyDirRate  = 50 * legacy.DefaultRatePerPeer
+	legacyDirBurst = 50 * legacy.DefaultBurstPerPeer
+	// supernodeCertTTL is the life of the supernode's own certificate
+	// (legacywire.CapSupernode), which peer supernodes check before taking
+	// a replicated change; it is issued again at every start.
+	supernodeCertTTL = 365 * 24 * time.Hour
 )
 
 // agentConfig is everything `gateway agent` reads from its flags.
@@ -61,8 +80,12 @@ type agentConfig struct {
 	NatsListen string
 	// CloudURL and Supernode locate the parts this agent does not run: the
 	// cloud service's WebSocket URL and the supernode's multiaddr (with /p2p/).
-	CloudURL       string
-	Supernode      string
+	CloudURL  string
+	Supernode string
+	// SupernodePeers are the other supernodes of the directory (multiaddrs
+	// with /p2p/): this agent's supernode replicates every registration,
+	// route and revocation to them.
+	SupernodePeers []string
 	AllowedOrigins []string
 	StopTimeout    time.Duration
 	// CampaignTick is how often the campaign driver looks at the
@@ -89,6 +112,8 @@ func agentCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.StringVar(&cfg.NatsListen, "nats-listen", "", "also serve the embedded NATS on host:port, for agents in other processes")
 	fs.StringVar(&cfg.CloudURL, "cloud-url", "", "cloud WebSocket URL, for a bridge in an agent without the cloud role")
 	fs.StringVar(&cfg.Supernode, "supernode", "", "supernode multiaddr with /p2p/ID, for an agent without the supernode role")
+	var snPeers string
+	fs.StringVar(&snPeers, "supernode-peers", "", "comma-separated multiaddrs with /p2p/ID of the other supernodes this agent's supernode replicates to")
 	fs.StringVar(&origins, "allowed-origins", "http://127.0.0.1:7070,http://localhost:7070", "comma-separated Origin allowlist for browser clients")
 	fs.DurationVar(&cfg.StopTimeout, "stop-timeout", defaultStopTimeout, "deadline for a clean stop after SIGINT/SIGTERM")
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
@@ -102,6 +127,7 @@ func agentCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 	cfg.AllowedOrigins = splitList(origins)
 	cfg.Roles = splitList(roles)
+	cfg.SupernodePeers = splitList(snPeers)
 	for _, r := range cfg.Roles {
 		if !slices.Contains(allRoles, r) {
 			return fmt.Errorf("-roles: unknown role %q (known: %s)", r, strings.Join(allRoles, ", "))
@@ -134,6 +160,8 @@ type agent struct {
 	tokenKey   ed25519.PrivateKey
 	adminToken string
 	snHost     host.Host
+	snGater    *legacy.Gater       // nil without the supernode role
+	snLimiter  *legacy.PeerLimiter // nil without the supernode role
 	brHost     host.Host
 	supernode  *legacy.Supernode
 	cloud      *cloud.Service
@@ -260,6 +288,7 @@ func (a *agent) start(ctx context.Context, g *errgroup.Group, gctx context.Conte
 
 	// The admin API, /metrics and /healthz on -admin-listen, in every agent.
 	registerAgentMetrics(a.reg, a.state, a.snHost)
+	a.registerOverlayMetrics(a.reg)
 	if a.adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
 		return fmt.Errorf("admin listener: %w", err)
 	}
@@ -268,25 +297,131 @@ func (a *agent) start(ctx context.Context, g *errgroup.Group, gctx context.Conte
 	return nil
 }
 
-// startSupernode runs the legacy overlay's supernode on -legacy-listen.
+// startSupernode runs the legacy overlay's supernode on -legacy-listen, with
+// the abuse limits (a per-peer directory limiter that cuts a flooding peer
+// off at the connection gater, a per-peer stream limit) and replication to
+// the supernodes of -supernode-peers.
 func (a *agent) startSupernode(g *errgroup.Group, gctx context.Context) error {
 	key, err := loadPeerKey(filepath.Join(a.cfg.DataDir, "supernode.key"))
 	if err != nil {
 		return err
 	}
-	if a.snHost, err = legacy.NewHost(legacy.HostConfig{ListenAddrs: []string{a.cfg.LegacyListen}, PrivKey: key, MaxConns: legacyMaxConns, Registerer: a.reg}); err != nil {
+	peers, err := parsePeers("-supernode-peers", a.cfg.SupernodePeers)
+	if err != nil {
+		return err
+	}
+	exempt, err := a.limitExempt(peers)
+	if err != nil {
+		return err
+	}
+	a.snGater = legacy.NewGater(0)
+	if a.snLimiter, err = legacy.NewPeerLimiter(legacy.RateLimit{
+		Rate:  legacyDirRate,
+		Burst: legacyDirBurst,
+		OnCut: func(p peer.ID) {
+			if _, ok := exempt[p]; ok {
+				a.log.Warn("own bridge or peer supernode over the directory limit; not cut", "peer", p)
+				return
+			}
+			a.log.Info("peer cut off for flooding the directory", "peer", p)
+			a.snGater.Cut(p)
+		},
+	}); err != nil {
+		return err
+	}
+	if a.snHost, err = legacy.NewHost(legacy.HostConfig{
+		ListenAddrs:       []string{a.cfg.LegacyListen},
+		PrivKey:           key,
+		MaxConns:          legacyMaxConns,
+		MaxStreamsPerPeer: legacyMaxStreamsPerPeer,
+		Gater:             a.snGater,
+		Registerer:        a.reg,
+	}); err != nil {
 		return fmt.Errorf("supernode host on %s: %w", a.cfg.LegacyListen, err)
+	}
+	var cert *legacywire.Certificate
+	if len(peers) > 0 {
+		c, err := a.authority.Certify(a.snHost.ID(), "supernode", "supernode", version, []string{legacywire.CapSupernode}, supernodeCertTTL)
+		if err != nil {
+			return fmt.Errorf("supernode certificate: %w", err)
+		}
+		cert = &c
 	}
 	if a.supernode, err = legacy.NewSupernode(a.snHost, legacy.SupernodeConfig{
 		Authority:  a.authority.PublicKey(),
 		Logger:     a.cfg.Logger,
 		OnRegister: a.devices.fromLegacy,
 		Admit:      a.admitLegacy,
+		Limiter:    a.snLimiter,
+		Peers:      peers,
+		Cert:       cert,
 	}); err != nil {
 		return err
 	}
 	g.Go(func() error { return a.supernode.Run(gctx) })
 	return nil
+}
+
+// registerOverlayMetrics exports the supernode's abuse and replication
+// counters (no-op without the supernode role). They are read at scrape
+// time from the parts' own atomic counters.
+func (a *agent) registerOverlayMetrics(reg prometheus.Registerer) {
+	if a.supernode == nil {
+		return
+	}
+	counter := func(name, help string, f func() int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(f()) })
+	}
+	reg.MustRegister(
+		counter("gateway_legacy_directory_rate_limited_total",
+			"Directory requests the supernode refused because their peer was over its per-peer rate.",
+			func() int64 { r, _ := a.snLimiter.Stats(); return r }),
+		counter("gateway_legacy_peers_cut_total",
+			"Times an overlay peer was cut off (blocked at the connection gater) for flooding the supernode.",
+			a.snGater.Cuts),
+		counter("gateway_legacy_replication_pushed_total",
+			"Directory changes (registrations, routes, revocations) a peer supernode accepted from this one.",
+			func() int64 { p, _ := a.supernode.ReplicationStats(); return p }),
+		counter("gateway_legacy_replication_dropped_total",
+			"Directory changes this supernode gave up replicating (queue full, attempts exhausted or refused).",
+			func() int64 { _, d := a.supernode.ReplicationStats(); return d }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "gateway_legacy_limiter_tracked_peers",
+			Help: "Peers the supernode's directory limiter tracks (bounded by legacy.DefaultRateLimitPeers).",
+		}, func() float64 { return float64(a.snLimiter.Tracked()) }),
+	)
+}
+
+// limitExempt is the set of peers the supernode's limiter never cuts: the
+// peer supernodes and the bridge of this data directory (its key is shared
+// with a bridge-only agent on the same directory, see README).
+func (a *agent) limitExempt(peers []peer.AddrInfo) (map[peer.ID]struct{}, error) {
+	key, err := loadPeerKey(filepath.Join(a.cfg.DataDir, "bridge.key"))
+	if err != nil {
+		return nil, err
+	}
+	id, err := peer.IDFromPrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("bridge peer id: %w", err)
+	}
+	out := map[peer.ID]struct{}{id: {}}
+	for _, p := range peers {
+		out[p.ID] = struct{}{}
+	}
+	return out, nil
+}
+
+// parsePeers parses multiaddrs with /p2p/ID, one peer each.
+func parsePeers(flagName string, addrs []string) ([]peer.AddrInfo, error) {
+	var out []peer.AddrInfo
+	for _, s := range addrs {
+		info, err := peer.AddrInfoFromString(s)
+		if err != nil {
+			return nil, fmt.Errorf("agent: %s %q: %w", flagName, s, err)
+		}
+		out = append(out, *info)
+	}
+	return out, nil
 }
 
 // startCloud runs the cloud service on -listen.
@@ -330,7 +465,12 @@ func (a *agent) startBridge(ctx context.Context, g *errgroup.Group, gctx context
 	if err != nil {
 		return err
 	}
-	if a.brHost, err = legacy.NewHost(legacy.HostConfig{ListenAddrs: []string{a.cfg.BridgeListen}, PrivKey: key, MaxConns: legacyMaxConns}); err != nil {
+	if a.brHost, err = legacy.NewHost(legacy.HostConfig{
+		ListenAddrs:       []string{a.cfg.BridgeListen},
+		PrivKey:           key,
+		MaxConns:          legacyMaxConns,
+		MaxStreamsPerPeer: legacyMaxStreamsPerPeer,
+	}); err != nil {
 		return fmt.Errorf("bridge host on %s: %w", a.cfg.BridgeListen, err)
 	}
 	now := time.Now().UTC()

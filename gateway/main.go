@@ -27,6 +27,7 @@ Usage:
   gateway users exempt ID -campaign NAME -reason TEXT [-until T] [-remove]
   gateway campaign create -f FILE | list | status NAME | plan NAME
   gateway campaign start|pause|resume|abort|rollback NAME [-reason TEXT] [-yes]
+  gateway status [-format json]             the agent at a glance: engine, users per phase, campaigns, parts
   gateway audit [-user ID] [-campaign NAME] [-since T]
   gateway freeze on|off|status [-reason TEXT]
   gateway versions list|policy|retire|block|report   client versions: census, policies, retirement (gateway versions -h)
@@ -74,6 +75,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usersCommand(ctx, rest, stdout, stderr)
 	case "campaign":
 		return campaignCommand(ctx, rest, stdout, stderr)
+	case "status":
+		return statusCommand(ctx, rest, stdout, stderr)
 	case "audit":
 		return auditCommand(ctx, rest, stdout, stderr)
 	case "freeze":

@@ -23,6 +23,19 @@ type UserMover interface {
 	Transition(ctx context.Context, id string, op Op) (User, error)
 }
 
+// UserOp is one operation for one user, as a batch carries it.
+type UserOp struct {
+	User string
+	Op   Op
+}
+
+// BatchMover applies many operations at once (migratestore.Store): the
+// result has one error per op, nil when it was applied. When Users has it,
+// the driver makes a tick's moves in one batch instead of one by one.
+type BatchMover interface {
+	TransitionMany(ctx context.Context, ops []UserOp) []error
+}
+
 // CampaignStore keeps campaigns durably (migratestore.Campaigns).
 type CampaignStore interface {
 	List(ctx context.Context) ([]Campaign, error)
@@ -372,12 +385,28 @@ func (d *Driver) advance(ctx context.Context, c Campaign, frozen bool) error {
 	}
 	n := d.take(&c, now, len(sv.Moves))
 	moves := sv.Moves[:n]
+	ops := make([]UserOp, len(moves))
+	for i, m := range moves {
+		ops[i] = UserOp{User: m.User, Op: Op{ID: c.OpID(m.Step, m.User, m.To), To: m.To, At: now,
+			Reason: fmt.Sprintf("campaign %s step %d (target %d bp)", c.Name, m.Step, c.Steps[m.Step].TargetBP)}}
+	}
+	results := d.apply(ctx, ops)
+	if err := ctx.Err(); err != nil {
+		// Moves that failed for want of time did not happen (or will
+		// repeat harmlessly under the same op id): their tokens go back.
+		failed := 0
+		for _, r := range results {
+			if r != nil && !errors.Is(r, ErrIllegalTransition) {
+				failed++
+			}
+		}
+		d.giveBack(&c, failed)
+		return err
+	}
 	events := make([]AuditEvent, 0, len(moves))
 	var errs []error
 	for i, m := range moves {
-		op := Op{ID: c.OpID(m.Step, m.User, m.To), To: m.To, At: now,
-			Reason: fmt.Sprintf("campaign %s step %d (target %d bp)", c.Name, m.Step, c.Steps[m.Step].TargetBP)}
-		_, err := d.cfg.Users.Transition(ctx, m.User, op)
+		op, err := ops[i].Op, results[i]
 		result := ResultOK
 		switch {
 		case err == nil:
@@ -385,10 +414,6 @@ func (d *Driver) advance(ctx context.Context, c Campaign, frozen bool) error {
 			result = ResultRefused // the user changed since the snapshot
 		default:
 			result = ResultError
-			if ctx.Err() != nil {
-				d.giveBack(&c, len(moves)-i)
-				return errors.Join(append(errs, ctx.Err())...)
-			}
 			errs = append(errs, err)
 		}
 		if d.cfg.OnTransition != nil {
@@ -473,9 +498,13 @@ func (d *Driver) rollback(ctx context.Context, c Campaign) error {
 	}
 	events := make([]AuditEvent, 0, len(moves))
 	var errs []error
-	for _, m := range moves {
-		op := Op{ID: c.RollbackOpID(m.User), To: PhaseShadow, At: now, Reason: "rollback of campaign " + c.Name}
-		_, err := d.cfg.Users.Transition(ctx, m.User, op)
+	ops := make([]UserOp, len(moves))
+	for i, m := range moves {
+		ops[i] = UserOp{User: m.User, Op: Op{ID: c.RollbackOpID(m.User), To: PhaseShadow, At: now, Reason: "rollback of campaign " + c.Name}}
+	}
+	results := d.apply(ctx, ops)
+	for i, m := range moves {
+		op, err := ops[i].Op, results[i]
 		result := ResultOK
 		switch {
 		case err == nil:
@@ -494,9 +523,6 @@ func (d *Driver) rollback(ctx context.Context, c Campaign) error {
 			ev.Reason = err.Error()
 		}
 		events = append(events, ev)
-		if ctx.Err() != nil {
-			break
-		}
 	}
 	if err := d.cfg.Audit.Record(ctx, events...); err != nil {
 		errs = append(errs, fmt.Errorf("audit: %w", err))
@@ -505,6 +531,24 @@ func (d *Driver) rollback(ctx context.Context, c Campaign) error {
 		errs = append(errs[:3], fmt.Errorf("and %d more errors", len(errs)-3))
 	}
 	return errors.Join(errs...)
+}
+
+// apply makes the moves, in one batch when Users is a BatchMover and one by
+// one otherwise, and returns one error per op. Once ctx ends, the ops not yet
+// tried fail with its error.
+func (d *Driver) apply(ctx context.Context, ops []UserOp) []error {
+	if bm, ok := d.cfg.Users.(BatchMover); ok && len(ops) > 1 {
+		return bm.TransitionMany(ctx, ops)
+	}
+	errs := make([]error, len(ops))
+	for i, uo := range ops {
+		if err := ctx.Err(); err != nil {
+			errs[i] = err
+			continue
+		}
+		_, errs[i] = d.cfg.Users.Transition(ctx, uo.User, uo.Op)
+	}
+	return errs
 }
 
 // NewSalt returns a random cohort salt for a campaign that starts without

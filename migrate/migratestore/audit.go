@@ -69,13 +69,34 @@ func auditSubject(campaign, user string) string {
 }
 
 // Record appends events, publishing them together and waiting for every
-// acknowledgement (one grouped round of fsyncs rather than one per event).
+// acknowledgement (one grouped round of fsyncs rather than one per event;
+// a round per batchWindow events for large batches).
 func (a *Audit) Record(ctx context.Context, events ...migrate.AuditEvent) error {
 	if len(events) == 0 {
 		return nil
 	}
-	futures := make([]jetstream.PubAckFuture, 0, len(events))
+	futures := make([]jetstream.PubAckFuture, 0, min(len(events), batchWindow))
+	var errs []error
+	wait := func() error {
+		for _, f := range futures {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				errs = append(errs, err)
+			case <-ctx.Done():
+				return fmt.Errorf("migratestore: audit: %w", ctx.Err())
+			}
+		}
+		futures = futures[:0]
+		return nil
+	}
 	for _, ev := range events {
+		if len(futures) == batchWindow {
+			// Stay under the client's limit on pending publishes.
+			if err := wait(); err != nil {
+				return err
+			}
+		}
 		if ev.Campaign != "" && migrate.CheckCampaignName(ev.Campaign) != nil {
 			return fmt.Errorf("migratestore: audit: %w", migrate.CheckCampaignName(ev.Campaign))
 		}
@@ -95,15 +116,8 @@ func (a *Audit) Record(ctx context.Context, events ...migrate.AuditEvent) error 
 		}
 		futures = append(futures, f)
 	}
-	var errs []error
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			errs = append(errs, err)
-		case <-ctx.Done():
-			return fmt.Errorf("migratestore: audit: %w", ctx.Err())
-		}
+	if err := wait(); err != nil {
+		return err
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("migratestore: audit: %d of %d events not stored: %w", len(errs), len(events), errors.Join(errs...))

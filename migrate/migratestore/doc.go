@@ -8,6 +8,12 @@
 // value the JSON of migrate.User; the Revision field is the KV revision and
 // is filled in on read.
 //
+// TransitionMany is the same compare-and-set for many users at once: it reads
+// from the State, publishes every write asynchronously to the key's subject
+// ($KV.<bucket>.<key>) with the expected last subject sequence, waits for the
+// acknowledgements, and sends a user whose compare-and-set lost back through
+// Transition. The campaign driver moves a tick's users with it.
+//
 // Durability is the engine's: with the embedded engine an acknowledged write
 // is in the store's files before the ack and survives kill -9 of the agent
 // (see gateway/engine). The bucket keeps one revision per key.

@@ -34,6 +34,7 @@ const maxBackoff = 20 * time.Millisecond
 // bucket into a migrate.State. It is safe for concurrent use.
 type Store struct {
 	kv  jetstream.KeyValue
+	js  jetstream.JetStream // TransitionMany publishes to the bucket's stream
 	st  *migrate.State
 	cfg Config
 	log *slog.Logger
@@ -63,7 +64,7 @@ func New(ctx context.Context, js jetstream.JetStream, st *migrate.State, cfg Con
 	if err != nil {
 		return nil, fmt.Errorf("migratestore: bucket %s: %w", cfg.Bucket, err)
 	}
-	return &Store{kv: kv, st: st, cfg: cfg, log: cfg.Logger, ready: make(chan struct{})}, nil
+	return &Store{kv: kv, js: js, st: st, cfg: cfg, log: cfg.Logger, ready: make(chan struct{})}, nil
 }
 
 // Ready is closed once Run has put every record that was in the bucket when

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/ferrygw/ferry/bridge"
+	"github.com/ferrygw/ferry/migrate"
+)
+
+// TestStatusCLI runs `gateway status` against a full agent: the JSON answer
+// carries every part, every phase and the users moved; the text form shows
+// them on one screen; a stray argument is a usage error.
+func TestStatusCLI(t *testing.T) {
+	ta := startAgent(t, t.TempDir(), agentPorts(t))
+	cli := func(args ...string) (string, error) {
+		var out, errOut strings.Builder
+		args = append(args, "-addr", ta.a.adminURL(), "-token", ta.a.adminToken)
+		err := run(context.Background(), args, &out, &errOut)
+		return out.String() + errOut.String(), err
+	}
+	setPhases(t, ta.admin(), "erin", migrate.PhaseShadow)
+
+	out, err := cli("status", "-format", "json")
+	if err != nil {
+		t.Fatalf("status -format json: %v\n%s", err, out)
+	}
+	var st agentStatus
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status JSON: %v\n%s", err, out)
+	}
+	if st.Engine.Mode != "embedded" || st.Engine.SyncInterval == "" {
+		t.Errorf("engine = %+v, want embedded with a sync interval", st.Engine)
+	}
+	for _, p := range migrate.Phases() {
+		if _, ok := st.Users[string(p)]; !ok {
+			t.Errorf("users: phase %s missing in %v", p, st.Users)
+		}
+	}
+	if st.Users[string(migrate.PhaseShadow)] != 1 {
+		t.Errorf("users in shadow = %d, want 1", st.Users[string(migrate.PhaseShadow)])
+	}
+	if st.Supernode == nil || st.Cloud == nil || st.Bridge == nil {
+		t.Fatalf("a full agent's status lacks a part: %+v", st)
+	}
+	if len(st.Bridge.Links) == 0 {
+		t.Errorf("bridge: no link in status")
+	}
+	for _, l := range st.Bridge.Links {
+		if l.State == "" || (l.State != bridge.LinkConnected && l.State != bridge.LinkConnecting && l.State != bridge.LinkReconnecting) {
+			t.Errorf("bridge link %s in state %q", l.Name, l.State)
+		}
+	}
+
+	text, err := cli("status")
+	if err != nil {
+		t.Fatalf("status: %v\n%s", err, text)
+	}
+	t.Logf("gateway status:\n%s", text)
+	for _, want := range []string{"embedded NATS JetStream", "shadow", "supernode", "cloud", "bridge link", "bridge outbox", "campaigns"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("status text lacks %q:\n%s", want, text)
+		}
+	}
+
+	if _, err := cli("status", "extra"); !errors.Is(err, errUsage) {
+		t.Errorf("status extra: err = %v, want a usage error", err)
+	}
+}
