@@ -104,14 +104,20 @@
 // after the head reaches the hub after the registration, so the replay and
 // the live path meet without a gap or a duplicate.
 //
-// Each session has one writer goroutine and a bounded queue; a session that
-// cannot keep up is closed with 4429 and resumes from its cursor.
+// Each session has a bounded queue, drained by a writer goroutine that
+// exists only while frames are waiting; a session that cannot keep up is
+// closed with 4429 and resumes from its cursor. An idle session holds no
+// queue buffer and no write buffer (gorilla's WriteBufferPool), and reads
+// through the HTTP server's own 4 KiB buffer.
 //
 // # Goroutines
 //
-// Per session: the HTTP handler's goroutine (reader), a writer and a sync
-// goroutine, all ended by the connection closing; Shutdown closes every
-// session. Per node: the live feed, inside Run, and the NATS subscription of
+// Per session: the HTTP handler's goroutine (reader), the only one an idle
+// session has; a writer while frames are queued; a sync goroutine until
+// the initial sync is done; a ping timer (its function runs only when it
+// fires); and, once closing starts, a closer that flushes, sends the close
+// frame and waits for the peer's. All end with the connection; Shutdown
+// closes every session. Per node: the live feed, inside Run, and the NATS subscription of
 // live frames (presence, typing, call states) that Run holds; per call
 // owned: a NATS subscription and its two timers, ended with the call. Per
 // client: a reader and a writer, ended by Close or the connection.

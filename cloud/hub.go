@@ -96,10 +96,7 @@ func (h *hub) dispatchEphemeral(token string, frame []byte, origin, only string)
 		if s.id == origin || (only != "" && s.id != only) || !s.welcomeSent.Load() {
 			continue
 		}
-		select {
-		case s.out <- frame:
-		default:
-		}
+		s.enqueue(frame)
 	}
 }
 

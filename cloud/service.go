@@ -87,10 +87,14 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	s.feedNext.Store(info.State.LastSeq + 1)
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: helloTimeout,
-		ReadBufferSize:   4 << 10,
-		WriteBufferSize:  4 << 10,
-		WriteBufferPool:  &sync.Pool{},
-		Subprotocols:     []string{cloudwire.Subprotocol},
+		// 0: reuse the HTTP server's 4 KiB read buffer instead of
+		// allocating another one per connection.
+		ReadBufferSize: 0,
+		// Write buffers are taken from the pool only while a frame is
+		// being written, so idle connections hold none.
+		WriteBufferSize: 4 << 10,
+		WriteBufferPool: &sync.Pool{},
+		Subprotocols:    []string{cloudwire.Subprotocol},
 		// The allowlist was applied before Upgrade is called.
 		CheckOrigin: func(*http.Request) bool { return true },
 	}
@@ -307,7 +311,6 @@ func (s *Service) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.untrack(sess)
-	go sess.writeLoop()
 	sess.serve(claims)
 	<-sess.writerDone
 	if sess.welcomed {

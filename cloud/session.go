@@ -47,10 +47,12 @@ var errFrameTooLarge = errors.New("frame too large")
 // framePool recycles read buffers between frames and sessions.
 var framePool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-// session is one WebSocket connection. Its goroutines: the HTTP handler's
-// goroutine reads (serve), one writer goroutine owns all writes but close
-// control frames (writeLoop), and a sync goroutine replays the inbox and
-// then hands over to live delivery (syncLoop).
+// session is one WebSocket connection. The HTTP handler's goroutine reads
+// (serve); it is the only goroutine an idle session has. Writes go through a
+// bounded queue drained by a writer goroutine that exists only while there
+// is something to write (writeFrames); pings come from a timer, and closing
+// runs on its own short-lived goroutine (closeAndWait). A sync goroutine
+// replays the inbox and then hands over to live delivery (syncLoop).
 type session struct {
 	svc  *Service
 	conn *websocket.Conn
@@ -64,14 +66,25 @@ type session struct {
 	bridge                    bool
 	welcomed                  bool
 
-	out        chan []byte   // set by open before ready is closed
-	ready      chan struct{} // closed by open: the writer may take frames
+	// wrMu is held by whoever writes data frames or the close frame (the
+	// writer or the closer), so that they never interleave.
+	wrMu sync.Mutex
+	// wmu guards the queue and the writer's state.
+	wmu      sync.Mutex
+	queue    [][]byte      // frames waiting; nil when empty, so idle sessions hold no buffer
+	qcap     int           // set by open; 0 before: nothing but a close frame is written
+	writing  bool          // a writeFrames goroutine runs
+	finished bool          // the connection is closed: nothing more is written
+	room     chan struct{} // non-nil while a push waits; closed when frames are taken
+	ping     *time.Timer
+
 	closing    chan struct{}
 	closeOnce  sync.Once
+	finishOnce sync.Once
 	closeCode  int
 	closeText  string
 	readerDone chan struct{}
-	writerDone chan struct{}
+	writerDone chan struct{} // closed once the connection is closed
 	syncDone   chan struct{}
 
 	// welcomeSent is set once welcome is queued: live-only frames
@@ -96,7 +109,6 @@ func newSession(svc *Service, conn *websocket.Conn, id string) *session {
 		svc: svc, conn: conn, id: id, ctx: ctx, stop: stop,
 		log:        svc.log.With("session", id, "remote", conn.RemoteAddr().String()),
 		limit:      tokenBucket{rate: svc.cfg.PresenceRate, burst: float64(svc.cfg.PresenceBurst)},
-		ready:      make(chan struct{}),
 		closing:    make(chan struct{}),
 		readerDone: make(chan struct{}),
 		writerDone: make(chan struct{}),
@@ -110,6 +122,7 @@ func (s *session) closeWith(code int, text string) {
 	s.closeOnce.Do(func() {
 		s.closeCode, s.closeText = code, text
 		close(s.closing)
+		go s.closeAndWait()
 		s.svc.m.closed(code)
 		s.log.Debug("closing session", "code", code, "reason", text)
 	})
@@ -124,21 +137,59 @@ func (s *session) isClosing() bool {
 	}
 }
 
+// enqueue results.
+const (
+	queued = iota
+	queueFull
+	queueClosed
+)
+
+// enqueue adds b to the write queue and starts the writer if none runs.
+// It never blocks.
+func (s *session) enqueue(b []byte) int {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	switch {
+	case s.finished || s.isClosing():
+		return queueClosed
+	case len(s.queue) >= s.qcap:
+		return queueFull
+	}
+	s.queue = append(s.queue, b)
+	if !s.writing {
+		s.writing = true
+		go s.writeFrames()
+	}
+	return queued
+}
+
 // push queues a frame, waiting for room; it reports false when the session
 // is closing and the frame will not be sent.
 func (s *session) push(b []byte) bool {
-	select {
-	case <-s.closing:
-		return false
-	default:
-	}
-	select {
-	case s.out <- b:
-		return true
-	case <-s.closing:
-		return false
-	case <-s.writerDone:
-		return false
+	for {
+		switch s.enqueue(b) {
+		case queued:
+			return true
+		case queueClosed:
+			return false
+		}
+		s.wmu.Lock()
+		if s.room == nil {
+			s.room = make(chan struct{})
+		}
+		room := s.room
+		full := len(s.queue) >= s.qcap
+		s.wmu.Unlock()
+		if !full {
+			continue
+		}
+		select {
+		case <-room:
+		case <-s.closing:
+			return false
+		case <-s.writerDone:
+			return false
+		}
 	}
 }
 
@@ -173,69 +224,112 @@ func (s *session) deliverLive(d delivery) {
 	if d.cursor <= s.lastSent {
 		return
 	}
-	select {
-	case s.out <- d.frame:
+	switch s.enqueue(d.frame) {
+	case queued:
 		s.lastSent = d.cursor
 		s.svc.m.events.WithLabelValues("live").Inc()
-	default:
+	case queueFull:
 		s.closeWith(cloudwire.CloseSlowConsumer, "slow consumer")
 	}
 }
 
-// writeLoop is the only goroutine writing data frames. It pings every
-// pingPeriod and, when the session closes, flushes what is queued, sends
-// the close frame and waits for the peer's close before dropping the
-// connection.
-func (s *session) writeLoop() {
-	defer close(s.writerDone)
-	// Until open, the only thing to write is a close frame (and s.out
-	// must not be touched: open may be setting it).
-	select {
-	case <-s.ready:
-	case <-s.closing:
-		s.writeClose(time.Now().Add(closeGrace))
-		s.waitPeerClose()
-		return
-	case <-s.readerDone:
-		if s.isClosing() {
-			s.writeClose(time.Now().Add(closeGrace))
-		}
-		s.conn.Close()
-		return
-	}
-	ping := time.NewTicker(pingPeriod)
-	defer ping.Stop()
+// writeFrames writes queued frames until the queue is empty, then exits:
+// an idle session has no writer goroutine. It stops early when the session
+// starts closing (the closer flushes the rest) or a write fails.
+func (s *session) writeFrames() {
 	for {
-		select {
-		case b := <-s.out:
-			_ = s.conn.SetWriteDeadline(time.Now().Add(writeWait))
-			if err := s.conn.WriteMessage(websocket.TextMessage, b); err != nil {
-				s.log.Debug("write failed", "err", err)
-				s.conn.Close()
-				return
-			}
-		case <-ping.C:
-			if err := s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait)); err != nil {
-				s.log.Debug("ping failed", "err", err)
-				s.conn.Close()
-				return
-			}
-		case <-s.closing:
-			s.closeAndWait()
+		s.wrMu.Lock()
+		s.wmu.Lock()
+		if len(s.queue) == 0 || s.finished || s.isClosing() {
+			s.writing = false
+			s.wmu.Unlock()
+			s.wrMu.Unlock()
 			return
-		case <-s.readerDone:
-			if s.isClosing() {
-				s.flushAndClose()
-			}
-			s.conn.Close()
+		}
+		batch := s.queue
+		s.queue = nil
+		s.wakePushers()
+		s.wmu.Unlock()
+		err := s.writeBatch(batch, time.Now().Add(writeWait))
+		s.wrMu.Unlock()
+		if err != nil {
+			s.log.Debug("write failed", "err", err)
+			s.wmu.Lock()
+			s.writing = false
+			s.wmu.Unlock()
+			s.finish()
 			return
 		}
 	}
 }
 
-// closeAndWait flushes the queue, sends the close frame, waits at most
-// closeGrace for the peer's close (the reader ends), and drops the
-// connection.
+// wakePushers wakes the pushes waiting for room; s.wmu is held.
+func (s *session) wakePushers() {
+	if s.room != nil {
+		close(s.room)
+		s.room = nil
+	}
+}
+
+// writeBatch writes frames, one message each, within deadline.
+func (s *session) writeBatch(batch [][]byte, deadline time.Time) error {
+	_ = s.conn.SetWriteDeadline(deadline)
+	for _, b := range batch {
+		if err := s.conn.WriteMessage(websocket.TextMessage, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startPings arms the ping timer; its function runs on a goroutine of its
+// own only when it fires.
+func (s *session) startPings() {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if !s.finished {
+		s.ping = time.AfterFunc(pingPeriod, s.sendPing)
+	}
+}
+
+// sendPing pings the peer (WriteControl may run alongside other writes) and
+// re-arms the timer.
+func (s *session) sendPing() {
+	if s.isClosing() {
+		return
+	}
+	if err := s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait)); err != nil {
+		s.log.Debug("ping failed", "err", err)
+		s.finish()
+		return
+	}
+	s.wmu.Lock()
+	if !s.finished {
+		s.ping.Reset(pingPeriod)
+	}
+	s.wmu.Unlock()
+}
+
+// finish closes the connection and stops every writer: nothing more is
+// written. It is idempotent.
+func (s *session) finish() {
+	s.finishOnce.Do(func() {
+		s.wmu.Lock()
+		s.finished = true
+		s.queue = nil
+		s.wakePushers()
+		if s.ping != nil {
+			s.ping.Stop()
+		}
+		s.wmu.Unlock()
+		s.conn.Close()
+		close(s.writerDone)
+	})
+}
+
+// closeAndWait runs once the session starts closing: it flushes the queue,
+// sends the close frame, waits at most closeGrace for the peer's close (the
+// reader ends), and drops the connection.
 func (s *session) closeAndWait() {
 	s.flushAndClose()
 	s.waitPeerClose()
@@ -250,24 +344,25 @@ func (s *session) waitPeerClose() {
 	case <-t.C:
 	}
 	t.Stop()
-	s.conn.Close()
+	s.finish()
 }
 
 // flushAndClose writes the queued frames (within closeGrace) and then the
 // close frame.
 func (s *session) flushAndClose() {
 	deadline := time.Now().Add(closeGrace)
-	_ = s.conn.SetWriteDeadline(deadline)
-flush:
-	for {
-		select {
-		case b := <-s.out:
-			if err := s.conn.WriteMessage(websocket.TextMessage, b); err != nil {
-				break flush
-			}
-		default:
-			break flush
-		}
+	s.wrMu.Lock()
+	defer s.wrMu.Unlock()
+	s.wmu.Lock()
+	batch, finished := s.queue, s.finished
+	s.queue = nil
+	s.wakePushers()
+	s.wmu.Unlock()
+	if finished {
+		return
+	}
+	if s.writeBatch(batch, deadline) != nil {
+		return
 	}
 	s.writeClose(deadline)
 }
@@ -325,6 +420,10 @@ func (s *session) serve(claims *cloudwire.Claims) {
 	defer func() {
 		s.drain()
 		close(s.readerDone)
+		if !s.isClosing() {
+			// The peer left or the connection failed: nothing to flush.
+			s.finish()
+		}
 		s.stop()
 	}()
 	h, ok := s.readHello()
@@ -438,8 +537,10 @@ func (s *session) open(h cloudwire.Hello) bool {
 	if s.bridge {
 		queue *= bridgeQueueFactor
 	}
-	s.out = make(chan []byte, queue)
-	close(s.ready)
+	s.wmu.Lock()
+	s.qcap = queue
+	s.wmu.Unlock()
+	s.startPings()
 	s.mu.Lock()
 	s.syncing = true
 	s.maxPending = queue * pendingFactor

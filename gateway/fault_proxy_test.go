@@ -22,6 +22,7 @@ type faultProxy struct {
 
 	mu     sync.Mutex
 	cut    bool
+	delay  time.Duration // added before each chunk is forwarded (a slow link)
 	healed chan struct{} // closed while the link is up
 	conns  map[net.Conn]struct{}
 	wg     sync.WaitGroup
@@ -61,6 +62,20 @@ func (p *faultProxy) Heal() {
 		p.cut = false
 		close(p.healed)
 	}
+}
+
+// SetDelay makes the proxy hold each chunk for d before forwarding it, in
+// both directions: a slow link or a slow peer behind it. Zero removes it.
+func (p *faultProxy) SetDelay(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.delay = d
+}
+
+func (p *faultProxy) latency() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.delay
 }
 
 // gate returns a channel that is closed while the link is up.
@@ -132,6 +147,9 @@ func (p *faultProxy) pump(dst, src net.Conn) {
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
+			if d := p.latency(); d > 0 {
+				time.Sleep(d)
+			}
 			<-p.gate()
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				src.Close()
@@ -213,5 +231,9 @@ func TestFaultProxy(t *testing.T) {
 	}
 	if got := roundTrip("after"); got != "after" {
 		t.Fatalf("got %q", got)
+	}
+	p.SetDelay(20 * time.Millisecond)
+	if got := roundTrip("slow"); got != "slow" {
+		t.Fatalf("through a slow link got %q", got)
 	}
 }
