@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/google/uuid"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ferrygw/ferry/cloud/cloudwire"
@@ -103,8 +104,16 @@ func (l *ledger) setWatermark(ctx context.Context, key string, v uint64) error {
 	return nil
 }
 
+// maxGroupNames caps the group-name cache. When a new name would pass it
+// the cache starts over: a name dropped is read again from the group's
+// history when next needed.
+const maxGroupNames = 10000
+
 func (l *ledger) setGroupName(conv, name string) {
 	l.mu.Lock()
+	if _, ok := l.groups[conv]; !ok && len(l.groups) >= maxGroupNames {
+		clear(l.groups)
+	}
 	l.groups[conv] = name
 	l.mu.Unlock()
 }
@@ -250,6 +259,11 @@ func (b *Bridge) expandUpTo(ctx context.Context, ev cloudwire.Event) error {
 	if err != nil {
 		return err
 	}
+	// The sender's devices are looked up once, and the first receipt no
+	// device takes ends the sending: the rest are counted as not sent, so
+	// an unreachable device costs one DeliveryTimeout, not one per message.
+	var targets []peer.AddrInfo
+	looked, failed := false, false
 	for from < ev.UpTo {
 		hctx, cancel := context.WithTimeout(ctx, b.cfg.DeliveryTimeout)
 		page, err := link.History(hctx, cloudwire.History{As: ev.User, Conv: ev.Conv, After: from, Limit: historyPage})
@@ -265,7 +279,15 @@ func (b *Bridge) expandUpTo(ctx context.Context, ev cloudwire.Event) error {
 				break
 			}
 			if m.Kind == cloudwire.KindMsg && m.From == ev.User {
-				b.sendReceipt(ctx, ev.User, ev.By, m.MsgID, ev.Status)
+				switch {
+				case failed:
+					b.countReceipt(resultError)
+				default:
+					if !looked {
+						targets, looked = b.receiptTargets(ctx, ev.User), true
+					}
+					failed = b.sendReceiptTo(ctx, targets, ev.User, ev.By, m.MsgID, ev.Status) == resultError
+				}
 			}
 			from = m.Seq
 		}
@@ -281,31 +303,53 @@ func (b *Bridge) expandUpTo(ctx context.Context, ev cloudwire.Event) error {
 
 // sendReceipt sends one receipt frame to each of sender's devices.
 func (b *Bridge) sendReceipt(ctx context.Context, sender, reader, msgID, status string) {
-	count := func(result string) {
-		b.metrics.receipts.WithLabelValues(dirCloudToLegacy, result).Inc()
-		b.metrics.items.WithLabelValues(dirCloudToLegacy, kindReceipt, result).Inc()
-	}
-	f := legacywire.ChatFrame{Type: legacywire.FrameReceipt, ID: uuid.Must(uuid.NewV7()).String(), Receipt: &legacywire.Receipt{
-		MsgID: msgID, Reader: reader, Sender: sender, Status: status, At: b.now().UTC(),
-	}}
+	b.sendReceiptTo(ctx, b.receiptTargets(ctx, sender), sender, reader, msgID, status)
+}
+
+// receiptTargets looks up the devices of sender that receipts go to; none
+// while sender's devices are unreachable (messages wait for them in the
+// outbox: do not hold the feed up trying) or the lookup fails.
+func (b *Bridge) receiptTargets(ctx context.Context, sender string) []peer.AddrInfo {
 	if b.outbox.pending(sender) {
-		// The sender's devices are unreachable (messages wait for them):
-		// do not hold the feed up trying.
-		count(resultError)
-		return
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.DeliveryTimeout)
 	defer cancel()
 	look, err := b.dir.Lookup(ctx, sender)
 	if err != nil {
-		count(resultError)
-		return
+		b.log.Debug("receipt targets", "err", err)
+		return nil
 	}
 	targets, err := legacy.Lookup{Devices: look.Devices}.Targets()
-	if err != nil || len(targets) == 0 {
-		count(resultError)
-		return
+	if err != nil {
+		return nil
 	}
+	return targets
+}
+
+// countReceipt counts one receipt to a legacy sender with result.
+func (b *Bridge) countReceipt(result string) {
+	b.metrics.receipts.WithLabelValues(dirCloudToLegacy, result).Inc()
+	b.metrics.items.WithLabelValues(dirCloudToLegacy, kindReceipt, result).Inc()
+}
+
+// sendReceiptTo sends one receipt frame to each of targets and returns the
+// result it counted: resultOK, resultUnsupported or resultError.
+func (b *Bridge) sendReceiptTo(ctx context.Context, targets []peer.AddrInfo, sender, reader, msgID, status string) string {
+	result := b.deliverReceipt(ctx, targets, sender, reader, msgID, status)
+	b.countReceipt(result)
+	return result
+}
+
+func (b *Bridge) deliverReceipt(ctx context.Context, targets []peer.AddrInfo, sender, reader, msgID, status string) string {
+	if len(targets) == 0 {
+		return resultError
+	}
+	f := legacywire.ChatFrame{Type: legacywire.FrameReceipt, ID: uuid.Must(uuid.NewV7()).String(), Receipt: &legacywire.Receipt{
+		MsgID: msgID, Reader: reader, Sender: sender, Status: status, At: b.now().UTC(),
+	}}
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.DeliveryTimeout)
+	defer cancel()
 	delivered, unsupported := 0, 0
 	for _, t := range targets {
 		ack, _, err := legacy.SendChatFrame(ctx, b.cfg.Host, b.cert, t, legacy.LatestChatVersion, f)
@@ -320,10 +364,10 @@ func (b *Bridge) sendReceipt(ctx context.Context, sender, reader, msgID, status 
 	}
 	switch {
 	case delivered > 0:
-		count(resultOK)
+		return resultOK
 	case unsupported > 0:
-		count(resultUnsupported)
+		return resultUnsupported
 	default:
-		count(resultError)
+		return resultError
 	}
 }

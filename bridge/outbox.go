@@ -179,8 +179,16 @@ func (o *outbox) drain(ctx context.Context, user string) error {
 		raw, err := o.stream.GetMsg(rctx, 1, jetstream.WithGetMsgSubject(subj))
 		cancel()
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			// add may have published a new entry since the read: forget
+			// the queue only if nothing was counted into it.
 			o.mu.Lock()
-			delete(o.users, user)
+			q := o.users[user]
+			if q == nil || q.depth <= 0 {
+				delete(o.users, user)
+				o.mu.Unlock()
+				return nil
+			}
+			q.next = o.now()
 			o.mu.Unlock()
 			return nil
 		}
@@ -191,7 +199,10 @@ func (o *outbox) drain(ctx context.Context, user string) error {
 		var e outboxEntry
 		if err := json.Unmarshal(raw.Data, &e); err != nil {
 			o.log.Error("outbox entry unreadable; dropped", "seq", raw.Sequence, "err", err)
-			o.remove(ctx, user, raw.Sequence)
+			if err := o.remove(ctx, user, raw.Sequence); err != nil {
+				o.retryLater(user)
+				return err
+			}
 			continue
 		}
 		o.mu.Lock()
@@ -202,7 +213,10 @@ func (o *outbox) drain(ctx context.Context, user string) error {
 		if o.now().Sub(e.QueuedAt) > o.ttl {
 			o.m.messages.WithLabelValues(dirCloudToLegacy, resultUndeliverable).Inc()
 			o.log.Warn("message expired in the outbox", "msg_id", e.Event.MsgID, "queued_at", e.QueuedAt)
-			o.remove(ctx, user, raw.Sequence)
+			if err := o.remove(ctx, user, raw.Sequence); err != nil {
+				o.retryLater(user)
+				return err
+			}
 			continue
 		}
 		done, err := o.deliver(ctx, e.Event)
@@ -210,19 +224,22 @@ func (o *outbox) drain(ctx context.Context, user string) error {
 			o.retryLater(user)
 			return err
 		}
-		o.remove(ctx, user, raw.Sequence)
+		if err := o.remove(ctx, user, raw.Sequence); err != nil {
+			o.retryLater(user)
+			return err
+		}
 	}
 	return nil
 }
 
-// remove deletes a handled entry. If the delete fails the entry is retried
-// later; the recipient's duplicate filter drops the repeat.
-func (o *outbox) remove(ctx context.Context, user string, seq uint64) {
+// remove deletes a handled entry. If the delete fails, drain schedules the
+// recipient for later (not at once, which would redeliver the same head in a
+// tight loop); the recipient's duplicate filter drops the repeat.
+func (o *outbox) remove(ctx context.Context, user string, seq uint64) error {
 	rctx, cancel := context.WithTimeout(ctx, outboxRequestTimeout)
 	defer cancel()
 	if err := o.stream.DeleteMsg(rctx, seq); err != nil {
-		o.log.Warn("outbox delete", "seq", seq, "err", err)
-		return
+		return fmt.Errorf("delete entry %d: %w", seq, err)
 	}
 	o.mu.Lock()
 	if q := o.users[user]; q != nil {
@@ -231,6 +248,7 @@ func (o *outbox) remove(ctx context.Context, user string, seq uint64) {
 		q.backoff = outboxBackoffMin
 	}
 	o.mu.Unlock()
+	return nil
 }
 
 // retryLater pushes user's next attempt out by a jittered, doubling backoff,

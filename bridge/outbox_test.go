@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ferrygw/ferry/cloud/cloudwire"
@@ -129,5 +130,82 @@ func TestOutboxExpires(t *testing.T) {
 	}
 	if o.pending("kai") || len(overlay.got()) != 0 {
 		t.Fatal("an expired message was kept or delivered")
+	}
+}
+
+// failingDelete is an outbox stream whose deletes fail.
+type failingDelete struct{ jetstream.Stream }
+
+func (failingDelete) DeleteMsg(context.Context, uint64) error { return errors.New("delete refused") }
+
+// TestOutboxDeleteFailureBacksOff checks that a failed delete of a delivered
+// entry ends the drain and schedules a retry, instead of delivering the same
+// head again at once.
+func TestOutboxDeleteFailureBacksOff(t *testing.T) {
+	eng := enginetest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m, err := newMetrics(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	clock := func() time.Time { return now }
+	overlay := &fakeOverlay{open: true}
+	o, err := newOutbox(ctx, eng.JS, time.Hour, overlay.deliver, clock, slog.New(slog.DiscardHandler), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.add(ctx, cloudwire.Event{User: "lea", MsgID: "m1", Kind: cloudwire.KindMsg}); err != nil {
+		t.Fatal(err)
+	}
+	o.stream = failingDelete{o.stream}
+	if err := o.drain(ctx, "lea"); err == nil {
+		t.Fatal("drain with a failing delete reported success")
+	}
+	if got := overlay.got(); !slices.Equal(got, []string{"m1"}) {
+		t.Fatalf("delivered %v, want [m1] once", got)
+	}
+	if !o.pending("lea") || slices.Contains(o.due(), "lea") {
+		t.Fatal("after a failed delete lea is not pending, or is due again at once")
+	}
+}
+
+// TestOutboxKeepsQueueAddedDuringDrain checks that a drain which finds the
+// stream empty keeps a queue whose depth add has just bumped (the entry is
+// published before the count), and makes it due at once.
+func TestOutboxKeepsQueueAddedDuringDrain(t *testing.T) {
+	eng := enginetest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m, err := newMetrics(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	overlay := &fakeOverlay{open: true}
+	o, err := newOutbox(ctx, eng.JS, time.Hour, overlay.deliver, time.Now, slog.New(slog.DiscardHandler), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What drain sees if add counts an entry between drain's read of an
+	// empty stream and its bookkeeping.
+	o.mu.Lock()
+	o.users["max"] = &outboxQueue{depth: 1, next: time.Now().Add(time.Hour), backoff: outboxBackoffMin}
+	o.mu.Unlock()
+	if err := o.drain(ctx, "max"); err != nil {
+		t.Fatal(err)
+	}
+	if !o.pending("max") || !slices.Contains(o.due(), "max") {
+		t.Fatal("drain dropped a queue with a counted entry, or did not make it due")
+	}
+	// An empty queue with nothing counted is forgotten.
+	o.mu.Lock()
+	o.users["max"].depth = 0
+	o.mu.Unlock()
+	if err := o.drain(ctx, "max"); err != nil {
+		t.Fatal(err)
+	}
+	if o.pending("max") {
+		t.Fatal("drain kept an empty queue")
 	}
 }

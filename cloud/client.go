@@ -160,7 +160,13 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 // handshake writes the hello and reads the welcome on the caller's
 // goroutine, before the client's goroutines start.
 func handshake(ctx context.Context, conn *websocket.Conn, h cloudwire.Hello) (cloudwire.Welcome, error) {
-	deadline, _ := ctx.Deadline()
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(dialTimeout)
+	}
+	// A cancel does not interrupt a blocked read or write; closing does.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
 	b, err := cloudwire.Encode(h)
 	if err != nil {
 		return cloudwire.Welcome{}, err
@@ -172,6 +178,9 @@ func handshake(ctx context.Context, conn *websocket.Conn, h cloudwire.Hello) (cl
 	_ = conn.SetReadDeadline(deadline)
 	_, msg, err := conn.ReadMessage()
 	if err != nil {
+		if ctx.Err() != nil {
+			return cloudwire.Welcome{}, fmt.Errorf("cloud: wait for welcome: %w", ctx.Err())
+		}
 		return cloudwire.Welcome{}, closeErr(err)
 	}
 	f, err := cloudwire.Decode(msg)

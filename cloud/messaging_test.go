@@ -191,8 +191,10 @@ func TestResendReturnsOriginalAck(t *testing.T) {
 		t.Errorf("seq after restart %d, want 2", ack.Seq)
 	}
 	b = n.dial(t, "bob", "b", 0)
-	evs := collect(b).waitN(t, 2)
+	bc := collect(b)
+	bc.waitN(t, 2)
 	settle()
+	evs := bc.events()
 	if len(evs) != 2 || evs[0].MsgID != msg.MsgID {
 		t.Errorf("bob's inbox after restart: %v", msgIDs(evs))
 	}

@@ -173,7 +173,7 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		s.mu.Unlock()
 		close(s.shutdownCh)
 		s.endAllCalls(cloudwire.ReasonUnavailable)
-		window := int64(s.cfg.ReconnectWindow / time.Millisecond)
+		window := max(1, int64(s.cfg.ReconnectWindow/time.Millisecond)) // a window under 1 ms is 1 ms
 		for _, sess := range open {
 			hint := cloudwire.CloseReason{Reason: "server going away", RetryMS: 1 + rand.Int64N(window)}
 			sess.closeWith(cloudwire.CloseGoingAway, hint.String())

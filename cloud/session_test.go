@@ -272,12 +272,8 @@ func TestShutdownGoingAway(t *testing.T) {
 	defer early.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	start := time.Now()
 	if err := f.svc.Shutdown(ctx); err != nil {
 		t.Fatalf("Shutdown: %v", err)
-	}
-	if d := time.Since(start); d > 2*closeGrace {
-		t.Errorf("Shutdown took %v", d)
 	}
 	_ = early.SetReadDeadline(time.Now().Add(waitFor))
 	_, _, err = early.ReadMessage()

@@ -191,6 +191,11 @@ func runAgent(ctx context.Context, cfg agentConfig, ready func(*agent)) error {
 	defer cancel()
 	g, gctx := errgroup.WithContext(runCtx)
 	if err := a.start(ctx, g, gctx); err != nil {
+		// Cancelling the context does not stop http.Server.Serve: shut the
+		// servers that already serve down before waiting for the parts.
+		stopCtx, stopCancel := context.WithTimeout(context.Background(), cfg.StopTimeout)
+		defer stopCancel()
+		a.shutdownServers(stopCtx)
 		cancel()
 		g.Wait()
 		return err
@@ -540,7 +545,9 @@ func (a *agent) closeResources() {
 		}
 	}
 	if a.eng != nil {
-		a.eng.Close()
+		if err := a.eng.Close(); err != nil {
+			a.log.Warn("close engine", "err", err)
+		}
 	}
 }
 

@@ -284,6 +284,9 @@ func TestAgentOnExternalNATS(t *testing.T) {
 	if ta.a.eng.Embedded() {
 		t.Fatal("agent with -nats-url started an embedded server")
 	}
+	if d := ta.a.eng.SyncInterval(); d != 0 {
+		t.Fatalf("external engine reports a sync interval of %v, want 0", d)
+	}
 	setPhases(t, ta.admin(), "erin", migrate.PhaseShadow)
 	ta.stop()
 
@@ -292,5 +295,32 @@ func TestAgentOnExternalNATS(t *testing.T) {
 	tb := startAgent(t, t.TempDir(), cfg)
 	if u, ok := tb.a.state.Get("erin"); !ok || u.Phase != migrate.PhaseShadow {
 		t.Fatalf("second agent on the same NATS sees erin as %+v", u)
+	}
+}
+
+// TestAgentStartFailsWhenAdminPortTaken checks that a start failure after the
+// cloud listener already serves does not hang: the servers are shut down
+// before the parts are waited for.
+func TestAgentStartFailsWhenAdminPortTaken(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	cfg := agentPorts(t)
+	cfg.AdminListen = taken.Addr().String()
+	cfg.DataDir = t.TempDir()
+	cfg.StopTimeout = 15 * time.Second
+	done := make(chan error, 1)
+	go func() {
+		done <- runAgent(context.Background(), cfg, func(*agent) { t.Error("agent started on a taken admin port") })
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "admin listener") {
+			t.Fatalf("runAgent = %v, want an admin listener error", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("runAgent did not return within 30s of a failed start")
 	}
 }

@@ -438,6 +438,9 @@ func writeCampaignError(w http.ResponseWriter, err error) {
 func (a *agent) phaseBefore(ctx context.Context, id string) migrate.Phase {
 	u, err := a.store.Get(ctx, id)
 	if err != nil {
+		if !errors.Is(err, migrate.ErrNotFound) {
+			a.log.Warn("phase before a manual change unknown", "user", id, "err", err)
+		}
 		return ""
 	}
 	return u.Phase

@@ -14,9 +14,10 @@ import (
 // TestFaultLinkCut runs the bridge as its own process with its cloud link
 // through a faultProxy, and cuts the link silently (nothing delivered,
 // nothing closed) several times while alice (legacy) and bob (cloud) stream
-// at each other. After each heal, delivery must resume; the time from heal
-// until the backlog moves again is logged (the target is within 5 s). The
-// checker must pass at the end.
+// at each other. After each heal, delivery must resume within a generous
+// bound (30 s, a hang detector, not a speed target); the time from heal until
+// the backlog moves again is only logged, not asserted. The checker must
+// pass at the end.
 func TestFaultLinkCut(t *testing.T) {
 	bin := buildGateway(t)
 	dir := t.TempDir()

@@ -34,8 +34,12 @@ func TestLoadOrCreateRace(t *testing.T) {
 			t.Fatalf("caller %d got %v, the file holds %v", i, b, onDisk)
 		}
 	}
-	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("mode %v, err %v", fi.Mode(), err)
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v, want 0600", fi.Mode())
 	}
 	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(path), "*.tmp*")); len(left) != 0 {
 		t.Fatalf("temporary files left behind: %v", left)

@@ -25,7 +25,7 @@ func TestSignalsStopTheAgent(t *testing.T) {
 			if err := p.wait(t, 20*time.Second); err != nil {
 				t.Fatalf("agent exit after %s: %v\n%s", sig, err, p.stderr.String())
 			}
-			if !strings.Contains(p.stderr.String(), "stopped") {
+			if !strings.Contains(p.stderr.String(), "msg=stopped") {
 				t.Fatalf("no clean stop in the log:\n%s", p.stderr.String())
 			}
 		})

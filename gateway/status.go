@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/ferrygw/ferry/bridge"
-	"github.com/ferrygw/ferry/gateway/engine"
 	"github.com/ferrygw/ferry/migrate"
 )
 
@@ -99,7 +98,7 @@ func (a *agent) collectStatus(ctx context.Context) (agentStatus, error) {
 	st.Engine = engineStatus{Mode: "external", DataDir: a.cfg.DataDir}
 	if a.eng.Embedded() {
 		st.Engine.Mode = "embedded"
-		st.Engine.SyncInterval = engine.DefaultSyncInterval.String()
+		st.Engine.SyncInterval = a.eng.SyncInterval().String()
 	}
 	for p, n := range a.state.Snapshot().CountByPhase() {
 		st.Users[string(p)] = n

@@ -32,8 +32,8 @@ func TestStatusCLI(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("status JSON: %v\n%s", err, out)
 	}
-	if st.Engine.Mode != "embedded" || st.Engine.SyncInterval == "" {
-		t.Errorf("engine = %+v, want embedded with a sync interval", st.Engine)
+	if want := ta.a.eng.SyncInterval().String(); st.Engine.Mode != "embedded" || ta.a.eng.SyncInterval() <= 0 || st.Engine.SyncInterval != want {
+		t.Errorf("engine = %+v, want embedded with the engine's sync interval %s", st.Engine, want)
 	}
 	for _, p := range migrate.Phases() {
 		if _, ok := st.Users[string(p)]; !ok {

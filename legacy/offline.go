@@ -63,21 +63,47 @@ func (s *Supernode) takeHeld(user string) []legacywire.ChatMessage {
 	out := make([]legacywire.ChatMessage, 0, len(q))
 	for _, h := range q {
 		out = append(out, h.msg)
+		s.handedOver[handedKey(user, h.msg.ID)] = h.expires
 	}
 	return out
 }
 
+// handedKey keys a message being handed over in Supernode.handedOver.
+func handedKey(user, id string) string { return user + "\x00" + id }
+
+// handedOverDone forgets the expiries of messages whose hand-over was
+// written.
+func (s *Supernode) handedOverDone(user string, msgs []legacywire.ChatMessage) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, m := range msgs {
+		delete(s.handedOver, handedKey(user, m.ID))
+	}
+}
+
 // requeue puts back messages whose hand-over failed, ahead of anything
-// stored meanwhile, keeping their original expiry when still known.
+// stored meanwhile, keeping their original expiry when still known. Beyond
+// MaxOfflinePerUser the oldest are dropped and counted with the expired.
 func (s *Supernode) requeue(user string, msgs []legacywire.ChatMessage) {
 	now := s.cfg.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	back := make([]heldMessage, 0, len(msgs)+len(s.offline[user]))
 	for _, m := range msgs {
-		back = append(back, heldMessage{msg: m, expires: now.Add(s.cfg.OfflineTTL)})
+		k := handedKey(user, m.ID)
+		expires, ok := s.handedOver[k]
+		if !ok {
+			expires = now.Add(s.cfg.OfflineTTL)
+		}
+		delete(s.handedOver, k)
+		back = append(back, heldMessage{msg: m, expires: expires})
 	}
 	s.offline[user] = append(back, s.offline[user]...)
+	q := s.dropExpiredLocked(user, now)
+	if over := len(q) - s.cfg.MaxOfflinePerUser; over > 0 {
+		s.offline[user] = q[over:]
+		s.expired += int64(over)
+	}
 }
 
 // dropExpiredLocked removes user's expired held messages, counting them,
@@ -102,7 +128,8 @@ func (s *Supernode) dropExpiredLocked(user string, now time.Time) []heldMessage 
 
 // OfflineStats reports the offline store: messages held now, and messages
 // dropped because they expired before a device of their recipient
-// registered.
+// registered (or overflowed MaxOfflinePerUser when a failed hand-over put
+// them back).
 func (s *Supernode) OfflineStats() (held int, expired int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -87,3 +87,43 @@ func TestOfflineStoreAndForward(t *testing.T) {
 		t.Errorf("OfflineStats = %d held, %d expired; want 0 and 1", held, expired)
 	}
 }
+
+// TestRequeueKeepsExpiryAndCap: a failed hand-over puts messages back with
+// their original expiry (so a message that keeps failing still expires) and
+// never beyond MaxOfflinePerUser; what is dropped is counted.
+func TestRequeueKeepsExpiryAndCap(t *testing.T) {
+	auth := newTestAuthority(t)
+	now := time.Now()
+	sn, err := NewSupernode(newTestHost(t), SupernodeConfig{Authority: auth.PublicKey(), OfflineTTL: time.Minute,
+		MaxOfflinePerUser: 2, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn.known["bob"] = struct{}{}
+	cert := legacywire.Certificate{User: "alice"}
+	for _, id := range []string{"m1", "m2"} {
+		if resp := sn.store("", cert, &legacywire.ChatMessage{ID: id, From: "alice", To: "bob"}); !resp.OK {
+			t.Fatalf("store %s = %+v", id, resp)
+		}
+	}
+	taken := sn.takeHeld("bob")
+	if len(taken) != 2 {
+		t.Fatalf("takeHeld = %d messages, want 2", len(taken))
+	}
+	now = now.Add(40 * time.Second)
+	if resp := sn.store("", cert, &legacywire.ChatMessage{ID: "m3", From: "alice", To: "bob"}); !resp.OK {
+		t.Fatalf("store m3 = %+v", resp)
+	}
+	sn.requeue("bob", taken) // three for a cap of two: the oldest goes
+	if held, dropped := sn.OfflineStats(); held != 2 || dropped != 1 {
+		t.Fatalf("after requeue: held %d, dropped %d; want 2, 1", held, dropped)
+	}
+	now = now.Add(30 * time.Second) // past m1/m2's original expiry, not m3's
+	got := sn.takeHeld("bob")
+	if len(got) != 1 || got[0].ID != "m3" {
+		t.Fatalf("takeHeld after original expiry = %+v, want only m3", got)
+	}
+	if _, dropped := sn.OfflineStats(); dropped != 2 {
+		t.Errorf("dropped = %d, want 2", dropped)
+	}
+}

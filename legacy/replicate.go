@@ -109,7 +109,11 @@ func (r *replicator) serve(ctx context.Context, p *replicaPeer) {
 		var req legacywire.DirRequest
 		ok := len(p.queue) > 0
 		if ok {
+			// Taken off under the lock: an overflow in push while this
+			// one is in flight drops (and counts) the next oldest, not
+			// this one.
 			req = p.queue[0]
+			p.queue = p.queue[1:]
 		}
 		p.mu.Unlock()
 		if !ok {
@@ -130,9 +134,6 @@ func (r *replicator) serve(ctx context.Context, p *replicaPeer) {
 		} else {
 			r.pushed.Add(1)
 		}
-		p.mu.Lock()
-		p.queue = p.queue[1:]
-		p.mu.Unlock()
 	}
 }
 

@@ -103,11 +103,14 @@ type Supernode struct {
 	routes  map[string]legacywire.RouteRecord             // user → highest-Seq record, withdrawn ones included
 	revoked *Revocations
 	offline map[string][]heldMessage // user → held messages, oldest first
-	known   map[string]struct{}      // users that ever registered a device here
-	expired int64                    // held messages dropped at expiry
-	stopped bool
-	repl    *replicator    // nil without Peers
-	streams sync.WaitGroup // stream handlers in flight
+	// handedOver keeps the expiry of held messages being handed over
+	// (handedKey), so a failed hand-over requeues them with it.
+	handedOver map[string]time.Time
+	known      map[string]struct{} // users that ever registered a device here
+	expired    int64               // held messages dropped at expiry
+	stopped    bool
+	repl       *replicator    // nil without Peers
+	streams    sync.WaitGroup // stream handlers in flight
 }
 
 // NewSupernode registers the directory stream handler on h. The handler
@@ -123,14 +126,15 @@ func NewSupernode(h host.Host, cfg SupernodeConfig) (*Supernode, error) {
 		cfg.Now = time.Now
 	}
 	s := &Supernode{
-		h:       h,
-		cfg:     cfg,
-		log:     componentLogger(cfg.Logger, "legacy.supernode"),
-		devices: make(map[string]map[string]legacywire.DeviceRecord),
-		routes:  make(map[string]legacywire.RouteRecord),
-		revoked: cfg.Revocations,
-		offline: make(map[string][]heldMessage),
-		known:   make(map[string]struct{}),
+		h:          h,
+		cfg:        cfg,
+		log:        componentLogger(cfg.Logger, "legacy.supernode"),
+		devices:    make(map[string]map[string]legacywire.DeviceRecord),
+		routes:     make(map[string]legacywire.RouteRecord),
+		revoked:    cfg.Revocations,
+		offline:    make(map[string][]heldMessage),
+		handedOver: make(map[string]time.Time),
+		known:      make(map[string]struct{}),
 	}
 	if s.cfg.OfflineTTL == 0 {
 		s.cfg.OfflineTTL = DefaultOfflineTTL
@@ -276,6 +280,9 @@ func (s *Supernode) handle(str network.Stream) {
 		}
 		_ = str.Reset()
 		return
+	}
+	if len(resp.Messages) > 0 {
+		s.handedOverDone(req.Cert.User, resp.Messages)
 	}
 	_ = str.Close()
 }

@@ -391,7 +391,7 @@ func (d *Driver) advance(ctx context.Context, c Campaign, frozen bool) error {
 			Reason: fmt.Sprintf("campaign %s step %d (target %d bp)", c.Name, m.Step, c.Steps[m.Step].TargetBP)}}
 	}
 	results := d.apply(ctx, ops)
-	if err := ctx.Err(); err != nil {
+	if ctx.Err() != nil {
 		// Moves that failed for want of time did not happen (or will
 		// repeat harmlessly under the same op id): their tokens go back.
 		failed := 0
@@ -401,8 +401,21 @@ func (d *Driver) advance(ctx context.Context, c Campaign, frozen bool) error {
 			}
 		}
 		d.giveBack(&c, failed)
-		return err
 	}
+	return d.recordResults(ctx, now, c, moves, ops, results, func(ev *AuditEvent, m Move) {
+		ev.Values = map[string]float64{"actual_bp": float64(sv.ActualBP()), "pending": float64(sv.Pending)}
+		ev.Thresholds = map[string]float64{"target_bp": float64(c.Steps[m.Step].TargetBP), "per_minute": float64(c.PerMinute())}
+	})
+}
+
+// auditGrace bounds the audit write of moves that landed after ctx ended.
+const auditGrace = 5 * time.Second
+
+// recordResults reports and audits the outcome of each move (results[i] is
+// the error of ops[i]), decorating each event with decorate when non-nil.
+// The moves that landed are audited even once ctx has ended (within
+// auditGrace); then ctx's error is returned.
+func (d *Driver) recordResults(ctx context.Context, now time.Time, c Campaign, moves []Move, ops []UserOp, results []error, decorate func(*AuditEvent, Move)) error {
 	events := make([]AuditEvent, 0, len(moves))
 	var errs []error
 	for i, m := range moves {
@@ -420,13 +433,22 @@ func (d *Driver) advance(ctx context.Context, c Campaign, frozen bool) error {
 			d.cfg.OnTransition(m.From, m.To, result)
 		}
 		ev := AuditEvent{At: now, Kind: AuditTransition, Actor: ActorDriver, OpID: op.ID, Campaign: c.Name, Step: m.Step,
-			User: m.User, From: string(m.From), To: string(m.To), Reason: op.Reason, Result: result,
-			Values:     map[string]float64{"actual_bp": float64(sv.ActualBP()), "pending": float64(sv.Pending)},
-			Thresholds: map[string]float64{"target_bp": float64(c.Steps[m.Step].TargetBP), "per_minute": float64(c.PerMinute())}}
+			User: m.User, From: string(m.From), To: string(m.To), Reason: op.Reason, Result: result}
+		if decorate != nil {
+			decorate(&ev, m)
+		}
 		if err != nil {
 			ev.Reason = err.Error()
 		}
 		events = append(events, ev)
+	}
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditGrace)
+		defer cancel()
+		if err := d.cfg.Audit.Record(actx, events...); err != nil {
+			d.log.Warn("audit of moves after the context ended", "campaign", c.Name, "err", err)
+		}
+		return ctxErr
 	}
 	if err := d.cfg.Audit.Record(ctx, events...); err != nil {
 		errs = append(errs, fmt.Errorf("audit: %w", err))
@@ -496,41 +518,11 @@ func (d *Driver) rollback(ctx context.Context, c Campaign) error {
 		return d.cfg.Audit.Record(ctx, AuditEvent{At: now, Kind: AuditCampaign, Actor: ActorDriver, Campaign: c.Name, Step: c.Step,
 			From: string(c.State), To: string(next.State), Reason: next.Reason, Result: ResultOK})
 	}
-	events := make([]AuditEvent, 0, len(moves))
-	var errs []error
 	ops := make([]UserOp, len(moves))
 	for i, m := range moves {
 		ops[i] = UserOp{User: m.User, Op: Op{ID: c.RollbackOpID(m.User), To: PhaseShadow, At: now, Reason: "rollback of campaign " + c.Name}}
 	}
-	results := d.apply(ctx, ops)
-	for i, m := range moves {
-		op, err := ops[i].Op, results[i]
-		result := ResultOK
-		switch {
-		case err == nil:
-		case errors.Is(err, ErrIllegalTransition):
-			result = ResultRefused
-		default:
-			result = ResultError
-			errs = append(errs, err)
-		}
-		if d.cfg.OnTransition != nil {
-			d.cfg.OnTransition(m.From, m.To, result)
-		}
-		ev := AuditEvent{At: now, Kind: AuditTransition, Actor: ActorDriver, OpID: op.ID, Campaign: c.Name, Step: c.Step,
-			User: m.User, From: string(m.From), To: string(m.To), Reason: op.Reason, Result: result}
-		if err != nil {
-			ev.Reason = err.Error()
-		}
-		events = append(events, ev)
-	}
-	if err := d.cfg.Audit.Record(ctx, events...); err != nil {
-		errs = append(errs, fmt.Errorf("audit: %w", err))
-	}
-	if len(errs) > 3 {
-		errs = append(errs[:3], fmt.Errorf("and %d more errors", len(errs)-3))
-	}
-	return errors.Join(errs...)
+	return d.recordResults(ctx, now, c, moves, ops, d.apply(ctx, ops), nil)
 }
 
 // apply makes the moves, in one batch when Users is a BatchMover and one by

@@ -65,3 +65,31 @@ func FuzzVerifyToken(f *testing.F) {
 		}
 	})
 }
+
+func FuzzCloseReason(f *testing.F) {
+	f.Add(`{"reason":"server going away","retry_ms":1234}`)
+	f.Add(CloseReason{Reason: string(bytes.Repeat([]byte("\u2028"), 60)), RetryMS: 1}.String())
+	f.Add("going away")
+	f.Add(`{"reason":"\ud800"}`)
+	f.Add("")
+	f.Fuzz(func(t *testing.T, text string) {
+		c, ok := ParseCloseReason(text)
+		if !ok {
+			if c.Reason != text {
+				t.Fatalf("unparsed reason %q, want the raw text %q", c.Reason, text)
+			}
+			return
+		}
+		s := c.String()
+		if len(s) > maxCloseReason {
+			t.Fatalf("String() is %d bytes, over %d: %q", len(s), maxCloseReason, s)
+		}
+		if s == "" {
+			return
+		}
+		back, ok := ParseCloseReason(s)
+		if !ok || back.RetryMS != c.RetryMS {
+			t.Fatalf("ParseCloseReason(%q) = %+v, %v; want retry_ms %d", s, back, ok, c.RetryMS)
+		}
+	})
+}

@@ -31,8 +31,12 @@ func TestEmbeddedKeepsDataAcrossRestart(t *testing.T) {
 	if _, err := kv.Put(ctx, "k", []byte("v1")); err != nil {
 		t.Fatal(err)
 	}
-	e.Close()
-	e.Close() // idempotent
+	if err := e.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if err := e.Close(); err != nil { // idempotent
+		t.Fatalf("second close: %v", err)
+	}
 
 	e2, err := engine.Start(engine.Config{DataDir: dir})
 	if err != nil {
@@ -58,5 +62,22 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if _, err := engine.Start(engine.Config{URL: "nats://127.0.0.1:1"}); err == nil {
 		t.Fatal("connect to a closed port succeeded")
+	}
+}
+
+// TestSyncIntervalIsTheEffectiveOne checks that SyncInterval reports what the
+// embedded server runs with: the configured value, or the default.
+func TestSyncIntervalIsTheEffectiveOne(t *testing.T) {
+	for _, tc := range []struct{ set, want time.Duration }{{0, engine.DefaultSyncInterval}, {250 * time.Millisecond, 250 * time.Millisecond}} {
+		e, err := engine.Start(engine.Config{DataDir: t.TempDir(), SyncInterval: tc.set})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := e.SyncInterval(); got != tc.want {
+			t.Errorf("SyncInterval with %v configured = %v, want %v", tc.set, got, tc.want)
+		}
+		if err := e.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
