@@ -163,55 +163,35 @@ func openStore(ctx context.Context, js jetstream.JetStream, replicas int, m *met
 	if err != nil {
 		return nil, fmt.Errorf("cloud: stream %s: %w", inboxStreamName, err)
 	}
-	sends, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      sendsBucket,
-		Description: "Ferry cloud send idempotency: message id to the original ack.",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("cloud: bucket %s: %w", sendsBucket, err)
+	// Every bucket keeps one revision per key, on file, replicated like the streams.
+	bucket := func(name, desc string) (jetstream.KeyValue, error) {
+		kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: name, Description: desc, History: 1, Storage: jetstream.FileStorage, Replicas: replicas,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("cloud: bucket %s: %w", name, err)
+		}
+		return kv, nil
 	}
-	receipts, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      receiptsBucket,
-		Description: "Ferry cloud cumulative receipts: delivered and read up to N, per conversation, user and device.",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-	})
+	sends, err := bucket(sendsBucket, "Ferry cloud send idempotency: message id to the original ack.")
 	if err != nil {
-		return nil, fmt.Errorf("cloud: bucket %s: %w", receiptsBucket, err)
+		return nil, err
 	}
-	groups, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      groupsBucket,
-		Description: "Ferry cloud groups: name and members, as of the group's last change in its log.",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-	})
+	receipts, err := bucket(receiptsBucket, "Ferry cloud cumulative receipts: delivered and read up to N, per conversation, user and device.")
 	if err != nil {
-		return nil, fmt.Errorf("cloud: bucket %s: %w", groupsBucket, err)
+		return nil, err
 	}
-	member, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      memberBucket,
-		Description: "Ferry cloud conversations by member, for presence fan-out.",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-	})
+	groups, err := bucket(groupsBucket, "Ferry cloud groups: name and members, as of the group's last change in its log.")
 	if err != nil {
-		return nil, fmt.Errorf("cloud: bucket %s: %w", memberBucket, err)
+		return nil, err
 	}
-	devices, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      devicesBucket,
-		Description: "Ferry cloud devices: last activity and whether online, to ring the device in use first.",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-	})
+	member, err := bucket(memberBucket, "Ferry cloud conversations by member, for presence fan-out.")
 	if err != nil {
-		return nil, fmt.Errorf("cloud: bucket %s: %w", devicesBucket, err)
+		return nil, err
+	}
+	devices, err := bucket(devicesBucket, "Ferry cloud devices: last activity and whether online, to ring the device in use first.")
+	if err != nil {
+		return nil, err
 	}
 	return &store{
 		js: js, conv: conv, inbox: inbox, sends: sends, receipts: receipts, groups: groups, member: member, devices: devices,
