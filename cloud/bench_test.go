@@ -6,10 +6,10 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/gorilla/websocket"
 
+	"github.com/ferrygw/ferry/cloud/cloudtest"
 	"github.com/ferrygw/ferry/cloud/cloudwire"
 )
 
@@ -68,33 +68,5 @@ func echoServer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer conn.Close()
-	write := func(f cloudwire.Frame) error {
-		b, err := cloudwire.Encode(f)
-		if err != nil {
-			return err
-		}
-		return conn.WriteMessage(websocket.TextMessage, b)
-	}
-	for {
-		_, msg, err := conn.ReadMessage()
-		if err != nil {
-			return
-		}
-		f, err := cloudwire.Decode(msg)
-		if err != nil {
-			return
-		}
-		switch f := f.(type) {
-		case cloudwire.Hello:
-			err = write(cloudwire.Welcome{ProtocolVersion: cloudwire.ProtocolVersion, User: "alice", Role: cloudwire.RoleUser, Device: f.Device, Session: "echo"})
-			if err == nil {
-				err = write(cloudwire.Synced{})
-			}
-		case cloudwire.Send:
-			err = write(cloudwire.Ack{Ref: f.Ref, MsgID: f.MsgID, Conv: cloudwire.DirectConversationID("alice", f.To), Seq: 1, At: time.Now()})
-		}
-		if err != nil {
-			return
-		}
-	}
+	cloudtest.AckEcho(conn)
 }

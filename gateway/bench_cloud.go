@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ferrygw/ferry/cloud"
+	"github.com/ferrygw/ferry/cloud/cloudtest"
 	"github.com/ferrygw/ferry/cloud/cloudwire"
 	"github.com/ferrygw/ferry/gateway/engine"
 )
@@ -88,47 +89,12 @@ func benchToken(key ed25519.PrivateKey, user string) (string, error) {
 	return cloudwire.SignToken(key, cloudwire.Claims{Subject: user, Role: cloudwire.RoleUser, IssuedAt: now, ExpiresAt: now.Add(24 * time.Hour)})
 }
 
-// echoCloud answers like the cloud service without storing anything:
-// welcome and synced to the hello, an ack to every send. It is the floor of
-// cloud-rtt: the same client code, the same frames, no service.
-func echoCloud(conn *websocket.Conn) {
-	write := func(f cloudwire.Frame) error {
-		b, err := cloudwire.Encode(f)
-		if err != nil {
-			return err
-		}
-		return conn.WriteMessage(websocket.TextMessage, b)
-	}
-	for {
-		_, msg, err := conn.ReadMessage()
-		if err != nil {
-			return
-		}
-		f, err := cloudwire.Decode(msg)
-		if err != nil {
-			return
-		}
-		switch f := f.(type) {
-		case cloudwire.Hello:
-			err = write(cloudwire.Welcome{ProtocolVersion: cloudwire.ProtocolVersion, User: "echo", Role: cloudwire.RoleUser, Device: f.Device, Session: "echo"})
-			if err == nil {
-				err = write(cloudwire.Synced{})
-			}
-		case cloudwire.Send:
-			err = write(cloudwire.Ack{Ref: f.Ref, MsgID: f.MsgID, Conv: cloudwire.DirectConversationID("echo", f.To), Seq: 1, At: time.Now()})
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
 func benchCloudRTT(ctx context.Context, o benchOptions) ([]benchRow, error) {
 	bc, err := startBenchCloud(ctx)
 	if err != nil {
 		return nil, err
 	}
-	echo, err := startWSServer(echoCloud)
+	echo, err := startWSServer(cloudtest.AckEcho)
 	if err != nil {
 		return nil, errors.Join(err, bc.stop())
 	}
@@ -381,7 +347,7 @@ func benchCloudIdle(ctx context.Context, o benchOptions) ([]benchRow, error) {
 	floor, err := startWSServer(func(c *websocket.Conn) {
 		// Welcome the hello, then one reader per connection, as a bare
 		// gorilla/websocket service would.
-		echoCloud(c)
+		cloudtest.AckEcho(c)
 	})
 	if err != nil {
 		return nil, errors.Join(err, bc.stop())
