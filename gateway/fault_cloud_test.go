@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
-
 	"github.com/ferrygw/ferry/migrate"
 )
 
@@ -31,15 +29,7 @@ func TestFaultCloudRestart(t *testing.T) {
 		"-nats-url", "nats://" + cfg.NatsListen, "-listen", cloudListen,
 		"-admin-listen", freeAddr(t), "-log-level", "warn"}
 	cloudProc := startProcess(t, bin, cloudArgs...)
-	sn := ta.supernode(t)
-	snAddrs, err := peer.AddrInfoToP2pAddrs(&sn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bridgeProc := startProcess(t, bin, "agent", "-data-dir", dir, "-roles", roleBridge,
-		"-nats-url", "nats://"+cfg.NatsListen, "-cloud-url", cloudURL,
-		"-supernode", snAddrs[0].String(), "-admin-listen", freeAddr(t),
-		"-bridge-listen", "/ip4/127.0.0.1/tcp/"+freePort(t), "-log-level", "warn")
+	bridgeProc := startProcess(t, bin, bridgeProcessArgs(t, ta, dir, "nats://"+cfg.NatsListen, cloudURL)...)
 
 	setPhases(t, ta.admin(), "bob", migrate.PhaseShadow, migrate.PhaseReady, migrate.PhaseCloud)
 	alice := newLegacyPhone(t, ta, "alice")

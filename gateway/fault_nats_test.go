@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
-
 	"github.com/ferrygw/ferry/gateway/engine"
 	"github.com/ferrygw/ferry/migrate"
 )
@@ -37,15 +35,7 @@ func TestFaultNATSRestart(t *testing.T) {
 	cfg.Roles = []string{roleSupernode, roleCloud}
 	cfg.NatsURL = "nats://" + natsAddr
 	ta := startAgent(t, dir, cfg)
-	sn := ta.supernode(t)
-	snAddrs, err := peer.AddrInfoToP2pAddrs(&sn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bridgeProc := startProcess(t, bin, "agent", "-data-dir", dir, "-roles", roleBridge,
-		"-nats-url", cfg.NatsURL, "-cloud-url", ta.a.cloudURL(),
-		"-supernode", snAddrs[0].String(), "-admin-listen", freeAddr(t),
-		"-bridge-listen", "/ip4/127.0.0.1/tcp/"+freePort(t), "-log-level", "warn")
+	bridgeProc := startProcess(t, bin, bridgeProcessArgs(t, ta, dir, cfg.NatsURL, ta.a.cloudURL())...)
 
 	setPhases(t, ta.admin(), "bob", migrate.PhaseShadow, migrate.PhaseReady, migrate.PhaseCloud)
 	alice := newLegacyPhone(t, ta, "alice")

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
-
 	"github.com/ferrygw/ferry/migrate"
 )
 
@@ -29,15 +27,7 @@ func TestFaultSlowCloud(t *testing.T) {
 	cfg.NatsListen = freeAddr(t)
 	ta := startAgent(t, dir, cfg)
 	proxy := newFaultProxy(t, strings.TrimPrefix(strings.TrimSuffix(ta.a.cloudURL(), "/v1/ws"), "ws://"))
-	sn := ta.supernode(t)
-	snAddrs, err := peer.AddrInfoToP2pAddrs(&sn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bridgeProc := startProcess(t, bin, "agent", "-data-dir", dir, "-roles", roleBridge,
-		"-nats-url", "nats://"+cfg.NatsListen, "-cloud-url", "ws://"+proxy.addr()+"/v1/ws",
-		"-supernode", snAddrs[0].String(), "-admin-listen", freeAddr(t),
-		"-bridge-listen", "/ip4/127.0.0.1/tcp/"+freePort(t), "-log-level", "warn")
+	bridgeProc := startProcess(t, bin, bridgeProcessArgs(t, ta, dir, "nats://"+cfg.NatsListen, "ws://"+proxy.addr()+"/v1/ws")...)
 	why := func() string { return "\nbridge log:\n" + bridgeProc.stderr.String() }
 
 	setPhases(t, ta.admin(), "bob", migrate.PhaseShadow, migrate.PhaseReady, migrate.PhaseCloud)

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
-
 	"github.com/ferrygw/ferry/migrate"
 )
 
@@ -30,15 +28,7 @@ func TestBridgeSurvivesSIGKILL(t *testing.T) {
 	cfg.Roles = []string{roleSupernode, roleCloud}
 	cfg.NatsListen = freeAddr(t)
 	ta := startAgent(t, dir, cfg)
-	sn := ta.supernode(t)
-	snAddrs, err := peer.AddrInfoToP2pAddrs(&sn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bridgeArgs := []string{"agent", "-data-dir", dir, "-roles", roleBridge,
-		"-nats-url", "nats://" + cfg.NatsListen, "-cloud-url", ta.a.cloudURL(),
-		"-supernode", snAddrs[0].String(), "-admin-listen", freeAddr(t),
-		"-bridge-listen", "/ip4/127.0.0.1/tcp/" + freePort(t), "-log-level", "warn"}
+	bridgeArgs := bridgeProcessArgs(t, ta, dir, "nats://"+cfg.NatsListen, ta.a.cloudURL())
 	bridgeProc := startProcess(t, bin, bridgeArgs...)
 
 	setPhases(t, ta.admin(), "bob", migrate.PhaseShadow, migrate.PhaseReady, migrate.PhaseCloud)

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // buildGateway builds the real binary once per test.
@@ -96,4 +98,20 @@ func (p *agentProcess) wait(t *testing.T, within time.Duration) error {
 		t.Fatalf("agent still running after %s:\n%s", within, p.stderr.String())
 		return nil
 	}
+}
+
+// bridgeProcessArgs are the arguments of a bridge running as its own process
+// beside the in-process agent ta: the shared data directory, NATS at
+// natsURL, the cloud at cloudURL, ta's supernode, fresh loopback ports.
+func bridgeProcessArgs(t *testing.T, ta *testAgent, dir, natsURL, cloudURL string) []string {
+	t.Helper()
+	sn := ta.supernode(t)
+	addrs, err := peer.AddrInfoToP2pAddrs(&sn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []string{"agent", "-data-dir", dir, "-roles", roleBridge,
+		"-nats-url", natsURL, "-cloud-url", cloudURL,
+		"-supernode", addrs[0].String(), "-admin-listen", freeAddr(t),
+		"-bridge-listen", "/ip4/127.0.0.1/tcp/" + freePort(t), "-log-level", "warn"}
 }
