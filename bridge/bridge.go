@@ -41,6 +41,9 @@ type Config struct {
 	Authority *legacy.Authority
 	// Supernode is where the bridge publishes routes and looks users up.
 	Supernode peer.AddrInfo
+	// SupernodeFallbacks are tried in order when Supernode cannot be
+	// reached (the directory is replicated among supernodes).
+	SupernodeFallbacks []peer.AddrInfo
 	// State is this node's memdb view of every user's phase.
 	State *migrate.State
 	// JS keeps the bridge's cloud-feed cursor.
@@ -149,7 +152,7 @@ func New(ctx context.Context, cfg Config) (*Bridge, error) {
 		log:     log,
 		now:     cfg.Now,
 		cert:    cert,
-		dir:     legacy.NewDirectory(cfg.Host, cert, cfg.Supernode),
+		dir:     legacy.NewDirectory(cfg.Host, cert, cfg.Supernode, cfg.SupernodeFallbacks...),
 		metrics: m,
 		cursor:  cur,
 	}

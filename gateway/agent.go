@@ -86,8 +86,11 @@ type agentConfig struct {
 	// with /p2p/): this agent's supernode replicates every registration,
 	// route and revocation to them.
 	SupernodePeers []string
-	AllowedOrigins []string
-	StopTimeout    time.Duration
+	// SupernodeFallbacks are further supernodes (multiaddrs with /p2p/) the
+	// bridge's directory client fails over to.
+	SupernodeFallbacks []string
+	AllowedOrigins     []string
+	StopTimeout        time.Duration
 	// CampaignTick is how often the campaign driver looks at the
 	// campaigns; zero means migrate.DefaultDriverTick.
 	CampaignTick time.Duration
@@ -112,7 +115,8 @@ func agentCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.StringVar(&cfg.NatsListen, "nats-listen", "", "also serve the embedded NATS on host:port, for agents in other processes")
 	fs.StringVar(&cfg.CloudURL, "cloud-url", "", "cloud WebSocket URL, for a bridge in an agent without the cloud role")
 	fs.StringVar(&cfg.Supernode, "supernode", "", "supernode multiaddr with /p2p/ID, for an agent without the supernode role")
-	var snPeers string
+	var snPeers, snFallbacks string
+	fs.StringVar(&snFallbacks, "supernode-fallbacks", "", "comma-separated multiaddrs with /p2p/ID of supernodes the bridge fails over to")
 	fs.StringVar(&snPeers, "supernode-peers", "", "comma-separated multiaddrs with /p2p/ID of the other supernodes this agent's supernode replicates to")
 	fs.StringVar(&origins, "allowed-origins", "http://127.0.0.1:7070,http://localhost:7070", "comma-separated Origin allowlist for browser clients")
 	fs.DurationVar(&cfg.StopTimeout, "stop-timeout", defaultStopTimeout, "deadline for a clean stop after SIGINT/SIGTERM")
@@ -128,6 +132,7 @@ func agentCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	cfg.AllowedOrigins = splitList(origins)
 	cfg.Roles = splitList(roles)
 	cfg.SupernodePeers = splitList(snPeers)
+	cfg.SupernodeFallbacks = splitList(snFallbacks)
 	for _, r := range cfg.Roles {
 		if !slices.Contains(allRoles, r) {
 			return fmt.Errorf("-roles: unknown role %q (known: %s)", r, strings.Join(allRoles, ", "))
@@ -478,6 +483,10 @@ func (a *agent) startBridge(ctx context.Context, g *errgroup.Group, gctx context
 	}); err != nil {
 		return fmt.Errorf("bridge host on %s: %w", a.cfg.BridgeListen, err)
 	}
+	fallbacks, err := parsePeers("-supernode-fallbacks", a.cfg.SupernodeFallbacks)
+	if err != nil {
+		return err
+	}
 	now := time.Now().UTC()
 	token, err := cloudwire.SignToken(a.tokenKey, cloudwire.Claims{
 		Subject: bridge.User, Role: cloudwire.RoleBridge, IssuedAt: now, ExpiresAt: now.Add(bridgeTokenTTL),
@@ -486,16 +495,17 @@ func (a *agent) startBridge(ctx context.Context, g *errgroup.Group, gctx context
 		return err
 	}
 	if a.bridge, err = bridge.New(ctx, bridge.Config{
-		Host:          a.brHost,
-		Authority:     a.authority,
-		Supernode:     sn,
-		State:         a.state,
-		JS:            a.eng.JS,
-		CloudURL:      cloudURL,
-		CloudToken:    token,
-		ClientVersion: version,
-		Registerer:    a.reg,
-		Logger:        a.cfg.Logger,
+		Host:               a.brHost,
+		Authority:          a.authority,
+		Supernode:          sn,
+		SupernodeFallbacks: fallbacks,
+		State:              a.state,
+		JS:                 a.eng.JS,
+		CloudURL:           cloudURL,
+		CloudToken:         token,
+		ClientVersion:      version,
+		Registerer:         a.reg,
+		Logger:             a.cfg.Logger,
 	}); err != nil {
 		return err
 	}
