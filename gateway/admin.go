@@ -163,8 +163,7 @@ func (a *agent) getUser(w http.ResponseWriter, r *http.Request) {
 func (a *agent) setPhase(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	var req phaseRequest
-	if err := decodeJSON(r, &req); err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+	if !readJSON(w, r, &req) {
 		return
 	}
 	phase, err := migrate.ParsePhase(req.Phase)
@@ -172,8 +171,7 @@ func (a *agent) setPhase(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_phase", err.Error())
 		return
 	}
-	if strings.TrimSpace(req.Reason) == "" {
-		writeError(w, http.StatusBadRequest, "reason_required", "a reason is required for every phase change")
+	if !requireReason(w, req.Reason, "a reason is required for every phase change") {
 		return
 	}
 	if req.OpID == "" {
@@ -218,8 +216,7 @@ func (a *agent) legacyBootstrap(w http.ResponseWriter, _ *http.Request) {
 
 func (a *agent) legacyCertificate(w http.ResponseWriter, r *http.Request) {
 	var req certRequest
-	if err := decodeJSON(r, &req); err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+	if !readJSON(w, r, &req) {
 		return
 	}
 	id, err := peer.Decode(req.PeerID)
@@ -251,8 +248,7 @@ func (a *agent) legacyCertificate(w http.ResponseWriter, r *http.Request) {
 
 func (a *agent) cloudToken(w http.ResponseWriter, r *http.Request) {
 	var req tokenRequest
-	if err := decodeJSON(r, &req); err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+	if !readJSON(w, r, &req) {
 		return
 	}
 	if err := migrate.CheckUserID(req.User); err != nil {
@@ -296,13 +292,26 @@ func writeDomainError(w http.ResponseWriter, err error) {
 	}
 }
 
-func decodeJSON(r *http.Request, v any) error {
+// readJSON decodes the request body into v, answering 400 itself when it
+// cannot; a handler returns when it reports false.
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("request body: %w", err)
+		writeError(w, http.StatusBadRequest, "bad_request", "request body: "+err.Error())
+		return false
 	}
-	return nil
+	return true
+}
+
+// requireReason answers 400 reason_required with msg when reason is blank:
+// every change an operator makes is kept with its reason.
+func requireReason(w http.ResponseWriter, reason, msg string) bool {
+	if strings.TrimSpace(reason) == "" {
+		writeError(w, http.StatusBadRequest, "reason_required", msg)
+		return false
+	}
+	return true
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -137,8 +136,7 @@ func (a *agent) listCampaigns(w http.ResponseWriter, r *http.Request) {
 
 func (a *agent) createCampaign(w http.ResponseWriter, r *http.Request) {
 	var c migrate.Campaign
-	if err := decodeJSON(r, &c); err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+	if !readJSON(w, r, &c) {
 		return
 	}
 	now := time.Now().UTC()
@@ -187,8 +185,7 @@ func (a *agent) campaignCommand(w http.ResponseWriter, r *http.Request) {
 	}
 	var req commandRequest
 	if r.ContentLength != 0 {
-		if err := decodeJSON(r, &req); err != nil {
-			writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		if !readJSON(w, r, &req) {
 			return
 		}
 	}
@@ -282,8 +279,7 @@ func (a *agent) getFreeze(w http.ResponseWriter, r *http.Request) {
 
 func (a *agent) setFreeze(w http.ResponseWriter, r *http.Request) {
 	var f migratestore.Freeze
-	if err := decodeJSON(r, &f); err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+	if !readJSON(w, r, &f) {
 		return
 	}
 	f.Actor, f.Since = actor(r), time.Now().UTC()
@@ -314,12 +310,10 @@ func (a *agent) resumeUser(w http.ResponseWriter, r *http.Request) { a.holdOrRes
 func (a *agent) holdOrResume(w http.ResponseWriter, r *http.Request, hold bool) {
 	id := r.PathValue("id")
 	var req userOpRequest
-	if err := decodeJSON(r, &req); err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+	if !readJSON(w, r, &req) {
 		return
 	}
-	if strings.TrimSpace(req.Reason) == "" {
-		writeError(w, http.StatusBadRequest, "reason_required", "a reason is required")
+	if !requireReason(w, req.Reason, "a reason is required") {
 		return
 	}
 	if req.OpID == "" {
@@ -371,16 +365,14 @@ type exemptRequest struct {
 func (a *agent) exemptUser(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	var req exemptRequest
-	if err := decodeJSON(r, &req); err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+	if !readJSON(w, r, &req) {
 		return
 	}
 	if err := migrate.CheckUserID(id); err != nil {
 		writeError(w, http.StatusBadRequest, "invalid_user", err.Error())
 		return
 	}
-	if strings.TrimSpace(req.Reason) == "" {
-		writeError(w, http.StatusBadRequest, "reason_required", "a reason is required")
+	if !requireReason(w, req.Reason, "a reason is required") {
 		return
 	}
 	now := time.Now().UTC()

@@ -176,8 +176,7 @@ func (req retireRequest) apply(p migrate.VersionPolicy, now time.Time) migrate.V
 
 func (a *agent) retireVersions(w http.ResponseWriter, r *http.Request) {
 	var req retireRequest
-	if err := decodeJSON(r, &req); err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+	if !readJSON(w, r, &req) {
 		return
 	}
 	if !req.DryRun && strings.TrimSpace(req.Reason) == "" {
@@ -225,12 +224,10 @@ type blockRequest struct {
 
 func (a *agent) blockVersion(w http.ResponseWriter, r *http.Request) {
 	var req blockRequest
-	if err := decodeJSON(r, &req); err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+	if !readJSON(w, r, &req) {
 		return
 	}
-	if strings.TrimSpace(req.Reason) == "" {
-		writeError(w, http.StatusBadRequest, "reason_required", "an emergency block needs a reason")
+	if !requireReason(w, req.Reason, "an emergency block needs a reason") {
 		return
 	}
 	now := time.Now().UTC()
