@@ -101,6 +101,7 @@ type Bridge struct {
 	cursor  *cursorStore
 	outbox  *outbox
 	ledger  *ledger
+	live    *liveRelay
 
 	linkState *linkTracker
 
@@ -161,6 +162,7 @@ func New(ctx context.Context, cfg Config) (*Bridge, error) {
 		return nil, err
 	}
 	b.routes = newRoutePublisher(b)
+	b.live = newLiveRelay(b)
 	if b.outbox, err = newOutbox(ctx, cfg.JS, cfg.OutboxTTL, b.carry, cfg.Now, log, m); err != nil {
 		return nil, err
 	}
@@ -189,6 +191,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	g.Go(func() error { return b.runLink(ctx) })
 	g.Go(func() error { return b.cursor.run(ctx) })
 	g.Go(func() error { return b.outbox.run(ctx) })
+	g.Go(func() error { return b.live.run(ctx) })
 	return g.Wait()
 }
 

@@ -23,8 +23,11 @@
 // the legacy user; a v1 device only ever yields "delivered" (its ack); cloud
 // receipts, per message or cumulative, reach a legacy sender's v2 devices as
 // per-message receipts and are not sent to v1 devices. Typing and presence
-// are not bridged: the cloud neither sends them to nor accepts them from
-// bridge sessions (PROTOCOL.md, v4).
+// cross live only, published by the side that is authoritative for the user
+// and converted for watchers on the other side (live.go); the cloud takes
+// neither on bridge sessions (PROTOCOL.md, v4), so they travel on its live
+// subjects through cloud.BridgeLive. Every route decision is counted by
+// kind and path (native, interop, escalation).
 //
 // The cloud link has a state (stopped, connecting, connected, reconnecting,
 // bad_credentials when the cloud refuses the bridge's token with 401 or

@@ -23,7 +23,12 @@ const (
 	kindMsg      = "msg"
 	kindGroupMsg = "group_msg"
 	kindReceipt  = "receipt"
+	kindTyping   = "typing"
+	kindPresence = "presence"
 )
+
+// itemKinds are every kind label value, for series created at zero.
+var itemKinds = []string{kindMsg, kindGroupMsg, kindReceipt, kindTyping, kindPresence}
 
 // resultUnsupported counts items a legacy device's chat version cannot carry
 // (a receipt for a chat v1 device): they are not sent, by design.
@@ -164,15 +169,14 @@ func groupText(name, text string) string {
 
 // onFrame is the bridge's ChatConfig.OnFrame: chat v2 frames from legacy
 // devices to cloud-home users. A read or delivered receipt becomes a cloud
-// receipt acting for the reader. Typing and presence are refused as
-// unsupported: the cloud does not accept them from bridge sessions
-// (PROTOCOL.md, v4).
-func (b *Bridge) onFrame(ctx context.Context, _ legacywire.Certificate, f legacywire.ChatFrame) legacywire.ChatAck {
+// receipt acting for the reader. Typing, presence and presence
+// subscriptions go to liveFromLegacy (live.go).
+func (b *Bridge) onFrame(ctx context.Context, from legacywire.Certificate, f legacywire.ChatFrame) legacywire.ChatAck {
 	refuse := func(code, text string) legacywire.ChatAck {
 		return legacywire.ChatAck{ID: f.ID, Status: legacywire.StatusRefused, Code: code, Error: text}
 	}
 	if f.Type != legacywire.FrameReceipt {
-		return refuse(legacywire.CodeUnsupported, f.Type+" is not bridged to the cloud yet")
+		return b.liveFromLegacy(ctx, from, f)
 	}
 	r := *f.Receipt
 	count := func(result string) {
@@ -180,6 +184,7 @@ func (b *Bridge) onFrame(ctx context.Context, _ legacywire.Certificate, f legacy
 		b.metrics.items.WithLabelValues(dirLegacyToCloud, kindReceipt, result).Inc()
 	}
 	if u, ok := b.cfg.State.Get(r.Sender); !ok || !u.CloudHome() {
+		b.decide(kindReceipt, pathEscalation)
 		count(resultRefused)
 		return refuse(CodeNotHere, "the message's sender is not served by the bridge; look the user up again")
 	}
@@ -212,6 +217,7 @@ func (b *Bridge) onFrame(ctx context.Context, _ legacywire.Certificate, f legacy
 		return refuse(CodeUnavailable, "cloud did not take the receipt")
 	}
 	count(resultOK)
+	b.decide(kindReceipt, pathInterop)
 	return legacywire.ChatAck{ID: f.ID, Status: legacywire.StatusDelivered}
 }
 
@@ -313,11 +319,17 @@ func (b *Bridge) receiptTargets(ctx context.Context, sender string) []peer.AddrI
 	if b.outbox.pending(sender) {
 		return nil
 	}
+	return b.legacyTargets(ctx, sender)
+}
+
+// legacyTargets looks up the live devices of a legacy-home user; none when
+// the lookup fails (logged at debug: live items are best effort).
+func (b *Bridge) legacyTargets(ctx context.Context, user string) []peer.AddrInfo {
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.DeliveryTimeout)
 	defer cancel()
-	look, err := b.dir.Lookup(ctx, sender)
+	look, err := b.dir.Lookup(ctx, user)
 	if err != nil {
-		b.log.Debug("receipt targets", "err", err)
+		b.log.Debug("legacy targets", "err", err)
 		return nil
 	}
 	targets, err := legacy.Lookup{Devices: look.Devices}.Targets()
@@ -338,6 +350,7 @@ func (b *Bridge) countReceipt(result string) {
 func (b *Bridge) sendReceiptTo(ctx context.Context, targets []peer.AddrInfo, sender, reader, msgID, status string) string {
 	result := b.deliverReceipt(ctx, targets, sender, reader, msgID, status)
 	b.countReceipt(result)
+	b.decide(kindReceipt, pathInterop)
 	return result
 }
 
@@ -348,6 +361,16 @@ func (b *Bridge) deliverReceipt(ctx context.Context, targets []peer.AddrInfo, se
 	f := legacywire.ChatFrame{Type: legacywire.FrameReceipt, ID: uuid.Must(uuid.NewV7()).String(), Receipt: &legacywire.Receipt{
 		MsgID: msgID, Reader: reader, Sender: sender, Status: status, At: b.now().UTC(),
 	}}
+	return b.sendFrameTo(ctx, targets, f)
+}
+
+// sendFrameTo sends one chat v2 frame to each of targets and returns
+// resultOK when a device took it, resultUnsupported when the only devices
+// found speak chat v1 (which never get a v2 frame), else resultError.
+func (b *Bridge) sendFrameTo(ctx context.Context, targets []peer.AddrInfo, f legacywire.ChatFrame) string {
+	if len(targets) == 0 {
+		return resultError
+	}
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.DeliveryTimeout)
 	defer cancel()
 	delivered, unsupported := 0, 0
@@ -357,7 +380,7 @@ func (b *Bridge) deliverReceipt(ctx context.Context, targets []peer.AddrInfo, se
 		case errors.Is(err, legacy.ErrNotSupported):
 			unsupported++
 		case err != nil:
-			b.log.Debug("receipt to legacy device", "msg_id", msgID, "err", err)
+			b.log.Debug("frame to legacy device", "type", f.Type, "err", err)
 		case ack.Status == legacywire.StatusDelivered:
 			delivered++
 		}

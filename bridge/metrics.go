@@ -13,8 +13,10 @@ type metrics struct {
 	receipts *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	routes   *prometheus.CounterVec
-	linkUp   prometheus.Gauge
-	link     *prometheus.GaugeVec
+	// decisions counts route decisions by kind and path (decide).
+	decisions *prometheus.CounterVec
+	linkUp    prometheus.Gauge
+	link      *prometheus.GaugeVec
 
 	outboxDepth  prometheus.Gauge
 	outboxOldest prometheus.Gauge
@@ -28,7 +30,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"direction", "result"}),
 		items: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gateway_bridge_items_total",
-			Help: "Items the bridge carried between the overlay and the cloud, by direction, kind (msg, group_msg, receipt) and result.",
+			Help: "Items the bridge carried between the overlay and the cloud, by direction, kind (msg, group_msg, receipt, typing, presence) and result.",
 		}, []string{"direction", "kind", "result"}),
 		receipts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gateway_bridge_receipts_total",
@@ -43,6 +45,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "gateway_bridge_route_publications_total",
 			Help: "Route records and withdrawals the bridge published to the directory, by kind and result.",
 		}, []string{"kind", "result"}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_bridge_route_decisions_total",
+			Help: "Route decisions by kind and path: native (both ends on one side), interop (carried across the boundary), escalation (the first path failed: queued in the outbox, or the sender told to look the user up again).",
+		}, []string{"kind", "path"}),
 		linkUp: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gateway_bridge_cloud_link_up",
 			Help: "1 while the bridge's link to the cloud service is connected.",
@@ -65,17 +71,42 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		for _, res := range []string{resultOK, resultQueued, resultRefused, resultError, resultUndeliverable} {
 			m.messages.WithLabelValues(dir, res)
 		}
-		for _, kind := range []string{kindMsg, kindGroupMsg, kindReceipt} {
+		for _, kind := range itemKinds {
 			m.items.WithLabelValues(dir, kind, resultOK)
+		}
+	}
+	for _, kind := range itemKinds {
+		for _, path := range []string{pathNative, pathInterop, pathEscalation} {
+			m.decisions.WithLabelValues(kind, path)
 		}
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.messages, m.items, m.receipts, m.latency, m.routes, m.linkUp, m.link, m.outboxDepth, m.outboxOldest} {
+	for _, c := range []prometheus.Collector{m.messages, m.items, m.receipts, m.latency, m.routes, m.decisions, m.linkUp, m.link, m.outboxDepth, m.outboxOldest} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("bridge: register metrics: %w", err)
 		}
 	}
 	return m, nil
+}
+
+// Route paths, as values of the path label of
+// gateway_bridge_route_decisions_total. Native decisions are those the
+// bridge sees: cloud-to-cloud traffic in the inboxes it follows; a legacy
+// device reaches another legacy-home user's devices without the agent.
+const (
+	pathNative     = "native"
+	pathInterop    = "interop"
+	pathEscalation = "escalation"
+)
+
+// decide counts one route decision.
+func (b *Bridge) decide(kind, path string) {
+	b.metrics.decisions.WithLabelValues(kind, path).Inc()
+}
+
+// countItem counts one item carried (or not) across the boundary.
+func (b *Bridge) countItem(direction, kind, result string) {
+	b.metrics.items.WithLabelValues(direction, kind, result).Inc()
 }

@@ -55,8 +55,10 @@ func (b *Bridge) fromLegacy(ctx context.Context, from legacywire.Certificate, ms
 	}
 	u, ok := b.cfg.State.Get(msg.To)
 	if !ok || !u.CloudHome() {
+		b.decide(kindMsg, pathEscalation)
 		return refuse(CodeNotHere, "recipient is not served by the bridge; look the user up again", resultRefused)
 	}
+	b.decide(kindMsg, pathInterop)
 	link := b.currentLink()
 	if link == nil {
 		return refuse(CodeUnavailable, errNoLink.Error(), resultError)
@@ -71,6 +73,7 @@ func (b *Bridge) fromLegacy(ctx context.Context, from legacywire.Certificate, ms
 	b.metrics.messages.WithLabelValues(dirLegacyToCloud, resultOK).Inc()
 	b.metrics.items.WithLabelValues(dirLegacyToCloud, kindMsg, resultOK).Inc()
 	b.metrics.latency.WithLabelValues(dirLegacyToCloud).Observe(b.now().Sub(start).Seconds())
+	b.live.watch(msg.From)
 	return legacywire.ChatAck{ID: msg.ID, Status: legacywire.StatusDelivered}
 }
 
@@ -156,6 +159,9 @@ func (b *Bridge) handleEvent(ctx context.Context, ev cloudwire.Event) error {
 		b.ledger.setGroupName(ev.Conv, ev.Name)
 	}
 	if u, ok := b.cfg.State.Get(ev.User); ok && u.CloudHome() {
+		if ev.Kind == cloudwire.KindMsg && ev.From != ev.User && b.live.cloudHome(ev.From) {
+			b.decide(msgKind(ev), pathNative) // a legacy sender's was counted as it crossed
+		}
 		return nil
 	}
 	switch ev.Kind {
@@ -168,6 +174,7 @@ func (b *Bridge) handleEvent(ctx context.Context, ev cloudwire.Event) error {
 	if !b.outbox.pending(ev.User) {
 		done, err := b.carry(ctx, ev)
 		if done {
+			b.decide(msgKind(ev), pathInterop)
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -178,6 +185,7 @@ func (b *Bridge) handleEvent(ctx context.Context, ev cloudwire.Event) error {
 	if err := b.outbox.add(ctx, ev); err != nil {
 		return err
 	}
+	b.decide(msgKind(ev), pathEscalation)
 	b.metrics.messages.WithLabelValues(dirCloudToLegacy, resultQueued).Inc()
 	b.metrics.items.WithLabelValues(dirCloudToLegacy, msgKind(ev), resultQueued).Inc()
 	return nil
@@ -221,6 +229,7 @@ func (b *Bridge) carry(ctx context.Context, ev cloudwire.Event) (done bool, err 
 	b.metrics.messages.WithLabelValues(dirCloudToLegacy, resultOK).Inc()
 	b.metrics.items.WithLabelValues(dirCloudToLegacy, kind, resultOK).Inc()
 	b.metrics.latency.WithLabelValues(dirCloudToLegacy).Observe(b.now().Sub(start).Seconds())
+	b.live.watch(ev.User)
 
 	link := b.currentLink()
 	if link == nil {

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ferrygw/ferry/cloud/cloudwire"
 )
@@ -36,16 +35,30 @@ const (
 	DefaultRingTimeout = 45 * time.Second
 )
 
-// deviceRecord is a device's last activity (stored JSON).
+// deviceRecord is a device's last activity and presence (stored JSON).
 type deviceRecord struct {
+	// At is the device's last activity: it orders ringing.
 	At     time.Time `json:"at"`
 	Online bool      `json:"online"`
+	// State is the device's presence (active or idle while online) and
+	// Since when it was set; records written before protocol 6 have
+	// neither, and read as active since At.
+	State string    `json:"state,omitempty"`
+	Since time.Time `json:"since,omitzero"`
 }
 
 // touchDevice records that device of user was active at at (or went
 // offline).
 func (st *store) touchDevice(ctx context.Context, user, device string, online bool, at time.Time) error {
-	data, err := json.Marshal(deviceRecord{At: at, Online: online})
+	state := cloudwire.PresenceActive
+	if !online {
+		state = cloudwire.PresenceOffline
+	}
+	return st.putDevice(ctx, user, device, deviceRecord{At: at, Online: online, State: state, Since: at})
+}
+
+func (st *store) putDevice(ctx context.Context, user, device string, r deviceRecord) error {
+	data, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
@@ -58,39 +71,12 @@ func (st *store) touchDevice(ctx context.Context, user, device string, online bo
 // onlineDevices returns user's online devices, the most recently active
 // first.
 func (st *store) onlineDevices(ctx context.Context, user string) ([]string, error) {
-	prefix := subjectToken(user) + "."
-	lister, err := st.devices.ListKeysFiltered(ctx, prefix+"*")
+	devs, err := st.userDevices(ctx, user)
 	if err != nil {
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("cloud: list devices: %w", err)
+		return nil, err
 	}
-	var keys []string
-	for k := range lister.Keys() {
-		keys = append(keys, k)
-	}
-	type dev struct {
-		id string
-		at time.Time
-	}
-	var devs []dev
-	for _, k := range keys {
-		e, err := st.devices.Get(ctx, k)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("cloud: read device: %w", err)
-		}
-		var r deviceRecord
-		if json.Unmarshal(e.Value(), &r) != nil || !r.Online {
-			continue
-		}
-		devs = append(devs, dev{untoken(strings.TrimPrefix(k, prefix)), r.At})
-	}
-	slices.SortFunc(devs, func(a, b dev) int {
-		if c := b.at.Compare(a.at); c != 0 {
+	slices.SortFunc(devs, func(a, b userDevice) int {
+		if c := b.rec.At.Compare(a.rec.At); c != 0 {
 			return c
 		}
 		return strings.Compare(a.id, b.id)

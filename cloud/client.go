@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,7 +114,7 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
 			resp.Body.Close()
-			return nil, &DialError{StatusCode: resp.StatusCode, Body: string(body)}
+			return nil, &DialError{StatusCode: resp.StatusCode, Body: string(body), RetryAfter: retryAfter(resp.Header.Get("Retry-After"))}
 		}
 		return nil, fmt.Errorf("cloud: dial %s: %w", cfg.URL, err)
 	}
@@ -155,6 +156,16 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 		close(c.done)
 	}()
 	return c, nil
+}
+
+// retryAfter parses a Retry-After header in seconds; 0 when absent or not
+// a number of seconds.
+func retryAfter(h string) time.Duration {
+	n, err := strconv.Atoi(strings.TrimSpace(h))
+	if err != nil || n <= 0 {
+		return 0
+	}
+	return time.Duration(min(n, 3600)) * time.Second
 }
 
 // handshake writes the hello and reads the welcome on the caller's
@@ -218,8 +229,8 @@ func (c *Client) Welcome() cloudwire.Welcome { return c.welcome }
 // Hello.Cursor, then live ones. It is closed when the connection ends.
 func (c *Client) Events() <-chan cloudwire.Event { return c.events }
 
-// Live delivers the live-only frames: others' Presence and Typing,
-// CallState, and
+// Live delivers the live-only frames: the PresenceSnapshot sent after
+// welcome, others' Presence and Typing, CallState, and
 // Error frames the server could not attribute to a request (a presence or
 // typing frame refused, for instance). When nobody drains it, frames that
 // do not fit in its buffer are dropped: they never hold up Events. It is
@@ -296,12 +307,9 @@ func (c *Client) Close() error {
 // a new UUIDv7 (returned in the ack). A refusal is a *ServerError; resending
 // the same MsgID after any error is safe.
 func (c *Client) Send(ctx context.Context, s cloudwire.Send) (cloudwire.Ack, error) {
-	if s.MsgID == "" {
-		id, err := uuid.NewV7()
-		if err != nil {
-			return cloudwire.Ack{}, err
-		}
-		s.MsgID = id.String()
+	var err error
+	if s.MsgID, err = orNewID(s.MsgID); err != nil {
+		return cloudwire.Ack{}, err
 	}
 	s.Ref = c.ref()
 	return c.request(ctx, s.Ref, s)
@@ -326,12 +334,9 @@ func (c *Client) ReceiptAck(ctx context.Context, r cloudwire.Receipt) (cloudwire
 // to be stored. An empty MsgID is filled with a new UUIDv7; the ack's Conv
 // is the group and Seq the change's place in it.
 func (c *Client) Group(ctx context.Context, g cloudwire.Group) (cloudwire.Ack, error) {
-	if g.MsgID == "" {
-		id, err := uuid.NewV7()
-		if err != nil {
-			return cloudwire.Ack{}, err
-		}
-		g.MsgID = id.String()
+	var err error
+	if g.MsgID, err = orNewID(g.MsgID); err != nil {
+		return cloudwire.Ack{}, err
 	}
 	if g.Members == nil {
 		g.Members = []string{}
@@ -344,12 +349,9 @@ func (c *Client) Group(ctx context.Context, g cloudwire.Group) (cloudwire.Ack, e
 // new UUIDv7, returned as the ack's MsgID) or acts on one (answer, reject,
 // cancel, hangup). The call's states arrive on Live as CallState frames.
 func (c *Client) Call(ctx context.Context, f cloudwire.Call) (cloudwire.Ack, error) {
-	if f.CallID == "" {
-		id, err := uuid.NewV7()
-		if err != nil {
-			return cloudwire.Ack{}, err
-		}
-		f.CallID = id.String()
+	var err error
+	if f.CallID, err = orNewID(f.CallID); err != nil {
+		return cloudwire.Ack{}, err
 	}
 	f.Ref = c.ref()
 	return c.request(ctx, f.Ref, f)
@@ -361,6 +363,19 @@ func (c *Client) History(ctx context.Context, h cloudwire.History) (cloudwire.Pa
 	h.Ref = c.ref()
 	r, err := c.roundTrip(ctx, h.Ref, h)
 	return r.page, err
+}
+
+// orNewID returns id, or a new UUIDv7 when id is empty: message and call
+// ids are assigned once, at the origin.
+func orNewID(id string) (string, error) {
+	if id != "" {
+		return id, nil
+	}
+	u, err := uuid.NewV7()
+	if err != nil {
+		return "", err
+	}
+	return u.String(), nil
 }
 
 func (c *Client) ref() string {
@@ -462,7 +477,7 @@ func (c *Client) readLoop() {
 				c.log.Debug("error from server", "code", f.Code, "message", f.Message)
 				c.deliverLive(f)
 			}
-		case cloudwire.Presence, cloudwire.Typing, cloudwire.CallState:
+		case cloudwire.Presence, cloudwire.PresenceSnapshot, cloudwire.Typing, cloudwire.CallState:
 			c.deliverLive(f)
 		default:
 			c.log.Warn("unexpected frame from server", "type", f.FrameType())

@@ -19,7 +19,20 @@ import (
 const (
 	DefaultQueueLen        = 512
 	DefaultReconnectWindow = 5 * time.Second
+	DefaultMaxHandshakes   = 256
+	DefaultShedRetry       = 5 * time.Second
 )
+
+// DefaultRetention suits a development agent on a laptop: at most 1 GiB
+// of conversation log (kept whatever its age: it is the history) and
+// inboxes of at most 30 days and 1 GiB (devices away longer page the
+// history instead of replaying). Production sizes them from the
+// operator's storage and policy.
+var DefaultRetention = Retention{
+	LogMaxBytes:   1 << 30,
+	InboxMaxAge:   30 * 24 * time.Hour,
+	InboxMaxBytes: 1 << 30,
+}
 
 // Config configures a Service. The zero value of every field but JS and
 // TokenKey is a sane default.
@@ -77,6 +90,37 @@ type Config struct {
 	RingDelay time.Duration
 	// RingTimeout ends a call nobody answered; 0 means DefaultRingTimeout.
 	RingTimeout time.Duration
+	// MaxHandshakes bounds the sessions being set up at once on this node:
+	// from the upgrade to the end of the initial sync (hello, admission,
+	// head, replay), the part of a session that costs the engine. Above
+	// it a handshake is answered 503 with Retry-After before the upgrade,
+	// so that a reconnect storm is shed without touching the sessions
+	// already open. 0 means DefaultMaxHandshakes.
+	MaxHandshakes int
+	// MaxSessions bounds this node's sessions (open and being set up);
+	// above it handshakes are answered 503 the same way. 0 means no bound.
+	MaxSessions int
+	// ShedRetry is the window of the Retry-After sent with a 503: a random
+	// whole number of seconds from 1 to ShedRetry, so that shed clients
+	// do not come back together. 0 means DefaultShedRetry.
+	ShedRetry time.Duration
+	// Retention bounds the conversation log and the inboxes; zero fields
+	// take DefaultRetention's, negative ones mean no bound.
+	Retention Retention
+}
+
+// Retention bounds what the service keeps. When a bound is reached the
+// oldest entries go first. A device whose cursor is older than its
+// inbox's oldest event gets what remains and finds the gap by sequence
+// (history after); history older than the log's oldest entry is gone for
+// everyone.
+type Retention struct {
+	// LogMaxAge and LogMaxBytes bound the conversation log (CLOUD_CONV).
+	LogMaxAge   time.Duration
+	LogMaxBytes int64
+	// InboxMaxAge and InboxMaxBytes bound the inboxes (CLOUD_INBOX).
+	InboxMaxAge   time.Duration
+	InboxMaxBytes int64
 }
 
 // Validate reports a configuration New cannot run with.
@@ -108,6 +152,13 @@ func (c Config) Validate() error {
 	}
 	if c.PresenceRate < 0 || c.PresenceBurst < 0 {
 		errs = append(errs, errors.New("negative PresenceRate or PresenceBurst"))
+	}
+	if c.MaxHandshakes < 0 || c.MaxSessions < 0 || c.ShedRetry < 0 {
+		errs = append(errs, errors.New("negative MaxHandshakes, MaxSessions or ShedRetry"))
+	}
+	r := c.Retention
+	if (r.LogMaxAge > 0 && r.LogMaxAge < dupWindow) || (r.InboxMaxAge > 0 && r.InboxMaxAge < dupWindow) {
+		errs = append(errs, fmt.Errorf("Retention max ages must be 0 or at least the duplicate window (%s)", dupWindow))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("cloud: config: %w", errors.Join(errs...))
@@ -144,5 +195,33 @@ func (c Config) withDefaults() Config {
 	if c.PresenceBurst == 0 {
 		c.PresenceBurst = DefaultPresenceBurst
 	}
+	if c.MaxHandshakes == 0 {
+		c.MaxHandshakes = DefaultMaxHandshakes
+	}
+	if c.ShedRetry == 0 {
+		c.ShedRetry = DefaultShedRetry
+	}
+	c.Retention = c.Retention.withDefaults()
 	return c
+}
+
+// withDefaults fills zero bounds from DefaultRetention and turns negative
+// ones into 0, which JetStream reads as "no bound" for ages.
+func (r Retention) withDefaults() Retention {
+	pick := func(v, def int64) int64 {
+		switch {
+		case v == 0:
+			return def
+		case v < 0:
+			return 0
+		}
+		return v
+	}
+	d := DefaultRetention
+	return Retention{
+		LogMaxAge:     time.Duration(pick(int64(r.LogMaxAge), int64(d.LogMaxAge))),
+		LogMaxBytes:   pick(r.LogMaxBytes, d.LogMaxBytes),
+		InboxMaxAge:   time.Duration(pick(int64(r.InboxMaxAge), int64(d.InboxMaxAge))),
+		InboxMaxBytes: pick(r.InboxMaxBytes, d.InboxMaxBytes),
+	}
 }

@@ -55,7 +55,10 @@
 //   - key-value bucket cloud_member: key "<user token>.<conv token>" for
 //     every member of every conversation, written when a node first appends
 //     to a one-to-one conversation and on group changes. A presence change
-//     lists its user's keys to find the people to tell.
+//     lists its user's keys to find the people to tell. Keys are listed
+//     from the bucket stream's subjects (one stream info request), not
+//     with a consumer per listing as ListKeysFiltered does: under a
+//     reconnect storm those ran into the server's consumer limit.
 //
 // Presence and typing are live only: frames published on core NATS
 // subjects cloud.live.<user token> (encoded once, one publish per
@@ -64,8 +67,9 @@
 //
 //   - key-value bucket cloud_devices: key "<user token>.<device token>",
 //     a device's last activity (session opened, presence active, a send at
-//     most every 10 s) and whether it is online, so that a call rings the
-//     device in use first.
+//     most every 10 s), whether it is online and its presence state and
+//     since when, so that a call rings the device in use first and a
+//     session opening gets everyone's current presence (presence_snapshot).
 //
 // Calls are in memory on the node whose session sent the invite: it runs
 // the call's timers (ring delay, ring timeout) and answers the other
@@ -88,7 +92,15 @@
 // within the 10-minute duplicate window) and returns the original instead of
 // appending, and the inbox writes are deduplicated.
 //
-// Retention is unlimited for now; limits are later work.
+// Retention: Config.Retention bounds the log (CLOUD_CONV: max age, max
+// bytes) and the inboxes (CLOUD_INBOX), oldest first; DefaultRetention
+// keeps 1 GiB of log whatever its age and 30 days or 1 GiB of inboxes. A
+// device whose cursor is older than its inbox's first event syncs what
+// remains and finds the gaps by sequence; the log's is the history
+// that paging can reach. Ages below the 10-minute duplicate window are
+// refused, so that redoing an interrupted write stays idempotent. The
+// key-value buckets are not bounded yet (cloud_sends grows with every
+// message).
 //
 // # Delivery
 //
@@ -103,6 +115,19 @@
 // reached, and flushes the buffered events after that cursor. Every event
 // after the head reaches the hub after the registration, so the replay and
 // the live path meet without a gap or a duplicate.
+//
+// Admission: a session holds one of Config.MaxHandshakes slots from the
+// upgrade to the end of its initial sync (hello, admission checks, head,
+// replay: what costs the engine in a reconnect storm). With every slot
+// taken, or Config.MaxSessions sessions on the node, a handshake is
+// answered 503 with a jittered Retry-After before the upgrade and counted
+// (gateway_cloud_handshakes_total{result="shed"}); open sessions are
+// never dropped to make room.
+//
+// An inbox record that cannot be read or encoded goes out as a
+// placeholder event at its cursor (counted in
+// gateway_cloud_events_placeholder_total), so the device's cursor and
+// history stay consistent instead of silently skipping it.
 //
 // Each session has a bounded queue, drained by a writer goroutine that
 // exists only while frames are waiting; a session that cannot keep up is
@@ -120,5 +145,7 @@
 // closes every session. Per node: the live feed, inside Run, and the NATS subscription of
 // live frames (presence, typing, call states) that Run holds; per call
 // owned: a NATS subscription and its two timers, ended with the call. Per
-// client: a reader and a writer, ended by Close or the connection.
+// client: a reader and a writer, ended by Close or the connection. Per
+// Link: Run's goroutine, the current client's two, and one forwarding its
+// live frames while connected.
 package cloud

@@ -3,6 +3,7 @@ package cloud
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/ferrygw/ferry/cloud/cloudwire"
 )
@@ -91,10 +92,13 @@ func (e *UpgradeRequiredError) Is(target error) bool { return target == ErrUpgra
 func (e *UpgradeRequiredError) Unwrap() error { return e.Close }
 
 // DialError is a handshake the server refused with an HTTP status, before
-// the upgrade (401 bad token, 403 origin or role, 503 shutting down).
+// the upgrade (401 bad token, 403 origin or role, 503 shutting down or
+// too many handshakes in flight).
 type DialError struct {
 	StatusCode int
 	Body       string
+	// RetryAfter is the server's Retry-After (on 503); 0 when it sent none.
+	RetryAfter time.Duration
 }
 
 func (e *DialError) Error() string {

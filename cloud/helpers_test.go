@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -39,6 +40,13 @@ type node struct {
 // adjust the Config. It stops at cleanup.
 func startNode(tb testing.TB, js jetstream.JetStream, mutate func(*Config)) *node {
 	tb.Helper()
+	return startNodeOn(tb, js, nil, mutate)
+}
+
+// startNodeOn is startNode serving on ln (nil: a new loopback listener),
+// so that a test can restart a service at the same address.
+func startNodeOn(tb testing.TB, js jetstream.JetStream, ln net.Listener, mutate func(*Config)) *node {
+	tb.Helper()
 	cfg := Config{JS: js, TokenKey: testKey.Public().(ed25519.PublicKey), ReconnectWindow: time.Second}
 	if mutate != nil {
 		mutate(&cfg)
@@ -49,6 +57,10 @@ func startNode(tb testing.TB, js jetstream.JetStream, mutate func(*Config)) *nod
 	}
 	srv := httptest.NewUnstartedServer(svc.Handler())
 	srv.Config.ReadHeaderTimeout = 5 * time.Second
+	if ln != nil {
+		srv.Listener.Close()
+		srv.Listener = ln
+	}
 	srv.Start()
 	ctx, cancel := context.WithCancel(context.Background())
 	runErr := make(chan error, 1)
@@ -256,7 +268,7 @@ func rawConn(tb testing.TB, n *node, user string) *websocket.Conn {
 }
 
 // readFrame reads frames from a raw connection, skipping what the service
-// pushes on its own (events, synced, presence, typing).
+// pushes on its own (events, synced, presence and its snapshot, typing).
 func readFrame(tb testing.TB, conn *websocket.Conn) cloudwire.Frame {
 	tb.Helper()
 	for {
@@ -270,7 +282,7 @@ func readFrame(tb testing.TB, conn *websocket.Conn) cloudwire.Frame {
 			tb.Fatalf("decode %s: %v", b, err)
 		}
 		switch f.(type) {
-		case cloudwire.Event, cloudwire.Synced, cloudwire.Presence, cloudwire.Typing:
+		case cloudwire.Event, cloudwire.Synced, cloudwire.Presence, cloudwire.PresenceSnapshot, cloudwire.Typing:
 			continue
 		}
 		return f

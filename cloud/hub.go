@@ -100,6 +100,38 @@ func (h *hub) dispatchEphemeral(token string, frame []byte, origin, only string)
 	}
 }
 
+// eventFrame encodes the stored inbox event at cursor (on subject) as an
+// event frame, once for every session that gets it, and returns it with
+// the event's time. A record that cannot be read or encoded becomes a
+// KindPlaceholder event carrying what could be read, and is counted: the
+// device's cursor still moves past it, and it can fetch the message with
+// history. frame is nil only when not even the placeholder encodes.
+func (s *Service) eventFrame(cursor uint64, subject string, data []byte) (frame []byte, at time.Time) {
+	var rec inboxRecord
+	reason := ""
+	if err := json.Unmarshal(data, &rec); err != nil {
+		reason = "corrupt"
+		s.log.Error("corrupt inbox record; sending a placeholder", "cursor", cursor, "err", err)
+		rec = inboxRecord{User: untoken(strings.TrimPrefix(subject, inboxPrefix))}
+	} else if frame, err := cloudwire.Encode(rec.event(cursor)); err == nil {
+		return frame, rec.At
+	} else {
+		reason = "unencodable"
+		s.log.Error("inbox event not encodable; sending a placeholder", "cursor", cursor, "kind", rec.Kind, "err", err)
+	}
+	s.m.placeholders.WithLabelValues(reason).Inc()
+	ph := cloudwire.Event{Cursor: cursor, User: rec.User, Kind: cloudwire.KindPlaceholder, Conv: rec.Conv, Seq: rec.Seq, MsgID: rec.MsgID, At: rec.At}
+	if !cloudwire.ValidID(ph.User) || (ph.Conv != "" && !cloudwire.ValidID(ph.Conv)) || (ph.MsgID != "" && !cloudwire.ValidMsgID(ph.MsgID)) {
+		ph.Conv, ph.Seq, ph.MsgID = "", 0, ""
+	}
+	frame, err := cloudwire.Encode(ph)
+	if err != nil {
+		s.log.Error("placeholder not encodable; event skipped", "cursor", cursor, "err", err)
+		return nil, time.Time{}
+	}
+	return frame, rec.At
+}
+
 // feed runs one ordered consumer over every inbox from s.feedNext and
 // dispatches each event to the hub, until ctx ends or the consumer fails.
 func (s *Service) feed(ctx context.Context) error {
@@ -128,13 +160,10 @@ func (s *Service) feed(ctx context.Context) error {
 		cursor := meta.Sequence.Stream
 		token := strings.TrimPrefix(msg.Subject(), inboxPrefix)
 		if s.hub.wants(token) {
-			var rec inboxRecord
-			if err := json.Unmarshal(msg.Data(), &rec); err != nil {
-				s.log.Error("corrupt inbox record skipped", "cursor", cursor, "err", err)
-			} else if frame, err := cloudwire.Encode(rec.event(cursor)); err != nil {
-				s.log.Error("inbox event not encodable", "cursor", cursor, "err", err)
-			} else {
-				s.m.liveLag.Observe(s.cfg.Now().Sub(rec.At).Seconds())
+			if frame, at := s.eventFrame(cursor, msg.Subject(), msg.Data()); frame != nil {
+				if !at.IsZero() {
+					s.m.liveLag.Observe(s.cfg.Now().Sub(at).Seconds())
+				}
 				s.hub.dispatch(token, delivery{cursor: cursor, frame: frame})
 			}
 		}

@@ -1,34 +1,62 @@
 package cloud
 
 import (
+	"bytes"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ferrygw/ferry/cloud/cloudwire"
 )
+
+// Client kinds (the kind label of gateway_cloud_sessions): a bridge
+// session, a user session that sent its token in hello (browsers, which
+// cannot set headers), or one that sent it in the Authorization header.
+const (
+	kindNative  = "native"
+	kindBrowser = "browser"
+	kindBridge  = "bridge"
+)
+
+// frameOther labels a written frame whose type is not a server frame's.
+const frameOther = "other"
+
+// typePrefix starts every encoded frame (cloudwire.Encode puts type first).
+var typePrefix = []byte(`{"type":"`)
 
 // metrics are the service's Prometheus collectors. They always exist (so
 // code never checks for nil) and are registered only when a Registerer is
 // configured. No label carries a user, device or session id.
 type metrics struct {
-	sessions    prometheus.Gauge
-	handshakes  *prometheus.CounterVec
-	closes      *prometheus.CounterVec
-	frames      *prometheus.CounterVec
-	sends       *prometheus.CounterVec
-	receipts    *prometheus.CounterVec
-	sendSeconds prometheus.Histogram
-	events      *prometheus.CounterVec
-	liveLag     prometheus.Histogram
-	syncSeconds prometheus.Histogram
-	conflicts   prometheus.Counter
+	sessions   *prometheus.GaugeVec
+	framesSent *prometheus.CounterVec
+	// sentByType holds framesSent's counters by server frame type;
+	// read-only after newMetrics.
+	sentByType   map[string]prometheus.Counter
+	handshakes   *prometheus.CounterVec
+	closes       *prometheus.CounterVec
+	frames       *prometheus.CounterVec
+	sends        *prometheus.CounterVec
+	receipts     *prometheus.CounterVec
+	sendSeconds  prometheus.Histogram
+	events       *prometheus.CounterVec
+	liveLag      prometheus.Histogram
+	syncSeconds  prometheus.Histogram
+	conflicts    prometheus.Counter
+	settingUp    prometheus.Gauge
+	placeholders *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
-		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
+		sessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "gateway_cloud_sessions",
-			Help: "Open cloud WebSocket sessions (past welcome) on this node.",
-		}),
+			Help: "Open cloud WebSocket sessions (past welcome) on this node, by client kind (native, browser, bridge).",
+		}, []string{"kind"}),
+		framesSent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_cloud_frames_sent_total",
+			Help: "Frames written to clients by type.",
+		}, []string{"type"}),
 		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gateway_cloud_handshakes_total",
 			Help: "WebSocket handshakes by result (ok, or why they were refused).",
@@ -72,13 +100,33 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "gateway_cloud_log_conflicts_total",
 			Help: "Conversation log appends retried because another writer moved the conversation on.",
 		}),
+		settingUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gateway_cloud_handshakes_in_flight",
+			Help: "Sessions being set up on this node (admitted, initial sync not done); bounded by MaxHandshakes.",
+		}),
+		placeholders: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_cloud_events_placeholder_total",
+			Help: "Inbox events sent as placeholders because the stored record could not be read (corrupt) or encoded (unencodable).",
+		}, []string{"reason"}),
+	}
+	for _, k := range []string{kindNative, kindBrowser, kindBridge} {
+		m.sessions.WithLabelValues(k)
+	}
+	m.sentByType = make(map[string]prometheus.Counter)
+	for _, t := range []string{
+		cloudwire.TypeWelcome, cloudwire.TypeAck, cloudwire.TypeError, cloudwire.TypeEvent,
+		cloudwire.TypeSynced, cloudwire.TypePage, cloudwire.TypePresence, cloudwire.TypePresenceSnapshot,
+		cloudwire.TypeTyping, cloudwire.TypeCallState, frameOther,
+	} {
+		m.sentByType[t] = m.framesSent.WithLabelValues(t)
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{
 		m.sessions, m.handshakes, m.closes, m.frames, m.sends, m.receipts,
-		m.sendSeconds, m.events, m.liveLag, m.syncSeconds, m.conflicts,
+		m.sendSeconds, m.events, m.liveLag, m.syncSeconds, m.conflicts, m.settingUp,
+		m.placeholders, m.framesSent,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -89,4 +137,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 
 func (m *metrics) closed(code int) {
 	m.closes.WithLabelValues(strconv.Itoa(code)).Inc()
+}
+
+// sent counts one frame written to a client, reading its type from the
+// encoded bytes rather than decoding it.
+func (m *metrics) sent(b []byte) {
+	c := m.sentByType[frameOther]
+	if rest, ok := bytes.CutPrefix(b, typePrefix); ok {
+		if i := bytes.IndexByte(rest, '"'); i > 0 {
+			// Indexing with string(bytes) does not allocate.
+			if t, ok := m.sentByType[string(rest[:i])]; ok {
+				c = t
+			}
+		}
+	}
+	c.Inc()
 }

@@ -2,6 +2,7 @@ package cloud
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -57,30 +58,59 @@ func (st *store) unindexMembers(ctx context.Context, conv string, users []string
 	return nil
 }
 
+// kvStreamPrefix names the stream under a key-value bucket.
+const kvStreamPrefix = "KV_"
+
+// keysUnder returns the keys of bucket (whose stream is kvs) that start
+// with prefix and have one more token, sorted. It reads the stream's
+// subjects (one stream info request, paged by the server) instead of
+// KeyValue.ListKeysFiltered, which creates a consumer per call: one per
+// session opening and presence change ran into the server's consumer
+// limit during reconnect storms. Keys deleted but not purged are listed
+// too; callers check what they read.
+//
+// kvs may be nil (a store put together without it, as BridgeLive's): the
+// stream is then looked up through js first.
+func keysUnder(ctx context.Context, js jetstream.JetStream, kvs jetstream.Stream, bucket, prefix string) ([]string, error) {
+	if kvs == nil {
+		var err error
+		if kvs, err = js.Stream(ctx, kvStreamPrefix+bucket); err != nil {
+			return nil, fmt.Errorf("cloud: bucket %s stream: %w", bucket, err)
+		}
+	}
+	subjPrefix := "$KV." + bucket + "."
+	info, err := kvs.Info(ctx, jetstream.WithSubjectFilter(subjPrefix+prefix+"*"))
+	if err != nil {
+		return nil, fmt.Errorf("cloud: list %s keys: %w", bucket, err)
+	}
+	keys := make([]string, 0, len(info.State.Subjects))
+	for subj := range info.State.Subjects {
+		keys = append(keys, strings.TrimPrefix(subj, subjPrefix))
+	}
+	slices.Sort(keys)
+	return keys, nil
+}
+
 // contacts returns the users who share a conversation with user (user
 // excluded), at most maxContacts of them.
 func (st *store) contacts(ctx context.Context, user string) ([]string, error) {
 	prefix := subjectToken(user) + "."
-	lister, err := st.member.ListKeysFiltered(ctx, prefix+"*")
+	keys, err := keysUnder(ctx, st.js, st.memberKeys, memberBucket, prefix)
 	if err != nil {
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("cloud: list conversations: %w", err)
-	}
-	var convs []string
-	for k := range lister.Keys() {
-		convs = append(convs, untoken(strings.TrimPrefix(k, prefix)))
+		return nil, err
 	}
 	seen := map[string]bool{user: true}
 	var out []string
-	for _, conv := range convs {
-		members, err := st.members(ctx, conv)
+	for _, k := range keys {
+		members, err := st.members(ctx, untoken(strings.TrimPrefix(k, prefix)))
 		if errors.Is(err, errNotFound) {
 			continue
 		}
 		if err != nil {
 			return nil, err
+		}
+		if !slices.Contains(members, user) {
+			continue // left the group: its index key was deleted
 		}
 		for _, m := range members {
 			if !seen[m] && len(out) < maxContacts {
@@ -91,6 +121,79 @@ func (st *store) contacts(ctx context.Context, user string) ([]string, error) {
 	}
 	slices.Sort(out)
 	return out, nil
+}
+
+// userDevice is one of a user's devices and its record.
+type userDevice struct {
+	id  string
+	rec deviceRecord
+}
+
+// userDevices returns user's online devices, by id.
+func (st *store) userDevices(ctx context.Context, user string) ([]userDevice, error) {
+	prefix := subjectToken(user) + "."
+	keys, err := keysUnder(ctx, st.js, st.deviceKeys, devicesBucket, prefix)
+	if err != nil {
+		return nil, err
+	}
+	var devs []userDevice
+	for _, k := range keys {
+		e, err := st.devices.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("cloud: read device: %w", err)
+		}
+		var r deviceRecord
+		if json.Unmarshal(e.Value(), &r) != nil || !r.Online {
+			continue
+		}
+		if r.State == "" {
+			r.State, r.Since = cloudwire.PresenceActive, r.At
+		}
+		devs = append(devs, userDevice{untoken(strings.TrimPrefix(k, prefix)), r})
+	}
+	return devs, nil
+}
+
+// presenceSnapshot returns the presence of the online devices of users
+// (in that order, skipping the device except of user self), at most
+// cloudwire.MaxSnapshotPresences of them.
+func (st *store) presenceSnapshot(ctx context.Context, self, except string, users []string) (cloudwire.PresenceSnapshot, error) {
+	snap := cloudwire.PresenceSnapshot{Presences: []cloudwire.Presence{}}
+	for _, u := range users {
+		devs, err := st.userDevices(ctx, u)
+		if err != nil {
+			return snap, err
+		}
+		for _, d := range devs {
+			if u == self && d.id == except {
+				continue
+			}
+			if len(snap.Presences) == cloudwire.MaxSnapshotPresences {
+				return snap, nil
+			}
+			snap.Presences = append(snap.Presences, cloudwire.Presence{User: u, Device: d.id, State: d.rec.State, At: d.rec.Since})
+		}
+	}
+	return snap, nil
+}
+
+// sendPresenceSnapshot queues the presence snapshot of the session's
+// user's other devices and contacts (protocol 6), unless none is online. Called from the reader
+// goroutine, after announce looked up the contacts.
+func (s *session) sendPresenceSnapshot(ctx context.Context) error {
+	contacts, err := s.sessionContacts(ctx)
+	if err != nil {
+		return err
+	}
+	snap, err := s.svc.store.presenceSnapshot(ctx, s.user, s.device, append([]string{s.user}, contacts...))
+	if err != nil || len(snap.Presences) == 0 {
+		return err // nobody online: the client's default, no frame needed
+	}
+	s.pushFrame(snap)
+	return nil
 }
 
 // untoken reverses subjectToken.
@@ -218,6 +321,8 @@ func (s *session) handlePresence(f cloudwire.Presence) {
 	}
 	if f.State == cloudwire.PresenceActive {
 		s.touch(true)
+	} else {
+		s.recordIdle()
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
 	defer cancel()
@@ -256,5 +361,17 @@ func (s *session) handleTyping(f cloudwire.Typing) {
 	if err != nil {
 		code := errorCode(err)
 		s.pushError("", code, s.publicMessage(code, err))
+	}
+}
+
+// recordIdle records the session's device as idle since now, keeping its
+// last activity (the ringing order). Called from the handler goroutine.
+func (s *session) recordIdle() {
+	now := s.svc.cfg.Now()
+	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
+	defer cancel()
+	r := deviceRecord{At: s.touchedAt, Online: true, State: cloudwire.PresenceIdle, Since: now}
+	if err := s.svc.store.putDevice(ctx, s.user, s.device, r); err != nil {
+		s.log.Warn("device presence not recorded", "err", err)
 	}
 }

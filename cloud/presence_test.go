@@ -151,3 +151,54 @@ func TestPresenceRateLimit(t *testing.T) {
 	}
 	send(t, a1, "bob", "still fine")
 }
+
+// snapshotOf waits for the presence snapshot on lc and returns its entries
+// as "user/device/state", in order.
+func snapshotOf(tb testing.TB, lc *liveCollector) []string {
+	tb.Helper()
+	snap := lc.next(tb, func(f cloudwire.Frame) bool { _, ok := f.(cloudwire.PresenceSnapshot); return ok }).(cloudwire.PresenceSnapshot)
+	var out []string
+	for _, p := range snap.Presences {
+		if p.At.IsZero() {
+			tb.Errorf("snapshot entry without time: %+v", p)
+		}
+		out = append(out, p.User+"/"+p.Device+"/"+p.State)
+	}
+	return out
+}
+
+// TestPresenceSnapshotOnConnect: a device that connects gets the current
+// presence of its user's other devices and of the people who share a
+// conversation with its user, and of no one else; offline devices are
+// left out.
+func TestPresenceSnapshotOnConnect(t *testing.T) {
+	f := newFixture(t, nil)
+	a1 := f.dial(t, "alice", "a1", 0)
+	collect(a1)
+	alice := &liveCollector{ch: a1.Live()}
+	send(t, a1, "bob", "hi")
+	a2 := f.dial(t, "alice", "a2", 0)
+	collect(a2)
+	if err := a2.SetPresence(context.Background(), cloudwire.PresenceIdle); err != nil {
+		t.Fatal(err)
+	}
+	alice.next(t, presenceOf("alice", "a2", cloudwire.PresenceIdle))
+	c1 := f.dial(t, "carol", "c1", 0) // shares no conversation with bob
+	collect(c1)
+
+	b1 := f.dial(t, "bob", "b1", 0)
+	collect(b1)
+	want := []string{"alice/a1/active", "alice/a2/idle"}
+	if diff := cmp.Diff(want, snapshotOf(t, &liveCollector{ch: b1.Live()})); diff != "" {
+		t.Errorf("b1 snapshot (-want +got):\n%s", diff)
+	}
+
+	a2.Close()
+	alice.next(t, presenceOf("alice", "a2", cloudwire.PresenceOffline))
+	b2 := f.dial(t, "bob", "b2", 0)
+	collect(b2)
+	want = []string{"bob/b1/active", "alice/a1/active"}
+	if diff := cmp.Diff(want, snapshotOf(t, &liveCollector{ch: b2.Live()})); diff != "" {
+		t.Errorf("b2 snapshot (-want +got):\n%s", diff)
+	}
+}

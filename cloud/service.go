@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,6 +48,9 @@ type Service struct {
 	shutdownOnce sync.Once
 	wg           sync.WaitGroup // one per tracked connection
 	welcomed     atomic.Int64
+	// settingUp counts the sessions between admission and the end of
+	// their initial sync (MaxHandshakes bounds it).
+	settingUp atomic.Int64
 
 	calls calls // the calls this node owns (calls.go)
 }
@@ -63,7 +67,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cloud: metrics: %w", err)
 	}
-	st, err := openStore(ctx, cfg.JS, cfg.Replicas, m, cfg.Logger)
+	st, err := openStore(ctx, cfg.JS, cfg.Replicas, cfg.Retention, m, cfg.Logger)
 	if err != nil {
 		return nil, err
 	}
@@ -225,7 +229,7 @@ func (s *Service) untrack(sess *session) {
 func (s *Service) sessionWelcomed(sess *session) {
 	sess.welcomed = true
 	s.welcomed.Add(1)
-	s.m.sessions.Inc()
+	s.m.sessions.WithLabelValues(sess.kind).Inc()
 }
 
 func (s *Service) isShuttingDown() bool {
@@ -289,6 +293,13 @@ func (s *Service) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, http.StatusServiceUnavailable, "shutting_down", "shutting down")
 		return
 	}
+	release, ok := s.admit()
+	if !ok {
+		w.Header().Set("Retry-After", strconv.Itoa(1+rand.IntN(max(1, int(s.cfg.ShedRetry/time.Second)))))
+		s.refuse(w, r, http.StatusServiceUnavailable, "shed", "too many sessions being set up; retry later")
+		return
+	}
+	defer release()
 	conn, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		// The upgrader has answered with an HTTP error.
@@ -303,6 +314,7 @@ func (s *Service) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sess := newSession(s, conn, id.String())
+	sess.setUp = release
 	if !s.track(sess) {
 		_ = conn.WriteControl(websocket.CloseMessage,
 			websocket.FormatCloseMessage(cloudwire.CloseGoingAway, cloudwire.CloseReason{Reason: "server going away"}.String()),
@@ -327,10 +339,30 @@ func (s *Service) serveWS(w http.ResponseWriter, r *http.Request) {
 			cancel()
 		}
 		s.welcomed.Add(-1)
-		s.m.sessions.Dec()
+		s.m.sessions.WithLabelValues(sess.kind).Dec()
 	} else if sess.token != "" {
 		s.hub.remove(sess)
 	}
+}
+
+// admit takes a set-up slot for a new session, or reports that the node
+// is at MaxHandshakes sessions being set up (or at MaxSessions). release
+// gives the slot back; it is idempotent, and the session calls it once its
+// initial sync is done.
+func (s *Service) admit() (release func(), ok bool) {
+	n := s.settingUp.Add(1)
+	if n > int64(s.cfg.MaxHandshakes) || (s.cfg.MaxSessions > 0 && n+s.welcomed.Load() > int64(s.cfg.MaxSessions)) {
+		s.settingUp.Add(-1)
+		return nil, false
+	}
+	s.m.settingUp.Inc()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.settingUp.Add(-1)
+			s.m.settingUp.Dec()
+		})
+	}, true
 }
 
 func offers(r *http.Request, proto string) bool {

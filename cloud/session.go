@@ -63,6 +63,7 @@ type session struct {
 
 	// Set by serve before the session is added to the hub; read-only after.
 	user, role, device, token string
+	kind                      string // kindNative, kindBrowser or kindBridge
 	bridge                    bool
 	welcomed                  bool
 
@@ -86,6 +87,11 @@ type session struct {
 	readerDone chan struct{}
 	writerDone chan struct{} // closed once the connection is closed
 	syncDone   chan struct{}
+
+	// setUp gives back the session's admission slot (Service.admit); the
+	// sync goroutine calls it when the initial sync ends, the handler when
+	// the session ends.
+	setUp func()
 
 	// welcomeSent is set once welcome is queued: live-only frames
 	// (dispatchEphemeral) must not overtake it.
@@ -278,6 +284,7 @@ func (s *session) writeBatch(batch [][]byte, deadline time.Time) error {
 		if err := s.conn.WriteMessage(websocket.TextMessage, b); err != nil {
 			return err
 		}
+		s.svc.m.sent(b)
 	}
 	return nil
 }
@@ -475,7 +482,9 @@ func (s *session) readHello() (cloudwire.Hello, bool) {
 // authenticate settles the session's identity from the header's claims or
 // the hello token, and applies the role rules and Admit.
 func (s *session) authenticate(claims *cloudwire.Claims, h cloudwire.Hello) bool {
+	s.kind = kindNative
 	if claims == nil {
+		s.kind = kindBrowser
 		if h.Token == "" {
 			s.svc.m.handshakes.WithLabelValues("no_token").Inc()
 			s.closeWith(cloudwire.CloseUnauthorized, "token required")
@@ -513,7 +522,7 @@ func (s *session) authenticate(claims *cloudwire.Claims, h cloudwire.Hello) bool
 			}
 		}
 	case cloudwire.RoleBridge:
-		s.bridge = true
+		s.bridge, s.kind = true, kindBridge
 	default:
 		s.svc.m.handshakes.WithLabelValues("forbidden_role").Inc()
 		s.closeWith(cloudwire.CloseForbidden, cloudwire.CloseReason{Reason: "role " + claims.Role + " cannot open sessions"}.String())
@@ -573,6 +582,9 @@ func (s *session) open(h cloudwire.Hello) bool {
 		if err := s.announce(ctx, cloudwire.PresenceActive); err != nil {
 			s.log.Warn("presence not announced", "err", err)
 		}
+		if err := s.sendPresenceSnapshot(ctx); err != nil {
+			s.log.Warn("presence snapshot not sent", "err", err)
+		}
 		cancel()
 	}
 	return true
@@ -582,16 +594,16 @@ func (s *session) open(h cloudwire.Hello) bool {
 // drains the live events buffered meanwhile and switches to live delivery.
 func (s *session) syncLoop(cursor, head uint64) {
 	defer close(s.syncDone)
+	defer s.setUp()
 	start := time.Now()
 	last := cursor
 	errClosed := errors.New("session closing")
-	err := s.svc.store.replay(s.ctx, s.user, s.bridge, cursor+1, head, func(c uint64, rec inboxRecord) error {
+	err := s.svc.store.replay(s.ctx, s.user, s.bridge, cursor+1, head, func(c uint64, subject string, data []byte) error {
 		if c <= last {
 			return nil
 		}
-		b, err := cloudwire.Encode(rec.event(c))
-		if err != nil {
-			s.log.Error("inbox event not encodable", "cursor", c, "err", err)
+		b, _ := s.svc.eventFrame(c, subject, data)
+		if b == nil {
 			return nil
 		}
 		if !s.push(b) {

@@ -47,11 +47,11 @@ func TestHelloWelcome(t *testing.T) {
 	if n := f.svc.Sessions(); n != 1 {
 		t.Errorf("Sessions() = %d, want 1", n)
 	}
-	if v := testutil.ToFloat64(f.svc.m.sessions); v != 1 {
-		t.Errorf("gateway_cloud_sessions = %v, want 1", v)
+	if v := testutil.ToFloat64(f.svc.m.sessions.WithLabelValues(kindNative)); v != 1 {
+		t.Errorf("gateway_cloud_sessions{kind=native} = %v, want 1", v)
 	}
-	if n, err := testutil.GatherAndCount(reg, "gateway_cloud_sessions"); err != nil || n != 1 {
-		t.Errorf("gateway_cloud_sessions registered: %d, %v", n, err)
+	if n, err := testutil.GatherAndCount(reg, "gateway_cloud_sessions"); err != nil || n != 3 {
+		t.Errorf("gateway_cloud_sessions registered: %d series, %v; want one per kind", n, err)
 	}
 	mu.Lock()
 	if len(hellos) != 1 || hellos[0].Device != "phone" || hellos[0].Token != "" {

@@ -129,12 +129,16 @@ type store struct {
 	member jetstream.KeyValue
 	// devices holds every device's last activity (calls.go).
 	devices jetstream.KeyValue
-	locks   convLocks
-	m       *metrics
-	log     *slog.Logger
+	// memberKeys and deviceKeys are the streams under member and
+	// devices, whose subjects list keys by prefix without a consumer
+	// (keysUnder).
+	memberKeys, deviceKeys jetstream.Stream
+	locks                  convLocks
+	m                      *metrics
+	log                    *slog.Logger
 }
 
-func openStore(ctx context.Context, js jetstream.JetStream, replicas int, m *metrics, log *slog.Logger) (*store, error) {
+func openStore(ctx context.Context, js jetstream.JetStream, replicas int, ret Retention, m *metrics, log *slog.Logger) (*store, error) {
 	conv, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        convStreamName,
 		Description: "Ferry cloud conversation log: one subject per conversation, dense sequence per subject.",
@@ -145,6 +149,8 @@ func openStore(ctx context.Context, js jetstream.JetStream, replicas int, m *met
 		Duplicates:  dupWindow,
 		MaxMsgSize:  maxStoredMsg,
 		AllowDirect: true,
+		MaxAge:      ret.LogMaxAge,
+		MaxBytes:    orUnlimited(ret.LogMaxBytes),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cloud: stream %s: %w", convStreamName, err)
@@ -159,6 +165,8 @@ func openStore(ctx context.Context, js jetstream.JetStream, replicas int, m *met
 		Duplicates:  dupWindow,
 		MaxMsgSize:  maxStoredMsg,
 		AllowDirect: true,
+		MaxAge:      ret.InboxMaxAge,
+		MaxBytes:    orUnlimited(ret.InboxMaxBytes),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cloud: stream %s: %w", inboxStreamName, err)
@@ -193,11 +201,28 @@ func openStore(ctx context.Context, js jetstream.JetStream, replicas int, m *met
 	if err != nil {
 		return nil, err
 	}
+	memberKeys, err := js.Stream(ctx, kvStreamPrefix+memberBucket)
+	if err != nil {
+		return nil, fmt.Errorf("cloud: bucket %s stream: %w", memberBucket, err)
+	}
+	deviceKeys, err := js.Stream(ctx, kvStreamPrefix+devicesBucket)
+	if err != nil {
+		return nil, fmt.Errorf("cloud: bucket %s stream: %w", devicesBucket, err)
+	}
 	return &store{
 		js: js, conv: conv, inbox: inbox, sends: sends, receipts: receipts, groups: groups, member: member, devices: devices,
+		memberKeys: memberKeys, deviceKeys: deviceKeys,
 		locks: convLocks{m: make(map[string]*convEntry)},
 		m:     m, log: log,
 	}, nil
+}
+
+// orUnlimited maps a zero byte bound to JetStream's "no bound" (-1).
+func orUnlimited(n int64) int64 {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
 
 // send stores a one-to-one message from user from (on device) and returns
@@ -525,11 +550,11 @@ func (st *store) head(ctx context.Context, user string, all bool) (uint64, error
 	return raw.Sequence, nil
 }
 
-// replay calls fn, in cursor order, for the events of user's inbox (every
-// inbox when all is set) with cursors from from up to at least head. It
+// replay calls fn, in cursor order, with the stored events of user's inbox
+// (every inbox when all is set) with cursors from from up to at least head. It
 // stops early only when the server has nothing left to deliver (events
 // removed by retention).
-func (st *store) replay(ctx context.Context, user string, all bool, from, head uint64, fn func(cursor uint64, rec inboxRecord) error) error {
+func (st *store) replay(ctx context.Context, user string, all bool, from, head uint64, fn func(cursor uint64, subject string, data []byte) error) error {
 	if from > head {
 		return nil
 	}
@@ -575,10 +600,7 @@ func (st *store) replay(ctx context.Context, user string, all bool, from, head u
 		if err != nil {
 			return fmt.Errorf("cloud: replay: %w", err)
 		}
-		var rec inboxRecord
-		if err := json.Unmarshal(msg.Data(), &rec); err != nil {
-			st.log.Error("corrupt inbox record skipped", "cursor", meta.Sequence.Stream, "err", err)
-		} else if err := fn(meta.Sequence.Stream, rec); err != nil {
+		if err := fn(meta.Sequence.Stream, msg.Subject(), msg.Data()); err != nil {
 			return err
 		}
 		if meta.Sequence.Stream >= head || meta.NumPending == 0 {

@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // composeFile is the part of the compose specification compose.yaml uses.
@@ -199,6 +201,7 @@ func TestDockerfile(t *testing.T) {
 		t.Error("no RUN CGO_ENABLED=0 go build ... ./gateway in the build stage")
 	}
 	var user, entry string
+	var healthchecks []string
 	copied := false
 	for _, in := range final {
 		switch in.cmd {
@@ -209,11 +212,10 @@ func TestDockerfile(t *testing.T) {
 		case "COPY":
 			copied = copied || strings.HasPrefix(in.args, "--from=")
 		case "HEALTHCHECK":
-			if !strings.Contains(in.args, "healthcheck") {
-				t.Errorf("HEALTHCHECK %s does not call `gateway healthcheck`", in.args)
-			}
+			healthchecks = append(healthchecks, in.args)
 		}
 	}
+	checkHealthcheck(t, healthchecks, entry, final)
 	if user == "" || user == "root" || user == "0" || strings.HasPrefix(user, "0:") {
 		t.Errorf("final stage runs as %q; want a non-root user", user)
 	}
@@ -232,6 +234,105 @@ func TestDockerfile(t *testing.T) {
 			t.Errorf("port %s is not exposed", port)
 		}
 	}
+}
+
+// checkHealthcheck checks the final stage's one HEALTHCHECK: it runs the
+// entrypoint's binary as `gateway healthcheck` in exec form (distroless has
+// no shell), against the admin port the default CMD listens on, and the
+// command's own -timeout is shorter than the runtime's --timeout so that its
+// one-line reason is what the runtime records.
+func checkHealthcheck(t *testing.T, hcs []string, entry string, final []dockerInstruction) {
+	t.Helper()
+	if len(hcs) != 1 {
+		t.Fatalf("final stage has %d HEALTHCHECK instructions, want one calling `gateway healthcheck`", len(hcs))
+	}
+	opts, argv, err := parseHealthcheck(hcs[0])
+	if err != nil {
+		t.Fatalf("HEALTHCHECK %s: %v", hcs[0], err)
+	}
+	var bin []string
+	if err := json.Unmarshal([]byte(entry), &bin); err != nil || len(bin) == 0 {
+		t.Fatalf("ENTRYPOINT %s: want exec form", entry)
+	}
+	if len(argv) < 2 || argv[0] != bin[0] || argv[1] != "healthcheck" {
+		t.Fatalf("HEALTHCHECK runs %q, want %s healthcheck ...", argv, bin[0])
+	}
+	flags := map[string]string{}
+	for i := 2; i+1 < len(argv); i += 2 {
+		flags[argv[i]] = argv[i+1]
+	}
+	var cmd string
+	for _, in := range final {
+		if in.cmd == "CMD" {
+			cmd = in.args
+		}
+	}
+	if _, port, ok := strings.Cut(strings.TrimPrefix(flags["-addr"], "http://"), ":"); !ok || !strings.Contains(cmd, `"-admin-listen", "0.0.0.0:`+port+`"`) {
+		t.Errorf("healthcheck -addr %q is not the admin listener of CMD %s", flags["-addr"], cmd)
+	}
+	for _, o := range []string{"interval", "timeout", "start-period"} {
+		if _, err := time.ParseDuration(opts[o]); err != nil {
+			t.Errorf("HEALTHCHECK --%s=%q: %v", o, opts[o], err)
+		}
+	}
+	runtime, _ := time.ParseDuration(opts["timeout"])
+	own, err := time.ParseDuration(flags["-timeout"])
+	if err != nil || own <= 0 || own >= runtime {
+		t.Errorf("healthcheck -timeout %q must be set and shorter than HEALTHCHECK --timeout %s", flags["-timeout"], opts["timeout"])
+	}
+}
+
+// parseHealthcheck splits a HEALTHCHECK instruction's arguments into its
+// --options and the exec-form command after CMD.
+func parseHealthcheck(args string) (map[string]string, []string, error) {
+	opts := map[string]string{}
+	rest := strings.TrimSpace(args)
+	for strings.HasPrefix(rest, "--") {
+		opt, after, _ := strings.Cut(rest, " ")
+		k, v, ok := strings.Cut(strings.TrimPrefix(opt, "--"), "=")
+		if !ok || k == "" {
+			return nil, nil, fmt.Errorf("option %q: want --name=value", opt)
+		}
+		opts[k] = v
+		rest = strings.TrimSpace(after)
+	}
+	cmd, ok := strings.CutPrefix(rest, "CMD ")
+	if !ok {
+		return nil, nil, fmt.Errorf("no CMD after the options in %q", rest)
+	}
+	var argv []string
+	if err := json.Unmarshal([]byte(strings.TrimSpace(cmd)), &argv); err != nil {
+		return nil, nil, fmt.Errorf("CMD is not in exec (JSON) form: %v", err)
+	}
+	if len(argv) == 0 {
+		return nil, nil, fmt.Errorf("CMD runs nothing")
+	}
+	return opts, argv, nil
+}
+
+func TestParseHealthcheck(t *testing.T) {
+	opts, argv, err := parseHealthcheck(`--interval=30s --timeout=5s CMD ["/bin/gateway", "healthcheck"]`)
+	if err != nil || opts["interval"] != "30s" || opts["timeout"] != "5s" || !slices.Equal(argv, []string{"/bin/gateway", "healthcheck"}) {
+		t.Fatalf("got %v %q %v", opts, argv, err)
+	}
+	for _, bad := range []string{`CMD gateway healthcheck`, `--interval CMD ["x"]`, `NONE`, `CMD []`, `CMD null`} {
+		if _, _, err := parseHealthcheck(bad); err == nil {
+			t.Errorf("parseHealthcheck(%q) accepted", bad)
+		}
+	}
+}
+
+// FuzzParseHealthcheck checks that the HEALTHCHECK parser never panics and
+// that what it accepts has exec-form arguments.
+func FuzzParseHealthcheck(f *testing.F) {
+	f.Add(`--interval=30s --timeout=5s --start-period=30s --retries=3 CMD ["/usr/local/bin/gateway", "healthcheck"]`)
+	f.Add(`--=x CMD []`)
+	f.Fuzz(func(t *testing.T, s string) {
+		opts, argv, err := parseHealthcheck(s)
+		if err == nil && (opts == nil || len(argv) == 0) {
+			t.Fatalf("accepted %q without options map or arguments", s)
+		}
+	})
 }
 
 func TestParseDockerfile(t *testing.T) {

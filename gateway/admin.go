@@ -1,15 +1,18 @@
 package main
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -293,11 +296,22 @@ func writeDomainError(w http.ResponseWriter, err error) {
 }
 
 // readJSON decodes the request body into v, answering 400 itself when it
-// cannot; a handler returns when it reports false.
+// cannot; a handler returns when it reports false. The body must be one
+// JSON value of valid UTF-8 (encoding/json would silently replace invalid
+// bytes and ignore what follows the value).
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	b, err := io.ReadAll(r.Body)
+	if err == nil && !utf8.Valid(b) {
+		err = errors.New("not valid UTF-8")
+	}
+	if err == nil {
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		if err = dec.Decode(v); err == nil && dec.Decode(&json.RawMessage{}) != io.EOF {
+			err = errors.New("more than one JSON value")
+		}
+	}
+	if err != nil {
 		writeError(w, http.StatusBadRequest, "bad_request", "request body: "+err.Error())
 		return false
 	}

@@ -64,9 +64,12 @@ const (
 
 // agentConfig is everything `gateway agent` reads from its flags.
 type agentConfig struct {
-	Dev          bool
-	DataDir      string
-	NatsURL      string
+	Dev     bool
+	DataDir string
+	NatsURL string
+	// NatsReplicas is the replica count of every stream and bucket the agent
+	// creates: 1 on the embedded engine, 3 on a NATS cluster.
+	NatsReplicas int
 	Listen       string
 	AdminListen  string
 	LegacyListen string
@@ -90,11 +93,20 @@ type agentConfig struct {
 	// bridge's directory client fails over to.
 	SupernodeFallbacks []string
 	AllowedOrigins     []string
+	// CloudRetention bounds the cloud's conversation log and inboxes;
+	// CloudMaxHandshakes and CloudMaxSessions shed handshakes with 503
+	// (cloud.Config). Zero values take the cloud package's defaults.
+	CloudRetention     cloud.Retention
+	CloudMaxHandshakes int
+	CloudMaxSessions   int
 	StopTimeout        time.Duration
 	// CampaignTick is how often the campaign driver looks at the
 	// campaigns; zero means migrate.DefaultDriverTick.
 	CampaignTick time.Duration
-	Logger       *slog.Logger
+	// CensusMax caps the in-memory device census; zero means
+	// migrate.DefaultCensusMax.
+	CensusMax int
+	Logger    *slog.Logger
 	// Out receives the start-up banner; nil prints nothing.
 	Out io.Writer
 }
@@ -107,6 +119,9 @@ func agentCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.BoolVar(&cfg.Dev, "dev", false, "run everything in one process on loopback, in a fresh data directory unless -data-dir is set")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "data directory (keys, admin token, embedded NATS); reused if it exists")
 	fs.StringVar(&cfg.NatsURL, "nats-url", "", "external NATS server or cluster instead of the embedded one")
+	fs.IntVar(&cfg.NatsReplicas, "nats-replicas", 1, "replicas of every stream and bucket the agent creates (3 on a NATS cluster)")
+	fs.DurationVar(&cfg.CampaignTick, "campaign-tick", 0, "how often the campaign driver looks at running campaigns (0: the default)")
+	fs.IntVar(&cfg.CensusMax, "census-max", migrate.DefaultCensusMax, "devices the in-memory census keeps; beyond it the least recently seen are evicted")
 	fs.StringVar(&cfg.Listen, "listen", defaultListen, "cloud listener host:port (/v1/ws, /healthz)")
 	fs.StringVar(&cfg.AdminListen, "admin-listen", defaultAdminListen, "admin listener host:port (/v1/admin/..., /metrics, /healthz)")
 	fs.StringVar(&cfg.LegacyListen, "legacy-listen", defaultLegacyListen, "overlay listener of the supernode (multiaddr)")
@@ -119,6 +134,12 @@ func agentCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.StringVar(&snFallbacks, "supernode-fallbacks", "", "comma-separated multiaddrs with /p2p/ID of supernodes the bridge fails over to")
 	fs.StringVar(&snPeers, "supernode-peers", "", "comma-separated multiaddrs with /p2p/ID of the other supernodes this agent's supernode replicates to")
 	fs.StringVar(&origins, "allowed-origins", "http://127.0.0.1:7070,http://localhost:7070", "comma-separated Origin allowlist for browser clients")
+	fs.DurationVar(&cfg.CloudRetention.LogMaxAge, "cloud-log-max-age", 0, "drop cloud conversation-log entries older than this (0: keep all; else at least 10m)")
+	fs.Int64Var(&cfg.CloudRetention.LogMaxBytes, "cloud-log-max-bytes", cloud.DefaultRetention.LogMaxBytes, "bound the cloud conversation log to this many bytes, oldest dropped first (-1: no bound)")
+	fs.DurationVar(&cfg.CloudRetention.InboxMaxAge, "cloud-inbox-max-age", cloud.DefaultRetention.InboxMaxAge, "drop cloud inbox events older than this (negative: keep all; else at least 10m)")
+	fs.Int64Var(&cfg.CloudRetention.InboxMaxBytes, "cloud-inbox-max-bytes", cloud.DefaultRetention.InboxMaxBytes, "bound the cloud inboxes to this many bytes, oldest dropped first (-1: no bound)")
+	fs.IntVar(&cfg.CloudMaxHandshakes, "cloud-max-handshakes", cloud.DefaultMaxHandshakes, "cloud sessions set up at once (hello to end of initial sync) before handshakes get 503 + Retry-After")
+	fs.IntVar(&cfg.CloudMaxSessions, "cloud-max-sessions", 0, "cloud sessions on this agent before handshakes get 503 + Retry-After (0: no bound)")
 	fs.DurationVar(&cfg.StopTimeout, "stop-timeout", defaultStopTimeout, "deadline for a clean stop after SIGINT/SIGTERM")
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	if _, err := parseArgs(fs, args); err != nil {
@@ -168,6 +189,7 @@ type agent struct {
 	snGater    *legacy.Gater       // nil without the supernode role
 	snLimiter  *legacy.PeerLimiter // nil without the supernode role
 	brHost     host.Host
+	netStats   *legacy.NetStats // overlay hosts' paths, relay circuits, hole punches
 	supernode  *legacy.Supernode
 	cloud      *cloud.Service
 	bridge     *bridge.Bridge
@@ -256,10 +278,11 @@ func (a *agent) start(ctx context.Context, g *errgroup.Group, gctx context.Conte
 	}
 
 	a.reg = newRegistry()
+	a.netStats = legacy.NewNetStats()
 	if a.state, err = migrate.NewState(); err != nil {
 		return err
 	}
-	if a.store, err = migratestore.New(ctx, a.eng.JS, a.state, migratestore.Config{Logger: cfg.Logger}); err != nil {
+	if a.store, err = migratestore.New(ctx, a.eng.JS, a.state, migratestore.Config{Replicas: cfg.NatsReplicas, Logger: cfg.Logger}); err != nil {
 		return err
 	}
 	g.Go(func() error { return a.store.Run(gctx) })
@@ -277,7 +300,11 @@ func (a *agent) start(ctx context.Context, g *errgroup.Group, gctx context.Conte
 	if a.versions, err = a.startVersions(ctx); err != nil {
 		return err
 	}
-	a.devices = newDeviceRecorder(a.store, cfg.Logger, a.reg)
+	g.Go(func() error { return a.runVersionMetrics(gctx) })
+	if a.devices, err = newDeviceRecorder(ctx, a.eng.JS, cfg.NatsReplicas, a.store, cfg.CensusMax, cfg.Logger, a.reg); err != nil {
+		return err
+	}
+	a.devices.legacyProtocol = a.legacyProtocol
 	g.Go(func() error { return a.devices.run(gctx) })
 
 	if a.has(roleSupernode) {
@@ -298,11 +325,15 @@ func (a *agent) start(ctx context.Context, g *errgroup.Group, gctx context.Conte
 
 	// The admin API, /metrics and /healthz on -admin-listen, in every agent.
 	registerAgentMetrics(a.reg, a.state, a.snHost)
+	if a.snHost != nil || a.brHost != nil {
+		registerNetMetrics(a.reg, a.netStats)
+	}
 	a.registerOverlayMetrics(a.reg)
 	if a.adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
 		return fmt.Errorf("admin listener: %w", err)
 	}
-	a.adminSrv = &http.Server{Handler: a.adminHandler(), ReadHeaderTimeout: readHeaderTimeout, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
+	a.adminSrv = newHTTPServer(a.adminHandler(), cfg.Logger)
+	a.adminSrv.ReadTimeout = adminReadTimeout
 	g.Go(func() error { return serve(a.adminSrv, a.adminLn) })
 	return nil
 }
@@ -346,6 +377,8 @@ func (a *agent) startSupernode(g *errgroup.Group, gctx context.Context) error {
 		MaxStreamsPerPeer: legacyMaxStreamsPerPeer,
 		Gater:             a.snGater,
 		Registerer:        a.reg,
+		Relay:             &legacy.RelayConfig{}, // raised limits: see legacy.DefaultRelayDuration
+		Stats:             a.netStats,
 	}); err != nil {
 		return fmt.Errorf("supernode host on %s: %w", a.cfg.LegacyListen, err)
 	}
@@ -395,6 +428,12 @@ func (a *agent) registerOverlayMetrics(reg prometheus.Registerer) {
 		counter("gateway_legacy_replication_dropped_total",
 			"Directory changes this supernode gave up replicating (queue full, attempts exhausted or refused).",
 			func() int64 { _, d := a.supernode.ReplicationStats(); return d }),
+		counter("gateway_legacy_offline_expired_total",
+			"Messages the supernode's offline store dropped unread (expired, or overflowed after a failed hand-over); each is reported to its sender.",
+			func() int64 { _, e := a.supernode.OfflineStats(); return e }),
+		counter("gateway_legacy_offline_undeliverable_reported_total",
+			"Undeliverable reports (a sender's message dropped unread) the supernode handed to a device of the sender.",
+			func() int64 { _, r := a.supernode.UndeliverableStats(); return r }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "gateway_legacy_limiter_tracked_peers",
 			Help: "Peers the supernode's directory limiter tracks (bounded by legacy.DefaultRateLimitPeers).",
@@ -439,6 +478,7 @@ func (a *agent) startCloud(ctx context.Context, g *errgroup.Group, gctx context.
 	var err error
 	if a.cloud, err = cloud.New(ctx, cloud.Config{
 		JS:             a.eng.JS,
+		Replicas:       a.cfg.NatsReplicas,
 		TokenKey:       a.tokenKey.Public().(ed25519.PublicKey),
 		AllowedOrigins: a.cfg.AllowedOrigins,
 		Admit:          a.admitCloudDevice,
@@ -447,6 +487,9 @@ func (a *agent) startCloud(ctx context.Context, g *errgroup.Group, gctx context.
 		OnHello:        a.devices.fromCloud,
 		Registerer:     a.reg,
 		Logger:         a.cfg.Logger,
+		Retention:      a.cfg.CloudRetention,
+		MaxHandshakes:  a.cfg.CloudMaxHandshakes,
+		MaxSessions:    a.cfg.CloudMaxSessions,
 	}); err != nil {
 		return err
 	}
@@ -454,7 +497,7 @@ func (a *agent) startCloud(ctx context.Context, g *errgroup.Group, gctx context.
 	if a.cloudLn, err = net.Listen("tcp", a.cfg.Listen); err != nil {
 		return fmt.Errorf("cloud listener: %w", err)
 	}
-	a.cloudSrv = &http.Server{Handler: a.cloud.Handler(), ReadHeaderTimeout: readHeaderTimeout, ErrorLog: slog.NewLogLogger(a.cfg.Logger.Handler(), slog.LevelWarn)}
+	a.cloudSrv = newHTTPServer(a.cloud.Handler(), a.cfg.Logger)
 	g.Go(func() error { return serve(a.cloudSrv, a.cloudLn) })
 	return nil
 }
@@ -480,6 +523,12 @@ func (a *agent) startBridge(ctx context.Context, g *errgroup.Group, gctx context
 		PrivKey:           key,
 		MaxConns:          legacyMaxConns,
 		MaxStreamsPerPeer: legacyMaxStreamsPerPeer,
+		// The bridge relays too, and dials devices behind NATs through
+		// relays, with hole punching.
+		Relay:       &legacy.RelayConfig{},
+		RelayClient: true,
+		Registerer:  a.reg,
+		Stats:       a.netStats,
 	}); err != nil {
 		return fmt.Errorf("bridge host on %s: %w", a.cfg.BridgeListen, err)
 	}
@@ -511,6 +560,31 @@ func (a *agent) startBridge(ctx context.Context, g *errgroup.Group, gctx context
 	}
 	g.Go(func() error { return a.bridge.Run(gctx) })
 	return nil
+}
+
+// Timeouts of the agent's HTTP servers besides readHeaderTimeout.
+const (
+	// adminReadTimeout bounds reading a whole admin request, body
+	// included (at most maxAdminBody), so that a client trickling a body
+	// cannot hold a handler forever. The cloud listener has none: its
+	// requests have no body, and the WebSocket library clears deadlines
+	// after the upgrade anyway.
+	adminReadTimeout = 30 * time.Second
+	// idleTimeout closes keep-alive connections that send no next
+	// request; without it an idle connection is held forever.
+	idleTimeout = 2 * time.Minute
+)
+
+// newHTTPServer is every HTTP server of the agent: a slow or idle client
+// cannot hold a connection forever (slowloris), and the server's own errors
+// go to the log.
+func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
 }
 
 func serve(srv *http.Server, ln net.Listener) error {

@@ -59,7 +59,7 @@ func startAgent(tb testing.TB, dir string, cfg agentConfig) *testAgent {
 	tb.Helper()
 	cfg.DataDir = dir
 	cfg.StopTimeout = 15 * time.Second
-	if testing.Verbose() {
+	if cfg.Logger == nil && testing.Verbose() { // a test may capture the log itself
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	ctx, cancel := context.WithCancel(context.Background())

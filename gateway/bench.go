@@ -78,7 +78,12 @@ type benchmark struct {
 var benchmarks = []benchmark{
 	{"floor", "raw TCP vs raw WebSocket echo and one-way writes on loopback; one fsync", benchFloor},
 	{"cloud-rtt", "send→ack round trips/s through cloud.Service vs a raw gorilla/websocket echo", benchCloudRTT},
+	{"cloud-fanout", "deliveries/s to the devices of a group vs a raw WebSocket broadcast, with their p99", benchCloudFanout},
 	{"cloud-idle", "memory and goroutines per idle cloud session vs a bare gorilla/websocket server", benchCloudIdle},
+	{"bridge", "legacy→cloud bridged messages/s vs cloud→cloud direct; added latency at half load", benchBridge},
+	{"bridge-intake", "messages/s the bridge takes from legacy peers vs a bare libp2p stream sink", benchBridgeIntake},
+	{"wave", "durable transitions/s of a 100,000-user step out of 1,000,000 vs bare go-memdb; plan over 1,000,000", benchWave},
+	{"sim", "memory per simulated legacy client vs a bare libp2p host", benchSim},
 }
 
 const benchUsage = `Usage: gateway bench NAME|all [-format text|json] [-runs K] [-duration D] [-conns C] [-n N] [-procs P] [-smoke] [-cpuprofile FILE]
@@ -107,7 +112,7 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.IntVar(&o.Runs, "runs", 3, "runs of the case and of the floor each (at least 3)")
 	fs.DurationVar(&o.Duration, "duration", 2*time.Second, "length of one timed run")
 	fs.IntVar(&o.Conns, "conns", 8, "concurrent connections in throughput runs")
-	fs.IntVar(&o.N, "n", 1000, "idle connections in cloud-idle (10000 for the real figure)")
+	fs.IntVar(&o.N, "n", 1000, "idle connections in cloud-idle (10000 for the real figure); group members in cloud-fanout (at most 200); clients in sim (at most 2000)")
 	fs.IntVar(&o.Procs, "procs", 0, "client processes for cloud-idle (0: one per 2,500 connections)")
 	fs.BoolVar(&o.Smoke, "smoke", false, "tiny sizes, to check that the harness works; the figures mean nothing")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")

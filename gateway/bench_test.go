@@ -13,7 +13,7 @@ import (
 // nothing. cloud-idle needs the gateway binary for its load processes and
 // is not run here.
 func TestBenchSmoke(t *testing.T) {
-	for _, name := range []string{"floor", "cloud-rtt"} {
+	for _, name := range []string{"floor", "cloud-rtt", "cloud-fanout", "bridge", "bridge-intake", "wave", "sim"} {
 		t.Run(name, func(t *testing.T) {
 			var out, errOut bytes.Buffer
 			if err := run(context.Background(), []string{"bench", name, "-smoke", "-format", "json"}, &out, &errOut); err != nil {

@@ -25,6 +25,13 @@ type versionedPhone struct {
 
 func newVersionedPhone(t *testing.T, ta *testAgent, user string, maxVersion int) *versionedPhone {
 	t.Helper()
+	return newVersionedPhoneWith(t, ta, user, maxVersion, nil)
+}
+
+// newVersionedPhoneWith is newVersionedPhone with hook, when not nil,
+// adding to the device's configuration (more callbacks) before it starts.
+func newVersionedPhoneWith(t *testing.T, ta *testAgent, user string, maxVersion int, hook func(*legacy.DeviceConfig)) *versionedPhone {
+	t.Helper()
 	h, err := legacy.NewHost(legacy.HostConfig{})
 	if err != nil {
 		t.Fatal(err)
@@ -41,7 +48,7 @@ func newVersionedPhone(t *testing.T, ta *testAgent, user string, maxVersion int)
 		legacyPhone: &legacyPhone{host: h, recv: make(chan legacywire.ChatMessage, 64)},
 		receipts:    make(chan legacywire.Receipt, 64),
 	}
-	p.dev, err = legacy.NewDevice(legacy.DeviceConfig{
+	dc := legacy.DeviceConfig{
 		Host:           h,
 		Cert:           cert,
 		Authority:      agentAuthority(t, ta),
@@ -59,7 +66,11 @@ func newVersionedPhone(t *testing.T, ta *testAgent, user string, maxVersion int)
 			default:
 			}
 		},
-	})
+	}
+	if hook != nil {
+		hook(&dc)
+	}
+	p.dev, err = legacy.NewDevice(dc)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/google/uuid"
@@ -26,6 +27,8 @@ type campaignControl struct {
 	audit     *migratestore.Audit
 	leases    *migratestore.Leases
 	driver    *migrate.Driver
+	// shadow feeds the backfill and shadow-mismatch gates.
+	shadow migrate.ShadowSource
 
 	targetBP    *prometheus.GaugeVec
 	actualBP    *prometheus.GaugeVec
@@ -46,21 +49,34 @@ func (a *agent) startCampaigns(ctx context.Context) (*campaignControl, error) {
 			Name: "gateway_migration_transitions_total", Help: "Phase transitions attempted by the campaign driver, by from, to and result (ok, refused, error).",
 		}, []string{"from", "to", "result"}),
 	}
-	a.reg.MustRegister(cc.targetBP, cc.actualBP, cc.transitions)
+	a.reg.MustRegister(cc.targetBP, cc.actualBP, cc.transitions, prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "gateway_migration_corrupt_records_total",
+		Help: "Records in the users bucket the watch could not decode; each such user shows as held with reason \"corrupt record\".",
+	}, func() float64 { return float64(a.store.CorruptRecords()) }))
 	gm := newGuardrailMetrics(a.reg)
 	var err error
-	if cc.campaigns, err = migratestore.NewCampaigns(ctx, a.eng.JS, "", 0); err != nil {
+	if cc.campaigns, err = migratestore.NewCampaigns(ctx, a.eng.JS, "", a.cfg.NatsReplicas); err != nil {
 		return nil, err
 	}
-	if cc.audit, err = migratestore.NewAudit(ctx, a.eng.JS, "", 0); err != nil {
+	if cc.audit, err = migratestore.NewAudit(ctx, a.eng.JS, "", a.cfg.NatsReplicas); err != nil {
 		return nil, err
 	}
 	cc.leases = cc.campaigns.Leases()
+	cc.shadow = noShadowReports{}
+	var prom migrate.PromQuerier
+	if u := os.Getenv(envPrometheusURL); u != "" {
+		pc, err := newPromClient(u)
+		if err != nil {
+			return nil, err
+		}
+		prom = pc
+	}
 	cc.driver, err = migrate.NewDriver(migrate.DriverConfig{
 		State: a.state, Users: a.store, Campaigns: cc.campaigns, Audit: cc.audit,
 		Tick: a.cfg.CampaignTick, Logger: a.cfg.Logger,
 		Leases: cc.leases, Holder: driverHolder(),
 		Measures: &bridgeMeasures{g: a.reg}, OnGuardrail: gm.observe,
+		Prometheus: prom, Shadow: cc.shadow,
 		OnLease: func(_ migrate.Lease, held bool) {
 			gm.leaseHeld.Set(map[bool]float64{true: 1}[held])
 		},
@@ -123,6 +139,9 @@ type campaignStatus struct {
 // commandRequest is the body of POST /v1/admin/campaigns/{name}/{cmd}.
 type commandRequest struct {
 	Reason string `json:"reason"`
+	// Step, on rollback, rolls back only the current step: the users it
+	// moved return to shadow and the campaign pauses at the step.
+	Step bool `json:"step,omitempty"`
 }
 
 func (a *agent) listCampaigns(w http.ResponseWriter, r *http.Request) {
@@ -167,7 +186,7 @@ func (a *agent) campaignStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now()
-	sv := migrate.SurveyCampaign(a.state.Snapshot(), &c, now, 0)
+	sv := migrate.SurveyCampaign(a.state.Snapshot(), &c, now, 0, a.control.shadow)
 	step := min(c.Step, len(c.Steps)-1)
 	st := campaignStatus{Campaign: c, TargetBP: c.Steps[step].TargetBP, ActualBP: sv.ActualBP(),
 		Eligible: sv.Eligible, Done: sv.Done, Pending: sv.Pending, HeldBack: sv.HeldBack, Frozen: frozen, InWindow: c.InWindow(now), Driver: lease}
@@ -188,6 +207,13 @@ func (a *agent) campaignCommand(w http.ResponseWriter, r *http.Request) {
 		if !readJSON(w, r, &req) {
 			return
 		}
+	}
+	if req.Step {
+		if cmd != migrate.CmdRollback {
+			writeError(w, http.StatusBadRequest, "bad_request", "step applies to rollback only")
+			return
+		}
+		cmd = migrate.CmdRollbackStep
 	}
 	now := time.Now().UTC()
 	if cmd == migrate.CmdPlan {
@@ -213,7 +239,7 @@ func (a *agent) campaignCommand(w http.ResponseWriter, r *http.Request) {
 			salt = c.Salt
 			a.auditCampaign(r, c, string(migrate.CampaignDraft), string(c.State), req.Reason)
 		}
-		writeJSON(w, http.StatusOK, migrate.PlanCampaign(a.state.Snapshot(), c, salt, now))
+		writeJSON(w, http.StatusOK, migrate.PlanCampaign(a.state.Snapshot(), c, salt, now, a.control.shadow))
 		return
 	}
 	var from migrate.CampaignState

@@ -11,21 +11,44 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/ferrygw/ferry/migrate"
 )
 
-// bridgeMessagesMetric is what bridgeMeasures reads: the bridge registers it
-// on the agent's registry.
-const bridgeMessagesMetric = "gateway_bridge_messages_total"
+// What bridgeMeasures reads from the agent's registry, by measure.
+const (
+	// bridgeMessagesMetric (the bridge's) feeds MeasureBridgeFailures.
+	bridgeMessagesMetric = "gateway_bridge_messages_total"
+	// syncLagMetric (the cloud service's histogram of the age of live
+	// events at dispatch) feeds MeasureSyncLag: an event is late when it
+	// is older than syncLagLate, the bucket bound at about a second.
+	syncLagMetric = "gateway_cloud_delivery_lag_seconds"
+	syncLagLate   = 1.024
+	// callsMetric feeds MeasureCallSetupFailures: a counter of call setups
+	// with labels callee_home (cloud, legacy) and result (ok, failed).
+	// Nothing registers it yet, so guardrails on call setup stay
+	// inconclusive with an error saying the source is absent.
+	callsMetric = "gateway_bridge_call_setups_total"
+)
+
+// agentMeasures are the measures the agent's own metrics feed, with the
+// metric each reads.
+var agentMeasures = map[string]string{
+	migrate.MeasureBridgeFailures:    bridgeMessagesMetric,
+	migrate.MeasureSyncLag:           syncLagMetric,
+	migrate.MeasureCallSetupFailures: callsMetric,
+}
 
 // maxMeasureHistory bounds the snapshots bridgeMeasures keeps.
 const maxMeasureHistory = 10000
 
 // bridgeMeasures is the guardrails' measurement source from the agent's own
-// metrics: it reads the bridge's message counters through a Gatherer and
-// keeps timed snapshots of them, so that a window is the difference between
-// now and the last snapshot at least a window old. Until such a snapshot
+// metrics: it reads the bridge's message counters (and, for the other
+// measures of agentMeasures, the cloud's sync lag histogram and the call
+// setup counter) through a Gatherer and keeps timed snapshots of them, per
+// measure, so that a window is the difference between now and the last
+// snapshot at least a window old. Until such a snapshot
 // exists the window is shorter (measured from the first snapshot), which
 // can only make a verdict inconclusive, never a false fail.
 //
@@ -37,7 +60,7 @@ type bridgeMeasures struct {
 	g prometheus.Gatherer
 
 	mu      sync.Mutex
-	history []measureSnap
+	history map[string][]measureSnap
 }
 
 type measureSnap struct {
@@ -51,29 +74,43 @@ var _ migrate.MeasureSource = (*bridgeMeasures)(nil)
 // compare (guardrails on it stay inconclusive).
 var errNoBridgeMeasures = errors.New("no bridge measurements in this agent (" + bridgeMessagesMetric + " not registered)")
 
+// errSourceAbsent says which metric a measure needs and the agent lacks;
+// the guardrail is inconclusive, never passed by default.
+func errSourceAbsent(measure, metric string) error {
+	if metric == bridgeMessagesMetric {
+		return errNoBridgeMeasures
+	}
+	return fmt.Errorf("no %s measurements in this agent (%s not registered)", measure, metric)
+}
+
 // Measure implements migrate.MeasureSource.
 func (m *bridgeMeasures) Measure(_ context.Context, measure string, window time.Duration, now time.Time) (cohort, control migrate.Sample, err error) {
-	if measure != migrate.MeasureBridgeFailures {
-		return cohort, control, fmt.Errorf("unknown measure %q (this agent measures %s)", measure, migrate.MeasureBridgeFailures)
+	if _, ok := agentMeasures[measure]; !ok {
+		return cohort, control, fmt.Errorf("unknown measure %q (this agent measures %s, %s and %s; or use %s)", measure,
+			migrate.MeasureBridgeFailures, migrate.MeasureSyncLag, migrate.MeasureCallSetupFailures, migrate.MeasurePromQL)
 	}
-	cur, err := m.read(now)
+	cur, err := m.read(measure, now)
 	if err != nil {
 		return cohort, control, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.history = append(m.history, cur)
-	base := m.history[0]
-	for _, s := range m.history {
+	if m.history == nil {
+		m.history = map[string][]measureSnap{}
+	}
+	h := append(m.history[measure], cur)
+	base := h[0]
+	for _, s := range h {
 		if s.at.After(now.Add(-window)) {
 			break
 		}
 		base = s
 	}
 	// Drop what no window of this length needs any more.
-	for len(m.history) > 1 && (len(m.history) > maxMeasureHistory || !m.history[1].at.After(now.Add(-window))) {
-		m.history = m.history[1:]
+	for len(h) > 1 && (len(h) > maxMeasureHistory || !h[1].at.After(now.Add(-window))) {
+		h = h[1:]
 	}
+	m.history[measure] = h
 	return diff(cur.cohort, base.cohort), diff(cur.control, base.control), nil
 }
 
@@ -81,52 +118,97 @@ func diff(a, b migrate.Sample) migrate.Sample {
 	return migrate.Sample{Total: max(0, a.Total-b.Total), Bad: max(0, a.Bad-b.Bad)}
 }
 
-// read sums the bridge's counters by direction.
-func (m *bridgeMeasures) read(now time.Time) (measureSnap, error) {
+// read takes the measure's cumulative counts now.
+func (m *bridgeMeasures) read(measure string, now time.Time) (measureSnap, error) {
 	mfs, err := m.g.Gather()
 	if err != nil {
 		return measureSnap{}, fmt.Errorf("gather metrics: %w", err)
 	}
-	s := measureSnap{at: now}
-	found := false
+	metric := agentMeasures[measure]
 	for _, mf := range mfs {
-		if mf.GetName() != bridgeMessagesMetric {
+		if mf.GetName() != metric {
 			continue
 		}
-		found = true
-		for _, mt := range mf.GetMetric() {
-			var dir, result string
-			for _, l := range mt.GetLabel() {
-				switch l.GetName() {
-				case "direction":
-					dir = l.GetValue()
-				case "result":
-					result = l.GetValue()
-				}
-			}
-			var sm *migrate.Sample
-			switch dir {
-			case "legacy_to_cloud":
-				sm = &s.cohort
-			case "cloud_to_legacy":
-				sm = &s.control
-			default:
-				continue
-			}
-			v := mt.GetCounter().GetValue()
-			switch result {
-			case "ok":
-				sm.Total += v
-			case "refused", "error", "undeliverable":
-				sm.Total += v
-				sm.Bad += v
+		s := measureSnap{at: now}
+		switch measure {
+		case migrate.MeasureSyncLag:
+			s.cohort = lateEvents(mf)
+		case migrate.MeasureCallSetupFailures:
+			s.cohort, s.control = splitResults(mf, "callee_home", "cloud", "legacy", func(result string) (total, bad bool) {
+				return result == "ok" || result == "failed", result == "failed"
+			})
+		default:
+			s.cohort, s.control = splitResults(mf, "direction", "legacy_to_cloud", "cloud_to_legacy", bridgeResult)
+		}
+		return s, nil
+	}
+	return measureSnap{}, errSourceAbsent(measure, metric)
+}
+
+// bridgeResult classes a bridged message's result: ok is good; refused,
+// error and undeliverable are bad; queued is not final and not counted.
+func bridgeResult(result string) (total, bad bool) {
+	switch result {
+	case "ok":
+		return true, false
+	case "refused", "error", "undeliverable":
+		return true, true
+	}
+	return false, false
+}
+
+// lateEvents reads a lag histogram as a sample: every observation is an
+// event, those above syncLagLate are bad.
+func lateEvents(mf *dto.MetricFamily) migrate.Sample {
+	var s migrate.Sample
+	for _, mt := range mf.GetMetric() {
+		h := mt.GetHistogram()
+		n := float64(h.GetSampleCount())
+		s.Total += n
+		onTime := 0.0
+		for _, b := range h.GetBucket() {
+			if b.GetUpperBound() <= syncLagLate {
+				onTime = float64(b.GetCumulativeCount())
 			}
 		}
+		s.Bad += n - onTime
 	}
-	if !found {
-		return measureSnap{}, errNoBridgeMeasures
+	return s
+}
+
+// splitResults sums a counter by one label into the cohort (cohortValue)
+// and the control group (controlValue), classing each series' result label
+// with class.
+func splitResults(mf *dto.MetricFamily, label, cohortValue, controlValue string, class func(result string) (total, bad bool)) (cohort, control migrate.Sample) {
+	for _, mt := range mf.GetMetric() {
+		var group, result string
+		for _, l := range mt.GetLabel() {
+			switch l.GetName() {
+			case label:
+				group = l.GetValue()
+			case "result":
+				result = l.GetValue()
+			}
+		}
+		var sm *migrate.Sample
+		switch group {
+		case cohortValue:
+			sm = &cohort
+		case controlValue:
+			sm = &control
+		default:
+			continue
+		}
+		total, bad := class(result)
+		v := mt.GetCounter().GetValue()
+		if total {
+			sm.Total += v
+		}
+		if bad {
+			sm.Bad += v
+		}
 	}
-	return s, nil
+	return cohort, control
 }
 
 // driverHolder names this agent's driver in the lease: host, process and a
@@ -172,4 +254,18 @@ func (m *guardrailMetrics) observe(campaign string, r migrate.GuardrailResult) {
 	m.value.WithLabelValues(campaign, r.Guardrail).Set(r.Value)
 	m.threshold.WithLabelValues(campaign, r.Guardrail).Set(r.Threshold)
 	m.evaluations.WithLabelValues(campaign, r.Guardrail, string(r.Outcome)).Inc()
+}
+
+// noShadowReports is the gates' migrate.ShadowSource while the bridge
+// reports no per-user backfill or shadow compare counts: it has a report for
+// nobody, so the backfill and shadow-mismatch gates are inconclusive and
+// hold the users behind them in shadow (held back as
+// "gate:backfill_inconclusive" or "gate:shadow_mismatch_inconclusive"):
+// never a pass by default.
+type noShadowReports struct{}
+
+var _ migrate.ShadowSource = noShadowReports{}
+
+func (noShadowReports) Shadow(string) (migrate.ShadowReport, bool) {
+	return migrate.ShadowReport{}, false
 }

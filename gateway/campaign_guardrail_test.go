@@ -58,7 +58,7 @@ func TestBridgeMeasures(t *testing.T) {
 	if _, _, err := m.Measure(t.Context(), "sync_lag", time.Minute, t0); err == nil {
 		t.Error("unknown measure accepted")
 	}
-	if n := len(m.history); n > 2 {
+	if n := len(m.history[migrate.MeasureBridgeFailures]); n > 2 {
 		t.Errorf("%d snapshots kept", n)
 	}
 }
@@ -72,12 +72,7 @@ func TestSetPhaseAuditAndBreakGlass(t *testing.T) {
 	ta := startAgent(t, t.TempDir(), cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cli := func(args ...string) (string, error) {
-		var out, errOut strings.Builder
-		args = append(args, "-addr", ta.a.adminURL(), "-token", ta.a.adminToken)
-		err := run(ctx, args, &out, &errOut)
-		return out.String() + errOut.String(), err
-	}
+	cli := campaignCLI(ctx, ta)
 	if _, err := ta.a.store.SeeDevice(ctx, "bg", migrate.Device{ID: "d", Platform: "ios", ClientVersion: "5.1.0"}); err != nil {
 		t.Fatal(err)
 	}

@@ -18,24 +18,8 @@ import (
 // the admin API: create, plan, a refused unconfirmed start, start, progress
 // to completion, holds, exemptions, the freeze and the audit log.
 func TestCampaignEndToEnd(t *testing.T) {
-	cfg := agentPorts(t)
-	cfg.CampaignTick = 20 * time.Millisecond
-	ta := startAgent(t, t.TempDir(), cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	const n = 3000
-	for i := range n {
-		platform := []string{"android", "ios", "mac"}[i%3]
-		if _, err := ta.a.store.SeeDevice(ctx, fmt.Sprintf("pop-%04d", i), migrate.Device{ID: "d", Platform: platform, ClientVersion: "5.1.0"}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cli := func(args ...string) (string, error) {
-		var out, errOut strings.Builder
-		args = append(args, "-addr", ta.a.adminURL(), "-token", ta.a.adminToken)
-		err := run(ctx, args, &out, &errOut)
-		return out.String() + errOut.String(), err
-	}
+	ta, ctx, cli := startCampaignAgent(t, "pop", n, []string{"android", "ios", "mac"})
 	def := `{"name":"spring","filter":{"platforms":["android","ios"]},"steps":[{"target_bp":1000},{"target_bp":3000}],"pace":{"per_minute":1000000}}`
 	file := filepath.Join(t.TempDir(), "spring.json")
 	if err := os.WriteFile(file, []byte(def), 0o600); err != nil {
@@ -74,21 +58,7 @@ func TestCampaignEndToEnd(t *testing.T) {
 	if out, err := cli("campaign", "start", "spring", "-yes", "-reason", "go"); err != nil || !strings.Contains(out, "running") {
 		t.Fatalf("start: %v\n%s", err, out)
 	}
-	var st campaignStatus
-	for st.Campaign.State != migrate.CampaignCompleted {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("campaign not completed: %+v", st)
-		case <-time.After(50 * time.Millisecond):
-		}
-		out, err := cli("campaign", "status", "spring", "-format", "json")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := json.Unmarshal([]byte(out), &st); err != nil {
-			t.Fatal(err)
-		}
-	}
+	st := waitCampaignState(ctx, t, cli, "spring", migrate.CampaignCompleted)
 	sn := ta.a.state.Snapshot()
 	if got := sn.Count(migrate.PhaseCloud); got != want-1 {
 		t.Errorf("%d users in cloud, want %d (the plan's moves but the held user)", got, want-1)
@@ -154,4 +124,58 @@ func TestCampaignEndToEnd(t *testing.T) {
 	if out, err := cli("campaign", "list"); err != nil || !strings.Contains(out, "spring") {
 		t.Errorf("list: %v\n%s", err, out)
 	}
+}
+
+// campaignCLI runs gateway commands against the test agent, returning what
+// they printed on stdout and stderr together.
+func campaignCLI(ctx context.Context, ta *testAgent) func(args ...string) (string, error) {
+	return func(args ...string) (string, error) {
+		var out, errOut strings.Builder
+		args = append(args, "-addr", ta.a.adminURL(), "-token", ta.a.adminToken)
+		err := run(ctx, args, &out, &errOut)
+		return out.String() + errOut.String(), err
+	}
+}
+
+// startCampaignAgent starts an agent whose campaign driver ticks every 20 ms
+// with n users, prefix-0000 and on, each with one device of the platforms
+// in turn; it returns the agent, a context bounding the test to two minutes
+// and the CLI.
+func startCampaignAgent(t *testing.T, prefix string, n int, platforms []string) (*testAgent, context.Context, func(args ...string) (string, error)) {
+	t.Helper()
+	cfg := agentPorts(t)
+	cfg.CampaignTick = 20 * time.Millisecond
+	ta := startAgent(t, t.TempDir(), cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	for i := range n {
+		d := migrate.Device{ID: "d", Platform: platforms[i%len(platforms)], ClientVersion: "5.1.0"}
+		if _, err := ta.a.store.SeeDevice(ctx, fmt.Sprintf("%s-%04d", prefix, i), d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return ta, ctx, campaignCLI(ctx, ta)
+}
+
+// waitCampaignState polls `campaign status NAME -format json` until the
+// campaign is in state, and returns that status; it fails the test when ctx
+// ends first.
+func waitCampaignState(ctx context.Context, t *testing.T, cli func(args ...string) (string, error), name string, state migrate.CampaignState) campaignStatus {
+	t.Helper()
+	var st campaignStatus
+	for st.Campaign.State != state {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("campaign %s not %s: %+v", name, state, st)
+		case <-time.After(50 * time.Millisecond):
+		}
+		out, err := cli("campaign", "status", name, "-format", "json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return st
 }

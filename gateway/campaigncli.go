@@ -58,7 +58,7 @@ func printJSON(w io.Writer, v any) error {
 }
 
 func campaignCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	const sub = "usage: gateway campaign create -f FILE | plan NAME | start|pause|resume|abort|rollback NAME [-reason TEXT] [-yes] | status NAME | list"
+	const sub = "usage: gateway campaign create -f FILE | plan NAME | start|pause|resume|abort NAME [-reason TEXT] [-yes] | rollback NAME [-step] [-reason TEXT] [-yes] | status NAME [-watch] [-interval D] | list"
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, sub)
 		return errUsage
@@ -68,7 +68,8 @@ func campaignCommand(ctx context.Context, args []string, stdout, stderr io.Write
 	var o outputFlags
 	o.register(fs)
 	var file, reason string
-	var yes bool
+	var yes, step, watch bool
+	var interval, watchFor time.Duration
 	want := 1
 	switch args[0] {
 	case "create":
@@ -76,10 +77,17 @@ func campaignCommand(ctx context.Context, args []string, stdout, stderr io.Write
 		fs.StringVar(&file, "f", "", "campaign definition, JSON (- for stdin)")
 	case "list":
 		want = 0
-	case "plan", "status":
+	case "plan":
+	case "status":
+		fs.BoolVar(&watch, "watch", false, "refresh every -interval until the campaign is completed or aborted, Ctrl-C, or -for elapses")
+		fs.DurationVar(&interval, "interval", defaultWatchInterval, "refresh interval of -watch")
+		fs.DurationVar(&watchFor, "for", defaultWatchFor, "stop -watch after this long at most")
 	case "start", "pause", "resume", "abort", "rollback":
 		fs.StringVar(&reason, "reason", "", "why (kept in the audit log)")
 		fs.BoolVar(&yes, "yes", false, "do not ask for confirmation")
+		if args[0] == "rollback" {
+			fs.BoolVar(&step, "step", false, "roll back only the current step: the users it moved return to shadow, then the campaign pauses")
+		}
 	default:
 		fmt.Fprintln(stderr, sub)
 		return errUsage
@@ -92,6 +100,12 @@ func campaignCommand(ctx context.Context, args []string, stdout, stderr io.Write
 	c, err := adminSetup(&o)
 	if err != nil {
 		return err
+	}
+	if watch {
+		if interval < minWatchInterval || watchFor <= 0 {
+			return fmt.Errorf("%w: -interval must be at least %s and -for positive", errUsage, minWatchInterval)
+		}
+		return watchStatus(ctx, c, pos[0], o.format, interval, watchFor, stdout)
 	}
 	ctx, cancel := context.WithTimeout(ctx, cliTimeout)
 	defer cancel()
@@ -124,26 +138,14 @@ func campaignCommand(ctx context.Context, args []string, stdout, stderr io.Write
 		}
 		return printCampaigns(stdout, o.format, out, out["campaigns"])
 	case "status":
-		var st campaignStatus
-		if err := c.do(ctx, http.MethodGet, "/v1/admin/campaigns/"+url.PathEscape(pos[0]), nil, &st); err != nil {
+		st, err := getStatus(ctx, c, pos[0])
+		if err != nil {
 			return err
 		}
 		if o.format == "json" {
 			return printJSON(stdout, st)
 		}
-		cp := st.Campaign
-		fmt.Fprintf(stdout, "campaign %s: %s, step %d of %d (target %d bp), actual %d bp\n", cp.Name, cp.State, cp.Step+1, len(cp.Steps), st.TargetBP, st.ActualBP)
-		fmt.Fprintf(stdout, "  %s\n", bar(st.ActualBP, st.TargetBP))
-		fmt.Fprintf(stdout, "  eligible %d, done %d, pending %d, held back %v, frozen %v, in window %v\n", st.Eligible, st.Done, st.Pending, st.HeldBack, st.Frozen, st.InWindow)
-		if st.Driver.HeldAt(time.Now()) {
-			fmt.Fprintf(stdout, "  driver %s (lease until %s)\n", st.Driver.Holder, st.Driver.Expires.Format(time.RFC3339))
-		} else {
-			fmt.Fprintln(stdout, "  driver: no agent holds the lease")
-		}
-		for _, g := range st.Guardrails {
-			fmt.Fprintf(stdout, "  guardrail %s: %s, value %.4f, max %.4f (cohort %g of %g bad, control %g of %g, min %d)\n",
-				g.Guardrail, g.Outcome, g.Value, g.Threshold, g.Cohort.Bad, g.Cohort.Total, g.Control.Bad, g.Control.Total, g.MinSamples)
-		}
+		printStatus(stdout, st)
 		return nil
 	case "plan":
 		var p migrate.Plan
@@ -163,15 +165,113 @@ func campaignCommand(ctx context.Context, args []string, stdout, stderr io.Write
 		return tw.Flush()
 	default:
 		if destructive[args[0]] {
-			if err := confirm(yes, stderr, fmt.Sprintf("%s campaign %s", args[0], pos[0])); err != nil {
+			what := fmt.Sprintf("%s campaign %s", args[0], pos[0])
+			if step {
+				what = fmt.Sprintf("roll back the current step of campaign %s", pos[0])
+			}
+			if err := confirm(yes, stderr, what); err != nil {
 				return err
 			}
 		}
 		var out migrate.Campaign
-		if err := c.do(ctx, http.MethodPost, "/v1/admin/campaigns/"+url.PathEscape(pos[0])+"/"+args[0], commandRequest{Reason: reason}, &out); err != nil {
+		if err := c.do(ctx, http.MethodPost, "/v1/admin/campaigns/"+url.PathEscape(pos[0])+"/"+args[0], commandRequest{Reason: reason, Step: step}, &out); err != nil {
 			return fmt.Errorf("campaign %s %s: %w", args[0], pos[0], err)
 		}
 		return printCampaigns(stdout, o.format, out, []migrate.Campaign{out})
+	}
+}
+
+// Bounds of campaign status -watch.
+const (
+	defaultWatchInterval = 5 * time.Second
+	minWatchInterval     = 10 * time.Millisecond
+	defaultWatchFor      = 24 * time.Hour
+	// clearScreen moves the cursor home and clears the terminal, so that
+	// each refresh replaces the last one in place.
+	clearScreen = "\x1b[H\x1b[2J"
+)
+
+func getStatus(ctx context.Context, c *adminClient, name string) (campaignStatus, error) {
+	var st campaignStatus
+	err := c.do(ctx, http.MethodGet, "/v1/admin/campaigns/"+url.PathEscape(name), nil, &st)
+	return st, err
+}
+
+// watchStatus prints the campaign's status every interval until it is
+// completed or aborted, ctx ends (Ctrl-C), or watchFor elapses. On a
+// terminal each refresh replaces the last; otherwise refreshes follow each
+// other, and with format json each is one line of JSON (a stream of JSON
+// lines). A refused or failed request ends the watch with its error.
+func watchStatus(ctx context.Context, c *adminClient, name, format string, interval, watchFor time.Duration, stdout io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, watchFor)
+	defer cancel()
+	tty := isTerminal(stdout) && format != "json"
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		rctx, rcancel := context.WithTimeout(ctx, cliTimeout)
+		st, err := getStatus(rctx, c, name)
+		rcancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil // Ctrl-C or -for: the watch is over, not failed
+			}
+			return err
+		}
+		switch {
+		case format == "json":
+			b, err := json.Marshal(st)
+			if err != nil {
+				return err
+			}
+			if _, err := fmt.Fprintf(stdout, "%s\n", b); err != nil {
+				return err
+			}
+		case tty:
+			fmt.Fprint(stdout, clearScreen)
+			fmt.Fprintf(stdout, "%s  (every %s, Ctrl-C to stop)\n", time.Now().Format(time.TimeOnly), interval)
+			printStatus(stdout, st)
+		default:
+			fmt.Fprintf(stdout, "--- %s\n", time.Now().UTC().Format(time.RFC3339))
+			printStatus(stdout, st)
+		}
+		if s := st.Campaign.State; s == migrate.CampaignCompleted || s == migrate.CampaignAborted {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// printStatus prints a campaign's status for people, with a progress bar.
+func printStatus(w io.Writer, st campaignStatus) {
+	cp := st.Campaign
+	fmt.Fprintf(w, "campaign %s: %s, step %d of %d (target %d bp), actual %d bp\n", cp.Name, cp.State, cp.Step+1, len(cp.Steps), st.TargetBP, st.ActualBP)
+	fmt.Fprintf(w, "  %s\n", bar(st.ActualBP, st.TargetBP))
+	if cp.RollbackStep != nil {
+		fmt.Fprintf(w, "  rolling back step %d only\n", *cp.RollbackStep)
+	}
+	fmt.Fprintf(w, "  eligible %d, done %d, pending %d, held back %v, frozen %v, in window %v\n", st.Eligible, st.Done, st.Pending, st.HeldBack, st.Frozen, st.InWindow)
+	if st.Driver.HeldAt(time.Now()) {
+		fmt.Fprintf(w, "  driver %s (lease until %s)\n", st.Driver.Holder, st.Driver.Expires.Format(time.RFC3339))
+	} else {
+		fmt.Fprintln(w, "  driver: no agent holds the lease")
+	}
+	for _, g := range st.Guardrails {
+		fmt.Fprintf(w, "  guardrail %s: %s, value %.4f, max %.4f (cohort %g of %g bad, control %g of %g, min %d)\n",
+			g.Guardrail, g.Outcome, g.Value, g.Threshold, g.Cohort.Bad, g.Cohort.Total, g.Control.Bad, g.Control.Total, g.MinSamples)
 	}
 }
 

@@ -165,6 +165,9 @@ func (c *checker) verify(t *testing.T, d, settle time.Duration, why func() strin
 			dups += n - 1
 		}
 		t.Logf("checker %s: %d acknowledged, %d received, %d lost, %d duplicated", f, len(want), len(have), lost, dups)
+		tally("messages_acknowledged", len(want))
+		tally("messages_lost", lost)
+		tally("messages_duplicated", dups)
 		if !slices.Equal(have, want) {
 			t.Errorf("%s: received differs from acknowledged (%d lost, %d duplicated, or reordered):\ngot  %v\nwant %v%s", f, lost, dups, have, want, why())
 		}
@@ -227,7 +230,8 @@ func sendCloud(ctx context.Context, ck *checker, u *cloudUser, to string, n int,
 // as a real client does, and records every message from peer it receives.
 type cloudUser struct {
 	user, peer string
-	url, token string
+	urls       []string // dialled in turn: the next one when a dial fails
+	token      string
 	ck         *checker
 
 	mu         sync.Mutex
@@ -239,7 +243,14 @@ type cloudUser struct {
 // the test ends. It returns once the first session has synced.
 func newCloudUser(t *testing.T, ta *testAgent, url, user, peer string, ck *checker) *cloudUser {
 	t.Helper()
-	u := &cloudUser{user: user, peer: peer, url: url, token: userToken(t, ta, user), ck: ck}
+	return startCloudUser(t, []string{url}, userToken(t, ta, user), user, peer, ck)
+}
+
+// startCloudUser is newCloudUser for a device that fails over between the
+// cloud services at urls, with a token obtained elsewhere.
+func startCloudUser(t *testing.T, urls []string, token, user, peer string, ck *checker) *cloudUser {
+	t.Helper()
+	u := &cloudUser{user: user, peer: peer, urls: urls, token: token, ck: ck}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	synced := make(chan struct{})
@@ -266,14 +277,15 @@ func (u *cloudUser) run(ctx context.Context, synced chan struct{}) {
 	var cursor uint64
 	flow := flowName(u.peer, u.user)
 	first := true
-	for ctx.Err() == nil {
+	for next := 0; ctx.Err() == nil; {
 		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		c, err := cloud.Dial(dctx, cloud.ClientConfig{
-			URL: u.url, Token: u.token,
+			URL: u.urls[next%len(u.urls)], Token: u.token,
 			Hello: cloudwire.Hello{Device: u.user + "-device", Platform: "web", ClientVersion: "1.0.0", Cursor: cursor},
 		})
 		cancel()
 		if err != nil {
+			next++
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
@@ -344,7 +356,11 @@ func exchange(t *testing.T, ck *checker, alice *legacyPhone, bob *cloudUser, n i
 	ck.verify(t, time.Minute, 500*time.Millisecond, why)
 	bob.mu.Lock()
 	t.Logf("bob's device reconnected %d times", bob.reconnects)
+	tally("cloud_reconnects", bob.reconnects)
 	bob.mu.Unlock()
+	if !t.Failed() {
+		tally("fault_scenarios", 1)
+	}
 }
 
 // sleepCtx sleeps for d or until ctx ends, and reports whether it slept.

@@ -90,6 +90,8 @@ func TestFaultReconnectStorm(t *testing.T) {
 		}
 	}
 	t.Logf("storm of %d devices over %d source addresses: %s", devices, sources, st.String())
+	tally("load_storm_sessions", int(st.sessions.Load()))
+	tally("load_storm_shed", int(st.refused.Load()))
 	ck.verify(t, time.Minute, 500*time.Millisecond, func() string { return "\nstorm: " + st.String() })
 	for _, p := range pairs {
 		for _, u := range []*cloudUser{p.a, p.b} {

@@ -25,9 +25,14 @@ Usage:
   gateway users hold|resume ID -reason TEXT
                                             park a user in held, or return it to its prior phase
   gateway users exempt ID -campaign NAME -reason TEXT [-until T] [-remove]
-  gateway campaign create -f FILE | list | status NAME | plan NAME
+  gateway campaign create -f FILE | list | plan NAME
+  gateway campaign status NAME [-watch] [-interval 5s] [-for 24h]
+                                            progress; -watch refreshes until completed or aborted
   gateway campaign start|pause|resume|abort|rollback NAME [-reason TEXT] [-yes]
+  gateway campaign rollback NAME -step      roll back only the current step's users, then pause
   gateway status [-format json]             the agent at a glance: engine, users per phase, campaigns, parts
+  gateway healthcheck [-addr URL] [-timeout D]
+                                            exit 0 if the agent's /healthz answers ok in time, else 1 with the reason
   gateway audit [-user ID] [-campaign NAME] [-since T]
   gateway freeze on|off|status [-reason TEXT]
   gateway versions list|policy|retire|block|report   client versions: census, policies, retirement (gateway versions -h)
@@ -77,6 +82,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return campaignCommand(ctx, rest, stdout, stderr)
 	case "status":
 		return statusCommand(ctx, rest, stdout, stderr)
+	case "healthcheck":
+		return healthcheckCommand(ctx, rest, stdout, stderr)
 	case "audit":
 		return auditCommand(ctx, rest, stdout, stderr)
 	case "freeze":

@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/ferrygw/ferry/legacy"
 	"github.com/ferrygw/ferry/migrate"
 )
 
@@ -58,5 +59,61 @@ func (c *usersCollector) Collect(ch chan<- prometheus.Metric) {
 	counts := c.state.Snapshot().CountByPhase()
 	for _, p := range migrate.Phases() {
 		ch <- prometheus.MustNewConstMetric(usersDesc, prometheus.GaugeValue, float64(counts[p]), string(p))
+	}
+}
+
+// registerNetMetrics exports the overlay hosts' paths, relay circuits and
+// hole-punch outcomes (legacy.NetStats), read at scrape time. Every label
+// value comes from a fixed list, so a series exists from the first scrape.
+func registerNetMetrics(reg prometheus.Registerer, stats *legacy.NetStats) {
+	reg.MustRegister(&netCollector{stats: stats})
+}
+
+// netCollector reads one legacy.NetSnapshot per scrape.
+type netCollector struct {
+	stats *legacy.NetStats
+}
+
+var (
+	netConnsDesc = prometheus.NewDesc("gateway_legacy_connections",
+		"Overlay connections open now on this agent's supernode and bridge hosts, by path (direct, hole_punched, relayed).", []string{"path"}, nil)
+	netConnsOpenedDesc = prometheus.NewDesc("gateway_legacy_connections_opened_total",
+		"Overlay connections opened by this agent's supernode and bridge hosts, by path.", []string{"path"}, nil)
+	netMediaDesc = prometheus.NewDesc("gateway_legacy_media_streams_total",
+		"Call media streams opened or accepted on this agent's overlay hosts, by path.", []string{"path"}, nil)
+	netCircuitsDesc = prometheus.NewDesc("gateway_legacy_relay_circuits",
+		"Relayed circuits open now through this agent's relays (supernode and bridge).", nil, nil)
+	netCircuitsOpenedDesc = prometheus.NewDesc("gateway_legacy_relay_circuits_opened_total",
+		"Relayed circuits opened through this agent's relays.", nil, nil)
+	netCircuitsRefusedDesc = prometheus.NewDesc("gateway_legacy_relay_circuits_refused_total",
+		"Circuit requests this agent's relays refused, by reason.", []string{"reason"}, nil)
+	netReservationsDesc = prometheus.NewDesc("gateway_legacy_relay_reservations",
+		"Relay slots NATed devices hold now at this agent's relays.", nil, nil)
+	netHolePunchDesc = prometheus.NewDesc("gateway_legacy_holepunch_total",
+		"DCUtR outcomes on this agent's bridge host, by outcome.", []string{"outcome"}, nil)
+)
+
+func (c *netCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{netConnsDesc, netConnsOpenedDesc, netMediaDesc, netCircuitsDesc,
+		netCircuitsOpenedDesc, netCircuitsRefusedDesc, netReservationsDesc, netHolePunchDesc} {
+		ch <- d
+	}
+}
+
+func (c *netCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.stats.Snapshot()
+	for _, p := range legacy.Paths() {
+		ch <- prometheus.MustNewConstMetric(netConnsDesc, prometheus.GaugeValue, float64(s.Open[p]), string(p))
+		ch <- prometheus.MustNewConstMetric(netConnsOpenedDesc, prometheus.CounterValue, float64(s.OpenedTotal[p]), string(p))
+		ch <- prometheus.MustNewConstMetric(netMediaDesc, prometheus.CounterValue, float64(s.MediaStreams[p]), string(p))
+	}
+	ch <- prometheus.MustNewConstMetric(netCircuitsDesc, prometheus.GaugeValue, float64(s.CircuitsActive))
+	ch <- prometheus.MustNewConstMetric(netCircuitsOpenedDesc, prometheus.CounterValue, float64(s.CircuitsOpened))
+	for _, r := range legacy.RelayRefusals() {
+		ch <- prometheus.MustNewConstMetric(netCircuitsRefusedDesc, prometheus.CounterValue, float64(s.CircuitsRefused[r]), r)
+	}
+	ch <- prometheus.MustNewConstMetric(netReservationsDesc, prometheus.GaugeValue, float64(s.Reservations))
+	for _, o := range legacy.HolePunchOutcomes() {
+		ch <- prometheus.MustNewConstMetric(netHolePunchDesc, prometheus.CounterValue, float64(s.HolePunches[o]), o)
 	}
 }

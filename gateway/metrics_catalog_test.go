@@ -172,6 +172,14 @@ func TestMetricsCatalog(t *testing.T) {
 			t.Errorf("%s is in the catalog but the agent does not register it", name)
 		}
 	}
+	// go-libp2p's own families are go-libp2p's to name: the catalog matches
+	// them by prefix, and each subsystem it lists must be there.
+	families := describedFamilies(t, ta.a.reg)
+	for _, prefix := range libp2pPrefixes {
+		if !slices.ContainsFunc(families, func(n string) bool { return strings.HasPrefix(n, prefix) }) {
+			t.Errorf("no go-libp2p family %s* on the agent's registry (catalog: go-libp2p's own metrics)", prefix)
+		}
+	}
 
 	text := scrape(t, ta)
 	problems, err := promlint.New(strings.NewReader(text)).Lint()
@@ -203,6 +211,24 @@ func TestMetricsCatalog(t *testing.T) {
 			}
 		}
 	})
+}
+
+// libp2pPrefixes are the go-libp2p subsystems whose metrics the catalog
+// promises on the agent's registry.
+var libp2pPrefixes = []string{"libp2p_rcmgr_", "libp2p_identify_", "libp2p_relaysvc_", "libp2p_holepunch_"}
+
+// describedFamilies lists every family name reg declares.
+func describedFamilies(tb testing.TB, reg *prometheus.Registry) []string {
+	tb.Helper()
+	ch := make(chan *prometheus.Desc)
+	go func() { reg.Describe(ch); close(ch) }()
+	var out []string
+	for d := range ch {
+		if m := descName.FindStringSubmatch(d.String()); m != nil {
+			out = append(out, m[1])
+		}
+	}
+	return out
 }
 
 // isRegistered accepts a family name, or a histogram's _bucket, _sum or

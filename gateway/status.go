@@ -185,15 +185,15 @@ func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if out.format == "json" {
 		return printJSON(stdout, st)
 	}
-	return printStatus(stdout, st)
+	return printAgentStatus(stdout, st)
 }
 
 // statusBarWidth is the width of the longest phase bar.
 const statusBarWidth = 40
 
-// printStatus writes st for a terminal: phases as bars, then one line per
+// printAgentStatus writes st for a terminal: phases as bars, then one line per
 // part and campaign.
-func printStatus(w io.Writer, st agentStatus) error {
+func printAgentStatus(w io.Writer, st agentStatus) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "Ferry agent %s\t%s\troles %s\n", st.Version, st.Time.Format(time.RFC3339), strings.Join(st.Roles, ","))
 	eng := st.Engine.Mode + " NATS JetStream"

@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ferrygw/ferry/cloud/cloudwire"
+	"github.com/ferrygw/ferry/legacy"
 	"github.com/ferrygw/ferry/legacy/legacywire"
 	"github.com/ferrygw/ferry/migrate"
 	"github.com/ferrygw/ferry/migrate/migratestore"
@@ -25,6 +28,8 @@ type versionControl struct {
 	policies  *migratestore.Policies
 	decisions *prometheus.CounterVec
 	pending   *prometheus.GaugeVec
+	enforced  *prometheus.GaugeVec
+	active    *activeDevices
 }
 
 func (a *agent) startVersions(ctx context.Context) (*versionControl, error) {
@@ -35,10 +40,14 @@ func (a *agent) startVersions(ctx context.Context) (*versionControl, error) {
 		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "gateway_versions_pending_devices", Help: "Devices a version policy affects but does not refuse yet (dry-run count), by platform, as of the last report.",
 		}, []string{"platform"}),
+		enforced: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "gateway_versions_enforced_devices", Help: "Devices a version policy affects and already refuses, by platform, as of the last report.",
+		}, []string{"platform"}),
+		active: newActiveDevices(),
 	}
-	a.reg.MustRegister(vc.decisions, vc.pending)
+	a.reg.MustRegister(vc.decisions, vc.pending, vc.enforced, vc.active)
 	var err error
-	if vc.policies, err = migratestore.NewPolicies(ctx, a.eng.JS, "", 0); err != nil {
+	if vc.policies, err = migratestore.NewPolicies(ctx, a.eng.JS, "", a.cfg.NatsReplicas); err != nil {
 		return nil, err
 	}
 	return vc, nil
@@ -46,11 +55,19 @@ func (a *agent) startVersions(ctx context.Context) (*versionControl, error) {
 
 // admitLegacy is the supernode's Admit hook: the version decision for a
 // registering device, with the user's phase and whether the device is
-// already linked taken from the migration state.
+// already linked taken from the migration state. A refusal is
+// CodeUpgradeRequired with the notice; an admitted device that must be told
+// (warning stage, or a known device under a soft block) gets an empty code
+// and the notice, with the next stage's date, for the overlay to deliver.
 func (a *agent) admitLegacy(cert legacywire.Certificate) (code, notice string) {
-	dec, known, ok := a.decideVersion(context.Background(), cert.User, cert.PeerID, cert.Platform, cert.ClientVersion, cert.Capabilities)
-	if ok && dec.Refuses(known) {
+	dec, known, ok := a.decideVersion(context.Background(), cert.User, cert.PeerID, cert.Platform, cert.ClientVersion, cert.Capabilities, a.legacyProtocol(cert.PeerID))
+	switch {
+	case !ok:
+		return "", ""
+	case dec.Refuses(known):
 		return legacywire.CodeUpgradeRequired, dec.Notice
+	case dec.Tells(known):
+		return "", dec.Notice
 	}
 	return "", ""
 }
@@ -59,7 +76,7 @@ func (a *agent) admitLegacy(cert legacywire.Certificate) (code, notice string) {
 // decision as admitLegacy, for a native hello. A refusal carries the
 // minimum version, update URL and deadline the client shows.
 func (a *agent) checkCloudClient(ctx context.Context, user string, h cloudwire.Hello) *cloudwire.UpgradeRequired {
-	dec, known, ok := a.decideVersion(ctx, user, h.Device, h.Platform, h.ClientVersion, h.Capabilities)
+	dec, known, ok := a.decideVersion(ctx, user, h.Device, h.Platform, h.ClientVersion, h.Capabilities, cloudwire.ProtocolVersion)
 	if !ok || !dec.Refuses(known) {
 		return nil
 	}
@@ -68,10 +85,12 @@ func (a *agent) checkCloudClient(ctx context.Context, user string, h cloudwire.H
 
 // decideVersion applies the platform's version policy to one device of
 // user, with the user's phase and whether the device is already linked
-// taken from the migration state, and counts the decision. ok is false when
+// taken from the migration state, and counts the decision. protocol is the
+// version the device actually speaks (0 when unknown), checked against the
+// policy's MinProtocol whatever version the device claims. ok is false when
 // no policy applies (unknown platform, no policy, policy store down: the
 // device is admitted).
-func (a *agent) decideVersion(ctx context.Context, user, device, platform, version string, caps []string) (dec migrate.Decision, known, ok bool) {
+func (a *agent) decideVersion(ctx context.Context, user, device, platform, version string, caps []string, protocol int) (dec migrate.Decision, known, ok bool) {
 	if a.versions == nil || migrate.CheckPlatform(platform) != nil {
 		return dec, false, false
 	}
@@ -94,9 +113,29 @@ func (a *agent) decideVersion(ctx context.Context, user, device, platform, versi
 		caps = []string{}
 	}
 	dec = migrate.Decide(&p, phase, migrate.ClientDevice{ID: device, Platform: platform, Version: version,
-		Capabilities: caps, Known: known}, time.Now())
+		Capabilities: caps, Protocol: protocol, Known: known}, time.Now())
 	a.versions.decisions.WithLabelValues(p.Platform, string(dec.Stage), string(dec.Outcome)).Inc()
 	return dec, known, true
+}
+
+// legacyProtocol is the chat version an overlay peer speaks: the highest
+// chat protocol its libp2p stack announced to the supernode (identify), which
+// is what multistream-select settles on, whatever version the peer claims.
+// It is 0 while identify has not finished or without a supernode.
+func (a *agent) legacyProtocol(peerID string) int {
+	if a.snHost == nil {
+		return 0
+	}
+	id, err := peer.Decode(peerID)
+	if err != nil {
+		return 0
+	}
+	ids := legacy.ChatProtocolIDs(0) // highest first
+	got, err := a.snHost.Peerstore().FirstSupportedProtocol(id, ids...)
+	if err != nil || got == "" {
+		return 0
+	}
+	return legacy.LatestChatVersion - slices.Index(ids, got)
 }
 
 func (a *agent) registerVersionRoutes(mux *http.ServeMux) {
@@ -118,7 +157,7 @@ func (a *agent) versionCensus(w http.ResponseWriter, r *http.Request) {
 		}
 		active = d
 	}
-	writeJSON(w, http.StatusOK, migrate.TakeCensus(a.state.Snapshot(), q.Get("platform"), active, time.Now()))
+	writeJSON(w, http.StatusOK, migrate.TakeCensus(a.state.Snapshot(), a.devices.census, q.Get("platform"), active, time.Now()))
 }
 
 func (a *agent) listPolicies(w http.ResponseWriter, r *http.Request) {
@@ -289,6 +328,7 @@ func (a *agent) dryRun(p *migrate.VersionPolicy, now time.Time) migrate.Impact {
 	im := migrate.DryRun(a.state.Snapshot(), p, 0, now)
 	if p.Revision != 0 {
 		a.versions.pending.WithLabelValues(p.Platform).Set(float64(im.Pending))
+		a.versions.enforced.WithLabelValues(p.Platform).Set(float64(im.Enforced))
 	}
 	return im
 }

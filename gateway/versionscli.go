@@ -117,11 +117,12 @@ func versionsCommand(ctx context.Context, args []string, stdout, stderr io.Write
 			return printJSON(stdout, cs)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "PLATFORM\tBAND\tPHASE\tDEVICES\tUSERS")
+		fmt.Fprintln(tw, "PLATFORM\tBAND\tPHASE\tDEVICES\tUSERS\tPROTOCOLS\tCAPABILITIES\tUNSEEN")
 		for _, r := range cs.Rows {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\n", r.Platform, r.Band, r.Phase, r.Devices, r.Users)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%d\n", r.Platform, r.Band, r.Phase, r.Devices, r.Users,
+				counts(r.Protocols), counts(r.Capabilities), r.Unseen)
 		}
-		fmt.Fprintf(tw, "total\t\t\t%d\t%d\n", cs.Devices, cs.Users)
+		fmt.Fprintf(tw, "total\t\t\t%d\t%d\t\t\t\n", cs.Devices, cs.Users)
 		return tw.Flush()
 	case "policy":
 		var out map[string][]migrate.VersionPolicy

@@ -35,16 +35,24 @@ type ChatConfig struct {
 	// returns its ack. The handler fills in the ack's ID when empty. A nil
 	// Deliver refuses every message with legacywire.CodeUnavailable.
 	Deliver func(ctx context.Context, from legacywire.Certificate, msg legacywire.ChatMessage) legacywire.ChatAck
-	// OnFrame takes one chat v2 frame other than a message (receipt,
-	// typing, presence, subscribe) from the certified sender, after the
-	// handler has checked that the frame speaks only for the sender's user,
-	// and returns its ack. Nil refuses them with legacywire.CodeUnsupported.
+	// OnFrame takes one chat v2 or v3 frame other than a message and a
+	// file_accept (receipt, typing, presence, subscribe, file_offer,
+	// file_decline) from the certified sender, after the handler has
+	// checked that the frame speaks only for the sender's user, and returns
+	// its ack. Nil refuses them with legacywire.CodeUnsupported.
 	OnFrame func(ctx context.Context, from legacywire.Certificate, f legacywire.ChatFrame) legacywire.ChatAck
+	// ServeFile answers a chat v3 file_accept from the certified sender
+	// (checked to speak for its own user): the ack, and with a delivered
+	// ack the file's bytes from the accepted offset, which the handler
+	// writes as file_chunk frames (see FileSource) and closes. Nil refuses
+	// file_accept with legacywire.CodeUnsupported.
+	ServeFile func(ctx context.Context, from legacywire.Certificate, a legacywire.FileAnswer) (legacywire.ChatAck, *FileSource)
 	// Revocations, when set, is consulted at the hello and at every frame:
 	// a revoked certificate is refused with legacywire.CodeRevoked.
 	Revocations *Revocations
 	// MaxVersion is the highest chat version served: 1 registers chat v1
-	// only (an old client), 0 or LatestChatVersion registers every version.
+	// only (an old client), 2 chat v1 and v2, 0 or LatestChatVersion every
+	// version.
 	MaxVersion int
 	// Limiter, when set, rate-limits each peer's hellos and frames (every
 	// version together): one over the limit is refused with
@@ -55,7 +63,7 @@ type ChatConfig struct {
 
 // LatestChatVersion is the highest chat protocol version this package
 // speaks.
-const LatestChatVersion = 2
+const LatestChatVersion = 3
 
 // ChatProtocolIDs returns the chat protocol IDs up to maxVersion (0 means
 // LatestChatVersion), highest first: the order an opener offers them in, so
@@ -64,7 +72,7 @@ func ChatProtocolIDs(maxVersion int) []protocol.ID {
 	if maxVersion <= 0 || maxVersion > LatestChatVersion {
 		maxVersion = LatestChatVersion
 	}
-	ids := []protocol.ID{legacywire.ChatV2ProtocolID, legacywire.ChatV1ProtocolID}
+	ids := []protocol.ID{legacywire.ChatV3ProtocolID, legacywire.ChatV2ProtocolID, legacywire.ChatV1ProtocolID}
 	return ids[LatestChatVersion-maxVersion:]
 }
 
@@ -75,6 +83,8 @@ func chatVersion(id protocol.ID) int {
 		return 1
 	case legacywire.ChatV2ProtocolID:
 		return 2
+	case legacywire.ChatV3ProtocolID:
+		return 3
 	}
 	return 0
 }
@@ -119,7 +129,9 @@ func HandleChat(h host.Host, cfg ChatConfig) {
 		case legacywire.ChatV1ProtocolID:
 			h.SetStreamHandler(id, c.handle)
 		case legacywire.ChatV2ProtocolID:
-			h.SetStreamHandler(id, c.handleV2)
+			h.SetStreamHandler(id, c.handleFrames(2))
+		case legacywire.ChatV3ProtocolID:
+			h.SetStreamHandler(id, c.handleFrames(3))
 		}
 	}
 }
@@ -193,9 +205,14 @@ func (c *chatHandler) hello(s network.Stream, r *bufio.Reader, wrap func(legacyw
 	return cert, true
 }
 
-// handleV2 serves one chat v2 stream: a hello, then typed frames, each
-// answered by an ack frame.
-func (c *chatHandler) handleV2(s network.Stream) {
+// handleFrames returns the handler of chat version (2 or 3) streams: a
+// hello, then typed frames, each answered by an ack frame; on v3 an
+// accepted file_accept is followed by the file's chunks.
+func (c *chatHandler) handleFrames(version int) network.StreamHandler {
+	return func(s network.Stream) { c.serveFrames(s, version) }
+}
+
+func (c *chatHandler) serveFrames(s network.Stream, version int) {
 	remote := s.Conn().RemotePeer()
 	r := bufio.NewReader(s)
 	wrap := func(a legacywire.ChatAck) any { return legacywire.ChatFrame{Type: legacywire.FrameAck, Ack: &a} }
@@ -215,29 +232,42 @@ func (c *chatHandler) handleV2(s network.Stream) {
 			return
 		}
 		ack := refusedAck(f.ID, legacywire.CodeRateLimited, "too many frames from this peer")
+		var src *FileSource
 		if c.cfg.Limiter.Allow(remote) {
-			ack = c.acceptFrame(cert, f)
+			ack, src = c.acceptFrame(cert, f, version)
 		}
 		_ = s.SetWriteDeadline(time.Now().Add(ChatWriteTimeout))
 		if err := legacywire.WriteFrame(s, wrap(ack)); err != nil {
 			c.log.Debug("write chat ack", "peer", remote, "err", err)
+			src.close()
 			_ = s.Reset()
 			return
+		}
+		if src != nil {
+			if err := src.writeChunks(s); err != nil {
+				c.log.Info("file transfer cut", "peer", remote, "err", err)
+				_ = s.Reset()
+				return
+			}
 		}
 	}
 }
 
-// acceptFrame checks one v2 frame against the sender's certificate and hands
-// it to Deliver (messages) or OnFrame (the rest).
-func (c *chatHandler) acceptFrame(cert legacywire.Certificate, f legacywire.ChatFrame) legacywire.ChatAck {
-	if !f.Valid() || f.Type == legacywire.FrameAck || len(f.ID) > MaxMessageIDLen {
-		return refusedAck(f.ID, legacywire.CodeBadFrame, fmt.Sprintf("invalid %q frame", f.Type))
+// acceptFrame checks one v2 or v3 frame (on a stream of version) against
+// the sender's certificate and hands it to Deliver (messages), ServeFile
+// (file_accept, which may return the file to send) or OnFrame (the rest).
+func (c *chatHandler) acceptFrame(cert legacywire.Certificate, f legacywire.ChatFrame, version int) (legacywire.ChatAck, *FileSource) {
+	if legacywire.V3Only(f.Type) && version < 3 {
+		return refusedAck(f.ID, legacywire.CodeUnsupported, f.Type+" needs chat v3"), nil
+	}
+	if !f.Valid() || f.Type == legacywire.FrameAck || f.Type == legacywire.FrameFileChunk || len(f.ID) > MaxMessageIDLen {
+		return refusedAck(f.ID, legacywire.CodeBadFrame, fmt.Sprintf("invalid %q frame", f.Type)), nil
 	}
 	if f.Type == legacywire.FrameMsg {
-		return c.accept(cert, *f.Msg)
+		return c.accept(cert, *f.Msg), nil
 	}
 	if code, msg := c.certLive(cert); code != "" {
-		return refusedAck(f.ID, code, msg)
+		return refusedAck(f.ID, code, msg), nil
 	}
 	var speaksFor string
 	switch f.Type {
@@ -249,25 +279,42 @@ func (c *chatHandler) acceptFrame(cert legacywire.Certificate, f legacywire.Chat
 		speaksFor = f.Presence.User
 	case legacywire.FrameSubscribe:
 		speaksFor = cert.User
+	case legacywire.FrameFileOffer:
+		speaksFor = f.FileOffer.From
+	case legacywire.FrameFileAccept, legacywire.FrameFileDecline:
+		speaksFor = f.FileAnswer.From
 	}
 	if speaksFor != cert.User && !cert.Has(legacywire.CapBridge) {
 		return refusedAck(f.ID, legacywire.CodeNotYourFrame,
-			fmt.Sprintf("certificate is for %q, frame speaks for %q", cert.User, speaksFor))
-	}
-	if c.cfg.OnFrame == nil {
-		return refusedAck(f.ID, legacywire.CodeUnsupported, f.Type+" is not served here")
+			fmt.Sprintf("certificate is for %q, frame speaks for %q", cert.User, speaksFor)), nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), ChatDeliverTimeout)
 	defer cancel()
-	ack := c.cfg.OnFrame(ctx, cert, f)
+	var (
+		ack legacywire.ChatAck
+		src *FileSource
+	)
+	switch {
+	case f.Type == legacywire.FrameFileAccept && c.cfg.ServeFile != nil:
+		ack, src = c.cfg.ServeFile(ctx, cert, *f.FileAnswer)
+	case f.Type != legacywire.FrameFileAccept && c.cfg.OnFrame != nil:
+		ack = c.cfg.OnFrame(ctx, cert, f)
+	default:
+		return refusedAck(f.ID, legacywire.CodeUnsupported, f.Type+" is not served here"), nil
+	}
 	if ack.ID == "" {
 		ack.ID = f.ID
 	}
 	if ack.Status != legacywire.StatusDelivered && ack.Status != legacywire.StatusRefused {
-		c.log.Error("OnFrame returned an ack without a valid status", "status", ack.Status)
-		return refusedAck(f.ID, legacywire.CodeUnavailable, "delivery failed")
+		c.log.Error("OnFrame or ServeFile returned an ack without a valid status", "status", ack.Status)
+		src.close()
+		return refusedAck(f.ID, legacywire.CodeUnavailable, "delivery failed"), nil
 	}
-	return ack
+	if !ack.Delivered() {
+		src.close()
+		src = nil
+	}
+	return ack, src
 }
 
 // certLive reports why a certificate accepted at the hello no longer is

@@ -19,39 +19,41 @@ import (
 // ends speak, up to maxVersion (0 means LatestChatVersion). It returns the
 // ack and the version spoken.
 //
-// Degradation: when the peer speaks only chat v1, a message frame goes out
-// as a v1 ChatMessage and anything else is not sent at all: the stream is
-// closed before its hello and the error matches ErrNotSupported. A v1 peer
-// never receives a frame it cannot parse. Refusals and errors are as in
-// SendChat.
+// Degradation: a file offer to a peer that speaks only chat v1 or v2 goes
+// out as a text message telling the user about the file (FileNoticeFrame:
+// same ID, the file's name and size), delivered like any message. When the
+// peer speaks only chat v1, a message frame goes out as a v1 ChatMessage
+// and any other frame is not sent at all, nor a v3-only frame to a v2 peer:
+// the stream is closed before its hello and the error matches
+// ErrNotSupported. A peer never receives a frame it cannot parse. Refusals
+// and errors are as in SendChat.
 func SendChatFrame(ctx context.Context, h host.Host, self legacywire.Certificate, to peer.AddrInfo, maxVersion int, f legacywire.ChatFrame) (legacywire.ChatAck, int, error) {
-	if !f.Valid() || f.Type == legacywire.FrameAck {
+	if !f.Valid() || f.Type == legacywire.FrameAck || f.Type == legacywire.FrameFileChunk {
 		return legacywire.ChatAck{}, 0, fmt.Errorf("legacy: invalid %q frame to send", f.Type)
 	}
 	ctx, cancel := context.WithDeadline(ctx, deadline(ctx, ChatRoundTripTimeout))
 	defer cancel()
-	if err := h.Connect(ctx, to); err != nil {
-		return legacywire.ChatAck{}, 0, fmt.Errorf("connect to %s: %w", to.ID, err)
-	}
-	s, err := h.NewStream(ctx, to.ID, ChatProtocolIDs(maxVersion)...)
+	s, version, err := openChat(ctx, h, to, maxVersion)
 	if err != nil {
-		return legacywire.ChatAck{}, 0, fmt.Errorf("open chat stream to %s: %w", to.ID, err)
+		return legacywire.ChatAck{}, 0, err
 	}
-	version := chatVersion(s.Protocol())
 	stop := resetOnCancel(ctx, s)
 	defer stop()
 	dl, _ := ctx.Deadline()
 	_ = s.SetDeadline(dl)
 
+	if version < 3 && f.Type == legacywire.FrameFileOffer {
+		f = FileNoticeFrame(*f.FileOffer)
+	}
 	var ack legacywire.ChatAck
 	switch {
-	case version == 2:
-		ack, err = chatExchangeV2(s, self, f)
+	case version == 3 || (version == 2 && !legacywire.V3Only(f.Type)):
+		ack, err = chatExchangeV2(s, bufio.NewReader(s), self, f)
 	case version == 1 && f.Type == legacywire.FrameMsg:
 		ack, err = chatExchange(s, self, *f.Msg)
-	case version == 1:
+	case version == 1 || version == 2:
 		_ = s.Reset()
-		return legacywire.ChatAck{}, 1, fmt.Errorf("%w: %s to %s speaks chat v1", ErrNotSupported, f.Type, to.ID)
+		return legacywire.ChatAck{}, version, fmt.Errorf("%w: %s to %s speaks chat v%d", ErrNotSupported, f.Type, to.ID, version)
 	default:
 		_ = s.Reset()
 		return legacywire.ChatAck{}, 0, fmt.Errorf("%w: negotiated unknown protocol %q", ErrProtocol, s.Protocol())
@@ -67,8 +69,24 @@ func SendChatFrame(ctx context.Context, h host.Host, self legacywire.Certificate
 	return ack, version, nil
 }
 
-// chatExchangeV2 writes the hello and one frame on s and reads its ack frame.
-func chatExchangeV2(s network.Stream, self legacywire.Certificate, f legacywire.ChatFrame) (legacywire.ChatAck, error) {
+// openChat connects to the peer to and opens a chat stream negotiated to
+// the highest version both ends speak, up to maxVersion. It returns the
+// stream and the version spoken.
+func openChat(ctx context.Context, h host.Host, to peer.AddrInfo, maxVersion int) (network.Stream, int, error) {
+	if err := h.Connect(ctx, to); err != nil {
+		return nil, 0, fmt.Errorf("connect to %s: %w", to.ID, err)
+	}
+	s, err := h.NewStream(ctx, to.ID, ChatProtocolIDs(maxVersion)...)
+	if err != nil {
+		return nil, 0, fmt.Errorf("open chat stream to %s: %w", to.ID, err)
+	}
+	return s, chatVersion(s.Protocol()), nil
+}
+
+// chatExchangeV2 writes the hello and one frame on s, half-closes, and
+// reads its ack frame from r (s's reader, which the caller may read on
+// after the ack).
+func chatExchangeV2(s network.Stream, r *bufio.Reader, self legacywire.Certificate, f legacywire.ChatFrame) (legacywire.ChatAck, error) {
 	w := bufio.NewWriter(s)
 	if err := legacywire.WriteFrame(w, legacywire.ChatHello{Cert: self}); err != nil {
 		return legacywire.ChatAck{}, err
@@ -83,7 +101,7 @@ func chatExchangeV2(s network.Stream, self legacywire.Certificate, f legacywire.
 		return legacywire.ChatAck{}, fmt.Errorf("close write: %w", err)
 	}
 	var resp legacywire.ChatFrame
-	if err := legacywire.ReadFrame(bufio.NewReader(s), &resp); err != nil {
+	if err := legacywire.ReadFrame(r, &resp); err != nil {
 		if errors.Is(err, io.EOF) {
 			return legacywire.ChatAck{}, fmt.Errorf("%w: stream ended without an ack", ErrProtocol)
 		}

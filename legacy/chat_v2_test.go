@@ -17,15 +17,20 @@ type signals struct {
 	receipts chan legacywire.Receipt
 	typing   chan legacywire.Typing
 	presence chan legacywire.Presence
+	offers   chan legacywire.FileOffer
+	declined chan legacywire.FileAnswer
+	progress chan int64 // bytes held after each chunk AcceptFile writes
 }
 
 func newSignals() *signals {
-	return &signals{receipts: make(chan legacywire.Receipt, 16), typing: make(chan legacywire.Typing, 16), presence: make(chan legacywire.Presence, 16)}
+	return &signals{receipts: make(chan legacywire.Receipt, 16), typing: make(chan legacywire.Typing, 16), presence: make(chan legacywire.Presence, 16),
+		offers: make(chan legacywire.FileOffer, 16), declined: make(chan legacywire.FileAnswer, 16), progress: make(chan int64, 1024)}
 }
 
 // newVersionedDevice starts and registers a device of user speaking chat up
-// to version (1 is an old client).
-func newVersionedDevice(tb testing.TB, auth *Authority, sn peer.AddrInfo, user string, version int) (*Device, *inbox, *signals) {
+// to version (1 is an old client); with configure, it edits the config
+// first.
+func newVersionedDevice(tb testing.TB, auth *Authority, sn peer.AddrInfo, user string, version int, configure ...func(*DeviceConfig)) (*Device, *inbox, *signals) {
 	tb.Helper()
 	h := newTestHost(tb)
 	box, sig := newInbox(), newSignals()
@@ -33,7 +38,10 @@ func newVersionedDevice(tb testing.TB, auth *Authority, sn peer.AddrInfo, user s
 	if version != 1 {
 		caps = append(caps, legacywire.CapChat2)
 	}
-	d, err := NewDevice(DeviceConfig{
+	if version == 0 || version >= 3 {
+		caps = append(caps, legacywire.CapChat3)
+	}
+	cfg := DeviceConfig{
 		Host:           h,
 		Cert:           certify(tb, auth, h, user, caps...),
 		Authority:      auth.PublicKey(),
@@ -43,7 +51,19 @@ func newVersionedDevice(tb testing.TB, auth *Authority, sn peer.AddrInfo, user s
 		OnReceipt:      func(r legacywire.Receipt) { sig.receipts <- r },
 		OnTyping:       func(t legacywire.Typing) { sig.typing <- t },
 		OnPresence:     func(p legacywire.Presence) { sig.presence <- p },
-	})
+		OnFileOffer:    func(o legacywire.FileOffer) { sig.offers <- o },
+		OnFileDeclined: func(a legacywire.FileAnswer) { sig.declined <- a },
+		OnFileProgress: func(_ string, have, _ int64) {
+			select {
+			case sig.progress <- have:
+			default:
+			}
+		},
+	}
+	for _, c := range configure {
+		c(&cfg)
+	}
+	d, err := NewDevice(cfg)
 	if err != nil {
 		tb.Fatalf("NewDevice: %v", err)
 	}
@@ -177,7 +197,7 @@ func TestChatV2BadFrames(t *testing.T) {
 	sender := newTestHost(t)
 	cert := certify(t, auth, sender, "alice")
 	f := legacywire.ChatFrame{Type: legacywire.FrameTyping, ID: "t1", Typing: &legacywire.Typing{From: "alice", To: "bob", Active: true}}
-	ack, v, err := SendChatFrame(testCtx(t), sender, cert, addrInfoOf(h), 0, f)
+	ack, v, err := SendChatFrame(testCtx(t), sender, cert, addrInfoOf(h), 2, f)
 	if err != nil || v != 2 || ack.Code != legacywire.CodeUnsupported {
 		t.Errorf("typing at a handler without OnFrame = %+v, v%d, %v; want %s", ack, v, err, legacywire.CodeUnsupported)
 	}

@@ -40,8 +40,8 @@ type DeviceConfig struct {
 	// are acked without calling it again), on the stream's goroutine.
 	OnMessage func(msg legacywire.ChatMessage)
 	// MaxChatVersion is the highest chat version the device speaks: 1 makes
-	// an old client (chat v1 only, one device tried at a time), 0 means
-	// LatestChatVersion.
+	// an old client (chat v1 only, one device tried at a time), 2 a client
+	// without file transfer, 0 means LatestChatVersion.
 	MaxChatVersion int
 	// Revocations is the device's revocation list, refreshed by
 	// SyncRevocations; nil makes a fresh one.
@@ -54,6 +54,22 @@ type DeviceConfig struct {
 	// ChatLimiter, when set, rate-limits what each peer sends to this
 	// device's chat handlers (ChatConfig.Limiter).
 	ChatLimiter *PeerLimiter
+	// OnFileOffer, when set, receives each chat v3 file offer addressed to
+	// this device's user, once per file ID; the user answers with
+	// AcceptFile or DeclineFile. OnFileDeclined receives the recipient's
+	// decline of an offer this device made. OnFileProgress is called after
+	// each chunk AcceptFile writes. All run on a stream's goroutine.
+	OnFileOffer    func(o legacywire.FileOffer)
+	OnFileDeclined func(a legacywire.FileAnswer)
+	OnFileProgress func(fileID string, have, size int64)
+	// MaxFileSize is the largest file offer the device takes: bigger ones
+	// are refused with legacywire.CodeFileTooLarge. Default
+	// DefaultMaxFileSize; at most legacywire.MaxFileSize counts.
+	MaxFileSize int64
+	// OnUndeliverable, when set, receives the supernode's reports of
+	// messages this device's user sent that were dropped unread from the
+	// offline store (expired), fetched at every Register.
+	OnUndeliverable func(u legacywire.Undeliverable)
 }
 
 // Validate reports whether the config can build a device.
@@ -82,6 +98,7 @@ type Device struct {
 	dir     *Directory
 	dedup   *dedup
 	revoked *Revocations
+	files   *fileTable
 
 	mu          sync.Mutex
 	subscribers map[peer.ID]string // presence subscribers: device → its user
@@ -101,6 +118,7 @@ func NewDevice(cfg DeviceConfig) (*Device, error) {
 		log:         componentLogger(cfg.Logger, "legacy.device").With("user", cfg.Cert.User),
 		dir:         NewDirectory(cfg.Host, cfg.Cert, cfg.Supernode, cfg.Fallbacks...),
 		dedup:       newDedup(DedupCapacity),
+		files:       newFileTable(),
 		revoked:     cfg.Revocations,
 		subscribers: make(map[peer.ID]string),
 	}
@@ -112,6 +130,7 @@ func NewDevice(cfg DeviceConfig) (*Device, error) {
 		Logger:      cfg.Logger,
 		Deliver:     d.deliver,
 		OnFrame:     d.onFrame,
+		ServeFile:   d.serveFile,
 		Revocations: d.revoked,
 		MaxVersion:  cfg.MaxChatVersion,
 		Limiter:     cfg.ChatLimiter,
@@ -127,7 +146,10 @@ func (d *Device) Directory() *Directory { return d.dir }
 
 // Register registers the device with its supernode and takes delivery of
 // the messages held there for its user while no device was live, in order,
-// each once (the duplicate filter drops repeats).
+// each once (the duplicate filter drops repeats). With OnUndeliverable set,
+// it then fetches the supernode's reports of messages its user sent that
+// expired unread (op reports; a supernode too old to know the op is no
+// error) and hands them to OnUndeliverable.
 func (d *Device) Register(ctx context.Context) error {
 	held, err := d.dir.RegisterFetch(ctx)
 	if err != nil {
@@ -135,6 +157,17 @@ func (d *Device) Register(ctx context.Context) error {
 	}
 	for _, m := range held {
 		d.deliver(ctx, legacywire.Certificate{}, m)
+	}
+	if d.cfg.OnUndeliverable == nil {
+		return nil
+	}
+	cert := d.cfg.Cert
+	resp, err := d.dir.roundTrip(ctx, legacywire.DirRequest{Op: legacywire.OpReports, Cert: &cert})
+	if err != nil && !isRefusal(err, legacywire.CodeUnknownOp) {
+		return fmt.Errorf("fetch undeliverable reports: %w", err)
+	}
+	for _, u := range resp.Undeliverable {
+		d.cfg.OnUndeliverable(u)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -113,20 +114,13 @@ func (d *Device) Signal(ctx context.Context, user string, f legacywire.ChatFrame
 		return 0, err
 	}
 	f.ID = id.String()
-	look, err := d.dir.Lookup(ctx, user)
-	if err != nil {
-		return 0, err
-	}
-	targets, err := look.Targets()
+	targets, err := d.targetsOf(ctx, user)
 	if err != nil {
 		return 0, err
 	}
 	n, tried := 0, 0
 	var errs []error
 	for _, t := range targets {
-		if t.ID == d.cfg.Host.ID() {
-			continue
-		}
 		tried++
 		ack, _, err := SendChatFrame(ctx, d.cfg.Host, d.cfg.Cert, t, d.cfg.MaxChatVersion, f)
 		switch {
@@ -145,6 +139,20 @@ func (d *Device) Signal(ctx context.Context, user string, f legacywire.ChatFrame
 		return 0, errors.Join(errs...)
 	}
 	return n, nil
+}
+
+// targetsOf looks user up and returns the peers to send to (Lookup.Targets),
+// this device left out.
+func (d *Device) targetsOf(ctx context.Context, user string) ([]peer.AddrInfo, error) {
+	look, err := d.dir.Lookup(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	targets, err := look.Targets()
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(targets, func(t peer.AddrInfo) bool { return t.ID == d.cfg.Host.ID() }), nil
 }
 
 // onFrame is the device's ChatConfig.OnFrame: the chat handler has already
@@ -190,6 +198,8 @@ func (d *Device) onFrame(_ context.Context, from legacywire.Certificate, f legac
 			}
 			d.subscribers[pid] = from.User
 		}
+	case legacywire.FrameFileOffer, legacywire.FrameFileDecline:
+		return d.onFileFrame(from, f)
 	default:
 		return refusedAck(f.ID, legacywire.CodeUnsupported, f.Type+" is not served here")
 	}

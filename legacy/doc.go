@@ -1,8 +1,9 @@
 // Package legacy is the legacy peer-to-peer overlay on go-libp2p: the
 // network authority that certifies devices, host construction with explicit
 // resource limits, the supernode directory (server and client) with
-// certificate revocations and an offline store, chat v1 and v2, a legacy
-// device (client), and a simulator that runs a population of devices.
+// certificate revocations and an offline store, chat v1, v2 and v3 (file
+// transfer), a legacy device (client), and a simulator that runs a
+// population of devices.
 //
 // It is an adapter: the bytes on the wire are defined in package legacywire,
 // and this package converts between them and libp2p (peer IDs, multiaddrs,
@@ -34,9 +35,35 @@
 // speak, highest first (ChatProtocolIDs), and multistream-select settles on
 // the highest both ends speak. Chat v2 adds typed frames: read receipts,
 // typing, presence subscribe/publish; and a v2 sender fans a message out to
-// every device of the recipient. Degradation towards a v1 peer: a message
-// goes out as a v1 frame, any v2-only signal is not sent at all
-// (ErrNotSupported), so a v1 peer never receives a frame it cannot parse.
+// every device of the recipient. Chat v3 is v2 plus file offers (file.go).
+// Degradation towards an older peer (SendChatFrame): a message goes out as
+// a v1 frame to a v1 peer; a file offer to a v1 or v2 peer goes out as a
+// text message naming the file and its size (FileNoticeFrame), delivered
+// like any message and so never an error; any other newer-only frame is
+// not sent at all (ErrNotSupported). A peer never receives a frame it
+// cannot parse. TestChatInterop runs every ordered pairing of v1, v2 and
+// v3 devices.
+//
+// # File transfer (chat v3)
+//
+// Device.OfferFile hashes a file (SHA-256), gives it a UUIDv7 file ID and
+// sends a file_offer (name, size, hash, chunk size) to every device of the
+// recipient; a v3 peer that takes no files (the bridge answers unsupported)
+// gets the text notice instead. The offering device keeps serving the file
+// for FileOfferTTL. The recipient's device (DeviceConfig.OnFileOffer)
+// answers with DeclineFile (a file_decline frame; the offer is forgotten
+// on both sides) or AcceptFile: it opens a v3 stream to the offering
+// device and sends a file_accept carrying the offset it already holds;
+// the offering device acks and writes file_chunk frames from that offset
+// to the end (not acked: the stream's flow control paces them). The bytes
+// go to PATH.part; a cut transfer leaves them there and the next
+// AcceptFile resumes from their end. At the end the whole file is hashed:
+// a match renames it to PATH, a mismatch removes the partial file and
+// returns ErrFileHash. Bounds: legacywire.MaxFileSize and MaxFileChunk on
+// the wire, DeviceConfig.MaxFileSize per device (a bigger offer is refused
+// with legacywire.CodeFileTooLarge), MaxFileOffers offers kept per
+// direction. Only the offer's recipient user may accept (unknown_file
+// otherwise).
 //
 // # Offline store
 //
@@ -46,6 +73,15 @@
 // expiry, and hands it over, oldest first, in the answer to the next
 // registration of a device of that user that asks for it (Device.Register
 // does). The device's duplicate filter makes the delivery once.
+//
+// What expires unread (or is dropped when a failed hand-over overflows the
+// queue) is reported back to its sender: the supernode's sweep (every
+// RecordTTL/4, between 1 s and 1 min) drops expired messages and queues a
+// legacywire.Undeliverable (message ID, recipient, reason expired or
+// overflow) for the sender, kept for OfflineTTL and bounded like the queue;
+// a device of the sender takes them with op reports at its next
+// registration (Device.Register, DeviceConfig.OnUndeliverable). The
+// supernode counts both (OfflineStats, UndeliverableStats).
 // # Directory
 //
 // Supernodes run a small directory protocol of our own

@@ -12,6 +12,7 @@ import (
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
@@ -59,6 +60,22 @@ type HostConfig struct {
 	// streams faster than the handlers finish them is refused new ones
 	// without slowing the others.
 	MaxStreamsPerPeer int
+	// Relay, when set, runs a circuit relay v2 service on the host with
+	// these limits (supernodes and the bridge): NATed devices reserve a
+	// slot there and are reached through it when no direct path works.
+	Relay *RelayConfig
+	// RelayClient enables the circuit relay transport (dialing and
+	// accepting relayed connections) and DCUtR hole punching
+	// (libp2p.EnableHolePunching): what a device behind a NAT needs, and the
+	// bridge, which dials such devices.
+	RelayClient bool
+	// Stats, when set, counts the host's connections by path, its relay's
+	// circuits and reservations, and its hole-punch outcomes.
+	Stats *NetStats
+
+	// testOptions are appended to the libp2p options (tests only: a
+	// connection gater that refuses direct connections to one peer).
+	testOptions []libp2p.Option
 }
 
 // DefaultMaxConnsPerIP is HostConfig.MaxConnsPerIP when zero.
@@ -68,6 +85,11 @@ const DefaultMaxConnsPerIP = 64
 func (c HostConfig) Validate() error {
 	if c.MaxConnsPerIP < 0 || c.MaxStreamsPerPeer < 0 {
 		return fmt.Errorf("%w: negative per-IP or per-peer limit", ErrInvalidConfig)
+	}
+	if c.Relay != nil {
+		if err := c.Relay.Validate(); err != nil {
+			return err
+		}
 	}
 	if c.MaxConns < 0 {
 		return fmt.Errorf("%w: MaxConns %d is negative", ErrInvalidConfig, c.MaxConns)
@@ -94,8 +116,9 @@ func (c HostConfig) withDefaults() HostConfig {
 }
 
 // NewHost builds a libp2p host for the overlay: TCP, Noise and Yamux only (no
-// QUIC, WebTransport or WebRTC), no relay and no NAT services yet, with a
-// resource manager and a connection manager sized from MaxConns.
+// QUIC, WebTransport or WebRTC), with a resource manager and a connection
+// manager sized from MaxConns; the relay service (Relay), and the relay
+// transport with hole punching (RelayClient), when configured.
 func NewHost(cfg HostConfig) (host.Host, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -124,11 +147,12 @@ func NewHost(cfg HostConfig) (host.Host, error) {
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionManager(cm),
-		libp2p.DisableRelay(),
 	}
+	opts = append(opts, relayClientOptions(cfg)...)
 	if cfg.Gater != nil {
 		opts = append(opts, libp2p.ConnectionGater(cfg.Gater))
 	}
+	opts = append(opts, cfg.testOptions...)
 	if cfg.PrivKey != nil {
 		opts = append(opts, libp2p.Identity(cfg.PrivKey))
 	}
@@ -144,7 +168,37 @@ func NewHost(cfg HostConfig) (host.Host, error) {
 	if cfg.Gater != nil {
 		cfg.Gater.Attach(h.Network())
 	}
+	if cfg.Stats != nil {
+		cfg.Stats.attach(h.Network())
+	}
+	if cfg.Relay != nil {
+		rh, err := startRelay(h, *cfg.Relay, cfg.Registerer, cfg.Stats)
+		if err != nil {
+			h.Close()
+			return nil, err
+		}
+		h = rh
+	}
 	return h, nil
+}
+
+// relayClientOptions are the libp2p options of HostConfig.RelayClient: the
+// relay transport and DCUtR, whose outcomes go to Stats and whose own
+// metrics go to Registerer.
+func relayClientOptions(cfg HostConfig) []libp2p.Option {
+	if !cfg.RelayClient {
+		return []libp2p.Option{libp2p.DisableRelay()}
+	}
+	var hp []holepunch.Option
+	var mt holepunch.MetricsTracer
+	if cfg.Registerer != nil {
+		mt = holepunch.NewMetricsTracer(holepunch.WithRegisterer(cfg.Registerer))
+	}
+	if cfg.Stats != nil {
+		// Replaces the metrics-only tracer libp2p adds for Registerer.
+		hp = append(hp, holepunch.WithMetricsAndEventTracer(mt, &holePunchTracer{stats: cfg.Stats}))
+	}
+	return []libp2p.Option{libp2p.EnableRelay(), libp2p.EnableHolePunching(hp...)}
 }
 
 // newResourceManager scales go-libp2p's default limits to the machine and

@@ -109,7 +109,7 @@ func TestChatV2RefusesImpersonation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ack, v, err := SendChatFrame(testCtx(t), h, tt.cert, addrInfoOf(bob.cfg.Host), 0, tt.f)
+			ack, v, err := SendChatFrame(testCtx(t), h, tt.cert, addrInfoOf(bob.cfg.Host), 2, tt.f)
 			if err != nil || v != 2 {
 				t.Fatalf("SendChatFrame = %+v, v%d, %v; want a v2 refusal", ack, v, err)
 			}

@@ -101,13 +101,16 @@ func (s *Supernode) requeue(user string, msgs []legacywire.ChatMessage) {
 	s.offline[user] = append(back, s.offline[user]...)
 	q := s.dropExpiredLocked(user, now)
 	if over := len(q) - s.cfg.MaxOfflinePerUser; over > 0 {
+		for _, h := range q[:over] {
+			s.reportLocked(h.msg, legacywire.ReasonOverflow, now)
+		}
 		s.offline[user] = q[over:]
 		s.expired += int64(over)
 	}
 }
 
-// dropExpiredLocked removes user's expired held messages, counting them,
-// and returns the queue.
+// dropExpiredLocked removes user's expired held messages, counting them
+// and reporting each to its sender, and returns the queue.
 func (s *Supernode) dropExpiredLocked(user string, now time.Time) []heldMessage {
 	q := s.offline[user]
 	live := q[:0]
@@ -116,6 +119,7 @@ func (s *Supernode) dropExpiredLocked(user string, now time.Time) []heldMessage 
 			live = append(live, h)
 		} else {
 			s.expired++
+			s.reportLocked(h.msg, legacywire.ReasonExpired, now)
 		}
 	}
 	if len(live) == 0 {
@@ -124,6 +128,85 @@ func (s *Supernode) dropExpiredLocked(user string, now time.Time) []heldMessage 
 	}
 	s.offline[user] = live
 	return live
+}
+
+// sweepOfflineLocked drops every expired held message (reporting each to
+// its sender) and every report past its own expiry.
+func (s *Supernode) sweepOfflineLocked(now time.Time) {
+	for user := range s.offline {
+		s.dropExpiredLocked(user, now)
+	}
+	for sender, rs := range s.reports {
+		rs = slices.DeleteFunc(rs, func(r pendingReport) bool { return !now.Before(r.expires) })
+		if len(rs) == 0 {
+			delete(s.reports, sender)
+		} else {
+			s.reports[sender] = rs
+		}
+	}
+}
+
+// pendingReport is an undeliverable report waiting for a device of the
+// message's sender.
+type pendingReport struct {
+	report  legacywire.Undeliverable
+	expires time.Time
+}
+
+// reportLocked queues an undeliverable report of msg for its sender, kept
+// for OfflineTTL and at most MaxOfflinePerUser per sender (the oldest go
+// first).
+func (s *Supernode) reportLocked(msg legacywire.ChatMessage, reason string, now time.Time) {
+	rs := append(s.reports[msg.From], pendingReport{
+		report:  legacywire.Undeliverable{MsgID: msg.ID, From: msg.From, To: msg.To, Reason: reason, At: now.UTC().Truncate(time.Millisecond)},
+		expires: now.Add(s.cfg.OfflineTTL),
+	})
+	if over := len(rs) - s.cfg.MaxOfflinePerUser; over > 0 {
+		rs = slices.Delete(rs, 0, over)
+	}
+	s.reports[msg.From] = rs
+}
+
+// takeReports removes and returns the live undeliverable reports for
+// sender, oldest first (OpReports).
+func (s *Supernode) takeReports(sender string) []legacywire.Undeliverable {
+	now := s.cfg.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []legacywire.Undeliverable
+	for _, r := range s.reports[sender] {
+		if now.Before(r.expires) {
+			out = append(out, r.report)
+		}
+	}
+	delete(s.reports, sender)
+	s.reported += int64(len(out))
+	return out
+}
+
+// requeueReports puts back reports whose hand-over failed, ahead of newer
+// ones.
+func (s *Supernode) requeueReports(sender string, rs []legacywire.Undeliverable) {
+	now := s.cfg.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	back := make([]pendingReport, 0, len(rs)+len(s.reports[sender]))
+	for _, r := range rs {
+		back = append(back, pendingReport{report: r, expires: now.Add(s.cfg.OfflineTTL)})
+	}
+	s.reports[sender] = append(back, s.reports[sender]...)
+	s.reported -= int64(len(rs))
+}
+
+// UndeliverableStats reports the undeliverable reports: waiting for a
+// device of their sender now, and handed to one so far.
+func (s *Supernode) UndeliverableStats() (pending int, reported int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, rs := range s.reports {
+		pending += len(rs)
+	}
+	return pending, s.reported
 }
 
 // OfflineStats reports the offline store: messages held now, and messages

@@ -39,6 +39,12 @@ const (
 	// simRefreshInterval is how often simulated devices renew their
 	// registration, well inside the supernode's default record TTL.
 	simRefreshInterval = DefaultRecordTTL / 3
+	// SimFileSize is the size of the file simulated v3 devices offer
+	// (SimConfig.FilePercent): three chunks and a bit.
+	SimFileSize = 3*FileChunkSize + 1000
+	// simAcceptParallelism bounds the file transfers simulated devices
+	// run at once; offers beyond it are declined.
+	simAcceptParallelism = 8
 )
 
 // simVersions are the client versions simulated devices claim, spread over
@@ -56,6 +62,15 @@ type SimConfig struct {
 	// speaking chat v1 only (DeviceConfig.MaxChatVersion 1); they are
 	// spread evenly over the population. Default 0.
 	V1Percent int
+	// V3Percent is the share of devices, in percent, that speak chat v3
+	// (file transfer), spread evenly over the devices that are not v1; the
+	// rest speak chat v2. Default 0.
+	V3Percent int
+	// FilePercent is the share, in percent, of a v3 device's sends that
+	// are file offers (a SimFileSize file) instead of text messages. v3
+	// recipients accept each offer and check its hash; v1 and v2
+	// recipients get the text notice. Default 0.
+	FilePercent int
 	// Fallbacks are further supernodes the devices fail over to.
 	Fallbacks []peer.AddrInfo
 	// Duration is how long the devices send; RunSim also stops when its
@@ -95,6 +110,10 @@ func (c SimConfig) Validate() error {
 		return fmt.Errorf("%w: %d users of %d devices: at most %d devices", ErrInvalidConfig, c.Users, c.DevicesPerUser, MaxSimUsers)
 	case c.V1Percent < 0 || c.V1Percent > 100:
 		return fmt.Errorf("%w: V1Percent %d not in 0..100", ErrInvalidConfig, c.V1Percent)
+	case c.V3Percent < 0 || c.V1Percent+c.V3Percent > 100:
+		return fmt.Errorf("%w: V3Percent %d not in 0..%d", ErrInvalidConfig, c.V3Percent, 100-c.V1Percent)
+	case c.FilePercent < 0 || c.FilePercent > 100:
+		return fmt.Errorf("%w: FilePercent %d not in 0..100", ErrInvalidConfig, c.FilePercent)
 	case c.Rate < 0:
 		return fmt.Errorf("%w: Rate %v is negative", ErrInvalidConfig, c.Rate)
 	case c.Supernode.ID == "":
@@ -130,14 +149,20 @@ type SimStats struct {
 	// LastNotice is the text of the last upgrade notice or system-contact
 	// message a device got, "" when none.
 	LastNotice string
+	// FilesOffered counts the sends that were file offers (in Sent too);
+	// FilesReceived the offers a v3 recipient accepted, received whole and
+	// verified; FilesFailed those whose transfer failed or was declined
+	// for lack of room (simAcceptParallelism).
+	FilesOffered, FilesReceived, FilesFailed int64
 }
 
 // SimProfile is what a simulated device claims to be.
 type SimProfile struct {
 	Platform      string
 	ClientVersion string
-	// ChatVersion is the highest chat version the device speaks (1 or 2):
-	// Certify may grant legacywire.CapChat1 or CapChat2 to match.
+	// ChatVersion is the highest chat version the device speaks (1, 2 or
+	// 3): Certify may grant legacywire.CapChat1, CapChat2 or CapChat3 to
+	// match.
 	ChatVersion int
 }
 
@@ -174,8 +199,13 @@ func RunSim(ctx context.Context, cfg SimConfig) (SimStats, error) {
 	log := componentLogger(cfg.Logger, "legacy.sim")
 
 	var stats simCounters
-	devices, hosts, err := simSetup(ctx, cfg, log, &stats)
+	files, err := newSimFiles(ctx, log, &stats)
+	if err != nil {
+		return SimStats{}, err
+	}
+	devices, hosts, err := simSetup(ctx, cfg, log, &stats, files)
 	defer closeHosts(log, hosts)
+	defer files.stop()
 	if err != nil {
 		return SimStats{}, err
 	}
@@ -197,7 +227,7 @@ func RunSim(ctx context.Context, cfg SimConfig) (SimStats, error) {
 	for range min(simWorkers, len(devices)) {
 		wg.Go(func() {
 			for j := range jobs {
-				simSend(ctx, log, j, &stats)
+				simSend(ctx, log, j, &stats, files, cfg.FilePercent)
 			}
 		})
 	}
@@ -213,14 +243,16 @@ func RunSim(ctx context.Context, cfg SimConfig) (SimStats, error) {
 }
 
 type simCounters struct {
-	sent, delivered, failed, received atomic.Int64
-	upgradeRequired, notices          atomic.Int64
-	lastNotice                        atomic.Pointer[string]
+	sent, delivered, failed, received        atomic.Int64
+	upgradeRequired, notices                 atomic.Int64
+	filesOffered, filesReceived, filesFailed atomic.Int64
+	lastNotice                               atomic.Pointer[string]
 }
 
 func (c *simCounters) snapshot() SimStats {
 	out := SimStats{Sent: c.sent.Load(), Delivered: c.delivered.Load(), Failed: c.failed.Load(), Received: c.received.Load(),
-		UpgradeRequired: c.upgradeRequired.Load(), Notices: c.notices.Load()}
+		UpgradeRequired: c.upgradeRequired.Load(), Notices: c.notices.Load(),
+		FilesOffered: c.filesOffered.Load(), FilesReceived: c.filesReceived.Load(), FilesFailed: c.filesFailed.Load()}
 	if n := c.lastNotice.Load(); n != nil {
 		out.LastNotice = *n
 	}
@@ -263,8 +295,9 @@ type simJob struct {
 // host it created, even on error, so the caller can close them.
 // A device refused with an upgrade notice is left out of the returned
 // devices: it neither sends nor registers again.
-func simSetup(ctx context.Context, cfg SimConfig, log *slog.Logger, stats *simCounters) ([]*Device, []host.Host, error) {
+func simSetup(ctx context.Context, cfg SimConfig, log *slog.Logger, stats *simCounters, files *simFiles) ([]*Device, []host.Host, error) {
 	n := cfg.Users * cfg.DevicesPerUser
+	versions := simChatVersions(n, cfg.V1Percent, cfg.V3Percent)
 	devices := make([]*Device, n)
 	hosts := make([]host.Host, n)
 	g, gctx := errgroup.WithContext(ctx)
@@ -277,15 +310,13 @@ func simSetup(ctx context.Context, cfg SimConfig, log *slog.Logger, stats *simCo
 			}
 			hosts[i] = h
 			user := fmt.Sprintf("%s%d", cfg.UserPrefix, i/cfg.DevicesPerUser)
-			chatVersion := LatestChatVersion
-			if (i*cfg.V1Percent)/100 != ((i+1)*cfg.V1Percent)/100 {
-				chatVersion = 1
-			}
+			chatVersion := versions[i]
 			profile := SimProfile{Platform: cfg.Platforms[i%len(cfg.Platforms)], ClientVersion: simVersions[i%len(simVersions)], ChatVersion: chatVersion}
 			cert, err := cfg.Certify(context.WithValue(gctx, simProfileKey{}, profile), h.ID(), user)
 			if err != nil {
 				return fmt.Errorf("certify %s: %w", user, err)
 			}
+			var self atomic.Pointer[Device]
 			d, err := NewDevice(DeviceConfig{
 				Host:           h,
 				Cert:           cert,
@@ -295,10 +326,12 @@ func simSetup(ctx context.Context, cfg SimConfig, log *slog.Logger, stats *simCo
 				Logger:         cfg.Logger,
 				MaxChatVersion: chatVersion,
 				OnMessage:      func(m legacywire.ChatMessage) { stats.onMessage(log, m) },
+				OnFileOffer:    func(o legacywire.FileOffer) { files.accept(self.Load(), o) },
 			})
 			if err != nil {
 				return fmt.Errorf("device %s: %w", user, err)
 			}
+			self.Store(d)
 			if err := d.Register(gctx); err != nil {
 				if stats.toldToUpgrade(log, user, err) {
 					return nil
@@ -378,14 +411,20 @@ func simSchedule(ctx context.Context, rate float64, devices []*Device, stopped [
 	}
 }
 
-func simSend(ctx context.Context, log *slog.Logger, j simJob, stats *simCounters) {
+func simSend(ctx context.Context, log *slog.Logger, j simJob, stats *simCounters, files *simFiles, filePercent int) {
 	ctx, cancel := context.WithTimeout(ctx, simSendTimeout)
 	defer cancel()
 	if j.stopped.Load() {
 		return // told to upgrade: a real client no longer sends
 	}
 	stats.sent.Add(1)
-	_, _, err := j.from.Send(ctx, j.to, fmt.Sprintf("simulated message %d from %s", j.seq, j.from.User()))
+	var err error
+	if j.from.cfg.MaxChatVersion == 3 && rand.IntN(100) < filePercent {
+		stats.filesOffered.Add(1)
+		_, _, err = j.from.OfferFile(ctx, j.to, files.path)
+	} else {
+		_, _, err = j.from.Send(ctx, j.to, fmt.Sprintf("simulated message %d from %s", j.seq, j.from.User()))
+	}
 	if err != nil {
 		stats.failed.Add(1)
 		level := slog.LevelWarn

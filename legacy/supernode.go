@@ -106,8 +106,10 @@ type Supernode struct {
 	// handedOver keeps the expiry of held messages being handed over
 	// (handedKey), so a failed hand-over requeues them with it.
 	handedOver map[string]time.Time
-	known      map[string]struct{} // users that ever registered a device here
-	expired    int64               // held messages dropped at expiry
+	known      map[string]struct{}        // users that ever registered a device here
+	expired    int64                      // held messages dropped at expiry
+	reports    map[string][]pendingReport // sender → undeliverable reports, oldest first
+	reported   int64                      // reports handed to a sender's device
 	stopped    bool
 	repl       *replicator    // nil without Peers
 	streams    sync.WaitGroup // stream handlers in flight
@@ -135,6 +137,7 @@ func NewSupernode(h host.Host, cfg SupernodeConfig) (*Supernode, error) {
 		offline:    make(map[string][]heldMessage),
 		handedOver: make(map[string]time.Time),
 		known:      make(map[string]struct{}),
+		reports:    make(map[string][]pendingReport),
 	}
 	if s.cfg.OfflineTTL == 0 {
 		s.cfg.OfflineTTL = DefaultOfflineTTL
@@ -181,11 +184,13 @@ func (s *Supernode) Run(ctx context.Context) error {
 
 // sweep drops expired device records and returns how many it dropped. Route
 // records are kept: their Seq must survive so that a replayed older record
-// cannot come back.
+// cannot come back. It also drops expired held messages, reporting them to
+// their senders (sweepOfflineLocked).
 func (s *Supernode) sweep() int {
 	now := s.cfg.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.sweepOfflineLocked(now)
 	n := 0
 	for user, devs := range s.devices {
 		for id, rec := range devs {
@@ -278,6 +283,9 @@ func (s *Supernode) handle(str network.Stream) {
 		if len(resp.Messages) > 0 {
 			s.requeue(req.Cert.User, resp.Messages)
 		}
+		if len(resp.Undeliverable) > 0 {
+			s.requeueReports(req.Cert.User, resp.Undeliverable)
+		}
 		_ = str.Reset()
 		return
 	}
@@ -323,6 +331,11 @@ func (s *Supernode) serve(remote peer.ID, remoteAddr ma.Multiaddr, req legacywir
 			return resp
 		}
 		return s.store(remote, *req.Cert, req.Message)
+	case legacywire.OpReports:
+		if resp, ok := s.checkCert(remote, req.Cert); !ok {
+			return resp
+		}
+		return legacywire.DirResponse{OK: true, Undeliverable: s.takeReports(req.Cert.User)}
 	case legacywire.OpRevocations:
 		if resp, ok := s.checkCert(remote, req.Cert); !ok {
 			return resp

@@ -73,7 +73,9 @@ const (
 	// CampaignAborted: stopped for good; users stay where they are.
 	CampaignAborted CampaignState = "aborted"
 	// CampaignRollingBack: the driver moves the campaign's cloud users back
-	// to shadow; the campaign becomes aborted when none is left.
+	// to shadow; the campaign becomes aborted when none is left. With
+	// RollbackStep set, only the users that step moved go back, and the
+	// campaign becomes paused at that step instead.
 	CampaignRollingBack CampaignState = "rolling_back"
 )
 
@@ -96,11 +98,18 @@ const (
 	CmdResume   Command = "resume"
 	CmdAbort    Command = "abort"
 	CmdRollback Command = "rollback"
+	// CmdRollbackStep rolls back only the current step: the users whose
+	// phase that step set return to shadow, then the campaign pauses at
+	// the step (resume runs it again).
+	CmdRollbackStep Command = "rollback_step"
 	// CmdComplete is issued by the driver after the last step soaked.
 	CmdComplete Command = "complete"
 	// CmdRolledBack is issued by the driver when a rollback has nobody
 	// left to move.
 	CmdRolledBack Command = "rolled_back"
+	// CmdStepRolledBack is issued by the driver when a step rollback has
+	// nobody left to move.
+	CmdStepRolledBack Command = "step_rolled_back"
 )
 
 // lifecycle is the campaign state table: lifecycle[from][cmd] is the state a
@@ -108,11 +117,11 @@ const (
 var lifecycle = map[CampaignState]map[Command]CampaignState{
 	CampaignDraft:       {CmdPlan: CampaignPlanned, CmdStart: CampaignRunning, CmdAbort: CampaignAborted},
 	CampaignPlanned:     {CmdPlan: CampaignPlanned, CmdStart: CampaignRunning, CmdAbort: CampaignAborted},
-	CampaignRunning:     {CmdPause: CampaignPaused, CmdAbort: CampaignAborted, CmdRollback: CampaignRollingBack, CmdComplete: CampaignCompleted},
-	CampaignPaused:      {CmdResume: CampaignRunning, CmdAbort: CampaignAborted, CmdRollback: CampaignRollingBack},
-	CampaignCompleted:   {CmdRollback: CampaignRollingBack},
+	CampaignRunning:     {CmdPause: CampaignPaused, CmdAbort: CampaignAborted, CmdRollback: CampaignRollingBack, CmdRollbackStep: CampaignRollingBack, CmdComplete: CampaignCompleted},
+	CampaignPaused:      {CmdResume: CampaignRunning, CmdAbort: CampaignAborted, CmdRollback: CampaignRollingBack, CmdRollbackStep: CampaignRollingBack},
+	CampaignCompleted:   {CmdRollback: CampaignRollingBack, CmdRollbackStep: CampaignRollingBack},
 	CampaignAborted:     {CmdRollback: CampaignRollingBack},
-	CampaignRollingBack: {CmdRolledBack: CampaignAborted, CmdAbort: CampaignAborted},
+	CampaignRollingBack: {CmdRolledBack: CampaignAborted, CmdStepRolledBack: CampaignPaused, CmdAbort: CampaignAborted},
 }
 
 // Duration is a time.Duration that reads and writes JSON as a Go duration
@@ -158,9 +167,12 @@ type Filter struct {
 	Exclude []string `json:"exclude,omitempty"`
 }
 
-// Gates are the per-user conditions to leave shadow for ready. Gates that
-// need the bridge's measurements (backfill complete, shadow mismatch rate)
-// are not evaluated yet.
+// Gates are the per-user conditions to leave shadow for ready (DESIGN.md
+// "Migration phases"): every recently active device speaks the cloud
+// protocol (MinVersion), the backfill is complete (Backfill) and the shadow
+// mismatch rate is under a limit with enough samples (Mismatch). A gate
+// without the evidence to decide is inconclusive, which holds the user
+// back like a failure would: never pass by default.
 type Gates struct {
 	// ActiveWithin is how far back a device counts as recently active;
 	// zero means every known device.
@@ -170,6 +182,11 @@ type Gates struct {
 	// must be at least that version; a recently active device of an
 	// unlisted platform fails the gate when the map is not empty.
 	MinVersion map[string]string `json:"min_version,omitempty"`
+	// Backfill requires the bridge to report the user's history copied
+	// into the cloud in full (ShadowReport.BackfillDone).
+	Backfill bool `json:"backfill,omitempty"`
+	// Mismatch is the shadow mismatch gate; nil means none.
+	Mismatch *MismatchGate `json:"shadow_mismatch,omitempty"`
 }
 
 // Step is one stage of a campaign's ramp.
@@ -238,7 +255,8 @@ type Campaign struct {
 	// OnGuardrailFail), an inconclusive result holds the campaign at its
 	// current step.
 	Guardrails []Guardrail `json:"guardrails,omitempty"`
-	// OnGuardrailFail is OnFailPause (default) or OnFailRollback.
+	// OnGuardrailFail is OnFailPause (default), OnFailRollback or
+	// OnFailRollbackStep.
 	OnGuardrailFail string `json:"on_guardrail_fail,omitempty"`
 
 	// Step is the index of the current step while running.
@@ -250,6 +268,9 @@ type Campaign struct {
 	StepReached time.Time `json:"step_reached,omitzero"`
 	Created     time.Time `json:"created"`
 	Updated     time.Time `json:"updated"`
+	// RollbackStep, while rolling back, is the step whose users go back
+	// (CmdRollbackStep); nil rolls back the whole campaign.
+	RollbackStep *int `json:"rollback_step,omitempty"`
 	// Reason is why the state last changed.
 	Reason string `json:"reason,omitempty"`
 	// Revision is the store's revision, set on read.
@@ -263,6 +284,10 @@ func (c Campaign) Clone() Campaign {
 	c.Filter.Exclude = slices.Clone(c.Filter.Exclude)
 	c.Steps = slices.Clone(c.Steps)
 	for i := range c.Steps {
+		if g := c.Steps[i].Gates.Mismatch; g != nil {
+			m := *g
+			c.Steps[i].Gates.Mismatch = &m
+		}
 		if m := c.Steps[i].Gates.MinVersion; m != nil {
 			n := make(map[string]string, len(m))
 			for k, v := range m {
@@ -281,6 +306,16 @@ func (c Campaign) Clone() Campaign {
 	}
 	c.OptIns = slices.Clone(c.OptIns)
 	c.Guardrails = slices.Clone(c.Guardrails)
+	for i := range c.Guardrails {
+		if q := c.Guardrails[i].PromQL; q != nil {
+			cp := *q
+			c.Guardrails[i].PromQL = &cp
+		}
+	}
+	if c.RollbackStep != nil {
+		n := *c.RollbackStep
+		c.RollbackStep = &n
+	}
 	return c
 }
 
@@ -328,6 +363,9 @@ func (c Campaign) Validate() error {
 				errs = append(errs, fmt.Errorf("step %d: gate min version %q for %s is not a dotted number", i, v, p))
 			}
 		}
+		if m := s.Gates.Mismatch; m != nil && (m.MaxRate < 0 || m.MaxRate > 1 || m.MinSamples < 0) {
+			errs = append(errs, fmt.Errorf("step %d: shadow mismatch gate: max_rate must be in [0, 1] and min_samples not negative", i))
+		}
 	}
 	for _, v := range []string{c.Filter.MinVersion, c.Filter.MaxVersion} {
 		if _, ok := parseVersion(v); v != "" && !ok {
@@ -371,6 +409,15 @@ func (c Campaign) Lifecycle(cmd Command, reason, salt string, now time.Time) (Ca
 	next.State = to
 	next.Reason = reason
 	next.Updated = now
+	next.RollbackStep = nil
+	switch cmd {
+	case CmdRollbackStep:
+		step := c.Step
+		next.RollbackStep = &step
+	case CmdStepRolledBack:
+		// The step runs again from the start when the campaign resumes.
+		next.StepSince, next.StepReached = now, time.Time{}
+	}
 	if cmd == CmdStart {
 		if next.Salt == "" {
 			next.Salt = salt
@@ -570,20 +617,30 @@ func (f Filter) Eligible(u *User) bool {
 	return true
 }
 
-// Check returns "" when the user passes the gates at now, or the name of the
-// first gate that fails ("gate:device_version").
+// Check returns "" when the user passes the device gate at now, or why not:
+// GateDeviceVersion when a recently active device (ActiveWithin; every
+// known device when zero) is of an unlisted platform or below its
+// platform's minimum, GateDeviceInconclusive when the user has no recently
+// active device to judge by. The minimum version is the proxy for "speaks
+// the cloud protocol": the records keep what each device declared (the
+// census of census.go groups the same fields), not the protocol it spoke.
 func (g Gates) Check(u *User, now time.Time) string {
 	if len(g.MinVersion) == 0 {
 		return ""
 	}
+	judged := 0
 	for _, d := range u.Devices {
 		if g.ActiveWithin > 0 && now.Sub(d.LastSeen) > time.Duration(g.ActiveWithin) {
 			continue
 		}
+		judged++
 		min, ok := g.MinVersion[d.Platform]
 		if !ok || CompareVersions(d.ClientVersion, min) < 0 {
-			return "gate:device_version"
+			return GateDeviceVersion
 		}
+	}
+	if judged == 0 {
+		return GateDeviceInconclusive
 	}
 	return ""
 }

@@ -283,7 +283,7 @@ func FuzzCampaignJSON(f *testing.F) {
 			t.Fatalf("bucket %d", pl.Bucket)
 		}
 		if pl.Step >= 0 {
-			c.Judge(&u, pl, now)
+			c.Judge(&u, pl, now, nil)
 		}
 	})
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 )
@@ -96,6 +97,12 @@ type DriverConfig struct {
 	GuardrailEvery time.Duration
 	// OnGuardrail, if set, is called with every evaluation, for metrics.
 	OnGuardrail func(campaign string, r GuardrailResult)
+	// Prometheus runs the queries of PromQL guardrails; nil leaves them
+	// inconclusive (ErrNoPrometheus).
+	Prometheus PromQuerier
+	// Shadow feeds the backfill and shadow-mismatch gates; nil leaves them
+	// inconclusive (users behind such a gate stay in shadow).
+	Shadow ShadowSource
 }
 
 // DefaultGuardrailEvery is how often guardrails are evaluated by default.
@@ -312,6 +319,10 @@ type Survey struct {
 	Pending int
 	// HeldBack counts the users of those steps that will not move.
 	HeldBack map[string]int
+	// Waiting counts those of HeldBack held by an inconclusive gate: they
+	// may move once the evidence is in, so the last step does not complete
+	// while any is left (exempt them to let it complete).
+	Waiting int
 	// Moves are the first moves to make, at most the limit asked for.
 	Moves []Move
 }
@@ -332,8 +343,8 @@ type Move struct {
 }
 
 // SurveyCampaign reads c's progress from sn at now and picks up to limit
-// moves for the users of steps 0 to c.Step.
-func SurveyCampaign(sn *Snapshot, c *Campaign, now time.Time, limit int) Survey {
+// moves for the users of steps 0 to c.Step; src feeds the shadow gates.
+func SurveyCampaign(sn *Snapshot, c *Campaign, now time.Time, limit int, src ShadowSource) Survey {
 	s := Survey{HeldBack: map[string]int{}}
 	sn.each(func(u *User) {
 		pl := c.Place(u, now)
@@ -347,11 +358,14 @@ func SurveyCampaign(sn *Snapshot, c *Campaign, now time.Time, limit int) Survey 
 		if pl.Step < 0 || pl.Step > c.Step {
 			return
 		}
-		v := c.Judge(u, pl, now)
+		v := c.Judge(u, pl, now, src)
 		switch {
 		case v.Done:
 		case v.HeldBack != "":
 			s.HeldBack[v.HeldBack]++
+			if strings.HasSuffix(v.HeldBack, inconclusiveSuffix) {
+				s.Waiting++
+			}
 		case v.Next != "":
 			s.Pending++
 			if len(s.Moves) < limit {
@@ -364,7 +378,7 @@ func SurveyCampaign(sn *Snapshot, c *Campaign, now time.Time, limit int) Survey 
 
 func (d *Driver) advance(ctx context.Context, c Campaign, frozen bool) error {
 	now := d.cfg.Now()
-	sv := SurveyCampaign(d.cfg.State.Snapshot(), &c, now, d.cfg.MaxPerTick)
+	sv := SurveyCampaign(d.cfg.State.Snapshot(), &c, now, d.cfg.MaxPerTick, d.cfg.Shadow)
 	defer func() {
 		if d.cfg.OnProgress != nil {
 			d.cfg.OnProgress(c.Name, c.Steps[c.Step].TargetBP, sv.ActualBP())
@@ -474,6 +488,8 @@ func (d *Driver) stepDone(ctx context.Context, c Campaign, sv Survey, now time.T
 		ev.Values["soaked_s"] = 0
 	case now.Sub(c.StepReached) < time.Duration(c.Steps[c.Step].MinSoak):
 		return nil
+	case c.Step+1 == len(c.Steps) && sv.Waiting > 0:
+		return nil // users wait on inconclusive gates: not complete yet
 	case c.Step+1 < len(c.Steps):
 		next.Step++
 		next.StepSince, next.StepReached, next.Updated = now, time.Time{}, now
@@ -494,21 +510,31 @@ func (d *Driver) stepDone(ctx context.Context, c Campaign, sv Survey, now time.T
 }
 
 // rollback moves the users the campaign moved to ready or cloud back to
-// shadow, then marks the campaign aborted.
+// shadow, then marks the campaign aborted. A step rollback (RollbackStep)
+// moves only the users whose phase that step set, then pauses the campaign.
 func (d *Driver) rollback(ctx context.Context, c Campaign) error {
 	now := d.cfg.Now()
 	sn := d.cfg.State.Snapshot()
+	moved, opID := c.MovedBy, c.RollbackOpID
+	done, doneReason, reason := CmdRolledBack, "rollback finished", "rollback of campaign "+c.Name
+	if c.RollbackStep != nil {
+		step := *c.RollbackStep
+		moved = func(u *User) bool { return c.MovedByStep(u, step) }
+		opID = func(user string) string { return c.RollbackStepOpID(step, user) }
+		done, doneReason = CmdStepRolledBack, fmt.Sprintf("rollback of step %d finished; paused at the step", step)
+		reason = fmt.Sprintf("rollback of step %d of campaign %s", step, c.Name)
+	}
 	var moves []Move
 	for _, p := range []Phase{PhaseCloud, PhaseReady} {
 		sn.eachInPhase(p, func(u *User) bool {
-			if c.MovedBy(u) {
+			if moved(u) {
 				moves = append(moves, Move{User: u.ID, From: p, To: PhaseShadow, Step: c.Step})
 			}
 			return len(moves) < d.cfg.MaxPerTick
 		})
 	}
 	if len(moves) == 0 {
-		next, err := c.Lifecycle(CmdRolledBack, "rollback finished", "", now)
+		next, err := c.Lifecycle(done, doneReason, "", now)
 		if err != nil {
 			return err
 		}
@@ -520,7 +546,7 @@ func (d *Driver) rollback(ctx context.Context, c Campaign) error {
 	}
 	ops := make([]UserOp, len(moves))
 	for i, m := range moves {
-		ops[i] = UserOp{User: m.User, Op: Op{ID: c.RollbackOpID(m.User), To: PhaseShadow, At: now, Reason: "rollback of campaign " + c.Name}}
+		ops[i] = UserOp{User: m.User, Op: Op{ID: opID(m.User), To: PhaseShadow, At: now, Reason: reason}}
 	}
 	return d.recordResults(ctx, now, c, moves, ops, d.apply(ctx, ops), nil)
 }

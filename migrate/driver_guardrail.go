@@ -28,9 +28,12 @@ func (d *Driver) guard(ctx context.Context, c Campaign, now time.Time) (outcome 
 	results := make([]GuardrailResult, 0, len(c.Guardrails))
 	for _, g := range c.Guardrails {
 		var r GuardrailResult
-		if d.cfg.Measures == nil {
+		switch {
+		case g.Measure == MeasurePromQL && g.PromQL != nil:
+			r = g.Evaluate(ctx, promSource{q: d.cfg.Prometheus, m: *g.PromQL, control: g.control()}, now)
+		case d.cfg.Measures == nil:
 			r = GuardrailResult{Guardrail: g.Name, Outcome: GuardrailInconclusive, Threshold: g.MaxExcess, Err: "no measurement source"}
-		} else {
+		default:
 			r = g.Evaluate(ctx, d.cfg.Measures, now)
 		}
 		results = append(results, r)
@@ -63,8 +66,11 @@ func (d *Driver) guard(ctx context.Context, c Campaign, now time.Time) (outcome 
 	}
 
 	cmd := CmdPause
-	if c.OnGuardrailFail == OnFailRollback {
+	switch c.OnGuardrailFail {
+	case OnFailRollback:
 		cmd = CmdRollback
+	case OnFailRollbackStep:
+		cmd = CmdRollbackStep
 	}
 	next, err := c.Lifecycle(cmd, "guardrail failed: "+ev.Reason, "", now)
 	if err != nil {

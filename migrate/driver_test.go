@@ -155,6 +155,18 @@ func (r *driverRig) run(t *testing.T, d time.Duration) {
 	}
 }
 
+// usersBelow counts the rig's first n users whose bucket under salt is
+// below maxBP: those a step of that target covers.
+func usersBelow(salt string, n, maxBP int) int {
+	k := 0
+	for i := range n {
+		if Bucket(salt, fmt.Sprintf("u%05d", i)) < maxBP {
+			k++
+		}
+	}
+	return k
+}
+
 // forward is the order of active phases; the driver may only go up it
 // unless rolling back.
 var forward = map[string]int{"legacy": 0, "shadow": 1, "ready": 2, "cloud": 3}
@@ -225,15 +237,7 @@ func TestDriverStepsLoweringAndRollback(t *testing.T) {
 		}, Pace: Pace{PerMinute: 6000}}
 		r := newRig(t, 2000, c)
 		c = r.cs.get("ramp")
-		inStep := func(maxBP int) int {
-			n := 0
-			for i := range 2000 {
-				if Bucket(c.Salt, fmt.Sprintf("u%05d", i)) < maxBP {
-					n++
-				}
-			}
-			return n
-		}
+		inStep := func(maxBP int) int { return usersBelow(c.Salt, 2000, maxBP) }
 		r.run(t, 30*time.Minute)
 		if got, want := r.st.Snapshot().Count(PhaseCloud), inStep(1000); got != want {
 			t.Fatalf("after step 0: %d in cloud, want %d", got, want)
@@ -323,6 +327,75 @@ func TestDriverRepeatIsIdempotent(t *testing.T) {
 				t.Errorf("%s: revision %d, want 4 (three writes)", u.ID, u.Revision)
 				break
 			}
+		}
+	})
+}
+
+// TestDriverStepRollback rolls back only the last step of a two-step
+// campaign: the users step 1 moved return to shadow, step 0's stay in cloud,
+// the campaign pauses at step 1, and resuming runs the step again.
+func TestDriverStepRollback(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := Campaign{Name: "steps", Steps: []Step{
+			{TargetBP: 1000, MinSoak: Duration(time.Hour)},
+			{TargetBP: 3000, MinSoak: Duration(time.Hour)},
+		}, Pace: Pace{PerMinute: 6000}}
+		r := newRig(t, 2000, c)
+		c = r.cs.get("steps")
+		inStep := func(maxBP int) int { return usersBelow(c.Salt, 2000, maxBP) }
+		r.run(t, 90*time.Minute) // step 0 moves and soaks, step 1 moves
+		if s := r.cs.get("steps"); s.Step != 1 || s.StepReached.IsZero() {
+			t.Fatalf("step %d reached %v: should be soaking step 1", s.Step, s.StepReached)
+		}
+		if got, want := r.st.Snapshot().Count(PhaseCloud), inStep(3000); got != want {
+			t.Fatalf("before the rollback: %d in cloud, want %d", got, want)
+		}
+		r.cs.edit("steps", func(c *Campaign) {
+			next, err := c.Lifecycle(CmdRollbackStep, "test", "", time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			next.Revision = c.Revision
+			*c = next
+		})
+		before := len(r.audit.transitions())
+		r.run(t, time.Minute)
+		sn := r.st.Snapshot()
+		if got, want := sn.Count(PhaseCloud), inStep(1000); got != want {
+			t.Errorf("after the step rollback: %d in cloud, want step 0's %d", got, want)
+		}
+		if got, want := sn.Count(PhaseShadow), inStep(3000)-inStep(1000); got != want {
+			t.Errorf("after the step rollback: %d in shadow, want step 1's %d", got, want)
+		}
+		back := r.audit.transitions()[before:]
+		if len(back) != inStep(3000)-inStep(1000) {
+			t.Errorf("%d moves audited by the step rollback, want %d", len(back), inStep(3000)-inStep(1000))
+		}
+		for _, e := range back {
+			if e.To != string(PhaseShadow) || e.OpID != c.RollbackStepOpID(1, e.User) || Bucket(c.Salt, e.User) < 1000 {
+				t.Fatalf("step rollback move %+v", e)
+			}
+		}
+		s := r.cs.get("steps")
+		if s.State != CampaignPaused || s.Step != 1 || s.RollbackStep != nil || !s.StepReached.IsZero() {
+			t.Fatalf("after the step rollback: %s at step %d (rollback step %v, reached %v), want paused at step 1", s.State, s.Step, s.RollbackStep, s.StepReached)
+		}
+		// A second run of the rolled-back campaign moves nobody.
+		r.run(t, time.Minute)
+		if n := len(r.audit.transitions()); n != before+len(back) {
+			t.Errorf("%d more moves while paused", n-before-len(back))
+		}
+		r.cs.edit("steps", func(c *Campaign) {
+			next, err := c.Lifecycle(CmdResume, "test", "", time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			next.Revision = c.Revision
+			*c = next
+		})
+		r.run(t, 30*time.Minute)
+		if got, want := r.st.Snapshot().Count(PhaseCloud), inStep(3000); got != want {
+			t.Errorf("after resuming: %d in cloud, want %d", got, want)
 		}
 	})
 }

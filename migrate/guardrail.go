@@ -3,6 +3,7 @@ package migrate
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -26,9 +27,25 @@ type Guardrail struct {
 	MinSamples int `json:"min_samples,omitempty"`
 	// MaxExcess is the threshold: the evaluation fails when the cohort's
 	// failure rate exceeds the control group's by more than this (a
-	// fraction: 0.01 is one percentage point).
+	// fraction: 0.01 is one percentage point). With Compare "none" it is
+	// the highest failure rate of the cohort alone.
 	MaxExcess float64 `json:"max_excess"`
+	// Compare is CompareControl (default): the cohort is held to the
+	// control group; or CompareNone, for measures that have no control
+	// group (sync lag: only cloud users sync): the cohort's rate alone.
+	Compare string `json:"compare,omitempty"`
+	// PromQL holds the queries of a guardrail with Measure MeasurePromQL.
+	PromQL *PromQLMeasure `json:"promql,omitempty"`
 }
+
+// What a guardrail compares the migrated cohort with (Guardrail.Compare).
+const (
+	CompareControl = "control"
+	CompareNone    = "none"
+)
+
+// control reports whether g compares the cohort with a control group.
+func (g Guardrail) control() bool { return g.Compare != CompareNone }
 
 // Defaults of Guardrail.
 const (
@@ -42,6 +59,15 @@ const (
 	// (error, refused, undeliverable) out of all it carried; the cohort
 	// is deliveries to cloud users, the control deliveries to legacy users.
 	MeasureBridgeFailures = "bridge_delivery_failures"
+	// MeasureSyncLag: live cloud events delivered late (the agent counts
+	// those older than about a second when dispatched) out of all
+	// delivered. Only cloud users sync, so it has no control group: use it
+	// with Compare "none".
+	MeasureSyncLag = "sync_lag"
+	// MeasureCallSetupFailures: calls whose setup failed out of all call
+	// setups; the cohort is calls to cloud users, the control calls to
+	// legacy users.
+	MeasureCallSetupFailures = "call_setup_failures"
 )
 
 // What a campaign does when a guardrail fails (Campaign.OnGuardrailFail).
@@ -51,6 +77,9 @@ const (
 	OnFailPause = "pause"
 	// OnFailRollback rolls the campaign back: its users return to shadow.
 	OnFailRollback = "rollback"
+	// OnFailRollbackStep rolls back the current step only: the users it
+	// moved return to shadow and the campaign pauses at the step.
+	OnFailRollbackStep = "rollback_step"
 )
 
 // GuardrailOutcome is a guardrail evaluation's verdict. Its values are stable metric
@@ -122,6 +151,10 @@ func (g Guardrail) Evaluate(ctx context.Context, src MeasureSource, now time.Tim
 	}
 	r.Cohort, r.Control = cohort, control
 	r.Value = cohort.Rate() - control.Rate()
+	if !g.control() {
+		r.Control, r.Value = Sample{}, cohort.Rate()
+		control = Sample{Total: math.Inf(1)} // no control group to wait for
+	}
 	switch {
 	case cohort.Total < float64(minSamples) || control.Total < float64(minSamples):
 	case r.Value > g.MaxExcess:
@@ -162,14 +195,24 @@ func validateGuardrails(gs []Guardrail, onFail string) []error {
 		if g.Measure == "" {
 			errs = append(errs, fmt.Errorf("guardrail %s: no measure", g.Name))
 		}
+		switch g.Compare {
+		case "", CompareControl, CompareNone:
+		default:
+			errs = append(errs, fmt.Errorf("guardrail %s: compare %q: want control or none", g.Name, g.Compare))
+		}
+		if g.Measure == MeasurePromQL {
+			errs = append(errs, g.PromQL.validate(g.Name, g.control())...)
+		} else if g.PromQL != nil {
+			errs = append(errs, fmt.Errorf("guardrail %s: promql queries need measure %s", g.Name, MeasurePromQL))
+		}
 		if g.Window < 0 || g.MinSamples < 0 || g.MaxExcess < 0 || g.MaxExcess > 1 {
 			errs = append(errs, fmt.Errorf("guardrail %s: window, min_samples must not be negative and max_excess must be in [0, 1]", g.Name))
 		}
 	}
 	switch onFail {
-	case "", OnFailPause, OnFailRollback:
+	case "", OnFailPause, OnFailRollback, OnFailRollbackStep:
 	default:
-		errs = append(errs, fmt.Errorf("on_guardrail_fail %q: want pause or rollback", onFail))
+		errs = append(errs, fmt.Errorf("on_guardrail_fail %q: want pause, rollback or rollback_step", onFail))
 	}
 	return errs
 }

@@ -115,7 +115,7 @@ var bridgeGuard = []Guardrail{{Name: "bridge", Measure: MeasureBridgeFailures, M
 // TestGuardrailFailMidStep: a guardrail that fails while a step is moving
 // users pauses the campaign (the default), and nobody moves after that.
 func TestGuardrailFailMidStep(t *testing.T) {
-	for _, onFail := range []string{"", OnFailRollback} {
+	for _, onFail := range []string{"", OnFailRollback, OnFailRollbackStep} {
 		t.Run("on_fail="+onFail, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				src := &fakeMeasures{cohort: Sample{Total: 100, Bad: 1}, control: Sample{Total: 1000, Bad: 10}}
@@ -134,6 +134,9 @@ func TestGuardrailFailMidStep(t *testing.T) {
 				want := CampaignPaused
 				if onFail == OnFailRollback {
 					want = CampaignAborted // rolled back, then nobody left to move
+				}
+				if onFail == OnFailRollbackStep && c.RollbackStep != nil {
+					t.Fatalf("step rollback still under way: %+v", c)
 				}
 				if c.State != want {
 					t.Fatalf("state %s (%q), want %s", c.State, c.Reason, want)
@@ -160,7 +163,7 @@ func TestGuardrailFailMidStep(t *testing.T) {
 					t.Errorf("%d failed evaluations audited, evaluations %v", fails, evals)
 				}
 				sn := r.st.Snapshot()
-				if onFail == OnFailRollback {
+				if onFail == OnFailRollback || onFail == OnFailRollbackStep {
 					if n := sn.Count(PhaseReady) + sn.Count(PhaseCloud); n != 0 {
 						t.Errorf("%d users still ready or in cloud after the rollback", n)
 					}

@@ -2,6 +2,7 @@ package migrate
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -86,14 +87,16 @@ type Verdict struct {
 	// Done: the user is at or past the target phase.
 	Done bool
 	// HeldBack is the reason the user will not move ("" when it will):
-	// exempt, held, failed or a gate ("gate:device_version").
+	// exempt, held, failed or a gate (GateDeviceVersion and the other
+	// Gate constants).
 	HeldBack string
 	// Next is the next phase for a movable user.
 	Next Phase
 }
 
-// Judge returns the verdict on u, which Place put in step (≥ 0).
-func (c *Campaign) Judge(u *User, pl Placement, now time.Time) Verdict {
+// Judge returns the verdict on u, which Place put in step (≥ 0); src feeds
+// the shadow gates (nil: none, so those gates are inconclusive).
+func (c *Campaign) Judge(u *User, pl Placement, now time.Time, src ShadowSource) Verdict {
 	switch {
 	case c.reached(u.Phase):
 		return Verdict{Done: true}
@@ -106,6 +109,11 @@ func (c *Campaign) Judge(u *User, pl Placement, now time.Time) Verdict {
 	}
 	if u.Phase == PhaseLegacy || u.Phase == PhaseShadow {
 		if g := c.Steps[pl.Step].Gates.Check(u, now); g != "" {
+			return Verdict{HeldBack: g}
+		}
+	}
+	if u.Phase == PhaseShadow {
+		if g := c.Steps[pl.Step].Gates.CheckShadow(u, src); g != "" {
 			return Verdict{HeldBack: g}
 		}
 	}
@@ -130,6 +138,18 @@ func (c *Campaign) OpPrefix() string { return "campaign/" + c.Name + "/" }
 
 // MovedBy reports whether u's phase was last set by the campaign's driver.
 func (c *Campaign) MovedBy(u *User) bool { return strings.HasPrefix(u.OpID, c.OpPrefix()) }
+
+// MovedByStep reports whether u's phase was last set by the campaign's
+// driver during step (OpID's step part): a step rollback moves back only
+// these users.
+func (c *Campaign) MovedByStep(u *User, step int) bool {
+	return strings.HasPrefix(u.OpID, c.OpPrefix()+strconv.Itoa(step)+"/")
+}
+
+// RollbackStepOpID is the operation id of a step rollback's move.
+func (c *Campaign) RollbackStepOpID(step int, user string) string {
+	return fmt.Sprintf("%srollback/step%d/%s", c.OpPrefix(), step, user)
+}
 
 // Plan is what a campaign would do, computed from one consistent snapshot.
 type Plan struct {
@@ -164,10 +184,11 @@ type StepPlan struct {
 	HeldBack map[string]int `json:"held_back"`
 }
 
-// PlanCampaign computes c's plan over sn at now. A campaign that has no salt
-// yet is planned with salt, the one it would start with. It reads each user
-// once and allocates per step, not per user.
-func PlanCampaign(sn *Snapshot, c Campaign, salt string, now time.Time) Plan {
+// PlanCampaign computes c's plan over sn at now, with src feeding the shadow
+// gates. A campaign that has no salt yet is planned with salt, the one it
+// would start with. It reads each user once and allocates per step, not per
+// user.
+func PlanCampaign(sn *Snapshot, c Campaign, salt string, now time.Time, src ShadowSource) Plan {
 	if c.Salt == "" {
 		c.Salt = salt
 	}
@@ -195,7 +216,7 @@ func PlanCampaign(sn *Snapshot, c Campaign, salt string, now time.Time) Plan {
 		}
 		sp := &p.Steps[pl.Step]
 		sp.Cohort++
-		v := c.Judge(u, pl, now)
+		v := c.Judge(u, pl, now, src)
 		switch {
 		case v.Done:
 			sp.Done++

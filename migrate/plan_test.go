@@ -59,7 +59,7 @@ func planCampaign() Campaign {
 func TestPlanMatchesBruteForce(t *testing.T) {
 	st := population(t, 20000)
 	c := planCampaign()
-	p := PlanCampaign(st.Snapshot(), c, "ignored", planNow)
+	p := PlanCampaign(st.Snapshot(), c, "ignored", planNow, nil)
 	if p.Users != 20000 || p.Salt != "s1" {
 		t.Fatalf("users %d salt %s", p.Users, p.Salt)
 	}
@@ -140,7 +140,7 @@ func BenchmarkPlan1M(b *testing.B) {
 	c := planCampaign()
 	b.ResetTimer()
 	for b.Loop() {
-		p := PlanCampaign(st.Snapshot(), c, "", planNow)
+		p := PlanCampaign(st.Snapshot(), c, "", planNow, nil)
 		if p.Users != 1_000_000 {
 			b.Fatalf("%d users", p.Users)
 		}
@@ -154,6 +154,6 @@ func BenchmarkSurvey1M(b *testing.B) {
 	c.Step = 2
 	b.ResetTimer()
 	for b.Loop() {
-		SurveyCampaign(st.Snapshot(), &c, planNow, DefaultMaxPerTick)
+		SurveyCampaign(st.Snapshot(), &c, planNow, DefaultMaxPerTick, nil)
 	}
 }

@@ -337,12 +337,25 @@ type Decision struct {
 	Minimum     string    `json:"minimum,omitempty"`
 	Recommended string    `json:"recommended,omitempty"`
 	UpdateURL   string    `json:"update_url,omitempty"`
-	// Notice is the human-readable text for the user ("" when allowed).
+	// NextStage and NextStageAt are what comes next for this device and
+	// when: the next dated stage of the schedule, at the device's own
+	// moment for a hard block. Empty when nothing further is scheduled or
+	// the device is not affected.
+	NextStage   Stage     `json:"next_stage,omitempty"`
+	NextStageAt time.Time `json:"next_stage_at,omitzero"`
+	// Notice is the human-readable text for the user ("" when allowed):
+	// what is wrong, the version to update to, where, and (while the
+	// device is still admitted) the date of the next stage.
 	Notice string `json:"notice,omitempty"`
 }
 
 // Refuses reports whether an enforcement point refuses the device.
 func (d Decision) Refuses(known bool) bool { return d.Outcome.Refuses(known) }
+
+// Tells reports whether an enforcement point admits the device but must
+// pass the notice on: in the warning stage, and for a known device under a
+// soft block (or inside the hard block's jitter window).
+func (d Decision) Tells(known bool) bool { return d.Notice != "" && !d.Refuses(known) }
 
 // Affects reports whether the device falls under the policy, whatever the
 // stage, and why. Emergency blocks come first and ignore the scope.
@@ -417,10 +430,47 @@ func Decide(p *VersionPolicy, phase Phase, d ClientDevice, now time.Time) Decisi
 	default:
 		dec.Reason = ReasonNotYetEnforced
 	}
+	dec.NextStage, dec.NextStageAt = p.nextStage(now, dec.Deadline)
 	if dec.Outcome != VersionAllow {
 		dec.Notice = p.notice(d, reason)
+		if dec.Outcome != VersionHardBlock {
+			dec.Notice += nextStageNotice(dec.NextStage, dec.NextStageAt)
+		}
 	}
 	return dec
+}
+
+// nextStage is the first stage of the schedule dated after now; a hard
+// block comes at the device's own deadline inside the jitter window.
+func (p *VersionPolicy) nextStage(now, deadline time.Time) (Stage, time.Time) {
+	if hb, ok := p.DateOf(StageHardBlock); ok && !hb.After(now) && deadline.After(now) {
+		return StageHardBlock, deadline // inside the jitter window
+	}
+	for _, s := range p.Schedule {
+		if !s.At.After(now) {
+			continue
+		}
+		if s.Stage == StageHardBlock && deadline.After(s.At) {
+			return s.Stage, deadline
+		}
+		return s.Stage, s.At
+	}
+	return "", time.Time{}
+}
+
+// nextStageNotice tells an admitted user what the next stage changes for
+// them, and from when (a date in UTC); "" when nothing more is scheduled.
+func nextStageNotice(next Stage, at time.Time) string {
+	var what string
+	switch next {
+	case StageSoftBlock:
+		what = "new sign-ins and device links with this version will be refused"
+	case StageHardBlock, StageRetired:
+		what = "this version will stop working"
+	default:
+		return ""
+	}
+	return " From " + at.UTC().Format("2006-01-02 15:04 MST") + ", " + what + "."
 }
 
 // jitter is the device's share of the jitter window, from a stable hash of

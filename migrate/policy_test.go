@@ -3,6 +3,7 @@ package migrate
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -172,4 +173,47 @@ func FuzzPolicyJSON(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestWarningNotice checks that a decision that admits an affected device
+// carries a notice an enforcement point can pass on as is: the version to
+// update to, where, and the date of the next stage for this device.
+func TestWarningNotice(t *testing.T) {
+	p := testPolicy()
+	old := ClientDevice{ID: "d1", Platform: "android", Version: "4.2", Capabilities: []string{"chat2"}, Protocol: 2}
+	known := old
+	known.Known = true
+	inWindow := Decide(&p, PhaseLegacy, known, day(4))
+	for _, tc := range []struct {
+		name   string
+		dev    ClientDevice
+		now    time.Time
+		tells  bool
+		next   Stage
+		nextAt time.Time
+		says   string
+	}{
+		{"announced says nothing", old, day(1), false, StageWarning, day(2), ""},
+		{"warning", old, day(2), true, StageSoftBlock, day(3), "From 2026-03-04 00:00 UTC, new sign-ins and device links with this version will be refused."},
+		{"soft block, known device", known, day(3), true, StageHardBlock, inWindow.Deadline, "this version will stop working"},
+		{"soft block, new device", old, day(3), false, StageHardBlock, inWindow.Deadline, "please update to 5.2 or later at https://example.test/update"},
+		{"inside the jitter window", known, day(4), true, StageHardBlock, inWindow.Deadline, "this version will stop working"},
+		{"retired", known, day(7), false, "", time.Time{}, "is no longer supported"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := Decide(&p, PhaseLegacy, tc.dev, tc.now)
+			if d.Tells(tc.dev.Known) != tc.tells || d.NextStage != tc.next || !d.NextStageAt.Equal(tc.nextAt) {
+				t.Fatalf("tells=%v next=%s@%v, want %v %s@%v (%+v)", d.Tells(tc.dev.Known), d.NextStage, d.NextStageAt, tc.tells, tc.next, tc.nextAt, d)
+			}
+			if !strings.Contains(d.Notice, tc.says) || (tc.says == "") != (d.Notice == "") {
+				t.Fatalf("notice %q, want it to say %q", d.Notice, tc.says)
+			}
+			if tc.tells && !strings.Contains(d.Notice, "5.2") {
+				t.Fatalf("notice %q does not name the recommended version", d.Notice)
+			}
+		})
+	}
+	if inWindow.Outcome != VersionSoftBlock || !inWindow.Deadline.After(day(4)) {
+		t.Fatalf("the test device is not inside the jitter window at day 4: %+v", inWindow)
+	}
 }

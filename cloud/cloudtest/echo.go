@@ -17,6 +17,18 @@ import (
 // service are compared with: the same client code, the same frames, no
 // service.
 func AckEcho(conn *websocket.Conn) {
+	serveWith(conn, nil)
+}
+
+// wsConn is the part of a WebSocket connection serveWith uses.
+type wsConn interface {
+	ReadMessage() (int, []byte, error)
+	WriteMessage(messageType int, data []byte) error
+}
+
+// serveWith runs AckEcho's loop on conn, calling onSend (when not nil)
+// after each send was acked.
+func serveWith(conn wsConn, onSend func(cloudwire.Send)) {
 	write := func(f cloudwire.Frame) error {
 		b, err := cloudwire.Encode(f)
 		if err != nil {
@@ -41,6 +53,9 @@ func AckEcho(conn *websocket.Conn) {
 			}
 		case cloudwire.Send:
 			err = write(cloudwire.Ack{Ref: f.Ref, MsgID: f.MsgID, Conv: cloudwire.DirectConversationID("echo", f.To), Seq: 1, At: time.Now()})
+			if err == nil && onSend != nil {
+				onSend(f)
+			}
 		}
 		if err != nil {
 			return

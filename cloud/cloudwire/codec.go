@@ -87,6 +87,8 @@ func Decode(b []byte) (Frame, error) {
 		return decodeAs[Presence](b, typ, ref)
 	case TypeTyping:
 		return decodeAs[Typing](b, typ, ref)
+	case TypePresenceSnapshot:
+		return decodeAs[PresenceSnapshot](b, typ, ref)
 	case TypeCall:
 		return decodeAs[Call](b, typ, ref)
 	case TypeCallState:

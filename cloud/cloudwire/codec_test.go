@@ -56,6 +56,11 @@ var goldenFrames = []struct {
 		}}},
 	{"presence", Presence{State: PresenceIdle}},
 	{"presence_event", Presence{User: "bob", Device: "b-phone", State: PresenceOffline, At: at}},
+	{"presence_snapshot", PresenceSnapshot{Presences: []Presence{
+		{User: "alice", Device: "a-laptop", State: PresenceIdle, At: at},
+		{User: "bob", Device: "b-phone", State: PresenceActive, At: at},
+	}}},
+	{"event_placeholder", Event{Cursor: 62, User: "bob", Kind: KindPlaceholder, Conv: DirectConversationID("alice", "bob"), Seq: 8, MsgID: "0190b6d2-1111-7000-8000-00000000000b", At: at}},
 	{"typing", Typing{Conv: DirectConversationID("alice", "bob"), Typing: true}},
 	{"typing_event", Typing{Conv: DirectConversationID("alice", "bob"), User: "alice", Device: "dev-1", Typing: false}},
 	{"call_invite", Call{Ref: "20", Op: CallInvite, CallID: "0190b6d2-3333-7000-8000-000000000001", To: "bob", Media: "audio"}},

@@ -34,7 +34,13 @@ const Subprotocol = "ferry.v1"
 //	5: calls: the call request (invite, answer, reject, cancel, hangup)
 //	   and the call_state frame; the callee's most recently active device
 //	   rings first, the others after a delay; answered_elsewhere.
-const ProtocolVersion = 5
+//	6: presence_snapshot (sent once per session: the current presence of
+//	   the user's other devices and of the people who share a
+//	   conversation with the user); event kind placeholder (an inbox
+//	   entry the service cannot deliver as it is, so that cursors stay
+//	   dense in meaning); handshakes shed with HTTP 503 and Retry-After
+//	   when too many are in flight.
+const ProtocolVersion = 6
 
 // Size limits. A frame is one WebSocket text message.
 const (
@@ -62,6 +68,9 @@ const (
 	MaxGroupMembers = 256
 	// MaxGroupName bounds a group's name in bytes.
 	MaxGroupName = 128
+	// MaxSnapshotPresences bounds the entries of a PresenceSnapshot, so
+	// that it fits in MaxFrameSize whatever the ids.
+	MaxSnapshotPresences = 128
 	// maxShortField bounds platform, client version and each capability.
 	maxShortField = 64
 )
@@ -78,6 +87,9 @@ const (
 	// forwards others' with User and Device set.
 	TypePresence = "presence"
 	TypeTyping   = "typing"
+	// Server to client, once per session: the presence of everyone the
+	// session's user shares a conversation with.
+	TypePresenceSnapshot = "presence_snapshot"
 	// Client to server: a call request; server to client: a call's state.
 	TypeCall      = "call"
 	TypeCallState = "call_state"
@@ -105,6 +117,11 @@ const (
 	KindReceiptUpTo = "receipt_up_to"
 	// KindGroup: a group was created or its members changed; Op says how.
 	KindGroup = "group"
+	// KindPlaceholder: an inbox entry the service could not deliver as it
+	// is (a corrupt or oversized record). It carries the cursor, and Conv,
+	// Seq and MsgID when they could be read, so that the device's cursor
+	// moves past it; fetch the message with History if it matters.
+	KindPlaceholder = "placeholder"
 )
 
 // Presence states of a device. Clients send active or idle; the service
@@ -357,6 +374,18 @@ type Presence struct {
 	At     time.Time `json:"at,omitzero"`
 }
 
+// PresenceSnapshot is sent once per user session, after Welcome, unless
+// it would be empty: the
+// current presence (active or idle) of the user's other online devices and
+// of the online devices of the people who share a conversation with the
+// user, at most MaxSnapshotPresences of them. A device not listed is
+// offline (or beyond the limit). Each entry's At is when its state was
+// set: a client keeps, per device, the presence with the latest At, since
+// a live Presence may overtake the snapshot.
+type PresenceSnapshot struct {
+	Presences []Presence `json:"presences"`
+}
+
 // Typing says that a user is (or stopped) typing in a conversation. A
 // client sends Conv and Typing; the service forwards it to the
 // conversation's members with User and Device set. Live only.
@@ -523,6 +552,9 @@ func (CallState) FrameType() string { return TypeCallState }
 // FrameType implements Frame.
 func (Typing) FrameType() string { return TypeTyping }
 
+// FrameType implements Frame.
+func (PresenceSnapshot) FrameType() string { return TypePresenceSnapshot }
+
 // Validate checks a Hello's fields against their limits.
 func (h Hello) Validate() error {
 	if len(h.Token) > MaxTokenSize {
@@ -657,6 +689,23 @@ func (p Presence) Validate() error {
 	}
 	if p.Device != "" && !ValidID(p.Device) {
 		return invalid("device", "is not a valid device id")
+	}
+	return nil
+}
+
+// Validate checks a PresenceSnapshot: at most MaxSnapshotPresences
+// entries, each naming a user and a device.
+func (p PresenceSnapshot) Validate() error {
+	if len(p.Presences) > MaxSnapshotPresences {
+		return invalid("presences", "too many")
+	}
+	for _, e := range p.Presences {
+		if e.User == "" || e.Device == "" {
+			return invalid("presences", "entry without user or device")
+		}
+		if err := e.Validate(); err != nil {
+			return err
+		}
 	}
 	return nil
 }

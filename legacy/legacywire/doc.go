@@ -18,10 +18,14 @@
 // # Versioning
 //
 // Each protocol carries its version in its libp2p protocol ID
-// ([ChatV1ProtocolID], [ChatV2ProtocolID], [DirectoryProtocolID]). Chat v1
-// frames are positional (a [ChatHello], then [ChatMessage] and [ChatAck]
-// pairs); chat v2 frames ([ChatFrame]) carry an explicit type, and v1 stays
-// supported until it is retired. Fields are only ever added, never renamed or reused,
+// ([ChatV1ProtocolID], [ChatV2ProtocolID], [ChatV3ProtocolID],
+// [DirectoryProtocolID]). Chat v1 frames are positional (a [ChatHello],
+// then [ChatMessage] and [ChatAck] pairs); chat v2 frames ([ChatFrame])
+// carry an explicit type; chat v3 adds the file frame types
+// ([FrameFileOffer], [FrameFileAccept], [FrameFileDecline],
+// [FrameFileChunk]; bounds [MaxFileSize], [MaxFileChunk]) to the same
+// ChatFrame, and a v2 stream refuses them ([V3Only]). Older versions stay
+// supported until they are retired. Fields are only ever added, never renamed or reused,
 // and decoders ignore fields they do not know. [ProtocolVersion] sums up the
 // overall wire revision.
 //

@@ -88,6 +88,13 @@ const (
 	// A client must show it and stop registering: retrying changes nothing
 	// until the user updates.
 	CodeUpgradeRequired = "upgrade_required"
+	// CodeFileTooLarge: a file offer's size exceeds what the receiving
+	// device accepts (at most MaxFileSize). Error says both sizes.
+	CodeFileTooLarge = "file_too_large"
+	// CodeUnknownFile: a file_accept or file_decline names a file the
+	// offering device does not offer (never offered, forgotten, or offered
+	// to another user), or asks for an offset beyond its end.
+	CodeUnknownFile = "unknown_file"
 )
 
 // NoticesUser is the official system contact: chat messages From this user

@@ -30,6 +30,11 @@ const (
 	// authority signatures are checked again by the receiver, and Seq
 	// (routes) or Expires (device records) decides between two versions.
 	OpReplicate = "replicate"
+	// OpReports returns, oldest first, and forgets the undeliverable
+	// reports held for the certificate's user: one per message that user
+	// sent which the offline store dropped unread (DirResponse.Undeliverable).
+	// Cert must name the sender. Devices ask at every registration.
+	OpReports = "reports"
 )
 
 // DeviceRecord is what the directory knows about one device of a user.
@@ -70,6 +75,29 @@ type DirResponse struct {
 	// Messages are the messages held offline for a registering device's
 	// user (OpRegister with Fetch), oldest first.
 	Messages []ChatMessage `json:"messages,omitempty"`
+	// Undeliverable answers OpReports.
+	Undeliverable []Undeliverable `json:"undeliverable,omitempty"`
+}
+
+// Undeliverable reasons (Undeliverable.Reason).
+const (
+	// ReasonExpired: the message waited in the offline store for its whole
+	// expiry and no device of the recipient registered to take it.
+	ReasonExpired = "expired"
+	// ReasonOverflow: the recipient's offline queue overflowed (a failed
+	// hand-over put messages back beyond its bound) and the message, the
+	// oldest, was dropped.
+	ReasonOverflow = "overflow"
+)
+
+// Undeliverable tells a message's sender that the message never reached
+// its recipient: the supernode that held it dropped it unread.
+type Undeliverable struct {
+	MsgID  string    `json:"msg_id"`
+	From   string    `json:"from"`
+	To     string    `json:"to"`
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
 }
 
 // ChatHello is the first frame the opener writes on a chat stream: the

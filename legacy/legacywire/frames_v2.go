@@ -32,7 +32,7 @@ const (
 	PresenceOffline = "offline"
 )
 
-// ChatFrame is every frame of chat v2 after the ChatHello. Unlike v1 frames
+// ChatFrame is every frame of chat v2 and v3 after the ChatHello. Unlike v1 frames
 // it carries an explicit Type, and exactly the field that Type names is set.
 // Every frame the opener writes has an ID (for a message, the message's ID)
 // and is answered by one FrameAck frame with that ID, in order.
@@ -45,13 +45,19 @@ type ChatFrame struct {
 	Typing    *Typing      `json:"typing,omitempty"`
 	Presence  *Presence    `json:"presence,omitempty"`
 	Subscribe *Subscribe   `json:"subscribe,omitempty"`
+	// Chat v3 payloads (frames_v3.go).
+	FileOffer  *FileOffer  `json:"file_offer,omitempty"`
+	FileAnswer *FileAnswer `json:"file_answer,omitempty"`
+	FileChunk  *FileChunk  `json:"file_chunk,omitempty"`
 }
 
 // Valid reports whether the frame carries exactly the payload its Type names
-// (and an ID, except for acks, whose ID is inside the ack).
+// (and an ID, except for acks, whose ID is inside the ack, and file chunks),
+// with file payloads inside the wire's bounds (FileOffer.Valid).
 func (f ChatFrame) Valid() bool {
 	n := 0
-	for _, set := range []bool{f.Msg != nil, f.Ack != nil, f.Receipt != nil, f.Typing != nil, f.Presence != nil, f.Subscribe != nil} {
+	for _, set := range []bool{f.Msg != nil, f.Ack != nil, f.Receipt != nil, f.Typing != nil, f.Presence != nil, f.Subscribe != nil,
+		f.FileOffer != nil, f.FileAnswer != nil, f.FileChunk != nil} {
 		if set {
 			n++
 		}
@@ -73,7 +79,7 @@ func (f ChatFrame) Valid() bool {
 	case FrameSubscribe:
 		return f.Subscribe != nil && f.ID != ""
 	}
-	return false
+	return validFileFrame(f)
 }
 
 // Receipt tells a message's sender that Reader's device has the message

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 	"time"
 )
@@ -74,9 +75,12 @@ func FuzzCertificateVerify(f *testing.F) {
 	})
 }
 
-func FuzzReadChatFrame(f *testing.F) {
+// addGoldenSeeds adds, as framed bytes, every golden frame that keep
+// selects to f's corpus.
+func addGoldenSeeds(f *testing.F, keep func(name string, v any) bool) {
+	f.Helper()
 	for name, v := range goldenFrames(f) {
-		if _, ok := v.(ChatFrame); !ok {
+		if !keep(name, v) {
 			continue
 		}
 		var buf bytes.Buffer
@@ -85,6 +89,18 @@ func FuzzReadChatFrame(f *testing.F) {
 		}
 		f.Add(buf.Bytes())
 	}
+}
+
+// checkReadErr fails t when a ReadFrame error is none of its sentinels.
+func checkReadErr(t *testing.T, err error) {
+	t.Helper()
+	if err != nil && err != io.EOF && !errors.Is(err, ErrMalformedFrame) && !errors.Is(err, ErrFrameTooLarge) {
+		t.Fatalf("ReadFrame returned a non-sentinel error: %v", err)
+	}
+}
+
+func FuzzReadChatFrame(f *testing.F) {
+	addGoldenSeeds(f, func(_ string, v any) bool { _, ok := v.(ChatFrame); return ok })
 	f.Add([]byte{})
 	f.Add(binary.AppendUvarint(nil, 2))
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -93,9 +109,7 @@ func FuzzReadChatFrame(f *testing.F) {
 			var fr ChatFrame
 			err := ReadFrame(r, &fr)
 			if err != nil {
-				if err != io.EOF && !errors.Is(err, ErrMalformedFrame) && !errors.Is(err, ErrFrameTooLarge) {
-					t.Fatalf("ReadFrame returned a non-sentinel error: %v", err)
-				}
+				checkReadErr(t, err)
 				return
 			}
 			if fr.Valid() && fr.Type == FrameMsg && fr.Msg.ID != fr.ID {
@@ -131,6 +145,62 @@ func FuzzRevocationVerify(f *testing.F) {
 		}
 		if !errors.Is(err, ErrBadSignature) {
 			t.Fatalf("Verify returned a non-sentinel error: %v", err)
+		}
+	})
+}
+
+// FuzzReadFileFrame decodes chat v3 frames: a frame that is Valid keeps
+// every file payload inside the wire's bounds.
+func FuzzReadFileFrame(f *testing.F) {
+	addGoldenSeeds(f, func(name string, _ any) bool { return strings.HasPrefix(name, "chat3_") })
+	f.Add([]byte(`{"type":"file_chunk","file_chunk":{"file_id":"f","offset":-1,"data":"AA=="}}`))
+	f.Add([]byte(`{"type":"file_offer","id":"f","file_offer":{"id":"f","size":1e30}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var body bytes.Buffer
+		_ = WriteFrame(&body, json.RawMessage(data)) // also try the raw bytes as a body
+		for _, in := range [][]byte{data, body.Bytes()} {
+			var fr ChatFrame
+			err := ReadFrame(bufio.NewReader(bytes.NewReader(in)), &fr)
+			if err != nil {
+				checkReadErr(t, err)
+				continue
+			}
+			if !fr.Valid() {
+				continue
+			}
+			switch fr.Type {
+			case FrameFileOffer:
+				o := fr.FileOffer
+				if o.Size < 0 || o.Size > MaxFileSize || o.ChunkSize < 1 || o.ChunkSize > MaxFileChunk || len(o.Name) > MaxFileNameLen || o.ID != fr.ID {
+					t.Fatalf("valid offer out of bounds: %+v", o)
+				}
+			case FrameFileChunk:
+				if c := fr.FileChunk; c.Offset < 0 || len(c.Data) == 0 || len(c.Data) > MaxFileChunk {
+					t.Fatalf("valid chunk out of bounds: offset %d, %d bytes", c.Offset, len(c.Data))
+				}
+			case FrameFileAccept, FrameFileDecline:
+				if a := fr.FileAnswer; a.Offset < 0 || a.FileID == "" || fr.ID == "" {
+					t.Fatalf("valid answer out of bounds: %+v", a)
+				}
+			}
+		}
+	})
+}
+
+// FuzzReadDirResponse decodes directory responses, undeliverable reports
+// included, without panicking or returning a non-sentinel error.
+func FuzzReadDirResponse(f *testing.F) {
+	addGoldenSeeds(f, func(_ string, v any) bool { _, ok := v.(DirResponse); return ok })
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var resp DirResponse
+		err := ReadFrame(bufio.NewReader(bytes.NewReader(data)), &resp)
+		checkReadErr(t, err)
+		if err == nil {
+			// What decodes encodes again.
+			if err := WriteFrame(io.Discard, resp); err != nil && !errors.Is(err, ErrFrameTooLarge) {
+				t.Fatalf("re-encode: %v", err)
+			}
 		}
 	})
 }

@@ -47,6 +47,8 @@ func goldenFrames(tb testing.TB) map[string]any {
 		NotAfter:  cert.NotAfter,
 	})
 	msg := ChatMessage{ID: "01968c5e-7f3a-7b2c-9d4e-0123456789ab", From: "alice", To: "bob", Text: "hello, bob", SentAt: at}
+	offer := FileOffer{ID: "01968c5e-7f3a-7b2c-9d4e-0123456789b1", From: "alice", To: "bob", Name: "report.pdf", Size: 70000,
+		SHA256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", ChunkSize: MaxFileChunk, SentAt: at}
 	device := DeviceRecord{Cert: cert, Addrs: []string{"/ip4/127.0.0.1/tcp/4002"}, Expires: at.Add(10 * time.Minute)}
 	return map[string]any{
 		"certificate":                 cert,
@@ -86,6 +88,16 @@ func goldenFrames(tb testing.TB) map[string]any {
 		"chat2_typing":          ChatFrame{Type: FrameTyping, ID: "01968c5e-7f3a-7b2c-9d4e-0123456789ae", Typing: &Typing{From: "alice", To: "bob", Active: true, At: at}},
 		"chat2_presence":        ChatFrame{Type: FramePresence, ID: "01968c5e-7f3a-7b2c-9d4e-0123456789af", Presence: &Presence{User: "alice", Status: PresenceIdle, At: at}},
 		"chat2_subscribe":       ChatFrame{Type: FrameSubscribe, ID: "01968c5e-7f3a-7b2c-9d4e-0123456789b0", Subscribe: &Subscribe{User: "alice"}},
+
+		"chat3_file_offer":           ChatFrame{Type: FrameFileOffer, ID: offer.ID, FileOffer: &offer},
+		"chat3_file_accept":          ChatFrame{Type: FrameFileAccept, ID: "01968c5e-7f3a-7b2c-9d4e-0123456789b2", FileAnswer: &FileAnswer{FileID: offer.ID, From: "bob", To: "alice"}},
+		"chat3_file_accept_resume":   ChatFrame{Type: FrameFileAccept, ID: "01968c5e-7f3a-7b2c-9d4e-0123456789b3", FileAnswer: &FileAnswer{FileID: offer.ID, From: "bob", To: "alice", Offset: 32768}},
+		"chat3_file_decline":         ChatFrame{Type: FrameFileDecline, ID: "01968c5e-7f3a-7b2c-9d4e-0123456789b4", FileAnswer: &FileAnswer{FileID: offer.ID, From: "bob", To: "alice", Reason: "no room on this phone"}},
+		"chat3_file_chunk":           ChatFrame{Type: FrameFileChunk, FileChunk: &FileChunk{FileID: offer.ID, Offset: 32768, Data: []byte("%PDF-1.7 golden chunk")}},
+		"chat3_ack_file_too_large":   ChatFrame{Type: FrameAck, Ack: &ChatAck{ID: offer.ID, Status: StatusRefused, Code: CodeFileTooLarge, Error: "file of 73400320 bytes, this device takes at most 67108864"}},
+		"chat3_ack_unknown_file":     ChatFrame{Type: FrameAck, Ack: &ChatAck{ID: "01968c5e-7f3a-7b2c-9d4e-0123456789b2", Status: StatusRefused, Code: CodeUnknownFile, Error: "no file 01968c5e-7f3a-7b2c-9d4e-0123456789b1 offered to bob"}},
+		"dir_request_reports":        DirRequest{Op: OpReports, Cert: &cert},
+		"dir_response_undeliverable": DirResponse{OK: true, Undeliverable: []Undeliverable{{MsgID: msg.ID, From: "alice", To: "bob", Reason: ReasonExpired, At: at}}},
 	}
 }
 

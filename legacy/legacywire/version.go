@@ -20,7 +20,15 @@ package legacywire
 //	   and chat); directory op replicate (DirRequest.Record, Route or
 //	   Revocation) among supernodes certified with capability supernode,
 //	   refusal code not_supernode. Earlier bytes are unchanged.
-const ProtocolVersion = 3
+//	4: chat 3.0.0: chat v2 plus file offers (ChatFrame types file_offer,
+//	   file_accept, file_decline, file_chunk; payloads FileOffer,
+//	   FileAnswer, FileChunk; bounds MaxFileSize, MaxFileChunk,
+//	   MaxFileNameLen), refusal codes file_too_large and unknown_file,
+//	   capability chat3. Offline expiry reports: directory op reports
+//	   answered by DirResponse.Undeliverable (Undeliverable: message id,
+//	   sender, recipient, reason expired or overflow). Earlier bytes are
+//	   unchanged.
+const ProtocolVersion = 4
 
 // Protocol IDs, one per protocol and version. A new version of a protocol gets
 // a new ID; old IDs keep working until the version is retired.
@@ -36,6 +44,10 @@ const (
 	// Openers list it before ChatV1ProtocolID so that multistream-select
 	// settles on the highest version both ends speak.
 	ChatV2ProtocolID = "/ferry/chat/2.0.0"
+	// ChatV3ProtocolID is chat v3: chat v2's frames plus file offers
+	// (frames_v3.go). A file_accept frame is answered by its ack and then
+	// by the file's chunks. Openers list it first.
+	ChatV3ProtocolID = "/ferry/chat/3.0.0"
 )
 
 // MaxFrameSize is the largest frame body, in bytes, that WriteFrame writes and
@@ -48,12 +60,13 @@ const (
 	// record names it: its chat messages may carry a From other than the
 	// certificate's User.
 	CapBridge = "bridge"
-	// CapChat1 and CapChat2 record which chat versions the authority
+	// CapChat1, CapChat2 and CapChat3 record which chat versions the authority
 	// certified the client build for. The version actually spoken is what
 	// multistream-select negotiates; these let a directory reader (and the
 	// version-retirement policy) see a device's generation without dialing it.
 	CapChat1 = "chat1"
 	CapChat2 = "chat2"
+	CapChat3 = "chat3"
 	// CapSupernode marks a supernode's own certificate: only such a peer may
 	// push OpReplicate to another supernode.
 	CapSupernode = "supernode"

@@ -42,6 +42,8 @@ type Store struct {
 	running   atomic.Bool
 	ready     chan struct{}
 	readyOnce sync.Once
+	// corrupt counts the records the watch could not decode.
+	corrupt atomic.Uint64
 }
 
 // New creates the bucket, or updates its configuration, and returns a Store

@@ -2,6 +2,7 @@ package migratestore
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -540,10 +541,66 @@ func TestRunLoadsExistingBucket(t *testing.T) {
 		t.Fatal(err)
 	}
 	reader := startStore(t, ctx, e.JS, Config{})
-	if got := reader.st.Snapshot().Len(); got != n {
-		t.Errorf("after Ready the State holds %d users, want %d", got, n)
+	// The undecodable record is not skipped: it shows as a held user
+	// (TestCorruptRecordHeld), so that ops see it.
+	if got := reader.st.Snapshot().Len(); got != n+1 {
+		t.Errorf("after Ready the State holds %d users, want %d and the corrupt one", got, n)
+	}
+	if got := reader.CorruptRecords(); got != 1 {
+		t.Errorf("CorruptRecords = %d, want 1", got)
 	}
 	if err := reader.Run(ctx); !errors.Is(err, ErrRunning) {
 		t.Errorf("second Run = %v, want ErrRunning", err)
 	}
+}
+
+func TestCorruptRecordHeld(t *testing.T) {
+	ctx := testContext(t)
+	e := enginetest.Start(t)
+	s := startStore(t, ctx, e.JS, Config{})
+	for _, id := range []string{"kate", "liam"} {
+		for _, to := range []migrate.Phase{migrate.PhaseShadow, migrate.PhaseReady, migrate.PhaseCloud} {
+			if _, err := s.Transition(ctx, id, migrate.Op{To: to, Reason: "test"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := s.Transition(ctx, "liam", migrate.Op{To: migrate.PhaseHeld, Reason: "ops"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"kate", "liam", "mona"} {
+		if _, err := s.kv.Put(ctx, id, []byte(`{"id":"`+id+`","phase":"nowhere"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		id    string
+		prior migrate.Phase
+		home  bool
+	}{
+		{"kate", migrate.PhaseCloud, true}, // frozen where it was: still a cloud home
+		{"liam", migrate.PhaseCloud, true}, // already held: keeps its prior
+		{"mona", "", false},                // never seen: held, no prior
+	} {
+		waitFor(t, ctx, tc.id+" held as corrupt", func() bool {
+			u, ok := s.st.Get(tc.id)
+			return ok && u.Reason == ReasonCorruptRecord
+		})
+		u, _ := s.st.Get(tc.id)
+		if u.Phase != migrate.PhaseHeld || u.Prior != tc.prior || u.CloudHome() != tc.home {
+			t.Errorf("%s: phase %s prior %q cloud home %v, want held prior %q cloud home %v", tc.id, u.Phase, u.Prior, u.CloudHome(), tc.prior, tc.home)
+		}
+	}
+	if got := s.CorruptRecords(); got != 3 {
+		t.Errorf("CorruptRecords = %d, want 3", got)
+	}
+	// A valid record written over the corrupt one replaces the stand-in.
+	good, _ := json.Marshal(migrate.User{ID: "kate", Phase: migrate.PhaseShadow})
+	if _, err := s.kv.Put(ctx, "kate", good); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, "kate's valid record", func() bool {
+		u, ok := s.st.Get("kate")
+		return ok && u.Phase == migrate.PhaseShadow && u.Reason == ""
+	})
 }

@@ -110,14 +110,51 @@ func (f *feeder) add(e jetstream.KeyValueEntry) {
 	case jetstream.KeyValuePut:
 		u, err := decode(e.Key(), e.Value(), e.Revision())
 		if err != nil {
-			s.log.Warn("skipping undecodable record", "key", e.Key(), "revision", e.Revision(), "err", err)
-			return
+			s.corrupt.Add(1)
+			s.log.Warn("undecodable record: the user is shown held until a valid record replaces it",
+				"key", e.Key(), "revision", e.Revision(), "err", err)
+			f.flush() // the held stand-in is built from the State as it is now
+			var ok bool
+			if u, ok = s.corruptStandIn(e.Key(), e.Revision()); !ok {
+				return
+			}
 		}
 		f.batch = append(f.batch, u)
 	case jetstream.KeyValueDelete, jetstream.KeyValuePurge:
 		f.flush()
 		s.st.Remove(e.Key())
 	}
+}
+
+// ReasonCorruptRecord is the Reason of the held record the State shows for a
+// user whose stored record cannot be decoded.
+const ReasonCorruptRecord = "corrupt record"
+
+// CorruptRecords is how many records the watch could not decode since the
+// Store was made (the agent exports it as a counter).
+func (s *Store) CorruptRecords() uint64 { return s.corrupt.Load() }
+
+// corruptStandIn is what the State shows for key when its record at revision
+// cannot be decoded: the last good record held, so that ops see the user in
+// held with reason ReasonCorruptRecord and the driver moves nobody on stale
+// data, while routing keeps the inbound home it had (Prior). ok is false
+// when the key cannot be a user id.
+func (s *Store) corruptStandIn(key string, revision uint64) (migrate.User, bool) {
+	if migrate.CheckUserID(key) != nil {
+		return migrate.User{}, false
+	}
+	u, ok := s.st.Get(key)
+	if !ok {
+		u = migrate.User{ID: key, PhaseSince: s.cfg.Now().UTC()}
+	}
+	if u.Phase != migrate.PhaseHeld && u.Phase != migrate.PhaseFailed {
+		u.Prior = u.Phase // held or failed already keep the stable phase
+	}
+	u.Phase = migrate.PhaseHeld
+	u.Reason = ReasonCorruptRecord
+	u.OpID = ""
+	u.Revision = revision
+	return u, true
 }
 
 // ended is Run's result when the watch's channel closes: the watch also

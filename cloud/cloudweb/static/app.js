@@ -222,7 +222,8 @@
         onError(f);
         break;
       default:
-        // presence, typing, call_state: not shown by this client yet.
+        // presence, presence_snapshot, typing, call_state: not shown by
+        // this client yet.
         break;
     }
   }
@@ -237,6 +238,12 @@
   }
 
   function apply(ev) {
+    if (ev.kind === "placeholder") {
+      // An entry the service could not send as stored (protocol 6): fetch
+      // the message from the log when the placeholder names one.
+      if (ev.conv && ev.seq > 0) transmit({ type: "history", ref: nextRef(), conv: ev.conv, after: ev.seq - 1, limit: 1 });
+      return;
+    }
     const c = ensureConv(ev.conv);
     switch (ev.kind) {
       case "msg":
