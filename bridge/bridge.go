@@ -61,7 +61,11 @@ type Config struct {
 	DeliveryTimeout time.Duration
 	// OutboxTTL is how long a cloud message waits for an offline legacy
 	// recipient before it is dropped as undeliverable (DefaultOutboxTTL).
-	OutboxTTL  time.Duration
+	OutboxTTL time.Duration
+	// Replicas is the replica count of every stream and bucket the bridge
+	// creates (cursor, id map, outbox, flip hold); 0 means 1. Use 3 on a
+	// three-server NATS cluster.
+	Replicas   int
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
 	Now        func() time.Time
@@ -102,6 +106,12 @@ type Bridge struct {
 	outbox  *outbox
 	ledger  *ledger
 	live    *liveRelay
+	shadow  *shadow // shadow mirror, backfill and compare (shadow.go)
+	// flip, hold and flow: users flipping to the cloud, the legacy
+	// messages held for them, and their metrics (flip.go, mirror.go).
+	flip *flipTracker
+	hold *outbox
+	flow *flowMetrics
 
 	linkState *linkTracker
 
@@ -140,7 +150,10 @@ func New(ctx context.Context, cfg Config) (*Bridge, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bridge: certify own peer: %w", err)
 	}
-	cur, err := newCursorStore(ctx, cfg.JS, "link-0", log)
+	if cfg.Replicas < 1 {
+		cfg.Replicas = 1
+	}
+	cur, err := newCursorStore(ctx, cfg.JS, cfg.Replicas, "link-0", log)
 	if err != nil {
 		return nil, err
 	}
@@ -158,12 +171,25 @@ func New(ctx context.Context, cfg Config) (*Bridge, error) {
 		cursor:  cur,
 	}
 	b.linkState = newLinkTracker("link-0", m.link, cfg.Now)
-	if b.ledger, err = newLedger(ctx, cfg.JS); err != nil {
+	if b.ledger, err = newLedger(ctx, cfg.JS, cfg.Replicas); err != nil {
+		return nil, err
+	}
+	if b.flow, err = newFlowMetrics(cfg.Registerer); err != nil {
+		return nil, err
+	}
+	b.flip = newFlipTracker()
+	if b.hold, err = newQueue(ctx, cfg.JS, b.holdSpec(), cfg.OutboxTTL, b.drainHeld, cfg.Now, log, m); err != nil {
+		return nil, err
+	}
+	spec := outboxSpec(cfg.Replicas, m)
+	spec.mirror, spec.mirrorExpired = b.carryMirror, b.flow.mirrored.WithLabelValues(resultExpired)
+	spec.expired = b.reportToCloudSender
+	if b.outbox, err = newQueue(ctx, cfg.JS, spec, cfg.OutboxTTL, b.carry, cfg.Now, log, m); err != nil {
 		return nil, err
 	}
 	b.routes = newRoutePublisher(b)
 	b.live = newLiveRelay(b)
-	if b.outbox, err = newOutbox(ctx, cfg.JS, cfg.OutboxTTL, b.carry, cfg.Now, log, m); err != nil {
+	if b.shadow, err = newShadow(ctx, b); err != nil {
 		return nil, err
 	}
 	return b, nil
@@ -191,7 +217,10 @@ func (b *Bridge) Run(ctx context.Context) error {
 	g.Go(func() error { return b.runLink(ctx) })
 	g.Go(func() error { return b.cursor.run(ctx) })
 	g.Go(func() error { return b.outbox.run(ctx) })
+	g.Go(func() error { return b.hold.run(ctx) })
+	g.Go(func() error { return b.runFlips(ctx) })
 	g.Go(func() error { return b.live.run(ctx) })
+	g.Go(func() error { return b.shadow.run(ctx) })
 	return g.Wait()
 }
 

@@ -32,11 +32,12 @@ type cursorStore struct {
 	flushed uint64
 }
 
-func newCursorStore(ctx context.Context, js jetstream.JetStream, name string, log *slog.Logger) (*cursorStore, error) {
+func newCursorStore(ctx context.Context, js jetstream.JetStream, replicas int, name string, log *slog.Logger) (*cursorStore, error) {
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      cursorBucket,
 		Description: "Ferry bridge: cloud feed cursors",
 		History:     1,
+		Replicas:    replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bridge: cursor bucket: %w", err)

@@ -19,7 +19,7 @@ func TestCursorSurvivesRestart(t *testing.T) {
 	defer cancel()
 	log := slog.New(slog.DiscardHandler)
 
-	c, err := newCursorStore(ctx, eng.JS, "link-0", log)
+	c, err := newCursorStore(ctx, eng.JS, 1, "link-0", log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,14 +39,14 @@ func TestCursorSurvivesRestart(t *testing.T) {
 	eng.Close()
 
 	eng = enginetest.StartIn(t, dir)
-	c2, err := newCursorStore(ctx, eng.JS, "link-0", log)
+	c2, err := newCursorStore(ctx, eng.JS, 1, "link-0", log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := c2.load(); got != 42 {
 		t.Fatalf("cursor after restart %d, want 42", got)
 	}
-	other, err := newCursorStore(ctx, eng.JS, "link-1", log)
+	other, err := newCursorStore(ctx, eng.JS, 1, "link-1", log)
 	if err != nil {
 		t.Fatal(err)
 	}

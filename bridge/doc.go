@@ -36,5 +36,90 @@
 // jitter with a doubling cap that starts over after a link that came up; a
 // refused token waits the longest, since retrying faster cannot fix it.
 //
+// # The flip (ready → cloud) and reverse mirroring
+//
+// The bridge watches memdb. When a user's inbound home becomes the cloud,
+// the route publisher's listener marks the user "flipping" before it queues
+// the route record, so no route can be out before the mark (flip.go).
+// While a user is flipping, a legacy message the bridge gets for them is
+// not refused: it goes to the user's queue in the flip hold (a JetStream
+// stream, one FIFO per recipient, like the outbox) and the sender is
+// acknowledged once it is durable there. Once the route record is
+// published and the cloud has answered a request sent after that (one
+// probe on the link covers every flip routed before it), the hold drains
+// in order; the flip ends when the hold is empty. Until then newer legacy
+// messages for the user queue behind what is held, so none overtakes
+// another. A rollback ends the flip, and what was held drains to the
+// user's legacy devices instead.
+//
+// Legacy senders whose lookup predates the route still reach the user's
+// legacy devices directly; legacy devices look the recipient up before
+// every send, so the window is one lookup long. Of the two remedies, the
+// device forwarding or the sender retrying on not_here, the bridge
+// implements the second where it answers: for a recipient whose home is
+// not the cloud (a rollback under a stale route) it answers not_here and
+// the sender looks up again and reaches the devices. A user's own legacy
+// device that accepts a message after the flip can neither forward it (a
+// device may only send as its own user; there is no forward frame) nor
+// answer not_here (it does not know its user's phase): that message is on
+// the device, in order, and reaches the cloud only through shadow
+// dual-write (the copy a shadow or ready user's v2 senders make). Closing
+// the window for every sender needs a legacy-side change (legacy/).
+//
+// In phase cloud, every message the user receives is mirrored back to
+// their legacy devices (mirror.go) through the same outbox queue their
+// legacy deliveries used before the flip, so the copies follow whatever
+// was still waiting there, in the cloud inbox's order. A copy keeps the
+// message's id, sender and time: a device that already had the message
+// drops it as a repeat, and no receipt goes back to the cloud. A device
+// that is offline gets its copies when it is reachable again, so a
+// rollback to shadow loses nothing the user received. Messages the user
+// sends from a cloud device are not mirrored: a legacy device takes only
+// messages addressed to its own user, and the wire has no "sent from
+// another device" or "mirrored" mark yet (legacywire).
+//
+// What one of these queues drops unread after OutboxTTL is reported to
+// the sender on their own side (mirror_report.go) and counted in
+// gateway_bridge_undeliverable_reports_total; mirror copies expire
+// without a report, their original having reached the user's home.
+//
+// Shadow (shadow*.go). Legacy-to-legacy traffic never passes the bridge,
+// so for users in shadow and ready the bridge publishes a shadow route
+// (legacywire.RouteMirror, signed by the authority like a home route,
+// withdrawn when the user leaves both phases) naming itself as an
+// additional mirror target. A lookup returns the user's devices plus the
+// mirror; a chat v2+ sender, after its own fan-out, sends a shadow copy of
+// each message to the mirror on its own protocol (legacy.MirrorMessage,
+// /ferry/mirror/1.0.0): the copy never counts as delivery and a failure to
+// reach the mirror never fails the send. The bridge writes each copy into
+// the cloud conversation acting for the sender, idempotent by message id
+// (the cloud returns the original for an id it holds, so a copy and a
+// later real delivery never double), and delivers it nowhere: a mark
+// written before the cloud write makes its own feed skip the event.
+// Known gaps: chat v1 senders know nothing of mirrors, and a v2 sender
+// fans out to the recipient's devices only, never to its own user's other
+// devices, so what a shadow user sends to a user who is not mirrored is
+// not seen live. Both reach the cloud by backfill and are counted there
+// as missing.
+//
+// Backfill: when a user enters shadow or ready (and at start for those
+// not done), the bridge asks one of the user's legacy devices that serves
+// the history protocol (/ferry/history/1.0.0, chat v2+ devices; only a
+// CapBridge peer may read, only the device's own user) for its recent
+// history, oldest first, paged, at most BackfillMaxMessages of at most
+// BackfillMaxAge, writes what the cloud lacks and marks the user's
+// backfill complete; a run that cannot finish is retried after 30 s.
+//
+// Compare: every mirrored or backfilled copy is compared with the cloud
+// copy (read back at the sequence the cloud answered: sender, recipient,
+// text; a group message as its chat v1/v2 rendering): match, mismatch, or
+// missing (the cloud had none), counted in
+// gateway_bridge_shadow_compare_total and, once per message and source, in
+// the user's bounded summary (ShadowStats: samples, mismatches, missing,
+// backfill complete, the last mismatched ids), kept in memory for the
+// campaign gates and written to the ferry_bridge_shadow KV bucket, whose
+// entries expire after 30 days without a write (a user whose summary
+// expired is backfilled again).
+//
 // bridge is the only package that imports both legacy/ and cloud/.
 package bridge

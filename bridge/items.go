@@ -53,11 +53,12 @@ type ledger struct {
 	groups map[string]string // group conv → name, learned from events and history
 }
 
-func newLedger(ctx context.Context, js jetstream.JetStream) (*ledger, error) {
+func newLedger(ctx context.Context, js jetstream.JetStream, replicas int) (*ledger, error) {
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      idsBucket,
 		Description: "Ferry bridge: message id to conversation, forwarded receipt watermarks",
 		History:     1,
+		Replicas:    replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bridge: id map bucket: %w", err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ferrygw/ferry/cloud/cloudwire"
 )
@@ -29,10 +30,43 @@ const (
 	outboxRequestTimeout = 5 * time.Second
 )
 
-// outboxEntry is what the outbox stores for one message.
+// outboxEntry is what the outbox stores for one message. Mirror marks a
+// history copy of a message a cloud-home user got (mirror.go): it is
+// delivered without a receipt and expires without a report.
 type outboxEntry struct {
 	Event    cloudwire.Event `json:"event"`
 	QueuedAt time.Time       `json:"queued_at"`
+	Mirror   bool            `json:"mirror,omitempty"`
+}
+
+// queueSpec names one durable per-user queue: the outbox toward legacy
+// devices, or the flip hold toward the cloud (flip.go). Both share the
+// outbox's code; each has its own stream, gauges and expiry report.
+type queueSpec struct {
+	stream, prefix, description string
+	replicas                    int
+	// dir labels what expires, in gateway_bridge_messages_total.
+	dir           string
+	depth, oldest prometheus.Gauge
+	// mirror, when set, delivers entries marked Mirror instead of deliver;
+	// mirrorExpired counts those that expire.
+	mirror        deliverFunc
+	mirrorExpired prometheus.Counter
+	// expired, when set, tells the origin of an expired entry that is not
+	// a mirror copy; an error keeps the entry for a later attempt. home
+	// reports that the message reached its recipient's home meanwhile (a
+	// user who flipped to the cloud has it there): it is counted as an
+	// expired mirror copy, not as undeliverable.
+	expired func(ctx context.Context, e outboxEntry) (home bool, err error)
+}
+
+// outboxSpec is the outbox toward legacy devices.
+func outboxSpec(replicas int, m *metrics) queueSpec {
+	return queueSpec{
+		stream: outboxStream, prefix: outboxSubjectPrefix, replicas: replicas,
+		description: "Ferry bridge: cloud messages waiting for a legacy recipient",
+		dir:         dirCloudToLegacy, depth: m.outboxDepth, oldest: m.outboxOldest,
+	}
 }
 
 // deliverFunc makes one attempt to carry a cloud event to the overlay. done
@@ -46,6 +80,7 @@ type deliverFunc func(ctx context.Context, ev cloudwire.Event) (done bool, err e
 // so a conversation's order holds. What stays longer than ttl is dropped and
 // counted as undeliverable.
 type outbox struct {
+	spec    queueSpec
 	stream  jetstream.Stream
 	js      jetstream.JetStream
 	ttl     time.Duration
@@ -67,28 +102,34 @@ type outboxQueue struct {
 }
 
 func newOutbox(ctx context.Context, js jetstream.JetStream, ttl time.Duration, deliver deliverFunc, now func() time.Time, log *slog.Logger, m *metrics) (*outbox, error) {
+	return newQueue(ctx, js, outboxSpec(1, m), ttl, deliver, now, log, m)
+}
+
+// newQueue opens (or creates) the queue spec names.
+func newQueue(ctx context.Context, js jetstream.JetStream, spec queueSpec, ttl time.Duration, deliver deliverFunc, now func() time.Time, log *slog.Logger, m *metrics) (*outbox, error) {
 	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        outboxStream,
-		Description: "Ferry bridge: cloud messages waiting for a legacy recipient",
-		Subjects:    []string{outboxSubjectPrefix + "*"},
+		Name:        spec.stream,
+		Description: spec.description,
+		Subjects:    []string{spec.prefix + "*"},
 		Storage:     jetstream.FileStorage,
 		Duplicates:  outboxDuplicates,
 		AllowDirect: true,
+		Replicas:    max(1, spec.replicas),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("bridge: outbox stream: %w", err)
+		return nil, fmt.Errorf("bridge: %s stream: %w", spec.stream, err)
 	}
-	o := &outbox{stream: st, js: js, ttl: ttl, deliver: deliver, now: now, log: log, m: m, users: map[string]*outboxQueue{}}
+	o := &outbox{spec: spec, stream: st, js: js, ttl: ttl, deliver: deliver, now: now, log: log, m: m, users: map[string]*outboxQueue{}}
 	if err := o.load(ctx); err != nil {
 		return nil, err
 	}
-	m.outboxDepth.Set(0)
+	spec.depth.Set(0)
 	return o, nil
 }
 
 // load rebuilds the per-recipient counts from the stream after a restart.
 func (o *outbox) load(ctx context.Context) error {
-	info, err := o.stream.Info(ctx, jetstream.WithSubjectFilter(outboxSubjectPrefix+">"))
+	info, err := o.stream.Info(ctx, jetstream.WithSubjectFilter(o.spec.prefix+">"))
 	if err != nil {
 		return fmt.Errorf("bridge: outbox state: %w", err)
 	}
@@ -96,7 +137,7 @@ func (o *outbox) load(ctx context.Context) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for subj, n := range info.State.Subjects {
-		user := strings.TrimPrefix(subj, outboxSubjectPrefix)
+		user := strings.TrimPrefix(subj, o.spec.prefix)
 		o.users[user] = &outboxQueue{depth: int(n), next: now, backoff: outboxBackoffMin}
 	}
 	return nil
@@ -112,12 +153,20 @@ func (o *outbox) pending(user string) bool {
 // add queues ev behind whatever its recipient already has waiting. The
 // message id makes a replay after a restart a no-op.
 func (o *outbox) add(ctx context.Context, ev cloudwire.Event) error {
+	return o.addEntry(ctx, outboxEntry{Event: ev})
+}
+
+// addEntry queues e (its QueuedAt set now) behind whatever e.Event.User
+// already has waiting.
+func (o *outbox) addEntry(ctx context.Context, e outboxEntry) error {
+	ev := e.Event
 	now := o.now().UTC()
-	b, err := json.Marshal(outboxEntry{Event: ev, QueuedAt: now})
+	e.QueuedAt = now
+	b, err := json.Marshal(e)
 	if err != nil {
 		return err
 	}
-	msg := nats.NewMsg(outboxSubjectPrefix + ev.User)
+	msg := nats.NewMsg(o.spec.prefix + ev.User)
 	msg.Data = b
 	msg.Header.Set(jetstream.MsgIDHeader, ev.MsgID+":"+ev.User)
 	ack, err := o.js.PublishMsg(ctx, msg)
@@ -136,6 +185,17 @@ func (o *outbox) add(ctx context.Context, ev cloudwire.Event) error {
 	q.depth++
 	o.mu.Unlock()
 	return nil
+}
+
+// wake makes user's queue due now, with its backoff reset: what held it
+// back (a flip in progress) has gone.
+func (o *outbox) wake(user string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if q := o.users[user]; q != nil {
+		q.next = o.now()
+		q.backoff = outboxBackoffMin
+	}
 }
 
 // run retries due recipients until ctx ends.
@@ -173,7 +233,7 @@ func (o *outbox) due() []string {
 // drain delivers user's queue from the head until it is empty or an attempt
 // fails, which schedules the next try.
 func (o *outbox) drain(ctx context.Context, user string) error {
-	subj := outboxSubjectPrefix + user
+	subj := o.spec.prefix + user
 	for ctx.Err() == nil {
 		rctx, cancel := context.WithTimeout(ctx, outboxRequestTimeout)
 		raw, err := o.stream.GetMsg(rctx, 1, jetstream.WithGetMsgSubject(subj))
@@ -211,15 +271,21 @@ func (o *outbox) drain(ctx context.Context, user string) error {
 		}
 		o.mu.Unlock()
 		if o.now().Sub(e.QueuedAt) > o.ttl {
-			o.m.messages.WithLabelValues(dirCloudToLegacy, resultUndeliverable).Inc()
-			o.log.Warn("message expired in the outbox", "msg_id", e.Event.MsgID, "queued_at", e.QueuedAt)
+			if err := o.expire(ctx, e); err != nil {
+				o.retryLater(user)
+				return err
+			}
 			if err := o.remove(ctx, user, raw.Sequence); err != nil {
 				o.retryLater(user)
 				return err
 			}
 			continue
 		}
-		done, err := o.deliver(ctx, e.Event)
+		deliver := o.deliver
+		if e.Mirror && o.spec.mirror != nil {
+			deliver = o.spec.mirror
+		}
+		done, err := deliver(ctx, e.Event)
 		if !done {
 			o.retryLater(user)
 			return err
@@ -229,6 +295,28 @@ func (o *outbox) drain(ctx context.Context, user string) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// expire counts an entry that waited longer than ttl and tells its origin
+// (queueSpec.expired); a mirror copy is only counted, its original having
+// reached the user's home.
+func (o *outbox) expire(ctx context.Context, e outboxEntry) error {
+	home := e.Mirror
+	if !home && o.spec.expired != nil {
+		var err error
+		if home, err = o.spec.expired(ctx, e); err != nil {
+			return fmt.Errorf("report expired %s: %w", e.Event.MsgID, err)
+		}
+	}
+	if home {
+		if o.spec.mirrorExpired != nil {
+			o.spec.mirrorExpired.Inc()
+		}
+		return nil
+	}
+	o.m.messages.WithLabelValues(o.spec.dir, resultUndeliverable).Inc()
+	o.log.Warn("message expired in a queue", "queue", o.spec.stream, "msg_id", e.Event.MsgID, "queued_at", e.QueuedAt)
 	return nil
 }
 
@@ -276,6 +364,8 @@ func (o *outbox) updateGauges() {
 			oldest = max(oldest, now.Sub(q.oldest))
 		}
 	}
-	o.m.outboxDepth.Set(float64(depth))
-	o.m.outboxOldest.Set(oldest.Seconds())
+	o.spec.depth.Set(float64(depth))
+	if o.spec.oldest != nil {
+		o.spec.oldest.Set(oldest.Seconds())
+	}
 }

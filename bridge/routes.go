@@ -16,6 +16,11 @@ import (
 // map and published by one goroutine.
 type routePublisher struct {
 	b *Bridge
+	// kind is legacywire.RouteHome, or RouteMirror for the shadow mirror's
+	// publisher (newMirrorPublisher); wants says whether a user gets a live
+	// record of it.
+	kind  string
+	wants func(u migrate.User) bool
 
 	mu      sync.Mutex
 	pending map[string]bool // user → cloud home
@@ -26,13 +31,19 @@ type routePublisher struct {
 const routeRetry = time.Second
 
 func newRoutePublisher(b *Bridge) *routePublisher {
-	p := &routePublisher{b: b, pending: make(map[string]bool), wake: make(chan struct{}, 1)}
+	p := &routePublisher{b: b, kind: legacywire.RouteHome, wants: migrate.User.CloudHome, pending: make(map[string]bool), wake: make(chan struct{}, 1)}
 	b.cfg.State.OnChange(func(prev *migrate.User, cur migrate.User) {
 		if prev != nil && prev.CloudHome() == cur.CloudHome() {
 			return
 		}
 		if prev == nil && !cur.CloudHome() {
 			return // a new legacy user has no route to withdraw
+		}
+		// The flip mark goes on before the route is queued (doc.go).
+		if cur.CloudHome() {
+			b.flipStart(cur.ID)
+		} else {
+			b.flipCancel(cur.ID)
 		}
 		p.enqueue(cur.ID, cur.CloudHome())
 	})
@@ -49,11 +60,11 @@ func (p *routePublisher) enqueue(user string, home bool) {
 	}
 }
 
-// refreshAll queues a route for every cloud-home user in a snapshot.
+// refreshAll queues a route for every user in a snapshot who gets one.
 func (p *routePublisher) refreshAll() {
 	snap := p.b.cfg.State.Snapshot()
 	for _, u := range snap.List("", "", 0) {
-		if u.CloudHome() {
+		if p.wants(u) {
 			p.enqueue(u.ID, true)
 		}
 	}
@@ -91,6 +102,10 @@ func (p *routePublisher) run(ctx context.Context) error {
 					p.pending[user] = home
 				}
 				p.mu.Unlock()
+				continue
+			}
+			if home && p.kind == legacywire.RouteHome {
+				p.b.flipRouted(user)
 			}
 		}
 		if failed {
@@ -116,12 +131,16 @@ func (p *routePublisher) publish(ctx context.Context, user string, home bool) er
 		Seq:       uint64(now.UnixNano()),
 		NotAfter:  now.Add(b.cfg.RouteTTL),
 		Withdrawn: !home,
+		Kind:      p.kind,
 	})
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.DeliveryTimeout)
 	defer cancel()
 	kind := "route"
 	if !home {
 		kind = "withdrawal"
+	}
+	if p.kind == legacywire.RouteMirror {
+		kind = "mirror_" + kind // mirror_route, mirror_withdrawal
 	}
 	err := b.dir.PublishRoute(ctx, rec)
 	b.metrics.routes.WithLabelValues(kind, resultOf(err)).Inc()

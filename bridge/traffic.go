@@ -58,6 +58,12 @@ func (b *Bridge) fromLegacy(ctx context.Context, from legacywire.Certificate, ms
 		b.decide(kindMsg, pathEscalation)
 		return refuse(CodeNotHere, "recipient is not served by the bridge; look the user up again", resultRefused)
 	}
+	if b.holding(msg.To) {
+		// The recipient is flipping, or what was held for them has not
+		// drained yet: queue behind it (flip.go) instead of refusing.
+		b.decide(kindMsg, pathEscalation)
+		return b.holdFromLegacy(ctx, msg)
+	}
 	b.decide(kindMsg, pathInterop)
 	link := b.currentLink()
 	if link == nil {
@@ -162,7 +168,7 @@ func (b *Bridge) handleEvent(ctx context.Context, ev cloudwire.Event) error {
 		if ev.Kind == cloudwire.KindMsg && ev.From != ev.User && b.live.cloudHome(ev.From) {
 			b.decide(msgKind(ev), pathNative) // a legacy sender's was counted as it crossed
 		}
-		return nil
+		return b.mirrorEvent(ctx, u, ev)
 	}
 	switch ev.Kind {
 	case cloudwire.KindReceipt, cloudwire.KindReceiptUpTo:
@@ -170,6 +176,9 @@ func (b *Bridge) handleEvent(ctx context.Context, ev cloudwire.Event) error {
 	}
 	if ev.Kind != cloudwire.KindMsg || ev.From == ev.User {
 		return nil
+	}
+	if copied, err := b.shadow.suppress(ctx, ev); copied || err != nil {
+		return err // a shadow copy: delivered natively on the overlay
 	}
 	if !b.outbox.pending(ev.User) {
 		done, err := b.carry(ctx, ev)
@@ -206,17 +215,7 @@ func msgKind(ev cloudwire.Event) string {
 func (b *Bridge) carry(ctx context.Context, ev cloudwire.Event) (done bool, err error) {
 	start := b.now()
 	kind := msgKind(ev)
-	msg := legacywire.ChatMessage{ID: ev.MsgID, From: ev.From, To: ev.User, Text: ev.Text, SentAt: ev.At}
-	if kind == kindGroupMsg {
-		// Chat v1 and v2 have no groups: the message keeps its id and
-		// sender, and its text says which group it belongs to. The id map
-		// lets the device's receipt find the group again.
-		msg.Text = groupText(b.groupName(ctx, ev.User, ev.Conv), ev.Text)
-		if err := b.ledger.rememberConv(ctx, ev.MsgID, ev.Conv); err != nil {
-			return false, err
-		}
-	}
-	ack, err := b.deliverOnce(ctx, msg)
+	ack, err := b.deliverCopy(ctx, ev)
 	if err != nil {
 		return false, err
 	}
@@ -245,6 +244,31 @@ func (b *Bridge) carry(ctx context.Context, ev cloudwire.Event) (done bool, err 
 		b.log.Warn("delivery receipt", "msg_id", ev.MsgID, "err", err)
 	}
 	return true, nil
+}
+
+// legacyCopy is the chat message a cloud message event becomes on the
+// recipient's legacy devices. Chat v1 and v2 have no groups: a group
+// message keeps its id and sender, and its text says which group it
+// belongs to; the id map lets the device's receipt find the group again.
+func (b *Bridge) legacyCopy(ctx context.Context, ev cloudwire.Event) (legacywire.ChatMessage, error) {
+	msg := legacywire.ChatMessage{ID: ev.MsgID, From: ev.From, To: ev.User, Text: ev.Text, SentAt: ev.At}
+	if msgKind(ev) == kindGroupMsg {
+		msg.Text = groupText(b.groupName(ctx, ev.User, ev.Conv), ev.Text)
+		if err := b.ledger.rememberConv(ctx, ev.MsgID, ev.Conv); err != nil {
+			return msg, err
+		}
+	}
+	return msg, nil
+}
+
+// deliverCopy makes one attempt to hand ev's legacyCopy to one of the
+// recipient's legacy devices.
+func (b *Bridge) deliverCopy(ctx context.Context, ev cloudwire.Event) (legacywire.ChatAck, error) {
+	msg, err := b.legacyCopy(ctx, ev)
+	if err != nil {
+		return legacywire.ChatAck{}, err
+	}
+	return b.deliverOnce(ctx, msg)
 }
 
 func (b *Bridge) deliverOnce(ctx context.Context, msg legacywire.ChatMessage) (legacywire.ChatAck, error) {

@@ -71,7 +71,7 @@ func (st *store) putDevice(ctx context.Context, user, device string, r deviceRec
 // onlineDevices returns user's online devices, the most recently active
 // first.
 func (st *store) onlineDevices(ctx context.Context, user string) ([]string, error) {
-	devs, err := st.userDevices(ctx, user)
+	devs, err := st.userDevices(ctx, user, 0)
 	if err != nil {
 		return nil, err
 	}

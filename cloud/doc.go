@@ -137,8 +137,8 @@
 //
 // # Goroutines
 //
-// Per session: the HTTP handler's goroutine (reader), the only one an idle
-// session has; a writer while frames are queued; a sync goroutine until
+// Per session: a reader (runSession, started by the HTTP handler, which
+// then returns), the only one an idle session has; a writer while frames are queued; a sync goroutine until
 // the initial sync is done; a ping timer (its function runs only when it
 // fires); and, once closing starts, a closer that flushes, sends the close
 // frame and waits for the peer's. All end with the connection; Shutdown

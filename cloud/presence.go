@@ -129,8 +129,10 @@ type userDevice struct {
 	rec deviceRecord
 }
 
-// userDevices returns user's online devices, by id.
-func (st *store) userDevices(ctx context.Context, user string) ([]userDevice, error) {
+// userDevices returns user's online devices, by id: every one, or the
+// first limit when limit is positive (a user with many devices costs a
+// snapshot no more than the snapshot can hold).
+func (st *store) userDevices(ctx context.Context, user string, limit int) ([]userDevice, error) {
 	prefix := subjectToken(user) + "."
 	keys, err := keysUnder(ctx, st.js, st.deviceKeys, devicesBucket, prefix)
 	if err != nil {
@@ -153,6 +155,9 @@ func (st *store) userDevices(ctx context.Context, user string) ([]userDevice, er
 			r.State, r.Since = cloudwire.PresenceActive, r.At
 		}
 		devs = append(devs, userDevice{untoken(strings.TrimPrefix(k, prefix)), r})
+		if len(devs) == limit {
+			break
+		}
 	}
 	return devs, nil
 }
@@ -163,7 +168,9 @@ func (st *store) userDevices(ctx context.Context, user string) ([]userDevice, er
 func (st *store) presenceSnapshot(ctx context.Context, self, except string, users []string) (cloudwire.PresenceSnapshot, error) {
 	snap := cloudwire.PresenceSnapshot{Presences: []cloudwire.Presence{}}
 	for _, u := range users {
-		devs, err := st.userDevices(ctx, u)
+		// One more than there is room for: the session's own device may
+		// be among them.
+		devs, err := st.userDevices(ctx, u, cloudwire.MaxSnapshotPresences-len(snap.Presences)+1)
 		if err != nil {
 			return snap, err
 		}

@@ -256,8 +256,8 @@ func (s *Service) refuse(w http.ResponseWriter, r *http.Request, status int, res
 }
 
 // serveWS checks everything that can be checked before the upgrade
-// (origin, subprotocol, header token, role), upgrades, and runs the
-// session on this goroutine until it ends.
+// (origin, subprotocol, header token, role, admission), upgrades, and
+// hands the session to a goroutine of its own (runSession).
 func (s *Service) serveWS(w http.ResponseWriter, r *http.Request) {
 	if origin := r.Header.Get("Origin"); origin != "" && !s.origins[strings.ToLower(origin)] {
 		s.refuse(w, r, http.StatusForbidden, "bad_origin", "origin not allowed")
@@ -299,7 +299,12 @@ func (s *Service) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, http.StatusServiceUnavailable, "shed", "too many sessions being set up; retry later")
 		return
 	}
-	defer release()
+	handedOver := false
+	defer func() {
+		if !handedOver {
+			release()
+		}
+	}()
 	conn, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		// The upgrader has answered with an HTTP error.
@@ -322,6 +327,18 @@ func (s *Service) serveWS(w http.ResponseWriter, r *http.Request) {
 		conn.Close()
 		return
 	}
+	// The session runs on a goroutine of its own and the handler returns:
+	// what the HTTP server keeps per request (the request and its headers,
+	// the response and its buffer) is then garbage instead of living as
+	// long as the socket. An idle session still has one goroutine.
+	handedOver = true
+	go s.runSession(sess, claims)
+}
+
+// runSession serves an upgraded, tracked session until it ends, then
+// takes it out of the hub and announces the device offline.
+func (s *Service) runSession(sess *session, claims *cloudwire.Claims) {
+	defer sess.setUp()
 	defer s.untrack(sess)
 	sess.serve(claims)
 	<-sess.writerDone

@@ -47,7 +47,7 @@ var errFrameTooLarge = errors.New("frame too large")
 // framePool recycles read buffers between frames and sessions.
 var framePool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-// session is one WebSocket connection. The HTTP handler's goroutine reads
+// session is one WebSocket connection. Its reader goroutine (runSession) reads
 // (serve); it is the only goroutine an idle session has. Writes go through a
 // bounded queue drained by a writer goroutine that exists only while there
 // is something to write (writeFrames); pings come from a timer, and closing
@@ -420,7 +420,7 @@ func (s *session) drain() {
 	}
 }
 
-// serve runs the session on the handler's goroutine: hello, welcome, then
+// serve runs the session on its reader goroutine: hello, welcome, then
 // requests until the connection ends. claims are those of the
 // Authorization header, or nil when the token must come in hello.
 func (s *session) serve(claims *cloudwire.Claims) {

@@ -69,26 +69,23 @@ func forgedTokens(tb testing.TB, now time.Time) map[string]string {
 func TestForgedTokensRefused(t *testing.T) {
 	f := newFixture(t, nil)
 	now := time.Now()
-	for name, tok := range forgedTokens(t, now) {
-		t.Run(name, func(t *testing.T) {
-			_, err := Dial(context.Background(), ClientConfig{URL: f.url, Token: tok, Hello: cloudwire.Hello{Device: "d"}})
-			var de *DialError
-			if !errors.As(err, &de) || de.StatusCode != http.StatusUnauthorized {
-				t.Fatalf("header token: %v, want HTTP 401", err)
-			}
-			_, err = Dial(context.Background(), ClientConfig{URL: f.url, Hello: cloudwire.Hello{Device: "d", Token: tok}})
-			closeCode(t, err, cloudwire.CloseUnauthorized)
-		})
-	}
-	t.Run("admin token (another audience)", func(t *testing.T) {
-		tok := token(t, "ops", cloudwire.RoleAdmin)
+	// refused requires tok to be refused with status in the header and
+	// with close code in hello.
+	refused := func(t *testing.T, tok string, status, code int) {
+		t.Helper()
 		_, err := Dial(context.Background(), ClientConfig{URL: f.url, Token: tok, Hello: cloudwire.Hello{Device: "d"}})
 		var de *DialError
-		if !errors.As(err, &de) || de.StatusCode != http.StatusForbidden {
-			t.Fatalf("header token: %v, want HTTP 403", err)
+		if !errors.As(err, &de) || de.StatusCode != status {
+			t.Fatalf("header token: %v, want HTTP %d", err, status)
 		}
 		_, err = Dial(context.Background(), ClientConfig{URL: f.url, Hello: cloudwire.Hello{Device: "d", Token: tok}})
-		closeCode(t, err, cloudwire.CloseForbidden)
+		closeCode(t, err, code)
+	}
+	for name, tok := range forgedTokens(t, now) {
+		t.Run(name, func(t *testing.T) { refused(t, tok, http.StatusUnauthorized, cloudwire.CloseUnauthorized) })
+	}
+	t.Run("admin token (another audience)", func(t *testing.T) {
+		refused(t, token(t, "ops", cloudwire.RoleAdmin), http.StatusForbidden, cloudwire.CloseForbidden)
 	})
 	if n := f.svc.Sessions(); n != 0 {
 		t.Fatalf("Sessions() = %d after forged tokens", n)

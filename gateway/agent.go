@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -70,6 +71,15 @@ type agentConfig struct {
 	// NatsReplicas is the replica count of every stream and bucket the agent
 	// creates: 1 on the embedded engine, 3 on a NATS cluster.
 	NatsReplicas int
+	// PrometheusURL is the Prometheus server PromQL guardrails query; empty
+	// makes them inconclusive.
+	PrometheusURL string
+
+	// BridgeOutboxTTL is how long the bridge's queues keep a message before
+	// reporting it undeliverable; 0 means bridge.DefaultOutboxTTL (tests
+	// shorten it).
+	BridgeOutboxTTL time.Duration
+
 	Listen       string
 	AdminListen  string
 	LegacyListen string
@@ -120,6 +130,7 @@ func agentCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "data directory (keys, admin token, embedded NATS); reused if it exists")
 	fs.StringVar(&cfg.NatsURL, "nats-url", "", "external NATS server or cluster instead of the embedded one")
 	fs.IntVar(&cfg.NatsReplicas, "nats-replicas", 1, "replicas of every stream and bucket the agent creates (3 on a NATS cluster)")
+	fs.StringVar(&cfg.PrometheusURL, "prometheus-url", os.Getenv(envPrometheusURL), "Prometheus base URL that PromQL guardrails query (default $"+envPrometheusURL+")")
 	fs.DurationVar(&cfg.CampaignTick, "campaign-tick", 0, "how often the campaign driver looks at running campaigns (0: the default)")
 	fs.IntVar(&cfg.CensusMax, "census-max", migrate.DefaultCensusMax, "devices the in-memory census keeps; beyond it the least recently seen are evicted")
 	fs.StringVar(&cfg.Listen, "listen", defaultListen, "cloud listener host:port (/v1/ws, /healthz)")
@@ -193,6 +204,7 @@ type agent struct {
 	supernode  *legacy.Supernode
 	cloud      *cloud.Service
 	bridge     *bridge.Bridge
+	shadowGate shadowGate // the campaign gates' view of the bridge's shadow compare
 	devices    *deviceRecorder
 	control    *campaignControl
 	versions   *versionControl
@@ -355,6 +367,9 @@ func (a *agent) startSupernode(g *errgroup.Group, gctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The relay serves our bridge and peer supernodes, and the devices
+	// registered here (legacy.RelayAccess).
+	relayAccess := legacy.NewRelayAccess(slices.Collect(maps.Keys(exempt))...)
 	a.snGater = legacy.NewGater(0)
 	if a.snLimiter, err = legacy.NewPeerLimiter(legacy.RateLimit{
 		Rate:  legacyDirRate,
@@ -377,7 +392,7 @@ func (a *agent) startSupernode(g *errgroup.Group, gctx context.Context) error {
 		MaxStreamsPerPeer: legacyMaxStreamsPerPeer,
 		Gater:             a.snGater,
 		Registerer:        a.reg,
-		Relay:             &legacy.RelayConfig{}, // raised limits: see legacy.DefaultRelayDuration
+		Relay:             &legacy.RelayConfig{Access: relayAccess}, // raised limits: see legacy.DefaultRelayDuration
 		Stats:             a.netStats,
 	}); err != nil {
 		return fmt.Errorf("supernode host on %s: %w", a.cfg.LegacyListen, err)
@@ -401,6 +416,7 @@ func (a *agent) startSupernode(g *errgroup.Group, gctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	relayAccess.UseDevices(a.supernode)
 	g.Go(func() error { return a.supernode.Run(gctx) })
 	return nil
 }
@@ -458,6 +474,16 @@ func (a *agent) limitExempt(peers []peer.AddrInfo) (map[peer.ID]struct{}, error)
 		out[p.ID] = struct{}{}
 	}
 	return out, nil
+}
+
+// bridgeRelayAccess is who may use the bridge's relay: the supernode sn
+// and, when this agent runs the supernode, the devices registered there.
+func (a *agent) bridgeRelayAccess(sn peer.AddrInfo) *legacy.RelayAccess {
+	access := legacy.NewRelayAccess(sn.ID)
+	if a.supernode != nil {
+		access.UseDevices(a.supernode)
+	}
+	return access
 }
 
 // parsePeers parses multiaddrs with /p2p/ID, one peer each.
@@ -525,7 +551,7 @@ func (a *agent) startBridge(ctx context.Context, g *errgroup.Group, gctx context
 		MaxStreamsPerPeer: legacyMaxStreamsPerPeer,
 		// The bridge relays too, and dials devices behind NATs through
 		// relays, with hole punching.
-		Relay:       &legacy.RelayConfig{},
+		Relay:       &legacy.RelayConfig{Access: a.bridgeRelayAccess(sn)},
 		RelayClient: true,
 		Registerer:  a.reg,
 		Stats:       a.netStats,
@@ -553,11 +579,14 @@ func (a *agent) startBridge(ctx context.Context, g *errgroup.Group, gctx context
 		CloudURL:           cloudURL,
 		CloudToken:         token,
 		ClientVersion:      version,
+		Replicas:           a.cfg.NatsReplicas,
+		OutboxTTL:          a.cfg.BridgeOutboxTTL,
 		Registerer:         a.reg,
 		Logger:             a.cfg.Logger,
 	}); err != nil {
 		return err
 	}
+	a.shadowGate.attach(a.bridge)
 	g.Go(func() error { return a.bridge.Run(gctx) })
 	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/google/uuid"
@@ -64,7 +63,7 @@ func (a *agent) startCampaigns(ctx context.Context) (*campaignControl, error) {
 	cc.leases = cc.campaigns.Leases()
 	cc.shadow = noShadowReports{}
 	var prom migrate.PromQuerier
-	if u := os.Getenv(envPrometheusURL); u != "" {
+	if u := a.cfg.PrometheusURL; u != "" {
 		pc, err := newPromClient(u)
 		if err != nil {
 			return nil, err

@@ -16,9 +16,10 @@ import (
 	"github.com/ferrygw/ferry/migrate"
 )
 
-// envPrometheusURL names the Prometheus server that PromQL guardrails query
-// (its base URL, such as http://prometheus:9090). Unset, PromQL guardrails
-// are inconclusive, which holds their campaigns.
+// envPrometheusURL is the default of the agent's -prometheus-url: the
+// Prometheus server that PromQL guardrails query (its base URL, such as
+// http://prometheus:9090). Unset, PromQL guardrails are inconclusive, which
+// holds their campaigns.
 const envPrometheusURL = "FERRY_PROMETHEUS_URL"
 
 // Limits of the PromQL client.

@@ -96,8 +96,8 @@ func TestPromQLGuardrailThroughDriver(t *testing.T) {
 		`xb[600s]`: `{"status":"success","data":{"resultType":"scalar","result":[1,"2"]}}`,
 		`xt[600s]`: `{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"1000"]}]}}`,
 	})
-	t.Setenv(envPrometheusURL, srv.URL)
 	cfg := agentPorts(t)
+	cfg.PrometheusURL = srv.URL
 	cfg.CampaignTick = 20 * time.Millisecond
 	ta := startAgent(t, t.TempDir(), cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -32,7 +32,7 @@ const (
 // for censusMaxAge expire from the bucket; the in-memory census is bounded
 // by -census-max and keeps the most recently seen.
 const (
-	censusBucket = "ferry-census"
+	censusBucket = "ferry_census"
 	censusMaxAge = 180 * 24 * time.Hour
 )
 

@@ -86,7 +86,7 @@ var (
 	netCircuitsOpenedDesc = prometheus.NewDesc("gateway_legacy_relay_circuits_opened_total",
 		"Relayed circuits opened through this agent's relays.", nil, nil)
 	netCircuitsRefusedDesc = prometheus.NewDesc("gateway_legacy_relay_circuits_refused_total",
-		"Circuit requests this agent's relays refused, by reason.", []string{"reason"}, nil)
+		"Circuit and reservation requests this agent's relays refused, by reason.", []string{"reason"}, nil)
 	netReservationsDesc = prometheus.NewDesc("gateway_legacy_relay_reservations",
 		"Relay slots NATed devices hold now at this agent's relays.", nil, nil)
 	netHolePunchDesc = prometheus.NewDesc("gateway_legacy_holepunch_total",

@@ -37,7 +37,7 @@ type ChatConfig struct {
 	Deliver func(ctx context.Context, from legacywire.Certificate, msg legacywire.ChatMessage) legacywire.ChatAck
 	// OnFrame takes one chat v2 or v3 frame other than a message and a
 	// file_accept (receipt, typing, presence, subscribe, file_offer,
-	// file_decline) from the certified sender, after the handler has
+	// file_decline, the call frames) from the certified sender, after the handler has
 	// checked that the frame speaks only for the sender's user, and returns
 	// its ack. Nil refuses them with legacywire.CodeUnsupported.
 	OnFrame func(ctx context.Context, from legacywire.Certificate, f legacywire.ChatFrame) legacywire.ChatAck
@@ -283,6 +283,10 @@ func (c *chatHandler) acceptFrame(cert legacywire.Certificate, f legacywire.Chat
 		speaksFor = f.FileOffer.From
 	case legacywire.FrameFileAccept, legacywire.FrameFileDecline:
 		speaksFor = f.FileAnswer.From
+	default:
+		if legacywire.IsCallFrame(f.Type) {
+			speaksFor = f.Call.From
+		}
 	}
 	if speaksFor != cert.User && !cert.Has(legacywire.CapBridge) {
 		return refusedAck(f.ID, legacywire.CodeNotYourFrame,

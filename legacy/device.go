@@ -70,6 +70,22 @@ type DeviceConfig struct {
 	// messages this device's user sent that were dropped unread from the
 	// offline store (expired), fetched at every Register.
 	OnUndeliverable func(u legacywire.Undeliverable)
+	// OnCall, when set, receives each incoming call (chat v2 and v3) once,
+	// ringing, on the stream's goroutine: hand it off and answer with
+	// Call.Accept, Reject or HangUp, without blocking here. A device
+	// without OnCall refuses invites as unsupported (it takes no calls).
+	OnCall func(c *Call)
+	// RingTimeout is how long this device's outgoing calls ring before
+	// they end as CallTimeout; default DefaultRingTimeout, at most
+	// legacywire.MaxCallRing.
+	RingTimeout time.Duration
+	// Media, when set, gives the device a call media endpoint (NewMedia)
+	// with this config: relays, timeouts, stats and limiter come from it;
+	// the device fills in its certificate, the authority, its revocations
+	// and which streams to accept (the caller's device of a call this
+	// device answered). The caller opens the stream once a call is
+	// accepted; both ends find it in Call.Media.
+	Media *MediaConfig
 }
 
 // Validate reports whether the config can build a device.
@@ -99,6 +115,8 @@ type Device struct {
 	dedup   *dedup
 	revoked *Revocations
 	files   *fileTable
+	calls   *callTable
+	media   *Media // nil without DeviceConfig.Media
 
 	mu          sync.Mutex
 	subscribers map[peer.ID]string // presence subscribers: device → its user
@@ -119,11 +137,25 @@ func NewDevice(cfg DeviceConfig) (*Device, error) {
 		dir:         NewDirectory(cfg.Host, cfg.Cert, cfg.Supernode, cfg.Fallbacks...),
 		dedup:       newDedup(DedupCapacity),
 		files:       newFileTable(),
+		calls:       newCallTable(),
 		revoked:     cfg.Revocations,
 		subscribers: make(map[peer.ID]string),
 	}
 	if d.revoked == nil {
 		d.revoked = NewRevocations(cfg.Authority)
+	}
+	if cfg.Media != nil {
+		mc := *cfg.Media
+		mc.Cert, mc.Authority, mc.Revocations = &d.cfg.Cert, cfg.Authority, d.revoked
+		mc.Accept, mc.OnStream = d.acceptMedia, d.onMediaStream
+		if mc.Logger == nil {
+			mc.Logger = cfg.Logger
+		}
+		m, err := NewMedia(cfg.Host, mc)
+		if err != nil {
+			return nil, err
+		}
+		d.media = m
 	}
 	HandleChat(cfg.Host, ChatConfig{
 		Authority:   cfg.Authority,

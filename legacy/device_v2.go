@@ -200,6 +200,9 @@ func (d *Device) onFrame(_ context.Context, from legacywire.Certificate, f legac
 		}
 	case legacywire.FrameFileOffer, legacywire.FrameFileDecline:
 		return d.onFileFrame(from, f)
+	case legacywire.FrameCallInvite, legacywire.FrameCallRinging, legacywire.FrameCallAccept, legacywire.FrameCallReject,
+		legacywire.FrameCallCancel, legacywire.FrameCallAnsweredElsewhere, legacywire.FrameCallHangUp:
+		return d.onCallFrame(from, f)
 	default:
 		return refusedAck(f.ID, legacywire.CodeUnsupported, f.Type+" is not served here")
 	}

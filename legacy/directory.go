@@ -84,6 +84,10 @@ type Lookup struct {
 	Devices []legacywire.DeviceRecord
 	// Route is the user's live route record, if any.
 	Route *legacywire.RouteRecord
+	// Mirror is the user's live shadow route (legacywire.RouteMirror), if
+	// any: where a chat v2+ sender mirrors its messages to the user
+	// (MirrorMessage). Targets never includes it.
+	Mirror *legacywire.RouteRecord
 }
 
 // Lookup asks the supernode for user's devices and route.
@@ -93,11 +97,12 @@ func (d *Directory) Lookup(ctx context.Context, user string) (Lookup, error) {
 	if err != nil {
 		return Lookup{}, fmt.Errorf("lookup %s: %w", user, err)
 	}
-	return Lookup{Devices: resp.Devices, Route: resp.Route}, nil
+	return Lookup{Devices: resp.Devices, Route: resp.Route, Mirror: resp.Mirror}, nil
 }
 
-// PublishRoute submits an authority-signed route record. A record whose Seq
-// is not above the stored one is refused with legacywire.CodeStaleRoute.
+// PublishRoute submits an authority-signed route record, of either kind
+// (home route or shadow mirror). A record whose Seq is not above the stored
+// one of its kind is refused with legacywire.CodeStaleRoute.
 func (d *Directory) PublishRoute(ctx context.Context, r legacywire.RouteRecord) error {
 	cert := d.self
 	if _, err := d.roundTrip(ctx, legacywire.DirRequest{Op: legacywire.OpRoute, Cert: &cert, Route: &r}); err != nil {

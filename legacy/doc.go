@@ -2,8 +2,8 @@
 // network authority that certifies devices, host construction with explicit
 // resource limits, the supernode directory (server and client) with
 // certificate revocations and an offline store, chat v1, v2 and v3 (file
-// transfer), a legacy device (client), and a simulator that runs a
-// population of devices.
+// transfer), call signalling (chat v2 and v3) and call media, a legacy
+// device (client), and a simulator that runs a population of devices.
 //
 // It is an adapter: the bytes on the wire are defined in package legacywire,
 // and this package converts between them and libp2p (peer IDs, multiaddrs,
@@ -64,6 +64,47 @@
 // with legacywire.CodeFileTooLarge), MaxFileOffers offers kept per
 // direction. Only the offer's recipient user may accept (unknown_file
 // otherwise).
+//
+// # Calls (chat v2 and v3)
+//
+// Call signalling travels as chat frames (legacywire.FrameCallInvite and
+// the rest), so it is negotiated, certificate-checked and rate-limited like
+// any chat frame, and a chat v1 device is never offered one. There is no
+// server in the call: the caller's device decides (call.go,
+// call_signal.go). Device.Call looks the callee up and sends an invite
+// (call id, media kind, ring time) to every live device of theirs in
+// parallel; each device that takes calls (DeviceConfig.OnCall) rings and
+// sends call_ringing back. The first call_accept the caller's device sees
+// wins (its ack is delivered); every other invited device is then sent
+// call_answered_elsewhere, and a later accept is refused with
+// answered_elsewhere. A reject from any device of the callee ends the call
+// as rejected, and the caller's hang-up before an answer (cancelled) or
+// its ring timeout (DeviceConfig.RingTimeout, default 30 s) ends it with
+// the same reason, by a call_cancel to every device that was invited: the
+// caller and every device of the callee end in the same state. A device
+// whose invite ack comes back after the call moved on is told at once. A
+// callee's device that hears nothing more (the caller vanished) ends the
+// call as timed out CallRingGrace after the caller's ring time. A callee
+// whose devices speak only chat v1, or take no calls (the bridge, for
+// now), gives a call that ended as CallUnsupported, never an error; one
+// without a live device, CallUnreachable.
+//
+// Who may say what: the chat handler makes every call frame speak for its
+// sender's certified user (CallSignal.From), and the device then checks
+// that the frame comes from a device that is part of the call: the
+// caller's device for cancel, answered-elsewhere and its hang-up, an
+// invited device of the callee for ringing, accept, reject and its
+// hang-up (unknown_call otherwise). So a peer cannot ring, accept or end a
+// call as another user, nor join a call it was not invited to.
+//
+// Media: with DeviceConfig.Media set, the device runs a media endpoint
+// (media.go); once a call is accepted the caller's device opens the media
+// stream to the device that accepted (direct, hole-punched or relayed),
+// and that device takes it only from the caller's device of a call it
+// answered. Both ends find the stream in Call.Media; the call closes it
+// when it ends. Device.CallStats counts calls by final state per device
+// (no global state); a simulator or the bridge adds them into its
+// metrics.
 //
 // # Offline store
 //

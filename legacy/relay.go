@@ -64,6 +64,11 @@ type RelayConfig struct {
 	ReservationTTL time.Duration
 	// BufferSize is the copy buffer per circuit and direction, in bytes.
 	BufferSize int
+	// Access decides who may reserve a slot or open a circuit: our own
+	// supernodes and bridge, and certified live devices (RelayAccess).
+	// Nil leaves the relay open to any peer: only for tests and closed
+	// labs; the agent and the simulator always set it.
+	Access *RelayAccess
 }
 
 // Validate reports whether the config can build a relay.
@@ -130,6 +135,9 @@ func startRelay(h host.Host, cfg RelayConfig, reg prometheus.Registerer, stats *
 	opts := []relayv2.Option{
 		relayv2.WithResources(cfg.resources()),
 		relayv2.WithReservationAddressFilter(func(ma.Multiaddr) bool { return true }),
+	}
+	if cfg.Access != nil {
+		opts = append(opts, relayv2.WithACL(cfg.Access))
 	}
 	if next != nil || stats != nil {
 		opts = append(opts, relayv2.WithMetricsTracer(&relayTracer{next: next, stats: stats}))

@@ -107,7 +107,8 @@ type NetSnapshot struct {
 	// CircuitsActive is relayed circuits open now through this node's
 	// relays; CircuitsOpened those ever opened.
 	CircuitsActive, CircuitsOpened int64
-	// CircuitsRefused is circuit requests the relay refused, by reason.
+	// CircuitsRefused is circuit and reservation requests the relay
+	// refused, by reason (RelayAccess refusals: RefusedPermission).
 	CircuitsRefused map[string]int64
 	// Reservations is relay slots held now at this node's relays.
 	Reservations int64
@@ -272,6 +273,9 @@ func (t *relayTracer) ReservationClosed(cnt int) {
 }
 
 func (t *relayTracer) ReservationRequestHandled(status pbv2.Status) {
+	if i := refusalIndex(status); i >= 0 && t.stats != nil {
+		t.stats.refused[i].Add(1)
+	}
 	if t.next != nil {
 		t.next.ReservationRequestHandled(status)
 	}

@@ -101,6 +101,7 @@ type Supernode struct {
 	mu      sync.Mutex
 	devices map[string]map[string]legacywire.DeviceRecord // user → peer ID → record
 	routes  map[string]legacywire.RouteRecord             // user → highest-Seq record, withdrawn ones included
+	mirrors map[string]legacywire.RouteRecord             // user → highest-Seq shadow route (RouteMirror), withdrawn ones included
 	revoked *Revocations
 	offline map[string][]heldMessage // user → held messages, oldest first
 	// handedOver keeps the expiry of held messages being handed over
@@ -133,6 +134,7 @@ func NewSupernode(h host.Host, cfg SupernodeConfig) (*Supernode, error) {
 		log:        componentLogger(cfg.Logger, "legacy.supernode"),
 		devices:    make(map[string]map[string]legacywire.DeviceRecord),
 		routes:     make(map[string]legacywire.RouteRecord),
+		mirrors:    make(map[string]legacywire.RouteRecord),
 		revoked:    cfg.Revocations,
 		offline:    make(map[string][]heldMessage),
 		handedOver: make(map[string]time.Time),
@@ -226,6 +228,18 @@ func (s *Supernode) Lookup(user string) ([]legacywire.DeviceRecord, *legacywire.
 	return devs, route
 }
 
+// Mirror returns user's shadow route (legacywire.RouteMirror) when one is
+// live: the bridge mirroring what the user receives into the cloud.
+func (s *Supernode) Mirror(user string) *legacywire.RouteRecord {
+	now := s.cfg.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r, ok := s.mirrors[user]; ok && r.Live(now) {
+		return &r
+	}
+	return nil
+}
+
 // Devices returns the number of live device records.
 func (s *Supernode) Devices() int {
 	now := s.cfg.Now()
@@ -240,6 +254,22 @@ func (s *Supernode) Devices() int {
 		}
 	}
 	return n
+}
+
+// LiveDevice reports whether id is a device registered here now: a live
+// record whose certificate has not expired nor been revoked. RelayAccess
+// asks it before a peer may use the relay. It scans the registrations
+// (the relay asks once per reservation or circuit, not per packet).
+func (s *Supernode) LiveDevice(id peer.ID) bool {
+	now, key := s.cfg.Now(), id.String()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, devs := range s.devices {
+		if rec, ok := devs[key]; ok && now.Before(rec.Expires) && now.Before(rec.Cert.NotAfter) {
+			return !s.revoked.Revoked(key)
+		}
+	}
+	return false
 }
 
 // enter admits a stream handler unless Run has stopped the supernode.
@@ -306,7 +336,7 @@ func (s *Supernode) serve(remote peer.ID, remoteAddr ma.Multiaddr, req legacywir
 			return resp
 		}
 		devs, route := s.Lookup(req.User)
-		return legacywire.DirResponse{OK: true, Devices: devs, Route: route}
+		return legacywire.DirResponse{OK: true, Devices: devs, Route: route, Mirror: s.Mirror(req.User)}
 	case legacywire.OpRoute:
 		if req.Route == nil {
 			return refusal(legacywire.CodeBadRequest, "route op without a route record")
@@ -422,17 +452,25 @@ func (s *Supernode) storeRoute(r *legacywire.RouteRecord) legacywire.DirResponse
 		}
 		return refusal(code, err.Error())
 	}
+	routes := s.routes
+	switch r.Kind {
+	case legacywire.RouteHome:
+	case legacywire.RouteMirror:
+		routes = s.mirrors
+	default:
+		return refusal(legacywire.CodeBadRoute, fmt.Sprintf("unknown route kind %q", r.Kind))
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if old, ok := s.routes[r.User]; ok && r.Seq <= old.Seq {
+	if old, ok := routes[r.User]; ok && r.Seq <= old.Seq {
 		if r.Seq == old.Seq && slices.Equal(r.Signature, old.Signature) {
 			return legacywire.DirResponse{OK: true} // the same record again
 		}
 		return refusal(legacywire.CodeStaleRoute, fmt.Sprintf("seq %d is not above the stored %d", r.Seq, old.Seq))
 	}
-	s.routes[r.User] = *r
+	routes[r.User] = *r
 	s.repl.push(legacywire.DirRequest{Route: r})
-	s.log.Info("stored route", "user", r.User, "bridge", r.PeerID, "seq", r.Seq, "withdrawn", r.Withdrawn)
+	s.log.Info("stored route", "user", r.User, "bridge", r.PeerID, "seq", r.Seq, "withdrawn", r.Withdrawn, "kind", r.Kind)
 	return legacywire.DirResponse{OK: true}
 }
 

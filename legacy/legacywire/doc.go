@@ -24,7 +24,11 @@
 // carry an explicit type; chat v3 adds the file frame types
 // ([FrameFileOffer], [FrameFileAccept], [FrameFileDecline],
 // [FrameFileChunk]; bounds [MaxFileSize], [MaxFileChunk]) to the same
-// ChatFrame, and a v2 stream refuses them ([V3Only]). Older versions stay
+// ChatFrame, and a v2 stream refuses them ([V3Only]). Call signalling
+// ([FrameCallInvite] ... [FrameCallHangUp], payload [CallSignal]) is part
+// of chat v2 and v3 alike. Shadow mirroring has its own protocols
+// ([MirrorProtocolID], [HistoryProtocolID]; shadow.go) and route kind
+// ([RouteMirror]). Older versions stay
 // supported until they are retired. Fields are only ever added, never renamed or reused,
 // and decoders ignore fields they do not know. [ProtocolVersion] sums up the
 // overall wire revision.

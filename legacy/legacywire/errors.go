@@ -95,6 +95,16 @@ const (
 	// offering device does not offer (never offered, forgotten, or offered
 	// to another user), or asks for an offset beyond its end.
 	CodeUnknownFile = "unknown_file"
+	// CodeUnknownCall: a call frame names a call the receiving device does
+	// not hold, or comes from a device that is not part of it (not the
+	// caller's device, not an invited device of the callee).
+	CodeUnknownCall = "unknown_call"
+	// CodeAnsweredElsewhere: a call_accept lost: another device of the
+	// callee accepted the call first.
+	CodeAnsweredElsewhere = "answered_elsewhere"
+	// CodeCallEnded: a call frame arrived after the call ended (cancelled,
+	// rejected, timed out or hung up).
+	CodeCallEnded = "call_ended"
 )
 
 // NoticesUser is the official system contact: chat messages From this user

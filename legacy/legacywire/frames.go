@@ -70,6 +70,9 @@ type DirResponse struct {
 	Error   string         `json:"error,omitempty"`
 	Devices []DeviceRecord `json:"devices,omitempty"`
 	Route   *RouteRecord   `json:"route,omitempty"`
+	// Mirror is the user's live shadow route (Kind RouteMirror), answering
+	// OpLookup next to Devices and Route.
+	Mirror *RouteRecord `json:"mirror,omitempty"`
 	// Revocations answers OpRevocations.
 	Revocations []Revocation `json:"revocations,omitempty"`
 	// Messages are the messages held offline for a registering device's

@@ -49,15 +49,18 @@ type ChatFrame struct {
 	FileOffer  *FileOffer  `json:"file_offer,omitempty"`
 	FileAnswer *FileAnswer `json:"file_answer,omitempty"`
 	FileChunk  *FileChunk  `json:"file_chunk,omitempty"`
+	// Call signalling (frames_call.go), chat v2 and v3.
+	Call *CallSignal `json:"call,omitempty"`
 }
 
 // Valid reports whether the frame carries exactly the payload its Type names
 // (and an ID, except for acks, whose ID is inside the ack, and file chunks),
-// with file payloads inside the wire's bounds (FileOffer.Valid).
+// with file payloads inside the wire's bounds (FileOffer.Valid) and call
+// payloads complete (validCallFrame).
 func (f ChatFrame) Valid() bool {
 	n := 0
 	for _, set := range []bool{f.Msg != nil, f.Ack != nil, f.Receipt != nil, f.Typing != nil, f.Presence != nil, f.Subscribe != nil,
-		f.FileOffer != nil, f.FileAnswer != nil, f.FileChunk != nil} {
+		f.FileOffer != nil, f.FileAnswer != nil, f.FileChunk != nil, f.Call != nil} {
 		if set {
 			n++
 		}
@@ -78,6 +81,9 @@ func (f ChatFrame) Valid() bool {
 		return f.Presence != nil && f.ID != ""
 	case FrameSubscribe:
 		return f.Subscribe != nil && f.ID != ""
+	}
+	if IsCallFrame(f.Type) {
+		return validCallFrame(f)
 	}
 	return validFileFrame(f)
 }

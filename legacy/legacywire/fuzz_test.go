@@ -149,6 +149,27 @@ func FuzzRevocationVerify(f *testing.F) {
 	})
 }
 
+// validChatFrames decodes data as a framed ChatFrame and, wrapped in a
+// frame, as a ChatFrame's body, and returns the decoded frames that are
+// Valid. A read error must be one of ReadFrame's sentinels.
+func validChatFrames(t *testing.T, data []byte) []ChatFrame {
+	t.Helper()
+	var body bytes.Buffer
+	_ = WriteFrame(&body, json.RawMessage(data)) // also try the raw bytes as a body
+	var out []ChatFrame
+	for _, in := range [][]byte{data, body.Bytes()} {
+		var fr ChatFrame
+		if err := ReadFrame(bufio.NewReader(bytes.NewReader(in)), &fr); err != nil {
+			checkReadErr(t, err)
+			continue
+		}
+		if fr.Valid() {
+			out = append(out, fr)
+		}
+	}
+	return out
+}
+
 // FuzzReadFileFrame decodes chat v3 frames: a frame that is Valid keeps
 // every file payload inside the wire's bounds.
 func FuzzReadFileFrame(f *testing.F) {
@@ -156,18 +177,7 @@ func FuzzReadFileFrame(f *testing.F) {
 	f.Add([]byte(`{"type":"file_chunk","file_chunk":{"file_id":"f","offset":-1,"data":"AA=="}}`))
 	f.Add([]byte(`{"type":"file_offer","id":"f","file_offer":{"id":"f","size":1e30}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var body bytes.Buffer
-		_ = WriteFrame(&body, json.RawMessage(data)) // also try the raw bytes as a body
-		for _, in := range [][]byte{data, body.Bytes()} {
-			var fr ChatFrame
-			err := ReadFrame(bufio.NewReader(bytes.NewReader(in)), &fr)
-			if err != nil {
-				checkReadErr(t, err)
-				continue
-			}
-			if !fr.Valid() {
-				continue
-			}
+		for _, fr := range validChatFrames(t, data) {
 			switch fr.Type {
 			case FrameFileOffer:
 				o := fr.FileOffer
@@ -200,6 +210,36 @@ func FuzzReadDirResponse(f *testing.F) {
 			// What decodes encodes again.
 			if err := WriteFrame(io.Discard, resp); err != nil && !errors.Is(err, ErrFrameTooLarge) {
 				t.Fatalf("re-encode: %v", err)
+			}
+		}
+	})
+}
+
+// FuzzReadCallFrame decodes call signalling frames: a frame that is Valid
+// and of a call type carries a complete CallSignal, with a known media
+// kind and a bounded ring time on invites and a known reason on cancels.
+func FuzzReadCallFrame(f *testing.F) {
+	addGoldenSeeds(f, func(name string, _ any) bool { return strings.HasPrefix(name, "chat2_call_") })
+	f.Add([]byte(`{"type":"call_invite","id":"i","call":{"call_id":"c","from":"a","to":"b","media":"audio","ring_ms":-1}}`))
+	f.Add([]byte(`{"type":"call_cancel","id":"i","call":{"call_id":"c","from":"a","to":"b","reason":""}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, fr := range validChatFrames(t, data) {
+			if !IsCallFrame(fr.Type) {
+				continue
+			}
+			c := fr.Call
+			if c == nil || fr.ID == "" || c.CallID == "" || c.From == "" || c.To == "" {
+				t.Fatalf("valid call frame without its ids: %+v %+v", fr, c)
+			}
+			switch fr.Type {
+			case FrameCallInvite:
+				if (c.Media != CallAudio && c.Media != CallVideo) || c.RingMillis <= 0 || c.RingMillis > MaxCallRing.Milliseconds() {
+					t.Fatalf("valid invite out of bounds: %+v", c)
+				}
+			case FrameCallCancel:
+				if c.Reason != CallReasonCancelled && c.Reason != CallReasonRejected && c.Reason != CallReasonTimeout {
+					t.Fatalf("valid cancel with reason %q", c.Reason)
+				}
 			}
 		}
 	})

@@ -39,6 +39,7 @@ func goldenFrames(tb testing.TB) map[string]any {
 	withdrawn := route
 	withdrawn.Seq, withdrawn.Withdrawn = 8, true
 	withdrawn = SignRoute(key, withdrawn)
+	mirror := SignRoute(key, RouteRecord{User: "bob", PeerID: route.PeerID, Addrs: route.Addrs, Seq: 9, NotAfter: at.Add(time.Hour), Kind: RouteMirror})
 	revocation := SignRevocation(key, Revocation{
 		PeerID:    cert.PeerID,
 		User:      cert.User,
@@ -49,6 +50,8 @@ func goldenFrames(tb testing.TB) map[string]any {
 	msg := ChatMessage{ID: "01968c5e-7f3a-7b2c-9d4e-0123456789ab", From: "alice", To: "bob", Text: "hello, bob", SentAt: at}
 	offer := FileOffer{ID: "01968c5e-7f3a-7b2c-9d4e-0123456789b1", From: "alice", To: "bob", Name: "report.pdf", Size: 70000,
 		SHA256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", ChunkSize: MaxFileChunk, SentAt: at}
+	const callID = "01968c5e-7f3a-7b2c-9d4e-0123456789c0"
+	callFrame := func(typ, id string, c CallSignal) ChatFrame { return ChatFrame{Type: typ, ID: id, Call: &c} }
 	device := DeviceRecord{Cert: cert, Addrs: []string{"/ip4/127.0.0.1/tcp/4002"}, Expires: at.Add(10 * time.Minute)}
 	return map[string]any{
 		"certificate":                 cert,
@@ -89,15 +92,28 @@ func goldenFrames(tb testing.TB) map[string]any {
 		"chat2_presence":        ChatFrame{Type: FramePresence, ID: "01968c5e-7f3a-7b2c-9d4e-0123456789af", Presence: &Presence{User: "alice", Status: PresenceIdle, At: at}},
 		"chat2_subscribe":       ChatFrame{Type: FrameSubscribe, ID: "01968c5e-7f3a-7b2c-9d4e-0123456789b0", Subscribe: &Subscribe{User: "alice"}},
 
-		"chat3_file_offer":           ChatFrame{Type: FrameFileOffer, ID: offer.ID, FileOffer: &offer},
-		"chat3_file_accept":          ChatFrame{Type: FrameFileAccept, ID: "01968c5e-7f3a-7b2c-9d4e-0123456789b2", FileAnswer: &FileAnswer{FileID: offer.ID, From: "bob", To: "alice"}},
-		"chat3_file_accept_resume":   ChatFrame{Type: FrameFileAccept, ID: "01968c5e-7f3a-7b2c-9d4e-0123456789b3", FileAnswer: &FileAnswer{FileID: offer.ID, From: "bob", To: "alice", Offset: 32768}},
-		"chat3_file_decline":         ChatFrame{Type: FrameFileDecline, ID: "01968c5e-7f3a-7b2c-9d4e-0123456789b4", FileAnswer: &FileAnswer{FileID: offer.ID, From: "bob", To: "alice", Reason: "no room on this phone"}},
-		"chat3_file_chunk":           ChatFrame{Type: FrameFileChunk, FileChunk: &FileChunk{FileID: offer.ID, Offset: 32768, Data: []byte("%PDF-1.7 golden chunk")}},
-		"chat3_ack_file_too_large":   ChatFrame{Type: FrameAck, Ack: &ChatAck{ID: offer.ID, Status: StatusRefused, Code: CodeFileTooLarge, Error: "file of 73400320 bytes, this device takes at most 67108864"}},
-		"chat3_ack_unknown_file":     ChatFrame{Type: FrameAck, Ack: &ChatAck{ID: "01968c5e-7f3a-7b2c-9d4e-0123456789b2", Status: StatusRefused, Code: CodeUnknownFile, Error: "no file 01968c5e-7f3a-7b2c-9d4e-0123456789b1 offered to bob"}},
-		"dir_request_reports":        DirRequest{Op: OpReports, Cert: &cert},
-		"dir_response_undeliverable": DirResponse{OK: true, Undeliverable: []Undeliverable{{MsgID: msg.ID, From: "alice", To: "bob", Reason: ReasonExpired, At: at}}},
+		"chat3_file_offer":              ChatFrame{Type: FrameFileOffer, ID: offer.ID, FileOffer: &offer},
+		"chat3_file_accept":             ChatFrame{Type: FrameFileAccept, ID: "01968c5e-7f3a-7b2c-9d4e-0123456789b2", FileAnswer: &FileAnswer{FileID: offer.ID, From: "bob", To: "alice"}},
+		"chat3_file_accept_resume":      ChatFrame{Type: FrameFileAccept, ID: "01968c5e-7f3a-7b2c-9d4e-0123456789b3", FileAnswer: &FileAnswer{FileID: offer.ID, From: "bob", To: "alice", Offset: 32768}},
+		"chat3_file_decline":            ChatFrame{Type: FrameFileDecline, ID: "01968c5e-7f3a-7b2c-9d4e-0123456789b4", FileAnswer: &FileAnswer{FileID: offer.ID, From: "bob", To: "alice", Reason: "no room on this phone"}},
+		"chat3_file_chunk":              ChatFrame{Type: FrameFileChunk, FileChunk: &FileChunk{FileID: offer.ID, Offset: 32768, Data: []byte("%PDF-1.7 golden chunk")}},
+		"chat3_ack_file_too_large":      ChatFrame{Type: FrameAck, Ack: &ChatAck{ID: offer.ID, Status: StatusRefused, Code: CodeFileTooLarge, Error: "file of 73400320 bytes, this device takes at most 67108864"}},
+		"chat3_ack_unknown_file":        ChatFrame{Type: FrameAck, Ack: &ChatAck{ID: "01968c5e-7f3a-7b2c-9d4e-0123456789b2", Status: StatusRefused, Code: CodeUnknownFile, Error: "no file 01968c5e-7f3a-7b2c-9d4e-0123456789b1 offered to bob"}},
+		"chat2_call_invite":             callFrame(FrameCallInvite, "01968c5e-7f3a-7b2c-9d4e-0123456789c1", CallSignal{CallID: callID, From: "alice", To: "bob", Media: CallVideo, RingMillis: 30000, At: at}),
+		"chat2_call_ringing":            callFrame(FrameCallRinging, "01968c5e-7f3a-7b2c-9d4e-0123456789c2", CallSignal{CallID: callID, From: "bob", To: "alice", At: at}),
+		"chat2_call_accept":             callFrame(FrameCallAccept, "01968c5e-7f3a-7b2c-9d4e-0123456789c3", CallSignal{CallID: callID, From: "bob", To: "alice", At: at}),
+		"chat2_call_reject":             callFrame(FrameCallReject, "01968c5e-7f3a-7b2c-9d4e-0123456789c4", CallSignal{CallID: callID, From: "bob", To: "alice", At: at}),
+		"chat2_call_cancel":             callFrame(FrameCallCancel, "01968c5e-7f3a-7b2c-9d4e-0123456789c5", CallSignal{CallID: callID, From: "alice", To: "bob", Reason: CallReasonTimeout, At: at}),
+		"chat2_call_answered_elsewhere": callFrame(FrameCallAnsweredElsewhere, "01968c5e-7f3a-7b2c-9d4e-0123456789c6", CallSignal{CallID: callID, From: "alice", To: "bob", At: at}),
+		"chat2_call_hangup":             callFrame(FrameCallHangUp, "01968c5e-7f3a-7b2c-9d4e-0123456789c7", CallSignal{CallID: callID, From: "bob", To: "alice", At: at}),
+		"chat2_ack_answered_elsewhere":  ChatFrame{Type: FrameAck, Ack: &ChatAck{ID: "01968c5e-7f3a-7b2c-9d4e-0123456789c3", Status: StatusRefused, Code: CodeAnsweredElsewhere, Error: "another device of bob accepted the call"}},
+		"dir_request_reports":           DirRequest{Op: OpReports, Cert: &cert},
+		"dir_response_undeliverable":    DirResponse{OK: true, Undeliverable: []Undeliverable{{MsgID: msg.ID, From: "alice", To: "bob", Reason: ReasonExpired, At: at}}},
+		"route_mirror":                  mirror,
+		"dir_response_lookup_mirror":    DirResponse{OK: true, Devices: []DeviceRecord{device}, Mirror: &mirror},
+		"history_request":               HistoryRequest{User: "bob", After: "01968c5e-7f3a-7b2c-9d4e-0123456789aa", Since: at.Add(-30 * 24 * time.Hour), Limit: 50},
+		"history_page":                  HistoryPage{OK: true, Msgs: []ChatMessage{msg}, More: true},
+		"history_page_refused":          HistoryPage{Code: CodeNotYourUser, Error: "only the bridge may read a user's history"},
 	}
 }
 

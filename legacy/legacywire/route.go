@@ -12,6 +12,11 @@ import (
 // user's own devices: it is how a user who moved to the cloud stays reachable
 // from the overlay. Records are ordered by Seq; a withdrawn record with a
 // higher Seq removes the route.
+//
+// Kind RouteMirror makes it a shadow route instead (shadow.go): the bridge
+// is an additional mirror target of a user whose home is still the
+// overlay. A supernode keeps one record of each kind per user, each ordered
+// by its own Seq, and a mirror never displaces the user's devices.
 type RouteRecord struct {
 	User      string    `json:"user"`
 	PeerID    string    `json:"peer_id"`
@@ -19,7 +24,9 @@ type RouteRecord struct {
 	Seq       uint64    `json:"seq"`
 	NotAfter  time.Time `json:"not_after"`
 	Withdrawn bool      `json:"withdrawn,omitempty"`
-	Signature []byte    `json:"sig,omitempty"`
+	// Kind is RouteHome (empty) or RouteMirror.
+	Kind      string `json:"kind,omitempty"`
+	Signature []byte `json:"sig,omitempty"`
 }
 
 // SignRoute returns r with NotAfter normalized (UTC, milliseconds) and
@@ -39,6 +46,12 @@ func (r RouteRecord) signingBytes() []byte {
 	s.u64(r.Seq)
 	s.time(r.NotAfter)
 	s.bool(r.Withdrawn)
+	if r.Kind != RouteHome {
+		// Signed only when set, so that home routes keep their bytes of
+		// protocol version 1; a signature never survives adding or
+		// removing the kind.
+		s.str(r.Kind)
+	}
 	return s.b
 }
 

@@ -28,7 +28,21 @@ package legacywire
 //	   answered by DirResponse.Undeliverable (Undeliverable: message id,
 //	   sender, recipient, reason expired or overflow). Earlier bytes are
 //	   unchanged.
-const ProtocolVersion = 4
+//	5: call signalling in chat 2.0.0 and 3.0.0: ChatFrame types
+//	   call_invite, call_ringing, call_accept, call_reject, call_cancel,
+//	   call_answered_elsewhere, call_hangup with payload CallSignal (call
+//	   id, from, to, media audio or video, ring_ms, reason cancelled,
+//	   rejected or timeout); refusal codes unknown_call,
+//	   answered_elsewhere, call_ended. Chat 1.0.0 carries no calls.
+//	   Earlier bytes are unchanged.
+//	6: shadow mirroring: RouteRecord.Kind (RouteHome, empty, or
+//	   RouteMirror), signed only when set so home routes keep their bytes;
+//	   DirResponse.Mirror answers a lookup with the user's live mirror
+//	   route; mirror 1.0.0 (a ChatHello and one ChatMessage, answered by a
+//	   ChatAck: the sender's shadow copy) and history 1.0.0 (a ChatHello
+//	   from a CapBridge peer and one HistoryRequest, answered by one
+//	   HistoryPage; bound MaxHistoryPage). Earlier bytes are unchanged.
+const ProtocolVersion = 6
 
 // Protocol IDs, one per protocol and version. A new version of a protocol gets
 // a new ID; old IDs keep working until the version is retired.

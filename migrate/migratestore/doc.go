@@ -14,6 +14,11 @@
 // acknowledgements, and sends a user whose compare-and-set lost back through
 // Transition. The campaign driver moves a tick's users with it.
 //
+// A record the watch cannot decode is not skipped silently: the State shows
+// the user held with reason ReasonCorruptRecord (the last good phase kept as
+// Prior, so the inbound home does not change) until a valid record replaces
+// it, and CorruptRecords counts them for the agent's metric.
+//
 // Durability is the engine's: with the embedded engine an acknowledged write
 // is in the store's files before the ack and survives kill -9 of the agent
 // (see gateway/engine). The bucket keeps one revision per key.
