@@ -93,17 +93,24 @@ func (c *cursorStore) flush(ctx context.Context) error {
 // run flushes the cursor periodically and once more when ctx ends. A failed
 // flush is retried at the next tick: the cursor only ever moves forward.
 func (c *cursorStore) run(ctx context.Context) error {
-	t := time.NewTicker(cursorFlushInterval)
+	return flushLoop(ctx, cursorFlushInterval, c.log, "flush cursor", c.flush)
+}
+
+// flushLoop calls flush every interval, logging a failure as what (the
+// next tick retries), and once more when ctx ends, under a fresh deadline
+// of two seconds; it returns that last flush's error.
+func flushLoop(ctx context.Context, every time.Duration, log *slog.Logger, what string, flush func(context.Context) error) error {
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			final, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
-			return c.flush(final)
+			return flush(final)
 		case <-t.C:
-			if err := c.flush(ctx); err != nil && ctx.Err() == nil {
-				c.log.Warn("flush cursor", "err", err)
+			if err := flush(ctx); err != nil && ctx.Err() == nil {
+				log.Warn(what, "err", err)
 			}
 		}
 	}

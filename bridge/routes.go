@@ -39,10 +39,12 @@ func newRoutePublisher(b *Bridge) *routePublisher {
 		if prev == nil && !cur.CloudHome() {
 			return // a new legacy user has no route to withdraw
 		}
-		// The flip mark goes on before the route is queued (doc.go).
-		if cur.CloudHome() {
+		// The flip mark goes on before the route is queued (doc.go). A
+		// user first seen with a cloud home (a node starting) did not flip.
+		switch {
+		case cur.CloudHome() && prev != nil:
 			b.flipStart(cur.ID)
-		} else {
+		case !cur.CloudHome():
 			b.flipCancel(cur.ID)
 		}
 		p.enqueue(cur.ID, cur.CloudHome())

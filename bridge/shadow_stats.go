@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -131,23 +132,12 @@ func (st *shadowStats) record(user, msgID, result string) {
 // run writes changed summaries every shadowFlushEvery, and once more when
 // ctx ends.
 func (st *shadowStats) run(ctx context.Context) error {
-	t := time.NewTicker(shadowFlushEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			st.flush(fctx)
-			cancel()
-			return nil
-		case <-t.C:
-			st.flush(ctx)
-		}
-	}
+	return flushLoop(ctx, shadowFlushEvery, st.log, "save shadow summaries", st.flush)
 }
 
-// flush writes the changed summaries; one that fails stays queued.
-func (st *shadowStats) flush(ctx context.Context) {
+// flush writes the changed summaries; one that fails stays queued and the
+// first error is returned.
+func (st *shadowStats) flush(ctx context.Context) error {
 	st.mu.Lock()
 	batch := make([]ShadowStats, 0, len(st.dirty))
 	for user := range st.dirty {
@@ -155,18 +145,20 @@ func (st *shadowStats) flush(ctx context.Context) {
 	}
 	clear(st.dirty)
 	st.mu.Unlock()
+	var first error
 	for _, s := range batch {
 		data, err := json.Marshal(s)
 		if err == nil {
 			_, err = st.kv.Put(ctx, statsKey(s.User), data)
 		}
 		if err != nil {
-			st.log.Warn("save shadow summary", "err", err)
+			first = cmp.Or(first, fmt.Errorf("bridge: save shadow summary: %w", err))
 			st.mu.Lock()
 			st.dirty[s.User] = struct{}{}
 			st.mu.Unlock()
 		}
 	}
+	return first
 }
 
 // ShadowStats returns the bridge's summary of user's shadow mirror, from

@@ -1,7 +1,9 @@
 // Package cloud is the cloud side of Ferry: the WebSocket service cloud
 // devices and the bridge connect to (sessions, the conversation log, per-user
-// inboxes with multi-device sync, receipts) and a Go client for it. The
-// frames themselves live in cloudwire; PROTOCOL.md documents them.
+// inboxes with multi-device sync, receipts) and a Go client for it: Client
+// is one connection, Link a session that reconnects, resumes from its
+// cursor and resends what was not acknowledged. The frames themselves
+// live in cloudwire; PROTOCOL.md documents them.
 //
 // It must not import legacy/ (the overlay) or bridge/: the bridge joins the
 // two worlds, not this package. It speaks cloudwire types at its edges.
@@ -132,8 +134,9 @@
 // Each session has a bounded queue, drained by a writer goroutine that
 // exists only while frames are waiting; a session that cannot keep up is
 // closed with 4429 and resumes from its cursor. An idle session holds no
-// queue buffer and no write buffer (gorilla's WriteBufferPool), and reads
-// through the HTTP server's own 4 KiB buffer.
+// queue buffer and no write buffer (gorilla's WriteBufferPool), reads
+// through a 1 KiB buffer, and keeps nothing of the HTTP server's request
+// state: the handler returns once the session's goroutine is started.
 //
 // # Goroutines
 //

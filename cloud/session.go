@@ -66,6 +66,7 @@ type session struct {
 	kind                      string // kindNative, kindBrowser or kindBridge
 	bridge                    bool
 	welcomed                  bool
+	notice                    string // the version policy's notice, for welcome (notice.go)
 
 	// wrMu is held by whoever writes data frames or the close frame (the
 	// writer or the closer), so that they never interleave.
@@ -510,17 +511,15 @@ func (s *session) authenticate(claims *cloudwire.Claims, h cloudwire.Hello) bool
 				return false
 			}
 		}
-		if check := s.svc.cfg.CheckClient; check != nil {
-			ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
-			h.Token = ""
-			up := check(ctx, claims.Subject, h)
-			cancel()
-			if up != nil {
-				s.svc.m.handshakes.WithLabelValues("upgrade_required").Inc()
-				s.closeWith(cloudwire.CloseUpgradeRequired, up.String())
-				return false
-			}
+		ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
+		v := s.svc.clientVerdict(ctx, claims.Subject, h)
+		cancel()
+		if v.Refuse != nil {
+			s.svc.m.handshakes.WithLabelValues("upgrade_required").Inc()
+			s.closeWith(cloudwire.CloseUpgradeRequired, v.Refuse.String())
+			return false
 		}
+		s.notice = v.Notice
 	case cloudwire.RoleBridge:
 		s.bridge, s.kind = true, kindBridge
 	default:
@@ -565,7 +564,7 @@ func (s *session) open(h cloudwire.Hello) bool {
 	}
 	if !s.pushFrame(cloudwire.Welcome{
 		ProtocolVersion: cloudwire.ProtocolVersion, User: s.user, Role: s.role,
-		Device: s.device, Session: s.id, Head: head,
+		Device: s.device, Session: s.id, Head: head, Notice: s.notice,
 	}) {
 		return false
 	}

@@ -209,7 +209,7 @@ func (r *rawWS) nextFrame() cloudwire.Frame {
 			r.tb.Fatalf("decode %s: %v", p, err)
 		}
 		switch f.(type) {
-		case cloudwire.Event, cloudwire.Synced, cloudwire.Presence, cloudwire.Typing:
+		case cloudwire.Event, cloudwire.Synced, cloudwire.Presence, cloudwire.PresenceSnapshot, cloudwire.Typing, cloudwire.CallState:
 			continue
 		}
 		return f

@@ -109,7 +109,10 @@ type agentConfig struct {
 	CloudRetention     cloud.Retention
 	CloudMaxHandshakes int
 	CloudMaxSessions   int
-	StopTimeout        time.Duration
+	// CloudRingDelay is how long an incoming call rings only the callee's
+	// most recently active device; zero means cloud.DefaultRingDelay.
+	CloudRingDelay time.Duration
+	StopTimeout    time.Duration
 	// CampaignTick is how often the campaign driver looks at the
 	// campaigns; zero means migrate.DefaultDriverTick.
 	CampaignTick time.Duration
@@ -150,6 +153,7 @@ func agentCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.DurationVar(&cfg.CloudRetention.InboxMaxAge, "cloud-inbox-max-age", cloud.DefaultRetention.InboxMaxAge, "drop cloud inbox events older than this (negative: keep all; else at least 10m)")
 	fs.Int64Var(&cfg.CloudRetention.InboxMaxBytes, "cloud-inbox-max-bytes", cloud.DefaultRetention.InboxMaxBytes, "bound the cloud inboxes to this many bytes, oldest dropped first (-1: no bound)")
 	fs.IntVar(&cfg.CloudMaxHandshakes, "cloud-max-handshakes", cloud.DefaultMaxHandshakes, "cloud sessions set up at once (hello to end of initial sync) before handshakes get 503 + Retry-After")
+	fs.DurationVar(&cfg.CloudRingDelay, "cloud-ring-delay", cloud.DefaultRingDelay, "how long an incoming call rings only the callee's most recently active device before the others")
 	fs.IntVar(&cfg.CloudMaxSessions, "cloud-max-sessions", 0, "cloud sessions on this agent before handshakes get 503 + Retry-After (0: no bound)")
 	fs.DurationVar(&cfg.StopTimeout, "stop-timeout", defaultStopTimeout, "deadline for a clean stop after SIGINT/SIGTERM")
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
@@ -508,7 +512,6 @@ func (a *agent) startCloud(ctx context.Context, g *errgroup.Group, gctx context.
 		TokenKey:       a.tokenKey.Public().(ed25519.PublicKey),
 		AllowedOrigins: a.cfg.AllowedOrigins,
 		Admit:          a.admitCloudDevice,
-		CheckClient:    a.checkCloudClient,
 		ActFor:         a.bridgeMayActFor,
 		OnHello:        a.devices.fromCloud,
 		Registerer:     a.reg,
@@ -516,9 +519,21 @@ func (a *agent) startCloud(ctx context.Context, g *errgroup.Group, gctx context.
 		Retention:      a.cfg.CloudRetention,
 		MaxHandshakes:  a.cfg.CloudMaxHandshakes,
 		MaxSessions:    a.cfg.CloudMaxSessions,
+		RingDelay:      a.cfg.CloudRingDelay,
 	}); err != nil {
 		return err
 	}
+	a.cloud.SetClientPolicy(a.cloudClientPolicy)
+	// A move between the overlay and the cloud as inbound home gets a
+	// system note in each of the user's conversations, once per
+	// transition (the note's id is derived from its op id). Legacy
+	// devices see it only if the bridge carries cloudwire.KindSystem
+	// events, which it does not yet.
+	a.state.OnChange(func(prev *migrate.User, cur migrate.User) {
+		if prev != nil && prev.CloudHome() != cur.CloudHome() && cur.OpID != "" {
+			a.cloud.NotePhaseMove(cur.ID, cur.OpID, cur.CloudHome())
+		}
+	})
 	g.Go(func() error { return a.cloud.Run(gctx) })
 	if a.cloudLn, err = net.Listen("tcp", a.cfg.Listen); err != nil {
 		return fmt.Errorf("cloud listener: %w", err)

@@ -25,8 +25,9 @@ type benchOptions struct {
 	Runs     int           // runs of the case and of the floor each; at least 3
 	Duration time.Duration // length of one timed run
 	Conns    int           // concurrent connections of a throughput run
-	N        int           // idle connections of cloud-idle
-	Procs    int           // client processes of cloud-idle
+	N        int           // idle connections of cloud-idle, clients of reconnect...
+	NSet     bool          // -n was given (reconnect's default is not N's)
+	Procs    int           // client processes of cloud-idle and reconnect
 	Smoke    bool          // tiny sizes: checks the harness, measures nothing
 }
 
@@ -84,6 +85,7 @@ var benchmarks = []benchmark{
 	{"bridge-intake", "messages/s the bridge takes from legacy peers vs a bare libp2p stream sink", benchBridgeIntake},
 	{"wave", "durable transitions/s of a 100,000-user step out of 1,000,000 vs bare go-memdb; plan over 1,000,000", benchWave},
 	{"sim", "memory per simulated legacy client vs a bare libp2p host", benchSim},
+	{"reconnect", "resyncs/s of 10,000 cloud clients after a restart of the cloud service vs the same clients and a bare WebSocket server", benchReconnect},
 }
 
 const benchUsage = `Usage: gateway bench NAME|all [-format text|json] [-runs K] [-duration D] [-conns C] [-n N] [-procs P] [-smoke] [-cpuprofile FILE]
@@ -96,6 +98,9 @@ and whether it is met. Benchmarks:
 func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == idleDialerArg {
 		return idleDialer(ctx, args[1:], stdout)
+	}
+	if len(args) > 0 && args[0] == reconnectDialerArg {
+		return reconnectDialer(ctx, args[1:], stdout)
 	}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -112,14 +117,15 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.IntVar(&o.Runs, "runs", 3, "runs of the case and of the floor each (at least 3)")
 	fs.DurationVar(&o.Duration, "duration", 2*time.Second, "length of one timed run")
 	fs.IntVar(&o.Conns, "conns", 8, "concurrent connections in throughput runs")
-	fs.IntVar(&o.N, "n", 1000, "idle connections in cloud-idle (10000 for the real figure); group members in cloud-fanout (at most 200); clients in sim (at most 2000)")
-	fs.IntVar(&o.Procs, "procs", 0, "client processes for cloud-idle (0: one per 2,500 connections)")
+	fs.IntVar(&o.N, "n", 1000, "idle connections in cloud-idle (10000 for the real figure); group members in cloud-fanout (at most 200); clients in sim (at most 2000); clients in reconnect (default 10000)")
+	fs.IntVar(&o.Procs, "procs", 0, "client processes for cloud-idle and reconnect (0: one per 2,500 connections)")
 	fs.BoolVar(&o.Smoke, "smoke", false, "tiny sizes, to check that the harness works; the figures mean nothing")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
+	fs.Visit(func(f *flag.Flag) { o.NSet = o.NSet || f.Name == "n" })
 	if len(pos) != 1 {
 		fs.Usage()
 		return errUsage

@@ -245,31 +245,13 @@ type idleLoad struct {
 }
 
 func startIdleLoad(ctx context.Context, url string, key ed25519.PrivateKey, n, procs int, prefix string) (*idleLoad, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
 	l := &idleLoad{}
 	ready := make(chan error, procs)
 	for p := range procs {
-		k := n / procs
-		if p < n%procs {
-			k++
-		}
-		cmd := exec.CommandContext(ctx, exe, "bench", idleDialerArg, "-url", url, "-n", strconv.Itoa(k),
+		cmd, in, out, err := startLoadProcess(ctx, key, idleDialerArg, "-url", url, "-n", strconv.Itoa(share(n, procs, p)),
 			"-src", fmt.Sprintf("127.0.0.%d", 10+p), "-prefix", fmt.Sprintf("%s-%d", prefix, p))
-		cmd.Env = append(os.Environ(), idleKeyEnv+"="+hex.EncodeToString(key.Seed()))
-		cmd.Stderr = os.Stderr
-		in, err := cmd.StdinPipe()
 		if err != nil {
 			return nil, errors.Join(err, l.stop())
-		}
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			return nil, errors.Join(err, l.stop())
-		}
-		if err := cmd.Start(); err != nil {
-			return nil, errors.Join(fmt.Errorf("start load process: %w", err), l.stop())
 		}
 		l.cmds, l.stdin = append(l.cmds, cmd), append(l.stdin, in)
 		go func() {

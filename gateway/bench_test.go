@@ -4,16 +4,34 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
+
+	"github.com/ferrygw/ferry/cloud/cloudwire"
 )
+
+// TestMain lets the test binary stand in for the gateway binary as a
+// benchmark's load process ("gateway bench internal-..."), which the
+// benchmark starts from os.Executable.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 2 && os.Args[1] == "bench" && (os.Args[2] == reconnectDialerArg || os.Args[2] == idleDialerArg) {
+		if err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
 
 // TestBenchSmoke runs the quick benchmarks with tiny sizes and checks the
 // shape of their output, never a speed: the figures of a smoke run mean
-// nothing. cloud-idle needs the gateway binary for its load processes and
-// is not run here.
+// nothing. reconnect's load processes are this test binary (TestMain).
+// cloud-idle is not run here.
 func TestBenchSmoke(t *testing.T) {
-	for _, name := range []string{"floor", "cloud-rtt", "cloud-fanout", "bridge", "bridge-intake", "wave", "sim"} {
+	for _, name := range []string{"floor", "cloud-rtt", "cloud-fanout", "bridge", "bridge-intake", "wave", "sim", "reconnect"} {
 		t.Run(name, func(t *testing.T) {
 			var out, errOut bytes.Buffer
 			if err := run(context.Background(), []string{"bench", name, "-smoke", "-format", "json"}, &out, &errOut); err != nil {
@@ -107,5 +125,37 @@ func TestBenchUsage(t *testing.T) {
 		if err := run(context.Background(), args, &out, &errOut); err == nil {
 			t.Errorf("%q: no error", args)
 		}
+	}
+}
+
+// TestReconnectObserve checks how a reconnect load process judges what a
+// client received: exactly its first and its missed message, or not.
+func TestReconnectObserve(t *testing.T) {
+	msg := func(id, text string) cloudwire.Event {
+		return cloudwire.Event{Kind: cloudwire.KindMsg, MsgID: id, From: reconnectSender, Text: text}
+	}
+	const u = "rc1-0-7"
+	for _, tc := range []struct {
+		name     string
+		evs      []cloudwire.Event
+		msgs     int
+		bad      bool
+		resynced bool
+	}{
+		{"exact", []cloudwire.Event{msg("a", rcBefore(u)), {Kind: cloudwire.KindReceipt}, msg("b", rcMissed(u))}, 2, false, true},
+		{"lost", []cloudwire.Event{msg("a", rcBefore(u))}, 1, false, false},
+		{"replayed first", []cloudwire.Event{msg("a", rcBefore(u)), msg("a", rcBefore(u))}, 2, true, true},
+		{"someone else's", []cloudwire.Event{msg("a", rcBefore(u)), msg("b", rcMissed("rc1-0-8"))}, 2, true, true},
+		{"duplicate", []cloudwire.Event{msg("a", rcBefore(u)), msg("b", rcMissed(u)), msg("b", rcMissed(u))}, 3, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := rcClient{user: u}
+			for _, ev := range tc.evs {
+				c.observe(ev)
+			}
+			if c.msgs != tc.msgs || c.bad != tc.bad || (c.gotAt != 0) != tc.resynced {
+				t.Errorf("msgs %d bad %v resynced %v, want %d %v %v", c.msgs, c.bad, c.gotAt != 0, tc.msgs, tc.bad, tc.resynced)
+			}
+		})
 	}
 }

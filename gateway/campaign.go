@@ -61,7 +61,7 @@ func (a *agent) startCampaigns(ctx context.Context) (*campaignControl, error) {
 		return nil, err
 	}
 	cc.leases = cc.campaigns.Leases()
-	cc.shadow = noShadowReports{}
+	cc.shadow = &a.shadowGate // reports once the bridge has started (shadow_gate.go)
 	var prom migrate.PromQuerier
 	if u := a.cfg.PrometheusURL; u != "" {
 		pc, err := newPromClient(u)

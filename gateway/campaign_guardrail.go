@@ -255,17 +255,3 @@ func (m *guardrailMetrics) observe(campaign string, r migrate.GuardrailResult) {
 	m.threshold.WithLabelValues(campaign, r.Guardrail).Set(r.Threshold)
 	m.evaluations.WithLabelValues(campaign, r.Guardrail, string(r.Outcome)).Inc()
 }
-
-// noShadowReports is the gates' migrate.ShadowSource while the bridge
-// reports no per-user backfill or shadow compare counts: it has a report for
-// nobody, so the backfill and shadow-mismatch gates are inconclusive and
-// hold the users behind them in shadow (held back as
-// "gate:backfill_inconclusive" or "gate:shadow_mismatch_inconclusive"):
-// never a pass by default.
-type noShadowReports struct{}
-
-var _ migrate.ShadowSource = noShadowReports{}
-
-func (noShadowReports) Shadow(string) (migrate.ShadowReport, bool) {
-	return migrate.ShadowReport{}, false
-}

@@ -46,9 +46,10 @@ func waitDevice(t *testing.T, ta *testAgent, user string) {
 // across the flip (native before it, mirror copies after it), must have
 // every acknowledged message of both streams once and in order; her cloud
 // device, which connects after the flip, must have cleo's whole stream,
-// and of lars's stream an in-order run without repeats that misses at most
-// what reached her legacy device before the route was published (the
-// window doc.go describes, closed by shadow dual-write).
+// and of lars's stream an in-order run without repeats that may miss only
+// its beginning: what lars sent while ulla's home was the overlay, or
+// before her route was out (doc.go), reached her legacy device alone
+// unless shadow dual-write copied it.
 func TestFlipKeepsOrderAndExactlyOnce(t *testing.T) {
 	ta := startAgent(t, t.TempDir(), agentPorts(t))
 	ulla := newLegacyPhone(t, ta, "ulla")
@@ -108,5 +109,5 @@ func TestFlipKeepsOrderAndExactlyOnce(t *testing.T) {
 	if first < 0 || !slices.Equal(got["lars"], want[first:]) {
 		t.Errorf("lars→ulla on ulla's cloud device is not an in-order run of what lars sent:\ngot  %v\nwant %v", got["lars"], want)
 	}
-	t.Logf("lars→ulla: %d of %d reached the cloud; the first %d reached only ulla's legacy device (before the route was published)", len(got["lars"]), n, first)
+	t.Logf("lars→ulla: %d of %d are in the cloud; the first %d, sent while ulla's home was the overlay (or before her route was out), are only on her legacy device (shadow dual-write copies them)", len(got["lars"]), n, first)
 }

@@ -2,16 +2,22 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ferrygw/ferry/cloud"
 	"github.com/ferrygw/ferry/cloud/cloudwire"
 	"github.com/ferrygw/ferry/legacy"
 	"github.com/ferrygw/ferry/legacy/legacywire"
@@ -22,14 +28,76 @@ import (
 // admitTimeout bounds the policy read on a registration.
 const admitTimeout = 2 * time.Second
 
+// Notices: the version policy's text for an admitted device that must be
+// told (warning stage, a known device under a soft block), delivered once
+// per device and stage as a message from the system contact.
+const (
+	// noticesBucket remembers which (network, device, stage) notices
+	// were held on the overlay, so that a device registering in a loop,
+	// at any supernode of the cluster, gets one. (The cloud's notices are
+	// deduplicated by their message id in the cloud's own send records.)
+	noticesBucket = "ferry_notices"
+	// noticesMaxAge forgets a delivered notice after half a year, as the
+	// census forgets devices.
+	noticesMaxAge = 180 * 24 * time.Hour
+	// maxNoticesSeen bounds the in-memory set in front of the bucket.
+	maxNoticesSeen = 100_000
+)
+
+// Results of gateway_versions_notices_total.
+const (
+	noticeDelivered = "delivered"
+	noticeRepeat    = "repeat"
+	noticeFailed    = "failed"
+)
+
 // versionControl is the client-version retirement plane: policies in KV,
 // decisions counted, pending counts exported.
 type versionControl struct {
 	policies  *migratestore.Policies
 	decisions *prometheus.CounterVec
+	notices   *prometheus.CounterVec
 	pending   *prometheus.GaugeVec
 	enforced  *prometheus.GaugeVec
 	active    *activeDevices
+	told      *noticeLog
+}
+
+// noticeLog remembers the notices already delivered on the overlay: a KV
+// create per (device, stage), with a bounded in-memory set in front so
+// that a registration refresh costs no engine round trip.
+type noticeLog struct {
+	kv   jetstream.KeyValue
+	mu   sync.Mutex
+	seen map[string]struct{}
+}
+
+// first reports whether the notice key is new (and records it): false
+// when it was delivered before, on this agent or another.
+func (n *noticeLog) first(ctx context.Context, key string) (bool, error) {
+	n.mu.Lock()
+	_, ok := n.seen[key]
+	n.mu.Unlock()
+	if ok {
+		return false, nil
+	}
+	_, err := n.kv.Create(ctx, key, nil)
+	if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		return false, fmt.Errorf("notice log: %w", err)
+	}
+	n.mu.Lock()
+	if len(n.seen) >= maxNoticesSeen {
+		clear(n.seen)
+	}
+	n.seen[key] = struct{}{}
+	n.mu.Unlock()
+	return err == nil, nil
+}
+
+// noticeKey names a (network, device, stage) notice as a KV key.
+func noticeKey(network, user, device, stage string) string {
+	sum := sha256.Sum256([]byte(network + "\n" + user + "\n" + device + "\n" + stage))
+	return network + "." + hex.EncodeToString(sum[:16])
 }
 
 func (a *agent) startVersions(ctx context.Context) (*versionControl, error) {
@@ -43,13 +111,28 @@ func (a *agent) startVersions(ctx context.Context) (*versionControl, error) {
 		enforced: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "gateway_versions_enforced_devices", Help: "Devices a version policy affects and already refuses, by platform, as of the last report.",
 		}, []string{"platform"}),
+		notices: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_versions_notices_total", Help: "Version-policy notices for admitted devices, by network and result (delivered once per device and stage as a message from the system contact, repeat, failed).",
+		}, []string{"network", "result"}),
 		active: newActiveDevices(),
 	}
-	a.reg.MustRegister(vc.decisions, vc.pending, vc.enforced, vc.active)
+	a.reg.MustRegister(vc.decisions, vc.notices, vc.pending, vc.enforced, vc.active)
 	var err error
 	if vc.policies, err = migratestore.NewPolicies(ctx, a.eng.JS, "", a.cfg.NatsReplicas); err != nil {
 		return nil, err
 	}
+	kv, err := a.eng.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      noticesBucket,
+		Description: "Ferry version notices held on the overlay (key: network and a hash of user, device and stage)",
+		History:     1,
+		TTL:         noticesMaxAge,
+		Replicas:    max(a.cfg.NatsReplicas, 1),
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", noticesBucket, err)
+	}
+	vc.told = &noticeLog{kv: kv, seen: make(map[string]struct{})}
 	return vc, nil
 }
 
@@ -58,39 +141,91 @@ func (a *agent) startVersions(ctx context.Context) (*versionControl, error) {
 // already linked taken from the migration state. A refusal is
 // CodeUpgradeRequired with the notice; an admitted device that must be told
 // (warning stage, or a known device under a soft block) gets an empty code
-// and the notice, with the next stage's date, for the overlay to deliver.
+// and the notice, with the next stage's date, which the supernode puts in
+// its answer; the notice is also held at the supernode, once per device
+// and stage, as a message from legacywire.NoticesUser that this
+// registration delivers.
 func (a *agent) admitLegacy(cert legacywire.Certificate) (code, notice string) {
-	dec, known, ok := a.decideVersion(context.Background(), cert.User, cert.PeerID, cert.Platform, cert.ClientVersion, cert.Capabilities, a.legacyProtocol(cert.PeerID))
+	ctx := context.Background()
+	dec, known, ok := a.decideVersion(ctx, cert.User, cert.PeerID, cert.Platform, cert.ClientVersion, cert.Capabilities, a.legacyProtocol(cert.PeerID), migrate.SourceLegacy)
 	switch {
 	case !ok:
 		return "", ""
 	case dec.Refuses(known):
 		return legacywire.CodeUpgradeRequired, dec.Notice
 	case dec.Tells(known):
+		a.holdLegacyNotice(ctx, cert, dec)
 		return "", dec.Notice
 	}
 	return "", ""
 }
 
-// checkCloudClient is the cloud service's CheckClient hook: the same
-// decision as admitLegacy, for a native hello. A refusal carries the
-// minimum version, update URL and deadline the client shows.
-func (a *agent) checkCloudClient(ctx context.Context, user string, h cloudwire.Hello) *cloudwire.UpgradeRequired {
-	dec, known, ok := a.decideVersion(ctx, user, h.Device, h.Platform, h.ClientVersion, h.Capabilities, cloudwire.ProtocolVersion)
-	if !ok || !dec.Refuses(known) {
-		return nil
+// holdLegacyNotice holds dec's notice for cert's user at the supernode,
+// the first time this device is told at this stage.
+func (a *agent) holdLegacyNotice(ctx context.Context, cert legacywire.Certificate, dec migrate.Decision) {
+	if a.supernode == nil {
+		return
 	}
-	return &cloudwire.UpgradeRequired{Minimum: dec.Minimum, UpdateURL: dec.UpdateURL, Deadline: dec.Deadline, Notice: dec.Notice}
+	ctx, cancel := context.WithTimeout(ctx, admitTimeout)
+	defer cancel()
+	key := noticeKey(migrate.SourceLegacy, cert.User, cert.PeerID, string(dec.Stage))
+	first, err := a.versions.told.first(ctx, key)
+	if err == nil && first {
+		err = a.supernode.HoldNotice(legacywire.ChatMessage{ID: key, From: legacywire.NoticesUser, To: cert.User,
+			Text: dec.Notice, SentAt: time.Now().UTC().Truncate(time.Millisecond)})
+	}
+	a.countNotice(migrate.SourceLegacy, first, err)
+}
+
+// countNotice counts one notice for an admitted device by its result.
+func (a *agent) countNotice(network string, first bool, err error) {
+	result := noticeRepeat
+	switch {
+	case err != nil:
+		result = noticeFailed
+		a.log.Warn("version notice not delivered", "network", network, "err", err)
+	case first:
+		result = noticeDelivered
+	}
+	a.versions.notices.WithLabelValues(network, result).Inc()
+}
+
+// cloudClientPolicy is the cloud service's ClientPolicy: the same decision
+// as admitLegacy, once per native hello. A refusal carries the minimum
+// version, update URL and deadline the client shows; an admitted client
+// that must be told gets the notice in its welcome, and once per device
+// and stage as a system event from the system contact in its history,
+// written before the session's initial sync reads it.
+func (a *agent) cloudClientPolicy(ctx context.Context, user string, h cloudwire.Hello) cloud.ClientVerdict {
+	dec, known, ok := a.decideVersion(ctx, user, h.Device, h.Platform, h.ClientVersion, h.Capabilities, cloudwire.ProtocolVersion, migrate.SourceCloud)
+	switch {
+	case !ok:
+		return cloud.ClientVerdict{}
+	case dec.Refuses(known):
+		return cloud.ClientVerdict{Refuse: &cloudwire.UpgradeRequired{Minimum: dec.Minimum, UpdateURL: dec.UpdateURL, Deadline: dec.Deadline, Notice: dec.Notice}}
+	case dec.Tells(known) && a.cloud != nil:
+		dup, err := a.cloud.PostNotice(ctx, user, h.Device, string(dec.Stage), dec.Notice)
+		a.countNotice(migrate.SourceCloud, !dup, err)
+		return cloud.ClientVerdict{Notice: dec.Notice}
+	}
+	return cloud.ClientVerdict{}
+}
+
+// checkCloudClient is cloudClientPolicy's refusal alone (the form of
+// cloud.Config.CheckClient).
+func (a *agent) checkCloudClient(ctx context.Context, user string, h cloudwire.Hello) *cloudwire.UpgradeRequired {
+	return a.cloudClientPolicy(ctx, user, h).Refuse
 }
 
 // decideVersion applies the platform's version policy to one device of
 // user, with the user's phase and whether the device is already linked
 // taken from the migration state, and counts the decision. protocol is the
-// version the device actually speaks (0 when unknown), checked against the
-// policy's MinProtocol whatever version the device claims. ok is false when
+// version the device actually speaks on network (migrate.SourceLegacy or
+// SourceCloud; 0 when unknown), checked against the policy's minimum for
+// that network whatever version the device claims. ok is false when
 // no policy applies (unknown platform, no policy, policy store down: the
 // device is admitted).
-func (a *agent) decideVersion(ctx context.Context, user, device, platform, version string, caps []string, protocol int) (dec migrate.Decision, known, ok bool) {
+func (a *agent) decideVersion(ctx context.Context, user, device, platform, version string, caps []string, protocol int, network string) (dec migrate.Decision, known, ok bool) {
 	if a.versions == nil || migrate.CheckPlatform(platform) != nil {
 		return dec, false, false
 	}
@@ -113,7 +248,7 @@ func (a *agent) decideVersion(ctx context.Context, user, device, platform, versi
 		caps = []string{}
 	}
 	dec = migrate.Decide(&p, phase, migrate.ClientDevice{ID: device, Platform: platform, Version: version,
-		Capabilities: caps, Protocol: protocol, Known: known}, time.Now())
+		Capabilities: caps, Protocol: protocol, Network: network, Known: known}, time.Now())
 	a.versions.decisions.WithLabelValues(p.Platform, string(dec.Stage), string(dec.Outcome)).Inc()
 	return dec, known, true
 }

@@ -359,6 +359,7 @@ func BenchmarkCallSetup(b *testing.B) {
 	alice := newCallDevice(b, auth, sn, "alice", 2)
 	bob := newCallDevice(b, auth, sn, "bob", 2, func(c *DeviceConfig) {
 		c.OnCall = func(call *Call) { go func() { _ = call.Accept(context.Background()) }() }
+		c.OnMessage = nil // the test inbox holds only 100 messages
 	})
 	ctx := context.Background()
 	b.Run("call", func(b *testing.B) {
@@ -380,5 +381,7 @@ func BenchmarkCallSetup(b *testing.B) {
 			}
 		}
 	})
-	_ = bob
+	if got := bob.CallStats()[CallEnded]; got == 0 {
+		b.Errorf("bob's device counted no ended calls")
+	}
 }

@@ -86,6 +86,11 @@ type DeviceConfig struct {
 	// device answered). The caller opens the stream once a call is
 	// accepted; both ends find it in Call.Media.
 	Media *MediaConfig
+	// History is what the device remembers of its user's messages, sent
+	// and received, served to the bridge's backfill (ServeHistory); nil
+	// makes one of DefaultHistoryCapacity on a chat v2+ device. A v1-only
+	// device keeps none.
+	History *History
 }
 
 // Validate reports whether the config can build a device.
@@ -116,7 +121,8 @@ type Device struct {
 	revoked *Revocations
 	files   *fileTable
 	calls   *callTable
-	media   *Media // nil without DeviceConfig.Media
+	media   *Media   // nil without DeviceConfig.Media
+	history *History // nil on a v1-only device
 
 	mu          sync.Mutex
 	subscribers map[peer.ID]string // presence subscribers: device → its user
@@ -157,6 +163,16 @@ func NewDevice(cfg DeviceConfig) (*Device, error) {
 		}
 		d.media = m
 	}
+	if cfg.MaxChatVersion != 1 {
+		d.history = cfg.History
+		if d.history == nil {
+			d.history = NewHistory(0)
+		}
+		ServeHistory(cfg.Host, HistoryConfig{
+			Authority: cfg.Authority, User: cfg.Cert.User, History: d.history,
+			Logger: cfg.Logger, Revocations: d.revoked, Limiter: cfg.ChatLimiter,
+		})
+	}
 	HandleChat(cfg.Host, ChatConfig{
 		Authority:   cfg.Authority,
 		Logger:      cfg.Logger,
@@ -172,6 +188,12 @@ func NewDevice(cfg DeviceConfig) (*Device, error) {
 
 // User returns the device's user.
 func (d *Device) User() string { return d.cfg.Cert.User }
+
+// Notice is what the supernode told the device at its last registration,
+// admitting it (the version policy's warning: show it to the user), ""
+// when nothing. The same text arrives once per stage as a message from
+// legacywire.NoticesUser.
+func (d *Device) Notice() string { return d.dir.Notice() }
 
 // Directory returns the device's directory client.
 func (d *Device) Directory() *Directory { return d.dir }
@@ -285,11 +307,13 @@ func (d *Device) SendMessage(ctx context.Context, msg legacywire.ChatMessage) (l
 	}
 	switch {
 	case delivered != nil:
+		d.sent(ctx, look, msg)
 		return *delivered, nil
 	case refused.Status == "" && (len(errs) > 0 || len(targets) == 0 || (len(targets) == 1 && targets[0].ID == d.cfg.Host.ID())) && look.Route == nil:
 		// Nobody live to take it: have the supernode hold it.
 		err := d.dir.Store(ctx, msg)
 		if err == nil {
+			d.sent(ctx, look, msg)
 			return legacywire.ChatAck{ID: msg.ID, Status: legacywire.StatusStored}, nil
 		}
 		if isRefusal(err, legacywire.CodeUnknownUser) && len(errs) == 0 {
@@ -307,30 +331,51 @@ func (d *Device) SendMessage(ctx context.Context, msg legacywire.ChatMessage) (l
 	}
 }
 
+// sent is what a chat v2+ device does once a message of its user was
+// delivered or stored: remember it for the bridge's backfill, and send the
+// recipient's shadow mirror (if the lookup names one: the recipient is in
+// shadow or ready) a copy. A mirror that fails never fails the send: the
+// backfill finds what it missed.
+func (d *Device) sent(ctx context.Context, look Lookup, msg legacywire.ChatMessage) {
+	if d.history == nil {
+		return
+	}
+	d.history.Add(msg)
+	if _, err := MirrorMessage(ctx, d.cfg.Host, d.cfg.Cert, look, msg); err != nil {
+		d.log.Debug("shadow copy not taken", "to", msg.To, "err", err)
+	}
+}
+
 // deliver is the device's ChatConfig.Deliver: it accepts messages for its
 // own user, once per ID.
 func (d *Device) deliver(_ context.Context, _ legacywire.Certificate, msg legacywire.ChatMessage) legacywire.ChatAck {
 	if msg.To != d.User() {
 		return refusedAck(msg.ID, legacywire.CodeWrongRecipient, fmt.Sprintf("this device serves %q", d.User()))
 	}
-	if d.dedup.add(msg.ID) && d.cfg.OnMessage != nil {
-		d.cfg.OnMessage(msg)
+	if d.dedup.add(msg.ID) {
+		if d.history != nil {
+			d.history.Add(msg)
+		}
+		if d.cfg.OnMessage != nil {
+			d.cfg.OnMessage(msg)
+		}
 	}
 	return legacywire.ChatAck{ID: msg.ID, Status: legacywire.StatusDelivered}
 }
 
-// dedup remembers the last capacity message IDs, forgetting the oldest
-// first.
+// dedup remembers the last max message IDs, forgetting the oldest first.
+// It grows with what it is given instead of reserving max entries up front:
+// a device that receives little (most of a population) holds little.
 type dedup struct {
-	mu    sync.Mutex
-	seen  map[string]struct{}
-	ring  []string
-	next  int
-	count int
+	mu   sync.Mutex
+	seen map[string]struct{}
+	ring []string // arrival order; once full, next is the oldest
+	max  int
+	next int
 }
 
 func newDedup(capacity int) *dedup {
-	return &dedup{seen: make(map[string]struct{}, capacity), ring: make([]string, capacity)}
+	return &dedup{seen: make(map[string]struct{}), max: capacity}
 }
 
 // add records id and reports whether it was new.
@@ -340,13 +385,13 @@ func (f *dedup) add(id string) bool {
 	if _, ok := f.seen[id]; ok {
 		return false
 	}
-	if f.count == len(f.ring) {
-		delete(f.seen, f.ring[f.next])
+	if len(f.ring) < f.max {
+		f.ring = append(f.ring, id)
 	} else {
-		f.count++
+		delete(f.seen, f.ring[f.next])
+		f.ring[f.next] = id
+		f.next = (f.next + 1) % f.max
 	}
-	f.ring[f.next] = id
-	f.next = (f.next + 1) % len(f.ring)
 	f.seen[id] = struct{}{}
 	return true
 }

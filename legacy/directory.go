@@ -22,7 +22,18 @@ type Directory struct {
 	h          host.Host
 	self       legacywire.Certificate
 	supernodes []peer.AddrInfo
-	preferred  atomic.Int32 // index of the supernode that last answered
+	preferred  atomic.Int32           // index of the supernode that last answered
+	notice     atomic.Pointer[string] // the last registration's notice
+}
+
+// Notice is what the supernode told the device at its last registration
+// (legacywire.DirResponse.Notice: the version policy's warning), "" when
+// nothing.
+func (d *Directory) Notice() string {
+	if p := d.notice.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 // NewDirectory returns a client of supernode for the device h, certified by
@@ -66,6 +77,7 @@ func (d *Directory) register(ctx context.Context, fetch bool) ([]legacywire.Chat
 	if err != nil {
 		return nil, fmt.Errorf("register %s: %w", d.self.User, err)
 	}
+	d.notice.Store(&resp.Notice)
 	return resp.Messages, nil
 }
 

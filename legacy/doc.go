@@ -178,4 +178,30 @@
 // on every path. Long-running parts (Supernode) have Run(ctx) and return after
 // their goroutines exit; stream handlers are bounded by their deadlines and by
 // the host's lifetime.
+//
+// # Relay access and the simulator
+//
+// Our relays serve only our own peers. RelayAccess (RelayConfig.Access,
+// go-libp2p's relay ACL) lets a peer reserve a slot or open a circuit when
+// it is a trusted supernode or bridge (RelayAccess.Trust: the agent trusts
+// its bridge and -supernode-peers) or a device with a live registration at
+// a supernode of the same process (UseDevices: Supernode.LiveDevice, which
+// checks the record's expiry, the certificate's expiry and revocation). A
+// circuit needs both ends allowed, so revoking a device also stops circuits
+// to it. Refusals are PERMISSION_DENIED, counted under RefusedPermission
+// (gateway_legacy_relay_circuits_refused_total, reservations included). A
+// nil Access leaves a relay open (tests only). Not yet: a device registered
+// only at another agent's supernode cannot use this agent's relays (no
+// certificate is presented on the relay protocol itself).
+//
+// RunSim runs a population of devices in one process: a mix of chat
+// versions (V1Percent, V3Percent) and platforms (SimPlatformMix,
+// DefaultSimPlatformMix), text at Rate, file offers (FilePercent) and
+// audio calls (CallPercent; signalling only, no media stream), churn
+// (ChurnRate devices leave per second and come back after ChurnDowntime on
+// average, with the same identity: what was held for them is delivered at
+// their new registration), progress reports (OnProgress) and latency
+// quantiles from a bounded histogram. StartSimNetwork gives it an overlay
+// of its own (gateway legacy sim -standalone): replicating supernodes whose
+// relays are guarded by RelayAccess.
 package legacy

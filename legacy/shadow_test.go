@@ -123,8 +123,10 @@ func TestShadowMirrorAndHistory(t *testing.T) {
 	if _, err := FetchHistory(ctx, bridgeHost, bcert, bobInfo, legacywire.HistoryRequest{User: "carol", Since: base, Limit: 2}); !errors.Is(err, ErrRefused) {
 		t.Fatalf("history of another user: %v", err)
 	}
-	// A device that does not serve history (alice's) is not supported.
-	if _, err := FetchHistory(ctx, bridgeHost, bcert, addrInfoOf(alice.cfg.Host), legacywire.HistoryRequest{User: "alice", Since: base, Limit: 2}); !errors.Is(err, ErrNotSupported) {
+	// A peer that does not serve history (as a v1-only device) is not
+	// supported.
+	bare := newTestHost(t)
+	if _, err := FetchHistory(ctx, bridgeHost, bcert, addrInfoOf(bare), legacywire.HistoryRequest{User: "alice", Since: base, Limit: 2}); !errors.Is(err, ErrNotSupported) {
 		t.Fatalf("history from a device without it: %v", err)
 	}
 }

@@ -396,11 +396,14 @@ func (s *Supernode) register(remote peer.ID, remoteAddr ma.Multiaddr, req legacy
 	if resp, ok := s.checkCert(remote, req.Cert); !ok {
 		return resp
 	}
+	var notice string // told to an admitted device (DirResponse.Notice)
 	if s.cfg.Admit != nil {
-		if code, notice := s.cfg.Admit(*req.Cert); code != "" {
+		code, text := s.cfg.Admit(*req.Cert)
+		if code != "" {
 			s.log.Info("registration refused", "peer", remote, "code", code)
-			return refusal(code, notice)
+			return refusal(code, text)
 		}
+		notice = text
 	}
 	addrs := req.Addrs
 	if len(addrs) > MaxRecordAddrs {
@@ -436,9 +439,28 @@ func (s *Supernode) register(remote peer.ID, remoteAddr ma.Multiaddr, req legacy
 		s.cfg.OnRegister(rec)
 	}
 	if req.Fetch {
-		return legacywire.DirResponse{OK: true, Messages: s.takeHeld(rec.Cert.User)}
+		return legacywire.DirResponse{OK: true, Messages: s.takeHeld(rec.Cert.User), Notice: notice}
 	}
-	return legacywire.DirResponse{OK: true}
+	return legacywire.DirResponse{OK: true, Notice: notice}
+}
+
+// HoldNotice holds msg, a notice from legacywire.NoticesUser, for its
+// recipient like an offline message: the next registration with fetch of
+// any of the recipient's devices takes it. The gateway's Admit hook calls
+// it once per device and stage, before the registration it answers, so
+// that this very registration delivers it. A message already held (same
+// id) is held once.
+func (s *Supernode) HoldNotice(msg legacywire.ChatMessage) error {
+	if msg.From != legacywire.NoticesUser {
+		return fmt.Errorf("legacy: a notice comes from %s, not %q", legacywire.NoticesUser, msg.From)
+	}
+	s.mu.Lock()
+	s.known[msg.To] = struct{}{} // the device registering now is the user's
+	s.mu.Unlock()
+	if resp := s.store("", legacywire.Certificate{User: legacywire.NoticesUser}, &msg); !resp.OK {
+		return fmt.Errorf("legacy: hold notice for %s: %s: %s", msg.To, resp.Code, resp.Error)
+	}
+	return nil
 }
 
 func (s *Supernode) storeRoute(r *legacywire.RouteRecord) legacywire.DirResponse {

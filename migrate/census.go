@@ -317,7 +317,7 @@ func (d CensusDevice) ClientDevice(known bool) ClientDevice {
 	if caps == nil {
 		caps = []string{}
 	}
-	return ClientDevice{ID: d.ID, Platform: d.Platform, Version: d.ClientVersion, Capabilities: slices.Clone(caps), Protocol: d.Protocol, Known: known}
+	return ClientDevice{ID: d.ID, Platform: d.Platform, Version: d.ClientVersion, Capabilities: slices.Clone(caps), Protocol: d.Protocol, Network: d.Source, Known: known}
 }
 
 func (d CensusDevice) sameDeclaration(o CensusDevice) bool {

@@ -149,9 +149,14 @@ type VersionPolicy struct {
 	Blocked []BlockedVersion `json:"blocked,omitempty"`
 	// RequiredCaps: a device lacking one of them is affected.
 	RequiredCaps []string `json:"required_caps,omitempty"`
-	// MinProtocol: a device that actually speaks an older protocol version
-	// is affected, whatever version it claims. 0 checks nothing.
-	MinProtocol int `json:"min_protocol,omitempty"`
+	// MinLegacyProtocol and MinCloudProtocol: a device that actually
+	// speaks an older protocol version of its network (legacy chat 1-3,
+	// cloud 1 and up: two scales that must not be compared) is affected,
+	// whatever version it claims. 0 checks nothing. Policies saved before
+	// the split carry one min_protocol; UnmarshalJSON moves it to the
+	// network it can have meant.
+	MinLegacyProtocol int `json:"min_legacy_protocol,omitempty"`
+	MinCloudProtocol  int `json:"min_cloud_protocol,omitempty"`
 	// Unknown says what to do with unparsable versions; default allow.
 	Unknown UnknownAction `json:"unknown,omitempty"`
 	// Scope, when set, limits the schedule to users in these phases (for
@@ -173,6 +178,47 @@ type VersionPolicy struct {
 
 	Updated  time.Time `json:"updated,omitzero"`
 	Revision uint64    `json:"revision"`
+}
+
+// maxLegacyChatProtocol is the highest legacy chat protocol version
+// (legacy.LatestChatVersion; migrate imports no transport, and a gateway
+// test keeps the two equal). A pre-split min_protocol above it can only
+// have meant the cloud protocol.
+const maxLegacyChatProtocol = 3
+
+// UnmarshalJSON reads a policy, moving the min_protocol of policies saved
+// before the split to the network it can have meant: up to
+// maxLegacyChatProtocol a legacy chat version, above it the cloud
+// protocol. A policy that sets the new fields keeps them.
+func (p *VersionPolicy) UnmarshalJSON(b []byte) error {
+	type plain VersionPolicy // no methods: no recursion
+	var v struct {
+		plain
+		MinProtocol int `json:"min_protocol"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*p = VersionPolicy(v.plain)
+	switch old := v.MinProtocol; {
+	case old == 0 || p.MinLegacyProtocol != 0 || p.MinCloudProtocol != 0:
+	case old < 0:
+		p.MinLegacyProtocol = old // Validate refuses it
+	case old <= maxLegacyChatProtocol:
+		p.MinLegacyProtocol = old
+	default:
+		p.MinCloudProtocol = old
+	}
+	return nil
+}
+
+// minProtocol is the policy's minimum protocol on the scale of network
+// (ClientDevice.Network).
+func (p *VersionPolicy) minProtocol(network string) int {
+	if network == SourceCloud {
+		return p.MinCloudProtocol
+	}
+	return p.MinLegacyProtocol
 }
 
 // ParsePolicy reads and validates a policy from JSON.
@@ -242,8 +288,8 @@ func (p VersionPolicy) Validate() error {
 	if len(p.RequiredCaps) > maxCaps {
 		bad("%d required capabilities, at most %d", len(p.RequiredCaps), maxCaps)
 	}
-	if p.MinProtocol < 0 {
-		bad("negative min_protocol %d", p.MinProtocol)
+	if p.MinLegacyProtocol < 0 || p.MinCloudProtocol < 0 {
+		bad("negative min_legacy_protocol %d or min_cloud_protocol %d", p.MinLegacyProtocol, p.MinCloudProtocol)
 	}
 	switch p.Unknown {
 	case "", UnknownAllow, UnknownEnforce:
@@ -316,6 +362,10 @@ type ClientDevice struct {
 	Version      string
 	Capabilities []string
 	Protocol     int
+	// Network says which scale Protocol is on: SourceCloud for the cloud
+	// protocol; anything else (SourceLegacy, SourceBridge, empty) for a
+	// legacy chat version.
+	Network string
 	// Known is true when the device is already linked to the user (seen
 	// before): a soft block lets it keep working.
 	Known bool
@@ -380,7 +430,7 @@ func (p *VersionPolicy) Affects(phase Phase, d ClientDevice) (bool, string) {
 			return true, ReasonBelowMinimum
 		}
 	}
-	if p.MinProtocol > 0 && d.Protocol > 0 && d.Protocol < p.MinProtocol {
+	if minProto := p.minProtocol(d.Network); minProto > 0 && d.Protocol > 0 && d.Protocol < minProto {
 		return true, ReasonProtocolTooOld
 	}
 	for _, c := range p.RequiredCaps {

@@ -1,6 +1,7 @@
 package migrate
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -16,7 +17,7 @@ func testPolicy() VersionPolicy {
 	return VersionPolicy{
 		Platform: "android", Minimum: "5.0", Recommended: "5.2",
 		Blocked:      []BlockedVersion{{Version: "4.9.9", Reason: "crashes supernodes"}},
-		RequiredCaps: []string{"chat2"}, MinProtocol: 2, UpdateURL: "https://example.test/update",
+		RequiredCaps: []string{"chat2"}, MinLegacyProtocol: 2, MinCloudProtocol: 6, UpdateURL: "https://example.test/update",
 		Schedule: []StageAt{{StageDryRun, day(0)}, {StageAnnounced, day(1)}, {StageWarning, day(2)},
 			{StageSoftBlock, day(3)}, {StageHardBlock, day(4)}, {StageRetired, day(6)}},
 		JitterWindow: Duration(24 * time.Hour),
@@ -153,6 +154,7 @@ func FuzzPolicyJSON(f *testing.F) {
 	f.Add([]byte(`{"platform":"android","minimum":"5.0","recommended":"5.2","schedule":[{"stage":"warning","at":"2026-03-01T00:00:00Z"},{"stage":"hard_block","at":"2026-03-05T00:00:00Z"}],"jitter_window":"24h","scope":["cloud"]}`))
 	f.Add([]byte(`{"platform":"ios","blocked":[{"version":"1.2.3","reason":"x"}],"unknown":"enforce","required_caps":["chat2"],"min_protocol":2}`))
 	f.Add([]byte(`{"platform":"x","minimum":"v1.2.3.4"}`))
+	f.Add([]byte(`{"platform":"android","min_protocol":6,"min_legacy_protocol":2,"min_cloud_protocol":7}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := ParsePolicy(b)
 		if err != nil {
@@ -215,5 +217,83 @@ func TestWarningNotice(t *testing.T) {
 	}
 	if inWindow.Outcome != VersionSoftBlock || !inWindow.Deadline.After(day(4)) {
 		t.Fatalf("the test device is not inside the jitter window at day 4: %+v", inWindow)
+	}
+}
+
+// TestMinProtocolPerNetwork checks that the protocol minimum of each
+// network applies to that network's devices only: legacy chat versions
+// (1-3) and the cloud protocol (6 and up) are not one scale.
+func TestMinProtocolPerNetwork(t *testing.T) {
+	p := VersionPolicy{Platform: "android", MinLegacyProtocol: 2, MinCloudProtocol: 7,
+		Schedule: []StageAt{{StageRetired, day(0)}}}
+	for _, tc := range []struct {
+		name     string
+		network  string
+		protocol int
+		affected bool
+	}{
+		{"legacy chat v1 below the legacy minimum", SourceLegacy, 1, true},
+		{"legacy chat v3 is not held to the cloud minimum", SourceLegacy, 3, false},
+		{"bridge device is a legacy device", SourceBridge, 1, true},
+		{"unknown network counts as legacy", "", 1, true},
+		{"cloud protocol 6 below the cloud minimum", SourceCloud, 6, true},
+		{"cloud protocol 7", SourceCloud, 7, false},
+		{"cloud protocol 8", SourceCloud, 8, false},
+		{"protocol unknown", SourceCloud, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := ClientDevice{ID: "d", Platform: "android", Version: "9.0", Protocol: tc.protocol, Network: tc.network}
+			got, reason := p.Affects(PhaseLegacy, d)
+			if got != tc.affected || (got && reason != ReasonProtocolTooOld) {
+				t.Fatalf("Affects = %v %s, want %v", got, reason, tc.affected)
+			}
+		})
+	}
+	cd := CensusDevice{User: "u", ID: "d", Source: SourceCloud, Platform: "android", ClientVersion: "9.0", Protocol: 6}
+	if got, _ := p.Affects(PhaseLegacy, cd.ClientDevice(true)); !got {
+		t.Fatal("a census cloud device is not checked against the cloud minimum")
+	}
+}
+
+// TestPolicyMigratesMinProtocol checks that a policy saved before the
+// split stays readable: its min_protocol moves to the network it can have
+// meant, the new fields win when set, and what is written back carries
+// only the new fields.
+func TestPolicyMigratesMinProtocol(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		json          string
+		legacy, cloud int
+	}{
+		{"legacy chat version", `{"platform":"android","min_protocol":2}`, 2, 0},
+		{"highest legacy chat version", `{"platform":"android","min_protocol":3}`, 3, 0},
+		{"cloud protocol", `{"platform":"android","min_protocol":6}`, 0, 6},
+		{"new fields win", `{"platform":"android","min_protocol":6,"min_legacy_protocol":2}`, 2, 0},
+		{"new fields only", `{"platform":"android","min_legacy_protocol":1,"min_cloud_protocol":7}`, 1, 7},
+		{"none", `{"platform":"android"}`, 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := ParsePolicy([]byte(tc.json))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.MinLegacyProtocol != tc.legacy || p.MinCloudProtocol != tc.cloud {
+				t.Fatalf("legacy %d cloud %d, want %d %d", p.MinLegacyProtocol, p.MinCloudProtocol, tc.legacy, tc.cloud)
+			}
+			b, err := json.Marshal(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(string(b), `"min_protocol"`) {
+				t.Fatalf("written back with the old field: %s", b)
+			}
+			again, err := ParsePolicy(b)
+			if err != nil || again.MinLegacyProtocol != tc.legacy || again.MinCloudProtocol != tc.cloud {
+				t.Fatalf("round trip: %+v, %v", again, err)
+			}
+		})
+	}
+	if _, err := ParsePolicy([]byte(`{"platform":"android","min_protocol":-1}`)); !errors.Is(err, ErrInvalidPolicy) {
+		t.Fatalf("negative min_protocol: %v, want ErrInvalidPolicy", err)
 	}
 }

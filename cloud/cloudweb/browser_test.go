@@ -15,78 +15,10 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/ferrygw/ferry/cloud"
+	"github.com/ferrygw/ferry/cloud/cloudweb/cdptest"
 	"github.com/ferrygw/ferry/cloud/cloudwire"
 	"github.com/ferrygw/ferry/gateway/engine/enginetest"
 )
-
-// pageState is what window.ferry.state() returns.
-type pageState struct {
-	Status      string `json:"status"`
-	User        string `json:"user"`
-	Device      string `json:"device"`
-	Cursor      uint64 `json:"cursor"`
-	HelloCursor uint64 `json:"helloCursor"`
-	Replayed    int    `json:"replayed"`
-	Sessions    int    `json:"sessions"`
-	LastError   string `json:"lastError"`
-	Outbox      int    `json:"outbox"`
-	Convs       []struct {
-		ID   string `json:"id"`
-		Peer string `json:"peer"`
-		Msgs []struct {
-			Seq        uint64 `json:"seq"`
-			MsgID      string `json:"msg_id"`
-			From       string `json:"from"`
-			FromDevice string `json:"from_device"`
-			Text       string `json:"text"`
-			Receipt    string `json:"receipt"`
-		} `json:"msgs"`
-	} `json:"convs"`
-}
-
-// texts lists the page's messages of conv as "from: text".
-func (s pageState) texts(conv string) []string {
-	var out []string
-	for _, c := range s.Convs {
-		if c.ID != conv {
-			continue
-		}
-		for _, m := range c.Msgs {
-			out = append(out, m.From+": "+m.Text)
-		}
-	}
-	return out
-}
-
-// waitPage polls the page's state until ok holds. Evaluation errors (the
-// page is loading) are retried until the bound.
-func waitPage(tb testing.TB, b *browser, what string, ok func(pageState) bool) pageState {
-	tb.Helper()
-	deadline := time.Now().Add(waitFor)
-	var last pageState
-	var lastErr error
-	for time.Now().Before(deadline) {
-		var s *pageState
-		lastErr = b.evalErr("window.ferry ? window.ferry.state() : null", &s)
-		if lastErr == nil && s != nil {
-			last = *s
-			if ok(last) {
-				return last
-			}
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	tb.Fatalf("page: %s not reached in %v; last state %+v, last error %v", what, waitFor, last, lastErr)
-	return last
-}
-
-// domText returns the text of the page's message list.
-func domText(tb testing.TB, b *browser) string {
-	tb.Helper()
-	var s string
-	b.eval(tb, `document.querySelector("#msgs").innerText`, &s)
-	return s
-}
 
 var uuidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
 
@@ -98,33 +30,33 @@ var uuidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-
 // leaving and coming back resumes from its saved cursor with nothing lost
 // or doubled.
 func TestBrowserClient(t *testing.T) {
-	b := startBrowser(t)
+	b := cdptest.Start(t).NewPage(t)
 	n := startNode(t)
 	artifacts := func(name string) {
-		b.screenshot(t, name)
+		b.Screenshot(t, name)
 	}
 
 	bob := n.dial(t, "bob", "bob-phone")
 	const alice = "alice"
 	page := n.httpURL + "/#token=" + token(t, alice, cloudwire.RoleUser) + "&device=web1"
-	b.navigate(t, page)
-	waitPage(t, b, "live", func(s pageState) bool { return s.Status == "live" && s.User == alice })
+	b.Navigate(t, page)
+	b.WaitState(t, "live", func(s cdptest.State) bool { return s.Status == "live" && s.User == alice })
 
 	var addr string
-	b.eval(t, "location.href", &addr)
+	b.Eval(t, "location.href", &addr)
 	if strings.Contains(addr, "token=") {
 		t.Errorf("the token stays in the address bar: %s", addr)
 	}
 
 	// Go -> page; the page, showing the conversation, reads it.
 	ack := send(t, bob, alice, "hello from go")
-	s := waitPage(t, b, "message from Go shown", func(s pageState) bool {
-		return len(s.texts(ack.Conv)) == 1
+	s := b.WaitState(t, "message from Go shown", func(s cdptest.State) bool {
+		return len(s.Texts(ack.Conv)) == 1
 	})
-	if got := s.texts(ack.Conv); got[0] != "bob: hello from go" {
+	if got := s.Texts(ack.Conv); got[0] != "bob: hello from go" {
 		t.Fatalf("page shows %q", got)
 	}
-	if txt := domText(t, b); !strings.Contains(txt, "hello from go") {
+	if txt := b.Text(t, "#msgs"); !strings.Contains(txt, "hello from go") {
 		t.Fatalf("message list does not show the message: %q", txt)
 	}
 	bob.waitEvent(t, "alice's read receipt", func(ev cloudwire.Event) bool {
@@ -133,7 +65,7 @@ func TestBrowserClient(t *testing.T) {
 	})
 
 	// Page -> Go, typed and sent through the page's own form.
-	b.eval(t, `(() => {
+	b.Eval(t, `(() => {
 		document.querySelector("#text").value = "hello from chromium";
 		document.querySelector("#send").click();
 		return true;
@@ -147,8 +79,8 @@ func TestBrowserClient(t *testing.T) {
 	if !uuidRE.MatchString(got.MsgID) {
 		t.Errorf("client message id %q is not a UUIDv7", got.MsgID)
 	}
-	s = waitPage(t, b, "own message acknowledged and shown", func(s pageState) bool {
-		return s.Outbox == 0 && len(s.texts(ack.Conv)) == 2
+	s = b.WaitState(t, "own message acknowledged and shown", func(s cdptest.State) bool {
+		return s.Outbox == 0 && len(s.Texts(ack.Conv)) == 2
 	})
 
 	// Bob reads it; the page shows "read" on its message.
@@ -157,38 +89,30 @@ func TestBrowserClient(t *testing.T) {
 	if err := bob.Receipt(ctx, cloudwire.Receipt{Conv: got.Conv, UpTo: got.Seq, Status: cloudwire.StatusRead}); err != nil {
 		t.Fatalf("bob's receipt: %v", err)
 	}
-	waitPage(t, b, "read mark on the page's message", func(s pageState) bool {
-		for _, c := range s.Convs {
-			for _, m := range c.Msgs {
-				if m.MsgID == got.MsgID {
-					return m.Receipt == "read"
-				}
-			}
-		}
-		return false
+	b.WaitState(t, "read mark on the page's message", func(s cdptest.State) bool {
+		m, ok := s.Msg(got.MsgID)
+		return ok && m.Receipt == "read"
 	})
-	var mark string
-	b.eval(t, `document.querySelector('#msgs li[data-msg-id="`+got.MsgID+`"]').dataset.receipt`, &mark)
-	if mark != "read" {
+	if mark := b.Attr(t, `#msgs li[data-msg-id="`+got.MsgID+`"]`, "data-receipt"); mark != "read" {
 		t.Errorf("message element shows receipt %q, want read", mark)
 	}
 	artifacts("1-conversation")
-	before := waitPage(t, b, "cursor", func(pageState) bool { return true })
+	before := b.WaitState(t, "cursor", func(cdptest.State) bool { return true })
 
 	// Leave the page (its socket closes), miss a message, come back: the
 	// token is in this tab's sessionStorage, the cursor in localStorage.
-	b.navigate(t, "about:blank")
+	b.Navigate(t, "about:blank")
 	waitOffline(t, n, 1)
 	missed := send(t, bob, alice, "while you were away")
-	b.navigate(t, n.httpURL+"/")
-	s = waitPage(t, b, "resumed", func(s pageState) bool {
-		return s.Status == "live" && len(s.texts(ack.Conv)) == 3
+	b.Navigate(t, n.httpURL+"/")
+	s = b.WaitState(t, "resumed", func(s cdptest.State) bool {
+		return s.Status == "live" && len(s.Texts(ack.Conv)) == 3
 	})
 	if s.HelloCursor != before.Cursor || before.Cursor == 0 {
 		t.Errorf("resumed from cursor %d, saved %d", s.HelloCursor, before.Cursor)
 	}
 	want := []string{"bob: hello from go", "alice: hello from chromium", "bob: while you were away"}
-	if g := s.texts(ack.Conv); strings.Join(g, "|") != strings.Join(want, "|") {
+	if g := s.Texts(ack.Conv); strings.Join(g, "|") != strings.Join(want, "|") {
 		t.Errorf("after resume the page shows %q, want %q", g, want)
 	}
 	// Only what was missed is replayed: the message and the receipts about
@@ -199,7 +123,7 @@ func TestBrowserClient(t *testing.T) {
 	bob.waitEvent(t, "read receipt of the missed message", func(ev cloudwire.Event) bool {
 		return ev.Kind == cloudwire.KindReceiptUpTo && ev.By == alice && ev.Status == cloudwire.StatusRead && ev.UpTo >= missed.Seq
 	})
-	if txt := domText(t, b); strings.Count(txt, "while you were away") != 1 || strings.Count(txt, "hello from go") != 1 {
+	if txt := b.Text(t, "#msgs"); strings.Count(txt, "while you were away") != 1 || strings.Count(txt, "hello from go") != 1 {
 		t.Errorf("message list after resume: %q", txt)
 	}
 	artifacts("2-resumed")
@@ -219,9 +143,8 @@ func waitOffline(tb testing.TB, n *testNode, want int) {
 
 // ---- the service and a Go client ------------------------------------------
 
-// waitFor bounds every wait in these tests; nothing takes near it on a
-// healthy run.
-const waitFor = 20 * time.Second
+// waitFor bounds every wait in these tests, as it bounds the browser's.
+const waitFor = cdptest.WaitFor
 
 // testNode is a cloud.Service on an embedded engine, served on 127.0.0.1
 // with the page's own origin allowed.
@@ -277,12 +200,14 @@ func token(tb testing.TB, sub, role string) string {
 	return tok
 }
 
-// goClient is a cloud.Client whose events are collected.
+// goClient is a cloud.Client whose events and live frames are collected.
 type goClient struct {
 	*cloud.Client
-	mu     sync.Mutex
-	evs    []cloudwire.Event
-	signal chan struct{}
+	mu      sync.Mutex
+	evs     []cloudwire.Event
+	lives   []cloudwire.Frame
+	livesAt int // lives before it were consumed by waitLive
+	signal  chan struct{}
 }
 
 func (n *testNode) dial(tb testing.TB, user, device string) *goClient {
@@ -297,38 +222,71 @@ func (n *testNode) dial(tb testing.TB, user, device string) *goClient {
 	}
 	tb.Cleanup(func() { c.Close() })
 	gc := &goClient{Client: c, signal: make(chan struct{}, 1)}
+	notify := func() {
+		select {
+		case gc.signal <- struct{}{}:
+		default:
+		}
+	}
 	go func() {
 		for ev := range c.Events() {
 			gc.mu.Lock()
 			gc.evs = append(gc.evs, ev)
 			gc.mu.Unlock()
-			select {
-			case gc.signal <- struct{}{}:
-			default:
-			}
+			notify()
+		}
+	}()
+	go func() {
+		for f := range c.Live() {
+			gc.mu.Lock()
+			gc.lives = append(gc.lives, f)
+			gc.mu.Unlock()
+			notify()
 		}
 	}()
 	return gc
 }
 
+// waitLive waits for the next live frame matching ok after the one the
+// previous waitLive returned, and returns it.
+func (c *goClient) waitLive(tb testing.TB, what string, ok func(cloudwire.Frame) bool) cloudwire.Frame {
+	tb.Helper()
+	c.mu.Lock()
+	from := c.livesAt
+	c.mu.Unlock()
+	f, i := waitIn(tb, c, what+" (live frames)", &c.lives, from, ok)
+	c.mu.Lock()
+	c.livesAt = i + 1
+	c.mu.Unlock()
+	return f
+}
+
 // waitEvent waits for an event matching ok, among all received so far.
 func (c *goClient) waitEvent(tb testing.TB, what string, ok func(cloudwire.Event) bool) cloudwire.Event {
+	tb.Helper()
+	ev, _ := waitIn(tb, c, what+" (events)", &c.evs, 0, ok)
+	return ev
+}
+
+// waitIn waits until an item of (*items)[from:], which c.mu guards and
+// c.signal announces, matches ok, and returns it with its index.
+func waitIn[T any](tb testing.TB, c *goClient, what string, items *[]T, from int, ok func(T) bool) (T, int) {
 	tb.Helper()
 	deadline := time.After(waitFor)
 	for {
 		c.mu.Lock()
-		for _, ev := range c.evs {
-			if ok(ev) {
+		for i := from; i < len(*items); i++ {
+			if v := (*items)[i]; ok(v) {
 				c.mu.Unlock()
-				return ev
+				return v, i
 			}
 		}
-		n := len(c.evs)
+		n := len(*items)
 		c.mu.Unlock()
 		select {
 		case <-c.signal:
 		case <-deadline:
-			tb.Fatalf("Go client: no %s among %d events in %v", what, n, waitFor)
+			tb.Fatalf("Go client: no %s among %d received in %v", what, n, waitFor)
 		}
 	}
 }

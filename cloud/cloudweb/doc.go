@@ -14,6 +14,14 @@
 // only). It reconnects with jittered backoff, honours retry_ms of a 1001
 // close and stops on 4401, 4403 and 4426.
 //
+// It shows presence (per device, from presence_snapshot and presence
+// frames) and typing of the people it talks to, publishes its own presence
+// (idle when hidden or without input for a while, active again on focus
+// and input) and typing (rate-limited well inside the service's limit),
+// and handles calls: a device rings only when the service lists it in
+// call_state.ringing, shows "answered elsewhere" when another device of
+// the user answered, and the call's state until it ends.
+//
 // A token comes from the admin API (POST /v1/admin/cloud/tokens). It can be
 // typed into the sign-in form or given in the URL fragment,
 // "/#token=...&device=...", which the page removes from the address bar at
@@ -24,7 +32,8 @@
 // upgrade is refused with 403.
 //
 // The page exposes window.ferry.state() (a JSON-ready snapshot) for the
-// headless-browser test and for debugging.
+// headless-browser tests and for debugging; cdptest drives it and decodes
+// that snapshot.
 //
 // It imports nothing of Ferry: cloud imports it, not the other way round.
 package cloudweb

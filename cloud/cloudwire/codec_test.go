@@ -26,6 +26,7 @@ var goldenFrames = []struct {
 	{"hello", Hello{Device: "dev-1", Platform: "ios", ClientVersion: "4.2.0", Capabilities: []string{"receipts", "sync"}, Cursor: 41}},
 	{"hello_token", Hello{Token: "eyJ.sig", Device: "browser-7", Platform: "web"}},
 	{"welcome", Welcome{ProtocolVersion: ProtocolVersion, User: "alice", Role: RoleUser, Device: "dev-1", Session: "0190b6d2-0000-7000-8000-000000000001", Head: 57}},
+	{"welcome_notice", Welcome{ProtocolVersion: ProtocolVersion, User: "alice", Role: RoleUser, Device: "dev-1", Session: "0190b6d2-0000-7000-8000-000000000001", Head: 57, Notice: "Your android app (version 4.1.0) is no longer supported; please update to 5.2 or later at https://example.test/update. From 2026-03-04 00:00 UTC, new sign-ins and device links with this version will be refused."}},
 	{"send", Send{Ref: "1", To: "bob", MsgID: "0190b6d2-1111-7000-8000-00000000000a", Text: "hi <bob> & co"}},
 	{"send_bridge", Send{Ref: "2", As: "carol", To: "alice", Conv: DirectConversationID("alice", "carol"), MsgID: "01J0000000000000000000000A", Text: "from the overlay"}},
 	{"ack", Ack{Ref: "1", MsgID: "0190b6d2-1111-7000-8000-00000000000a", Conv: DirectConversationID("alice", "bob"), Seq: 3, At: at}},
@@ -47,6 +48,8 @@ var goldenFrames = []struct {
 	{"group_create", Group{Ref: "10", Op: GroupCreate, MsgID: "0190b6d2-2222-7000-8000-000000000001", Name: "Ferry crew", Members: []string{"bob", "carol"}}},
 	{"group_add", Group{Ref: "11", Op: GroupAdd, Conv: GroupConversationID("alice", "0190b6d2-2222-7000-8000-000000000001"), MsgID: "0190b6d2-2222-7000-8000-000000000002", Members: []string{"dave"}}},
 	{"send_group", Send{Ref: "12", Conv: GroupConversationID("alice", "0190b6d2-2222-7000-8000-000000000001"), MsgID: "0190b6d2-2222-7000-8000-000000000003", Text: "hello all"}},
+	{"event_system_notice", Event{Cursor: 71, User: "alice", Kind: KindSystem, Conv: DirectConversationID(SystemContact, "alice"), Seq: 1, MsgID: "ntc0123456789abcdef0123456789abcdef", From: SystemContact, To: "alice", Text: "Your android app (version 4.1.0) is no longer supported; please update to 5.2 or later.", At: at}},
+	{"event_system_moved", Event{Cursor: 72, User: "bob", Kind: KindSystem, Conv: DirectConversationID("alice", "bob"), Seq: 9, MsgID: "sys0123456789abcdef0123456789abcdef", From: "alice", To: "bob", Text: "alice moved to the new app", At: at}},
 	{"event_group", Event{Cursor: 70, User: "dave", Kind: KindGroup, Conv: GroupConversationID("alice", "0190b6d2-2222-7000-8000-000000000001"), Seq: 2, MsgID: "0190b6d2-2222-7000-8000-000000000002", From: "alice", FromDevice: "dev-1", Op: GroupAdd, Members: []string{"dave"}, At: at}},
 	{"page_group", Page{Ref: "13", Conv: GroupConversationID("alice", "0190b6d2-2222-7000-8000-000000000001"), Head: 3,
 		Msgs: []Message{

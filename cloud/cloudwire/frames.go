@@ -40,7 +40,15 @@ const Subprotocol = "ferry.v1"
 //	   entry the service cannot deliver as it is, so that cursors stay
 //	   dense in meaning); handshakes shed with HTTP 503 and Retry-After
 //	   when too many are in flight.
-const ProtocolVersion = 6
+//	7: notices and system notes: Welcome.notice (the client-version
+//	   policy's text for an admitted client that must be told, in the
+//	   warning stage for example); event and message kind system, written
+//	   by the service into the history with a sequence of its own: a
+//	   notice from the system contact ferry-notices (SystemContact) in
+//	   that contact's conversation, once per device and stage, and a note
+//	   in every conversation of a user who moved between the classic app
+//	   and the new one (From is that user).
+const ProtocolVersion = 7
 
 // Size limits. A frame is one WebSocket text message.
 const (
@@ -122,7 +130,17 @@ const (
 	// Seq and MsgID when they could be read, so that the device's cursor
 	// moves past it; fetch the message with History if it matters.
 	KindPlaceholder = "placeholder"
+	// KindSystem: a note the service wrote, not a user: a notice from
+	// SystemContact (in the conversation of SystemContact and the user),
+	// or a note that From moved between the classic and the new app (in
+	// each of From's conversations). Text is for display; clients do not
+	// answer or receipt it.
+	KindSystem = "system"
 )
+
+// SystemContact is the user id notices come from. It is reserved: no
+// person has it.
+const SystemContact = "ferry-notices"
 
 // Presence states of a device. Clients send active or idle; the service
 // reports offline when a device's last session ends.
@@ -260,6 +278,11 @@ type Welcome struct {
 	// Head is the cursor the initial sync runs up to: the last event of
 	// the session's inbox when it was opened.
 	Head uint64 `json:"head"`
+	// Notice, when set, is what the client-version policy tells this
+	// admitted client (show it; the client keeps working). The same text
+	// arrives once per device and stage as a KindSystem event from
+	// SystemContact.
+	Notice string `json:"notice,omitempty"`
 }
 
 // Send asks the service to write a message. It is answered by an Ack or an

@@ -80,6 +80,11 @@ type DirResponse struct {
 	Messages []ChatMessage `json:"messages,omitempty"`
 	// Undeliverable answers OpReports.
 	Undeliverable []Undeliverable `json:"undeliverable,omitempty"`
+	// Notice answers an admitted OpRegister that the client-version policy
+	// tells something (the warning stage, for example): a human-readable
+	// text to show; the device keeps working. The same text is held once
+	// per device and stage as a message from NoticesUser.
+	Notice string `json:"notice,omitempty"`
 }
 
 // Undeliverable reasons (Undeliverable.Reason).

@@ -81,6 +81,8 @@ func goldenFrames(tb testing.TB) map[string]any {
 		"dir_response_rate_limited":   DirResponse{Code: CodeRateLimited, Error: "too many requests"},
 		"dir_response_upgrade_required": DirResponse{Code: CodeUpgradeRequired,
 			Error: "Your android app (version 5.9.2) is no longer supported; please update to 6.2.1 or later at https://example.com/update."},
+		"dir_response_registered_notice": DirResponse{OK: true, Messages: []ChatMessage{msg},
+			Notice: "Your android app (version 5.9.2) is no longer supported; please update to 6.2.1 or later at https://example.com/update. From 2026-06-01 00:00 UTC, new sign-ins and device links with this version will be refused."},
 		"chat_message_notice": ChatMessage{ID: "01968c5e-7f3a-7b2c-9d4e-0123456789ad", From: NoticesUser, To: "alice",
 			Text: "Your android app (version 5.9.2) will stop working on 2026-06-01; please update.", SentAt: at},
 		"chat_ack_rate_limited": ChatAck{ID: msg.ID, Status: StatusRefused, Code: CodeRateLimited, Error: "too many messages"},

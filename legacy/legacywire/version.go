@@ -42,7 +42,11 @@ package legacywire
 //	   ChatAck: the sender's shadow copy) and history 1.0.0 (a ChatHello
 //	   from a CapBridge peer and one HistoryRequest, answered by one
 //	   HistoryPage; bound MaxHistoryPage). Earlier bytes are unchanged.
-const ProtocolVersion = 6
+//	7: registration notices: DirResponse.Notice answers an admitted
+//	   register that the version policy tells something (warning stage);
+//	   the same text is held once per device and stage as a ChatMessage
+//	   from NoticesUser. Earlier bytes are unchanged.
+const ProtocolVersion = 7
 
 // Protocol IDs, one per protocol and version. A new version of a protocol gets
 // a new ID; old IDs keep working until the version is retired.

@@ -185,14 +185,17 @@
     switch (f.type) {
       case "welcome":
         st.user = f.user;
+        showNotice(f.notice || ""); // v7: the version policy's warning
         st.replayed = 0;
         st.sessions += 1;
+        liveReset();
         setStatus("syncing");
         break;
       case "event":
         if (f.cursor <= st.cursor) return; // already applied
         if (st.status === "syncing") st.replayed += 1;
         apply(f);
+        if (f.kind === "msg") endTyping(f.conv, f.from);
         st.cursor = f.cursor;
         save();
         if (st.status === "live") afterChange();
@@ -204,6 +207,7 @@
         setStatus("live");
         save();
         for (const m of st.outbox) sendFrame(m); // same msg_id: idempotent
+        presenceAfterSync();
         afterChange();
         render();
         break;
@@ -221,9 +225,21 @@
       case "error":
         onError(f);
         break;
+      case "presence":
+        onPresence(f);
+        renderLive();
+        break;
+      case "presence_snapshot":
+        for (const p of f.presences || []) onPresence(p);
+        renderLive();
+        break;
+      case "typing":
+        onTyping(f);
+        break;
+      case "call_state":
+        onCallState(f);
+        break;
       default:
-        // presence, presence_snapshot, typing, call_state: not shown by
-        // this client yet.
         break;
     }
   }
@@ -268,6 +284,13 @@
         checkGap(c, ev.seq);
         c.msgs[ev.seq] = { seq: ev.seq, kind: "group", from: ev.from, op: ev.op, members: ev.members || [], name: ev.name || "", at: ev.at };
         break;
+      case "system":
+        // v7: a note the service wrote (a notice from ferry-notices, or
+        // "alice moved to the new app"), shown as a note, never receipted.
+        if (ev.to) c.peer = ev.from === st.user ? ev.to : ev.from;
+        checkGap(c, ev.seq);
+        c.msgs[ev.seq] = { seq: ev.seq, kind: "system", from: ev.from, text: ev.text, at: ev.at };
+        break;
       case "receipt_up_to": {
         const r = c.receipts[ev.by] || (c.receipts[ev.by] = { delivered: 0, read: 0 });
         raise(r, "delivered", ev.up_to);
@@ -310,6 +333,8 @@
       if (c.msgs[m.seq]) continue;
       c.msgs[m.seq] = m.kind === "group"
         ? { seq: m.seq, kind: "group", from: m.from, op: m.op, members: m.members || [], name: m.name || "", at: m.at }
+        : m.kind === "system"
+        ? { seq: m.seq, kind: "system", from: m.from, text: m.text, at: m.at }
         : { seq: m.seq, kind: "msg", msg_id: m.msg_id, from: m.from, from_device: m.from_device || "", text: m.text, at: m.at };
       if (m.kind === "msg" && m.to) c.peer = m.from === st.user ? m.to : m.from;
     }
@@ -367,6 +392,7 @@
     st.outbox.push(m);
     save(); // before sending: a reload resends it with the same msg_id
     sendFrame(m);
+    stopTyping();
     $("#text").value = "";
     $("#to").value = "";
     render();
@@ -405,7 +431,268 @@
     save();
   }
 
+  // ---- presence, typing, calls (live only: PROTOCOL.md v4-v6) -------------
+
+  const IDLE_AFTER_MS = 60000; // no input for this long: publish idle
+  // Input re-publishes active at most this often: the service orders a
+  // callee's devices by their last activity when a call rings.
+  const ACTIVE_REFRESH_MS = 15000;
+  const TYPING_RENEW_MS = 3000; // typing true at most this often while typing
+  const TYPING_STOP_MS = 4000; // no keystroke for this long: typing false
+  const TYPING_EXPIRE_MS = 6000; // a typing true not renewed is over after this
+  const CALL_ENDED_SHOW_MS = 5000; // an ended call stays on screen this long
+  const PRESENCE_RANK = { active: 2, idle: 1, offline: 0 };
+  const CALL_REASONS = {
+    answered: "answered", answered_elsewhere: "answered on another device",
+    rejected: "declined", cancelled: "cancelled", hangup: "hung up",
+    timeout: "not answered", unavailable: "nobody available",
+  };
+
+  const live = {
+    me: "", // presence this device last published (or the service set)
+    meSentAt: 0, // when this page last sent presence active
+    idleAfter: IDLE_AFTER_MS,
+    idleTimer: 0,
+    presence: {}, // "user\ndevice" -> {user, device, state, at}
+    typing: {}, // conv -> {user: expiry (ms)}
+    typingTimer: 0,
+    typingConv: "", // conversation this page said it is typing in
+    typingSentAt: 0,
+    typingStopTimer: 0,
+    typingSent: 0,
+    call: null, // {id, from, from_device, to, media, incoming, state, reason, device, ringingHere, rang, seen, dismissed}
+    callTimer: 0,
+  };
+
+  // liveReset starts a session with everyone offline and nobody typing
+  // (presence_snapshot follows); the service counts the new session as
+  // activity, so this device is active.
+  function liveReset() {
+    live.presence = {};
+    live.typing = {};
+    live.me = "active";
+    live.meSentAt = 0;
+    live.typingConv = "";
+  }
+
+  function presenceAfterSync() {
+    if (document.visibilityState === "hidden") goIdle();
+    else armIdle();
+  }
+
+  function setPresence(state) {
+    if (!transmit({ type: "presence", state })) return;
+    live.me = state;
+    if (state === "active") live.meSentAt = Date.now();
+    renderLive();
+  }
+
+  function armIdle() {
+    clearTimeout(live.idleTimer);
+    live.idleTimer = setTimeout(goIdle, live.idleAfter);
+  }
+
+  // activity is a user's input or focus: the device is active again (or
+  // still), and goes idle after idleAfter without any.
+  function activity() {
+    if (st.status !== "live" || document.visibilityState === "hidden") return;
+    armIdle();
+    if (live.me !== "active" || Date.now() - live.meSentAt >= ACTIVE_REFRESH_MS) setPresence("active");
+  }
+
+  function goIdle() {
+    clearTimeout(live.idleTimer);
+    if (st.status === "live" && live.me !== "idle") setPresence("idle");
+  }
+
+  // onPresence keeps, per device, the presence with the latest at: a live
+  // presence may overtake the snapshot.
+  function onPresence(p) {
+    if (!p.user || !p.device || (p.user === st.user && p.device === st.device)) return;
+    const k = `${p.user}\n${p.device}`;
+    const cur = live.presence[k];
+    if (cur && (cur.at || "") > (p.at || "")) return;
+    live.presence[k] = { user: p.user, device: p.device, state: p.state, at: p.at || "" };
+  }
+
+  // userPresence sums a user's devices: active beats idle beats offline.
+  function userPresence(user) {
+    let best = "offline";
+    for (const p of Object.values(live.presence)) {
+      if (p.user === user && (PRESENCE_RANK[p.state] || 0) > PRESENCE_RANK[best]) best = p.state;
+    }
+    return best;
+  }
+
+  function onTyping(f) {
+    if (f.user === st.user) return; // this user's other device
+    const t = live.typing[f.conv] || (live.typing[f.conv] = {});
+    if (f.typing) t[f.user] = Date.now() + TYPING_EXPIRE_MS;
+    else delete t[f.user];
+    renderLive();
+  }
+
+  function endTyping(conv, user) {
+    if (live.typing[conv]) delete live.typing[conv][user];
+  }
+
+  function typingIn(conv) {
+    const now = Date.now();
+    return Object.entries(live.typing[conv] || {}).filter(([, exp]) => exp > now).map(([u]) => u).sort();
+  }
+
+  // onInput says "typing" in the conversation on screen: true at most
+  // every TYPING_RENEW_MS while keys come, false when the text is emptied,
+  // sent, or left alone for TYPING_STOP_MS. That stays well inside the
+  // service's rate limit (shared with presence: 2/s, bursts of 10).
+  function onInput() {
+    activity();
+    const c = st.convs[st.selected];
+    if (!c || st.status !== "live" || $("#to").value.trim()) return;
+    if (!$("#text").value.trim()) {
+      stopTyping();
+      return;
+    }
+    clearTimeout(live.typingStopTimer);
+    live.typingStopTimer = setTimeout(stopTyping, TYPING_STOP_MS);
+    const now = Date.now();
+    if (live.typingConv === c.id && now - live.typingSentAt < TYPING_RENEW_MS) return;
+    if (live.typingConv && live.typingConv !== c.id) sendTyping(live.typingConv, false);
+    if (sendTyping(c.id, true)) {
+      live.typingConv = c.id;
+      live.typingSentAt = now;
+    }
+  }
+
+  function stopTyping() {
+    clearTimeout(live.typingStopTimer);
+    if (!live.typingConv) return;
+    sendTyping(live.typingConv, false);
+    live.typingConv = "";
+    live.typingSentAt = 0;
+  }
+
+  function sendTyping(conv, typing) {
+    if (!transmit({ type: "typing", conv, typing })) return false;
+    live.typingSent += 1;
+    return true;
+  }
+
+  // onCallState follows one call at a time: a frame of another call
+  // replaces it only once it has ended.
+  function onCallState(f) {
+    let c = live.call;
+    if (!c || c.id !== f.call_id) {
+      if (c && c.state !== "ended") return;
+      c = live.call = {
+        id: f.call_id, from: f.from, from_device: f.from_device || "", to: f.to, media: f.media || "",
+        incoming: f.to === st.user, state: "", reason: "", device: "", ringingHere: false, rang: [], seen: false, dismissed: false,
+      };
+    }
+    c.state = f.state;
+    c.reason = f.reason || "";
+    if (f.device) c.device = f.device;
+    const ringing = f.ringing || [];
+    if (f.state === "ringing") c.rang.push(ringing);
+    // A callee device rings if and only if the service lists it.
+    c.ringingHere = f.state === "ringing" && c.incoming && ringing.includes(st.device);
+    clearTimeout(live.callTimer);
+    if (f.state === "ended") {
+      live.callTimer = setTimeout(() => {
+        c.dismissed = true;
+        renderLive();
+      }, CALL_ENDED_SHOW_MS);
+    }
+    renderLive();
+  }
+
+  function callAction(op) {
+    const c = live.call;
+    if (!c || c.state === "ended") return;
+    activity();
+    transmit({ type: "call", ref: nextRef(), op, call_id: c.id });
+  }
+
+  function startCall() {
+    const conv = st.convs[st.selected];
+    if (!conv || conv.group || !conv.peer || (live.call && live.call.state !== "ended")) return;
+    activity();
+    transmit({ type: "call", ref: nextRef(), op: "invite", call_id: uuidv7(), to: conv.peer, media: "audio" });
+  }
+
+  // callHere reports whether this device takes part in the call: the
+  // answering callee device, or the calling device.
+  function callHere(c) {
+    return c.incoming ? c.device === st.device : c.from_device === st.device;
+  }
+
+  function callText(c) {
+    const other = c.incoming ? c.from : c.to;
+    if (c.state === "ringing") return c.incoming ? `Incoming call from ${other}` : `Calling ${other}…`;
+    if (c.state === "active") {
+      if (callHere(c)) return `In call with ${other}`;
+      return c.incoming ? `Call from ${other} answered on ${c.device}` : `${c.from_device} is in a call with ${other}`;
+    }
+    return `Call with ${other} ended: ${CALL_REASONS[c.reason] || c.reason}`;
+  }
+
+  function renderLive() {
+    const box = $("#call");
+    const c = live.call;
+    // A callee device shows a ringing call only while it rings itself;
+    // an ended call only if it showed the call before.
+    const show = Boolean(c && !c.dismissed && (c.state === "ringing" ? c.ringingHere || callHere(c) : c.state === "active" || c.seen));
+    if (show) c.seen = true;
+    box.dataset.state = show ? c.state : "";
+    box.classList.toggle("ringing", show && c.ringingHere);
+    // The tab's title tells a user on another tab that this one rings.
+    document.title = show && c.ringingHere ? `Incoming call from ${c.from} · Ferry` : "Ferry";
+    $("#call-text").textContent = show ? callText(c) : "";
+    $("#call-answer").hidden = !(show && c.ringingHere);
+    $("#call-decline").hidden = !(show && c.ringingHere);
+    $("#call-hangup").hidden = !(show && c.state !== "ended" && !c.ringingHere && callHere(c));
+
+    const conv = st.convs[st.selected];
+    const people = [];
+    if (conv) {
+      const others = conv.group ? conv.members.filter((m) => m !== st.user) : [conv.peer].filter(Boolean);
+      for (const u of others) people.push(`${u} ${userPresence(u)}`);
+    }
+    const mine = Object.values(live.presence).filter((p) => p.user === st.user && p.state !== "offline")
+      .map((p) => `${p.device} ${p.state}`).sort();
+    if (mine.length) people.push(`your other devices: ${mine.join(", ")}`);
+    $("#presence").textContent = people.join(" · ");
+    $("#call-start").hidden = !(conv && !conv.group && conv.peer);
+    for (const li of document.querySelectorAll("#convs li[data-conv]")) {
+      const cv = st.convs[li.dataset.conv];
+      if (cv && !cv.group && cv.peer) li.dataset.presence = userPresence(cv.peer);
+    }
+
+    const who = conv ? typingIn(conv.id) : [];
+    const text = who.length === 0 ? "" : `${who.join(", ")} ${who.length === 1 ? "is" : "are"} typing…`;
+    if ($("#typing").textContent !== text) $("#typing").textContent = text;
+    // Re-render when the next typing indication expires.
+    clearTimeout(live.typingTimer);
+    let next = Infinity;
+    for (const t of Object.values(live.typing)) for (const exp of Object.values(t)) if (exp > Date.now()) next = Math.min(next, exp);
+    if (next < Infinity) live.typingTimer = setTimeout(renderLive, next - Date.now() + 10);
+  }
+
   // ---- view ----------------------------------------------------------------
+
+  // showNotice shows what the version policy tells this client (welcome
+  // notice, v7) above the page, or hides it when there is nothing.
+  function showNotice(text) {
+    let el = document.getElementById("notice");
+    if (!el) {
+      el = document.createElement("div");
+      el.id = "notice";
+      el.setAttribute("role", "status");
+      document.body.prepend(el);
+    }
+    el.textContent = text;
+    el.hidden = !text;
+  }
 
   function setStatus(s) {
     st.status = s;
@@ -459,7 +746,7 @@
       const name = document.createElement("span");
       name.textContent = convTitle(c);
       li.append(name);
-      const unread = Object.values(c.msgs).filter((m) => m.from !== st.user && m.seq > (st.sentRead[c.id] || 0)).length;
+      const unread = unreadCount(c);
       if (unread > 0) {
         const u = document.createElement("span");
         u.className = "unread";
@@ -490,6 +777,9 @@
           li.textContent = m.op === "create"
             ? `${m.from} created ${m.name || "the group"}`
             : `${m.from} ${m.op === "add" ? "added" : "removed"} ${m.members.join(", ")}`;
+        } else if (m.kind === "system") {
+          li.className = "change system";
+          li.textContent = m.text;
         } else {
           const mine = m.from === st.user;
           li.className = mine ? "mine" : "theirs";
@@ -500,6 +790,7 @@
           li.append(text);
           const mark = mine ? receiptMark(c, m) : "";
           if (mine) li.dataset.receipt = mark;
+          else li.dataset.read = String(m.seq <= (st.sentRead[c.id] || 0));
           meta.textContent = `${mine ? "" : `${m.from} · `}${(m.at || "").slice(11, 16)}${mine ? ` · ${mark}` : ""}`;
           li.append(meta);
         }
@@ -509,6 +800,11 @@
     }
     const pending = st.outbox.filter((m) => !c || m.conv === c.id || (!m.conv && m.to));
     $("#pending").textContent = pending.length ? `sending ${pending.length}…` : "";
+    renderLive();
+  }
+
+  function unreadCount(c) {
+    return Object.values(c.msgs).filter((m) => m.kind === "msg" && m.from !== st.user && m.seq > (st.sentRead[c.id] || 0)).length;
   }
 
   function lastAt(c) {
@@ -547,6 +843,11 @@
     st.user = "";
     st.convs = {};
     st.outbox = [];
+    liveReset();
+    live.me = "";
+    live.call = null;
+    clearTimeout(live.idleTimer);
+    clearTimeout(live.typingStopTimer);
     setStatus("signed-out");
     render();
   }
@@ -562,6 +863,19 @@
       }
     });
     document.addEventListener("visibilitychange", afterChange);
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState === "hidden") goIdle();
+      else activity();
+    });
+    window.addEventListener("focus", activity);
+    for (const ev of ["pointerdown", "keydown", "wheel", "touchstart"]) {
+      document.addEventListener(ev, activity, { passive: true, capture: true });
+    }
+    $("#text").addEventListener("input", onInput);
+    $("#call-answer").addEventListener("click", () => callAction("answer"));
+    $("#call-decline").addEventListener("click", () => callAction("reject"));
+    $("#call-hangup").addEventListener("click", () => callAction("hangup"));
+    $("#call-start").addEventListener("click", startCall);
     // Leaving the page ends the session at once (the service then reports
     // this device offline); coming back from the back/forward cache resumes.
     window.addEventListener("pagehide", () => {
@@ -604,14 +918,30 @@
         helloCursor: st.helloCursor, replayed: st.replayed, sessions: st.sessions,
         closeCode: st.closeCode, lastError: st.lastError, outbox: st.outbox.length,
         selected: st.selected,
+        me: live.me,
+        presence: Object.values(live.presence).map(({ user, device, state }) => ({ user, device, state })),
+        typing: Object.fromEntries(Object.keys(live.typing).map((conv) => [conv, typingIn(conv)])),
+        typingSent: live.typingSent,
+        call: live.call && {
+          id: live.call.id, from: live.call.from, to: live.call.to, state: live.call.state,
+          reason: live.call.reason, device: live.call.device, incoming: live.call.incoming,
+          ringingHere: live.call.ringingHere, rang: live.call.rang,
+        },
         convs: Object.values(st.convs).map((c) => ({
-          id: c.id, peer: c.peer, name: c.name, group: c.group, receipts: c.receipts,
+          id: c.id, peer: c.peer, name: c.name, group: c.group, receipts: c.receipts, unread: unreadCount(c),
           msgs: Object.values(c.msgs).sort((a, b) => a.seq - b.seq).map((m) => ({
             seq: m.seq, kind: m.kind, msg_id: m.msg_id, from: m.from, from_device: m.from_device,
             text: m.text, receipt: m.kind === "msg" && m.from === st.user ? receiptMark(c, m) : "",
+            read: m.kind === "msg" && m.from !== st.user && m.seq <= (st.sentRead[c.id] || 0),
           })),
         })),
       };
+    },
+    // setIdleAfter changes how long the page waits without input before it
+    // publishes idle (tests; the default is a minute).
+    setIdleAfter(ms) {
+      live.idleAfter = ms;
+      if (st.status === "live" && live.me === "active") armIdle();
     },
   };
 
