@@ -65,10 +65,14 @@ type Config struct {
 	// Replicas is the replica count of every stream and bucket the bridge
 	// creates (cursor, id map, outbox, flip hold); 0 means 1. Use 3 on a
 	// three-server NATS cluster.
-	Replicas   int
-	Registerer prometheus.Registerer
-	Logger     *slog.Logger
-	Now        func() time.Time
+	Replicas int
+	// RingDelay and RingTimeout time the cloud calls the bridge places for
+	// legacy callers (calls.go), as the cloud service's own do; zero means
+	// cloud.DefaultRingDelay and cloud.DefaultRingTimeout.
+	RingDelay, RingTimeout time.Duration
+	Registerer             prometheus.Registerer
+	Logger                 *slog.Logger
+	Now                    func() time.Time
 }
 
 // Validate reports a configuration the bridge cannot run with.
@@ -114,6 +118,7 @@ type Bridge struct {
 	flow *flowMetrics
 
 	linkState *linkTracker
+	calls     *callRelay // calls across the boundary (calls.go)
 
 	mu   sync.Mutex
 	link *cloud.Client // current cloud link; nil while reconnecting
@@ -189,6 +194,7 @@ func New(ctx context.Context, cfg Config) (*Bridge, error) {
 	}
 	b.routes = newRoutePublisher(b)
 	b.live = newLiveRelay(b)
+	b.calls = newCallRelay(b)
 	if b.shadow, err = newShadow(ctx, b); err != nil {
 		return nil, err
 	}
@@ -220,6 +226,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	g.Go(func() error { return b.hold.run(ctx) })
 	g.Go(func() error { return b.runFlips(ctx) })
 	g.Go(func() error { return b.live.run(ctx) })
+	g.Go(func() error { return b.calls.run(ctx) })
 	g.Go(func() error { return b.shadow.run(ctx) })
 	return g.Wait()
 }

@@ -333,6 +333,9 @@ func newFrameID() string { return uuid.Must(uuid.NewV7()).String() }
 // liveFromLegacy handles a typing, presence or subscribe frame from a
 // legacy device (the bridge's ChatConfig.OnFrame hands them here).
 func (b *Bridge) liveFromLegacy(ctx context.Context, from legacywire.Certificate, f legacywire.ChatFrame) legacywire.ChatAck {
+	if legacywire.IsCallFrame(f.Type) {
+		return b.calls.fromLegacy(ctx, from, f)
+	}
 	r := b.live
 	kind := kindTyping
 	if f.Type != legacywire.FrameTyping {

@@ -20,6 +20,9 @@ type metrics struct {
 
 	outboxDepth  prometheus.Gauge
 	outboxOldest prometheus.Gauge
+	// callSetups counts calls across the boundary by callee home and
+	// result (calls.go); the call setup guardrail reads it.
+	callSetups *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -65,6 +68,21 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "gateway_bridge_outbox_oldest_age_seconds",
 			Help: "Age of the oldest message at the head of an outbox queue the bridge has looked at.",
 		}),
+		callSetups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_bridge_call_setups_total",
+			Help: "Calls the bridge set up across the boundary, by the callee's home (cloud, legacy) and result (ok: the callee rings; failed; unsupported: chat v1 only; unavailable: no live device).",
+		}, []string{"callee_home", "result"}),
+	}
+	for _, home := range []string{calleeCloud, calleeLegacy} {
+		for _, res := range callSetupResults {
+			m.callSetups.WithLabelValues(home, res)
+		}
+	}
+	for _, dir := range []string{dirLegacyToCloud, dirCloudToLegacy} {
+		m.items.WithLabelValues(dir, kindCall, resultOK)
+	}
+	for _, path := range []string{pathNative, pathInterop, pathEscalation} {
+		m.decisions.WithLabelValues(kindCall, path)
 	}
 	// Pre-create the series dashboards expect, so they exist at zero.
 	for _, dir := range []string{dirLegacyToCloud, dirCloudToLegacy} {
@@ -83,7 +101,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.messages, m.items, m.receipts, m.latency, m.routes, m.decisions, m.linkUp, m.link, m.outboxDepth, m.outboxOldest} {
+	for _, c := range []prometheus.Collector{m.messages, m.items, m.receipts, m.latency, m.routes, m.decisions, m.linkUp, m.link, m.outboxDepth, m.outboxOldest, m.callSetups} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("bridge: register metrics: %w", err)
 		}

@@ -1,6 +1,7 @@
 package cloud
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -110,6 +111,11 @@ type callOp struct {
 	User    string `json:"user"`
 	Device  string `json:"device"`
 	Session string `json:"session"`
+	// Reason, on a reject or a cancel, is the reason the call ends with
+	// instead of rejected or cancelled: only the bridge sets it
+	// (bridgecalls.go), for a callee whose devices take no calls
+	// (unavailable) and a legacy caller's ring timeout (timeout).
+	Reason string `json:"reason,omitempty"`
 }
 
 // callReply answers a callOp; Code is empty on success.
@@ -251,9 +257,9 @@ func (c *call) apply(op callOp) error {
 	case op.Op == cloudwire.CallAnswer && callee && ringing:
 		c.answered(op)
 	case op.Op == cloudwire.CallReject && callee && ringing:
-		c.end(cloudwire.ReasonRejected)
+		c.end(cmp.Or(op.Reason, cloudwire.ReasonRejected))
 	case op.Op == cloudwire.CallCancel && caller && ringing:
-		c.end(cloudwire.ReasonCancelled)
+		c.end(cmp.Or(op.Reason, cloudwire.ReasonCancelled))
 	case op.Op == cloudwire.CallHangup && (caller || callee):
 		c.end(cloudwire.ReasonHangup)
 	case !caller && !callee:
@@ -337,7 +343,7 @@ func (s *session) invite(ctx context.Context, f cloudwire.Call) (bool, error) {
 		return false, fmt.Errorf("%w: cannot call yourself", errBadRequest)
 	}
 	s.touch(true)
-	devices, err := s.svc.store.onlineDevices(ctx, f.To)
+	devices, err := s.svc.calleeDevices(ctx, f.To)
 	if err != nil {
 		return false, err
 	}
@@ -353,9 +359,14 @@ func (s *session) callRequest(ctx context.Context, f cloudwire.Call) error {
 	if err != nil {
 		return err
 	}
-	m, err := s.svc.cfg.JS.Conn().RequestWithContext(ctx, callPrefix+f.CallID, b)
+	return callRequestBytes(ctx, s.svc.cfg.JS.Conn(), f.CallID, b)
+}
+
+// callRequestBytes sends an encoded callOp to the owner of call id.
+func callRequestBytes(ctx context.Context, nc *nats.Conn, id string, b []byte) error {
+	m, err := nc.RequestWithContext(ctx, callPrefix+id, b)
 	if errors.Is(err, nats.ErrNoResponders) {
-		return fmt.Errorf("%w: no call %s in progress", errNotFound, f.CallID)
+		return fmt.Errorf("%w: no call %s in progress", errNotFound, id)
 	}
 	if err != nil {
 		return fmt.Errorf("cloud: call request: %w", err)

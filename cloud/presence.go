@@ -26,6 +26,9 @@ const (
 	// people who share a conversation with its user.
 	memberBucket = "cloud_member"
 	// contactsTTL is how long a session reuses the contacts it looked up.
+	// Sending to someone not among them, or a group change, looks them up
+	// again at once; a new conversation someone else started reaches this
+	// session's contacts within contactsTTL.
 	contactsTTL = 30 * time.Second
 	// maxContacts bounds the users one presence change is sent to.
 	maxContacts = 4096
@@ -94,33 +97,51 @@ func keysUnder(ctx context.Context, js jetstream.JetStream, kvs jetstream.Stream
 // contacts returns the users who share a conversation with user (user
 // excluded), at most maxContacts of them.
 func (st *store) contacts(ctx context.Context, user string) ([]string, error) {
-	prefix := subjectToken(user) + "."
-	keys, err := keysUnder(ctx, st.js, st.memberKeys, memberBucket, prefix)
-	if err != nil {
-		return nil, err
-	}
 	seen := map[string]bool{user: true}
 	var out []string
-	for _, k := range keys {
-		members, err := st.members(ctx, untoken(strings.TrimPrefix(k, prefix)))
-		if errors.Is(err, errNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if !slices.Contains(members, user) {
-			continue // left the group: its index key was deleted
-		}
+	err := st.eachConversation(ctx, user, func(_ string, members []string) bool {
 		for _, m := range members {
 			if !seen[m] && len(out) < maxContacts {
 				seen[m] = true
 				out = append(out, m)
 			}
 		}
+		return true
+	})
+	if err != nil {
+		return nil, err
 	}
 	slices.Sort(out)
 	return out, nil
+}
+
+// eachConversation calls fn with each conversation user is a member of
+// now and its members, from the member index (checked against each
+// conversation: a removed member's index key may linger), until fn
+// returns false.
+func (st *store) eachConversation(ctx context.Context, user string, fn func(conv string, members []string) bool) error {
+	prefix := subjectToken(user) + "."
+	keys, err := keysUnder(ctx, st.js, st.memberKeys, memberBucket, prefix)
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		conv := untoken(strings.TrimPrefix(k, prefix))
+		members, err := st.members(ctx, conv)
+		if errors.Is(err, errNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(members, user) {
+			continue // left the group: its index key was deleted
+		}
+		if !fn(conv, members) {
+			return nil
+		}
+	}
+	return nil
 }
 
 // userDevice is one of a user's devices and its record.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -754,6 +755,9 @@ func (s *session) handleSend(f cloudwire.Send) {
 	s.svc.m.sendSeconds.Observe(time.Since(start).Seconds())
 	if !s.bridge {
 		s.touch(false)
+		if f.To != "" && !slices.Contains(s.contacts, f.To) {
+			s.contactsAt = time.Time{} // a new contact: look them up again
+		}
 	}
 	s.pushFrame(rec.ack(f.Ref, dup))
 }
@@ -801,6 +805,7 @@ func (s *session) handleGroup(f cloudwire.Group) {
 		s.pushError(f.Ref, code, s.publicMessage(code, err))
 		return
 	}
+	s.contactsAt = time.Time{} // membership changed: look the contacts up again
 	s.pushFrame(rec.ack(f.Ref, dup))
 }
 

@@ -42,6 +42,11 @@ const (
 	replayPoll = time.Second
 	// replayInactive lets the server drop an abandoned replay consumer.
 	replayInactive = 30 * time.Second
+	// directReplayMax is how many events a user's replay reads by direct
+	// get before it opens a consumer for the rest (replayDirect).
+	directReplayMax = 32
+	// dropTimeout bounds deleting a finished replay's consumer.
+	dropTimeout = 2 * time.Second
 	// lookupRetries and lookupBackoff bound how long a receipt waits for the
 	// idempotency record of a message whose send is still completing (its
 	// inbox events are written before the record).
@@ -561,6 +566,11 @@ func (st *store) replay(ctx context.Context, user string, all bool, from, head u
 	filter := inboxAll
 	if !all {
 		filter = inboxSubject(user)
+		next, done, err := st.replayDirect(ctx, filter, from, head, fn)
+		if err != nil || done {
+			return err
+		}
+		from = next
 	}
 	cons, err := st.js.OrderedConsumer(ctx, inboxStreamName, jetstream.OrderedConsumerConfig{
 		FilterSubjects:    []string{filter},
@@ -571,6 +581,11 @@ func (st *store) replay(ctx context.Context, user string, all bool, from, head u
 	if err != nil {
 		return fmt.Errorf("cloud: replay consumer: %w", err)
 	}
+	// An ordered consumer outlives its iterator until the server drops it
+	// after replayInactive: in a reconnect storm one per session would pile
+	// up and hit the stream's consumer limit (1,000 by default), failing
+	// every further sync. Delete it as soon as the replay ends.
+	defer st.dropConsumer(ctx, cons)
 	it, err := cons.Messages(jetstream.PullMaxMessages(256))
 	if err != nil {
 		return fmt.Errorf("cloud: replay: %w", err)
@@ -606,6 +621,47 @@ func (st *store) replay(ctx context.Context, user string, all bool, from, head u
 		if meta.Sequence.Stream >= head || meta.NumPending == 0 {
 			return nil
 		}
+	}
+}
+
+// replayDirect reads up to directReplayMax events of subject one by one,
+// each the first at or after from (a direct get by subject), and reports
+// where the rest starts and whether there is none: head was reached or
+// nothing is left. A device that reconnects has usually missed a few
+// events, which this reads without the three round trips of a consumer
+// (create, pull, delete).
+func (st *store) replayDirect(ctx context.Context, subject string, from, head uint64, fn func(cursor uint64, subject string, data []byte) error) (next uint64, done bool, err error) {
+	for range directReplayMax {
+		raw, err := st.inbox.GetMsg(ctx, from, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return from, true, nil
+		}
+		if err != nil {
+			return from, false, fmt.Errorf("cloud: replay: %w", err)
+		}
+		if err := fn(raw.Sequence, raw.Subject, raw.Data); err != nil {
+			return from, false, err
+		}
+		from = raw.Sequence + 1
+		if raw.Sequence >= head {
+			return from, true, nil
+		}
+	}
+	return from, false, nil
+}
+
+// dropConsumer deletes the replay's consumer on the server, even when ctx
+// has ended (the session is gone), within dropTimeout; failing that, the
+// server drops it after replayInactive.
+func (st *store) dropConsumer(ctx context.Context, cons jetstream.Consumer) {
+	info := cons.CachedInfo()
+	if info == nil {
+		return
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dropTimeout)
+	defer cancel()
+	if err := st.js.DeleteConsumer(dctx, inboxStreamName, info.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		st.log.Debug("replay consumer not deleted; the server drops it when inactive", "err", err)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -140,27 +139,10 @@ func (s *Service) PostPhaseNote(ctx context.Context, user, opID string, toCloud 
 type memberConv struct{ conv, other string }
 
 // conversationsOf returns the conversations user is a member of now, at
-// most maxNotedConvs, from the member index (checked against each
-// conversation, since removed members' keys may linger).
+// most maxNotedConvs.
 func (st *store) conversationsOf(ctx context.Context, user string) ([]memberConv, error) {
-	prefix := subjectToken(user) + "."
-	keys, err := keysUnder(ctx, st.js, st.memberKeys, memberBucket, prefix)
-	if err != nil {
-		return nil, err
-	}
 	var out []memberConv
-	for _, k := range keys {
-		conv := untoken(strings.TrimPrefix(k, prefix))
-		members, err := st.members(ctx, conv)
-		if errors.Is(err, errNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if !slices.Contains(members, user) {
-			continue
-		}
+	err := st.eachConversation(ctx, user, func(conv string, members []string) bool {
 		c := memberConv{conv: conv}
 		if !cloudwire.IsGroupID(conv) {
 			for _, m := range members {
@@ -169,9 +151,11 @@ func (st *store) conversationsOf(ctx context.Context, user string) ([]memberConv
 				}
 			}
 		}
-		if out = append(out, c); len(out) == maxNotedConvs {
-			break
-		}
+		out = append(out, c)
+		return len(out) < maxNotedConvs
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

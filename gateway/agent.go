@@ -596,6 +596,7 @@ func (a *agent) startBridge(ctx context.Context, g *errgroup.Group, gctx context
 		ClientVersion:      version,
 		Replicas:           a.cfg.NatsReplicas,
 		OutboxTTL:          a.cfg.BridgeOutboxTTL,
+		RingDelay:          a.cfg.CloudRingDelay,
 		Registerer:         a.reg,
 		Logger:             a.cfg.Logger,
 	}); err != nil {

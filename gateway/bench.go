@@ -25,7 +25,7 @@ type benchOptions struct {
 	Runs     int           // runs of the case and of the floor each; at least 3
 	Duration time.Duration // length of one timed run
 	Conns    int           // concurrent connections of a throughput run
-	N        int           // idle connections of cloud-idle, clients of reconnect...
+	N        int           // idle connections of cloud-idle, clients of reconnect, ...
 	NSet     bool          // -n was given (reconnect's default is not N's)
 	Procs    int           // client processes of cloud-idle and reconnect
 	Smoke    bool          // tiny sizes: checks the harness, measures nothing

@@ -19,12 +19,19 @@ type livePhone struct {
 	*versionedPhone
 	typing   chan legacywire.Typing
 	presence chan legacywire.Presence
+	incoming chan *legacy.Call
 }
 
 func newLivePhone(t *testing.T, ta *testAgent, user string, maxVersion int) *livePhone {
 	t.Helper()
-	p := &livePhone{typing: make(chan legacywire.Typing, 64), presence: make(chan legacywire.Presence, 64)}
+	p := &livePhone{typing: make(chan legacywire.Typing, 64), presence: make(chan legacywire.Presence, 64), incoming: make(chan *legacy.Call, 8)}
 	p.versionedPhone = newVersionedPhoneWith(t, ta, user, maxVersion, func(c *legacy.DeviceConfig) {
+		c.OnCall = func(call *legacy.Call) {
+			select {
+			case p.incoming <- call:
+			default:
+			}
+		}
 		c.OnTyping = func(x legacywire.Typing) {
 			select {
 			case p.typing <- x:

@@ -25,10 +25,12 @@ const (
 	// is older than syncLagLate, the bucket bound at about a second.
 	syncLagMetric = "gateway_cloud_delivery_lag_seconds"
 	syncLagLate   = 1.024
-	// callsMetric feeds MeasureCallSetupFailures: a counter of call setups
-	// with labels callee_home (cloud, legacy) and result (ok, failed).
-	// Nothing registers it yet, so guardrails on call setup stay
-	// inconclusive with an error saying the source is absent.
+	// callsMetric feeds MeasureCallSetupFailures: the bridge's counter of
+	// call setups across the boundary, with labels callee_home (cloud,
+	// legacy) and result (ok, failed; unsupported and unavailable describe
+	// the callee's devices, not the bridge, and are not counted). In an
+	// agent without the bridge role it is absent, and guardrails on call
+	// setup are inconclusive with an error saying so.
 	callsMetric = "gateway_bridge_call_setups_total"
 )
 

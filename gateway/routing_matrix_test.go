@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/ferrygw/ferry/cloud/cloudwire"
+	"github.com/ferrygw/ferry/legacy"
 	"github.com/ferrygw/ferry/legacy/legacywire"
 	"github.com/ferrygw/ferry/migrate"
 )
@@ -290,25 +291,51 @@ func (m *matrix) presence(t *testing.T, s, r *matrixUser) {
 	r.phone.nextPresence(t, s.name, state)
 }
 
+// callInvite: s calls r from s's home and the call rings at r's home (the
+// cloud device, or the legacy device natively or through the bridge); s
+// then cancels, and r's side ends too.
 func (m *matrix) callInvite(t *testing.T, s, r *matrixUser) {
-	if !s.cloudHome() || !r.cloudHome() {
-		t.Skip("calls ring only in the cloud: the overlay has no call signalling yet (issue 3), so the bridge cannot carry them")
+	var id string
+	var out *legacy.Call
+	if s.cloudHome() {
+		id = uuid.Must(uuid.NewV7()).String()
+		if _, err := s.cloud.c.Call(m.ctx, cloudwire.Call{Op: cloudwire.CallInvite, CallID: id, To: r.name, Media: "audio"}); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		c, err := s.phone.dev.Call(m.ctx, r.name, legacywire.CallAudio)
+		if err != nil {
+			t.Fatalf("%s calls %s: %v", s.name, r.name, err)
+		}
+		out, id = c, c.ID()
 	}
-	id := uuid.Must(uuid.NewV7()).String()
-	if _, err := s.cloud.c.Call(m.ctx, cloudwire.Call{Op: cloudwire.CallInvite, CallID: id, To: r.name, Media: "audio"}); err != nil {
-		t.Fatal(err)
+	var in *legacy.Call
+	if r.cloudHome() {
+		r.cloud.nextLive(t, "the ringing call", func(f cloudwire.Frame) bool {
+			cs, ok := f.(cloudwire.CallState)
+			return ok && cs.CallID == id && cs.State == cloudwire.CallRinging && slices.Contains(cs.Ringing, r.name+"-laptop")
+		})
+	} else {
+		in = nextIncomingCall(t, r.phone.incoming, s.name)
+		if in.ID() != id {
+			t.Fatalf("the legacy device rings call %s, want %s", in.ID(), id)
+		}
 	}
-	r.cloud.nextLive(t, "the ringing call", func(f cloudwire.Frame) bool {
-		cs, ok := f.(cloudwire.CallState)
-		return ok && cs.CallID == id && cs.State == cloudwire.CallRinging && slices.Contains(cs.Ringing, r.name+"-laptop")
-	})
-	if _, err := s.cloud.c.Call(m.ctx, cloudwire.Call{Op: cloudwire.CallCancel, CallID: id}); err != nil {
-		t.Fatal(err)
+	if out == nil {
+		if _, err := s.cloud.c.Call(m.ctx, cloudwire.Call{Op: cloudwire.CallCancel, CallID: id}); err != nil {
+			t.Fatal(err)
+		}
+	} else if err := out.HangUp(m.ctx); err != nil {
+		t.Fatalf("cancel: %v", err)
 	}
-	r.cloud.nextLive(t, "the cancelled call", func(f cloudwire.Frame) bool {
-		cs, ok := f.(cloudwire.CallState)
-		return ok && cs.CallID == id && cs.State == cloudwire.CallEnded
-	})
+	if in == nil {
+		r.cloud.nextLive(t, "the cancelled call", func(f cloudwire.Frame) bool {
+			cs, ok := f.(cloudwire.CallState)
+			return ok && cs.CallID == id && cs.State == cloudwire.CallEnded
+		})
+	} else {
+		waitCallState(t, in, legacy.CallCancelled)
+	}
 }
 
 func (m *matrix) groupMessage(t *testing.T, s, r *matrixUser) {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -15,7 +16,11 @@ import (
 // Defaults of DriverConfig.
 const (
 	DefaultDriverTick = time.Second
-	DefaultMaxPerTick = 500
+	// DefaultMaxPerTick is a second's worth of moves at the store's
+	// durable-transition target (50,000 a second): the most one tick
+	// batches, whatever the pace, so that a tick stays well inside the
+	// driver lease.
+	DefaultMaxPerTick = 50_000
 )
 
 // UserMover applies one operation to a user's durable record
@@ -61,8 +66,10 @@ type DriverConfig struct {
 	// Tick is how often the driver looks at the campaigns; default
 	// DefaultDriverTick.
 	Tick time.Duration
-	// MaxPerTick bounds the moves of one campaign in one tick (pace
-	// permitting); default DefaultMaxPerTick.
+	// MaxPerTick bounds the moves of one campaign in one tick; default
+	// DefaultMaxPerTick. Within it a tick makes what the campaign's pace
+	// allows (PerMinute·Tick/1m, at least one); rollbacks, which are not
+	// paced, make up to MaxPerTick.
 	MaxPerTick int
 	// Now is the clock; default time.Now.
 	Now func() time.Time
@@ -300,6 +307,15 @@ func (d *Driver) take(c *Campaign, now time.Time, want int) int {
 	return n
 }
 
+// tickCap is how many moves of c one tick may make: a tick's worth of its
+// pace (the most its token bucket holds, at least one), at most MaxPerTick.
+// A fixed cap would either throttle a fast campaign below its pace or make
+// a slow one survey far more moves than it may take.
+func (d *Driver) tickCap(c *Campaign) int {
+	perTick := math.Ceil(float64(c.PerMinute()) * float64(d.cfg.Tick) / float64(time.Minute))
+	return int(max(1, min(perTick, float64(d.cfg.MaxPerTick))))
+}
+
 // giveBack returns tokens taken for moves that did not happen.
 func (d *Driver) giveBack(c *Campaign, n int) {
 	d.mu.Lock()
@@ -378,7 +394,7 @@ func SurveyCampaign(sn *Snapshot, c *Campaign, now time.Time, limit int, src Sha
 
 func (d *Driver) advance(ctx context.Context, c Campaign, frozen bool) error {
 	now := d.cfg.Now()
-	sv := SurveyCampaign(d.cfg.State.Snapshot(), &c, now, d.cfg.MaxPerTick, d.cfg.Shadow)
+	sv := SurveyCampaign(d.cfg.State.Snapshot(), &c, now, d.tickCap(&c), d.cfg.Shadow)
 	defer func() {
 		if d.cfg.OnProgress != nil {
 			d.cfg.OnProgress(c.Name, c.Steps[c.Step].TargetBP, sv.ActualBP())

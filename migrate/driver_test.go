@@ -399,3 +399,61 @@ func TestDriverStepRollback(t *testing.T) {
 		}
 	})
 }
+
+// TestDriverTickCap checks that a tick's cap follows the campaign's pace (a
+// tick's worth of PerMinute, at least one) up to MaxPerTick, instead of a
+// fixed number that throttled fast campaigns.
+func TestDriverTickCap(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		perMinute int
+		tick      time.Duration
+		max       int
+		want      int
+	}{
+		{"default pace", 0, time.Second, 0, DefaultPerMinute / 60},
+		{"slow pace is at least one", 1, time.Second, 0, 1},
+		{"fraction rounds up", 90, time.Second, 0, 2},
+		{"longer tick", 6000, 5 * time.Second, 0, 500},
+		{"fast pace beyond the old fixed 500", 120_000, time.Second, 0, 2000},
+		{"bounded by the default", 60_000_000, time.Second, 0, DefaultMaxPerTick},
+		{"bounded by MaxPerTick", 120_000, time.Second, 300, 300},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, err := NewState()
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := NewDriver(DriverConfig{State: st, Users: memMover{st}, Campaigns: &memCampaigns{}, Audit: &memAudit{}, Tick: tc.tick, MaxPerTick: tc.max})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := Campaign{Pace: Pace{PerMinute: tc.perMinute}}
+			if got := d.tickCap(&c); got != tc.want {
+				t.Errorf("tickCap = %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestDriverFastPace runs a campaign paced at 2,000 moves a second: a tick
+// makes a whole tick's worth, four times the old fixed cap of 500, and never
+// more.
+func TestDriverFastPace(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const perSecond = 2000
+		r := newRig(t, 5000, Campaign{Name: "fast", Steps: []Step{{TargetBP: BasisPoints}}, Pace: Pace{PerMinute: perSecond * 60}})
+		r.run(t, 4*time.Second+time.Millisecond)
+		perTick := map[time.Time]int{}
+		for _, e := range r.audit.transitions() {
+			perTick[e.At]++
+		}
+		most := 0
+		for _, n := range perTick {
+			most = max(most, n)
+		}
+		if most != perSecond {
+			t.Errorf("the busiest tick made %d moves, want %d (ticks: %v)", most, perSecond, perTick)
+		}
+	})
+}

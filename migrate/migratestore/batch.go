@@ -5,25 +5,36 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/ferrygw/ferry/migrate"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// batchWindow is how many compare-and-set publishes TransitionMany has in
-// flight at once: well under the client's limit on pending asynchronous
-// publishes (4000 by default), so a publish never stalls, and large enough
-// that one round of acknowledgements (one grouped fsync) covers many users.
+// batchWindow is how many compare-and-set publishes TransitionMany keeps in
+// flight: well under the client's limit on pending asynchronous publishes
+// (4000 by default), so a publish never stalls, and large enough that the
+// server always has work queued while the oldest acknowledgement comes back.
 const batchWindow = 2000
+
+// applyChunk is how many acknowledged records TransitionMany puts into the
+// State at once: the State's transaction size, so each Put is one
+// transaction.
+const applyChunk = 500
 
 // TransitionMany applies ops like Transition would, one by one, but writes
 // them together: each record is read from the State (not from the bucket),
 // changed, and published asynchronously to the bucket's subject with the
 // read revision as the expected last sequence of that subject (the
-// compare-and-set kv.Update does, without a round trip per user); then
-// TransitionMany waits for every acknowledgement and puts the written
-// records into the State in transactions of at most 500.
+// compare-and-set kv.Update does, without a round trip per user).
+//
+// The publishes are pipelined: up to batchWindow are in flight at once, and
+// the next one goes out as soon as the oldest is acknowledged, so there is
+// no round trip per window. Acknowledged records go into the State in
+// transactions of at most applyChunk. Each write is noted for the watch as
+// it is published (see localWrites), so that the watch skips it instead of
+// decoding and applying it a second time.
 //
 // A user the State does not have, or whose revision in the State is behind
 // the bucket's (the publish fails with a wrong last sequence), takes the
@@ -32,106 +43,221 @@ const batchWindow = 2000
 // Transition would have returned. Ops for the same user in one batch are
 // not supported: the second sees a stale revision and takes the slow path.
 func (s *Store) TransitionMany(ctx context.Context, ops []migrate.UserOp) []error {
-	errs := make([]error, len(ops))
-	var slow []int
-	done := 0
-	for ; done < len(ops) && ctx.Err() == nil; done += batchWindow {
-		slow = s.transitionWindow(ctx, ops, errs, done, min(done+batchWindow, len(ops)), slow)
+	b := batch{s: s, ops: ops, errs: make([]error, len(ops)), debug: s.log.Enabled(ctx, slog.LevelDebug)}
+	b.startApplier()
+	next := 0
+	for ; next < len(ops) && ctx.Err() == nil; next++ {
+		if b.q.len() == batchWindow && !b.settle(ctx) {
+			break
+		}
+		b.publish(next)
 	}
-	for i := done; i < len(ops); i++ {
-		errs[i] = fmt.Errorf("migratestore: user %s: %w", ops[i].User, ctx.Err())
+	for b.q.len() > 0 && b.settle(ctx) {
 	}
-	for _, i := range slow {
+	b.abandon(ctx)
+	b.flush()
+	b.stopApplier()
+	for i := next; i < len(ops); i++ {
+		b.errs[i] = fmt.Errorf("migratestore: user %s: %w", ops[i].User, ctx.Err())
+	}
+	if b.written > 0 {
+		s.log.Info("users moved in a batch", "written", b.written, "of", len(ops))
+	}
+	for _, i := range b.slow {
 		if err := ctx.Err(); err != nil {
-			errs[i] = fmt.Errorf("migratestore: user %s: %w", ops[i].User, err)
+			b.errs[i] = fmt.Errorf("migratestore: user %s: %w", ops[i].User, err)
 			continue
 		}
-		_, errs[i] = s.Transition(ctx, ops[i].User, ops[i].Op)
+		_, b.errs[i] = s.Transition(ctx, ops[i].User, ops[i].Op)
 	}
-	return errs
+	return b.errs
+}
+
+// batch is the progress of one TransitionMany.
+type batch struct {
+	s     *Store
+	ops   []migrate.UserOp
+	errs  []error
+	slow  []int // indices of ops for the one-by-one path, in order
+	q     ring  // publishes in flight, oldest first
+	acked []migrate.User
+	// written counts the records put into the State.
+	written int
+	debug   bool
+	// applyQ carries chunks of acknowledged records to the goroutine that
+	// puts them into the State, so that settling acknowledgements (and
+	// noting them for the watch) never waits for a memdb transaction.
+	applyQ  chan []migrate.User
+	applied chan struct{}
 }
 
 // pending is one asynchronous compare-and-set in flight.
 type pending struct {
 	i    int
-	cur  migrate.User
+	from migrate.Phase
 	next migrate.User
 	f    jetstream.PubAckFuture
+	note *localWrite // for the watch; nil when not noted
 }
 
-// transitionWindow publishes ops[start:end], waits for their
-// acknowledgements, records results in errs and returns slow with the
-// indices that must take the one-by-one path appended.
-func (s *Store) transitionWindow(ctx context.Context, ops []migrate.UserOp, errs []error, start, end int, slow []int) []int {
-	inflight := make([]pending, 0, end-start)
-	for i := start; i < end; i++ {
-		id, op := ops[i].User, ops[i].Op
-		if err := migrate.CheckUserID(id); err != nil {
-			errs[i] = err
-			continue
-		}
-		if op.At.IsZero() {
-			op.At = s.cfg.Now()
-		}
-		op.At = stamp(op.At)
-		ops[i].Op.At = op.At // the slow path stamps the same time
-		cur, ok := s.st.Get(id)
-		if !ok || cur.Revision == 0 {
-			slow = append(slow, i)
-			continue
-		}
-		next, err := migrate.Apply(cur, op)
-		if err != nil {
-			errs[i] = fmt.Errorf("migratestore: user %s: %w", id, err)
-			continue
-		}
-		if op.ID != "" && op.ID == cur.OpID {
-			continue // a repeat: nothing to write
-		}
-		next.Revision = 0 // the KV entry carries the revision
-		data, err := json.Marshal(next)
-		if err != nil {
-			errs[i] = fmt.Errorf("migratestore: encode user %s: %w", id, err)
-			continue
-		}
-		msg := &nats.Msg{Subject: s.subject(id), Data: data, Header: nats.Header{}}
-		f, err := s.js.PublishMsgAsync(msg, jetstream.WithExpectLastSequencePerSubject(cur.Revision))
-		if err != nil {
-			errs[i] = fmt.Errorf("migratestore: write user %s: %w", id, err)
-			continue
-		}
-		inflight = append(inflight, pending{i: i, cur: cur, next: next, f: f})
+// publish starts the compare-and-set of ops[i], or settles it at once when
+// it needs no write, takes the slow path or cannot be written.
+func (b *batch) publish(i int) {
+	s := b.s
+	id, op := b.ops[i].User, b.ops[i].Op
+	if err := migrate.CheckUserID(id); err != nil {
+		b.errs[i] = err
+		return
 	}
-	written := make([]migrate.User, 0, len(inflight))
-	for k, p := range inflight {
-		select {
-		case ack := <-p.f.Ok():
-			p.next.Revision = ack.Sequence
-			written = append(written, p.next)
-			s.log.Debug("user phase changed", "user", p.next.ID, "from", p.cur.Phase, "to", p.next.Phase,
+	if op.At.IsZero() {
+		op.At = s.cfg.Now()
+	}
+	op.At = stamp(op.At)
+	b.ops[i].Op.At = op.At // the slow path stamps the same time
+	cur, ok := s.st.Get(id)
+	if !ok || cur.Revision == 0 {
+		b.slow = append(b.slow, i)
+		return
+	}
+	next, err := migrate.Apply(cur, op)
+	if err != nil {
+		b.errs[i] = fmt.Errorf("migratestore: user %s: %w", id, err)
+		return
+	}
+	if op.ID != "" && op.ID == cur.OpID {
+		return // a repeat: nothing to write
+	}
+	next.Revision = 0 // the KV entry carries the revision
+	data, err := json.Marshal(next)
+	if err != nil {
+		b.errs[i] = fmt.Errorf("migratestore: encode user %s: %w", id, err)
+		return
+	}
+	note := s.local.publishing(id, cur.Revision, data)
+	msg := &nats.Msg{Subject: s.subject(id), Data: data, Header: nats.Header{}}
+	f, err := s.js.PublishMsgAsync(msg, jetstream.WithExpectLastSequencePerSubject(cur.Revision))
+	if err != nil {
+		b.failed(&pending{next: next, note: note})
+		b.errs[i] = fmt.Errorf("migratestore: write user %s: %w", id, err)
+		return
+	}
+	b.q.push(pending{i: i, from: cur.Phase, next: next, f: f, note: note})
+}
+
+// settle waits for the oldest publish in flight and records its outcome; it
+// returns false, leaving the publish in flight, when ctx ends first.
+func (b *batch) settle(ctx context.Context) bool {
+	p := b.q.peek()
+	select {
+	case ack := <-p.f.Ok():
+		p.next.Revision = ack.Sequence
+		b.s.local.acked(p.next.ID, p.note, ack.Sequence)
+		b.acked = append(b.acked, p.next)
+		if b.debug {
+			b.s.log.Debug("user phase changed", "user", p.next.ID, "from", p.from, "to", p.next.Phase,
 				"op", p.next.OpID, "reason", p.next.Reason, "revision", ack.Sequence)
-		case err := <-p.f.Err():
-			if wrongLastSequence(err) {
-				s.log.Debug("compare-and-set lost; retrying alone", "user", p.next.ID)
-				slow = append(slow, p.i)
-				continue
-			}
-			errs[p.i] = fmt.Errorf("migratestore: write user %s: %w", p.next.ID, err)
-		case <-ctx.Done():
-			// Unacknowledged writes may or may not have landed; the
-			// watch will tell the State, and op ids make a retry safe.
-			for _, q := range inflight[k:] {
-				errs[q.i] = fmt.Errorf("migratestore: write user %s: %w", q.next.ID, ctx.Err())
-			}
-			s.st.Put(written...)
-			return slow
+		}
+		if len(b.acked) == applyChunk {
+			b.flush()
+		}
+	case err := <-p.f.Err():
+		b.failed(p)
+		if wrongLastSequence(err) {
+			b.s.log.Debug("compare-and-set lost; retrying alone", "user", p.next.ID)
+			b.slow = append(b.slow, p.i)
+		} else {
+			b.errs[p.i] = fmt.Errorf("migratestore: write user %s: %w", p.next.ID, err)
+		}
+	case <-ctx.Done():
+		return false
+	}
+	b.q.pop()
+	return true
+}
+
+// abandon fails the publishes still in flight with ctx's error: they may or
+// may not have landed; the watch will tell the State, and op ids make a
+// retry safe.
+func (b *batch) abandon(ctx context.Context) {
+	for b.q.len() > 0 {
+		p := b.q.pop()
+		b.failed(&p)
+		b.errs[p.i] = fmt.Errorf("migratestore: write user %s: %w", p.next.ID, ctx.Err())
+	}
+}
+
+// applyQueue is how many chunks may wait for the State: enough to ride out
+// a slow transaction, few enough that the State never lags far behind.
+const applyQueue = 8
+
+// failed drops the watch's note of a write that failed or was abandoned;
+// when the watch met the write (and skipped it) nonetheless, the record goes
+// into the State at the revision the watch saw.
+func (b *batch) failed(p *pending) {
+	if rev := b.s.local.failed(p.next.ID, p.note); rev != 0 {
+		u := p.next
+		u.Revision = rev
+		b.acked = append(b.acked, u)
+		if len(b.acked) == applyChunk {
+			b.flush()
 		}
 	}
-	s.st.Put(written...)
-	if len(written) > 0 {
-		s.log.Info("users moved in a batch", "written", len(written), "of", end-start)
+}
+
+// flush hands the acknowledged records to the applier (settle noted them for
+// the watch, which skips them).
+func (b *batch) flush() {
+	if len(b.acked) == 0 {
+		return
 	}
-	return slow
+	b.applyQ <- b.acked
+	b.written += len(b.acked)
+	b.acked = make([]migrate.User, 0, applyChunk)
+}
+
+// startApplier starts the goroutine that puts flushed chunks into the State.
+func (b *batch) startApplier() {
+	b.acked = make([]migrate.User, 0, applyChunk)
+	b.applyQ = make(chan []migrate.User, applyQueue)
+	b.applied = make(chan struct{})
+	go func() {
+		defer close(b.applied)
+		for chunk := range b.applyQ {
+			b.s.st.Put(chunk...)
+		}
+	}()
+}
+
+// stopApplier returns once every flushed chunk is in the State.
+func (b *batch) stopApplier() {
+	close(b.applyQ)
+	<-b.applied
+}
+
+// ring is a FIFO of pending publishes holding at most batchWindow.
+type ring struct {
+	buf        []pending
+	head, size int
+}
+
+func (r *ring) len() int { return r.size }
+
+func (r *ring) push(p pending) {
+	if r.buf == nil {
+		r.buf = make([]pending, batchWindow)
+	}
+	r.buf[(r.head+r.size)%len(r.buf)] = p
+	r.size++
+}
+
+func (r *ring) peek() *pending { return &r.buf[r.head] }
+
+func (r *ring) pop() pending {
+	p := r.buf[r.head]
+	r.buf[r.head] = pending{}
+	r.head = (r.head + 1) % len(r.buf)
+	r.size--
+	return p
 }
 
 // subject is the subject of the user's record in the bucket's stream: what

@@ -10,9 +10,13 @@
 //
 // TransitionMany is the same compare-and-set for many users at once: it reads
 // from the State, publishes every write asynchronously to the key's subject
-// ($KV.<bucket>.<key>) with the expected last subject sequence, waits for the
-// acknowledgements, and sends a user whose compare-and-set lost back through
-// Transition. The campaign driver moves a tick's users with it.
+// ($KV.<bucket>.<key>) with the expected last subject sequence, keeping a
+// bounded number in flight (pipelined, no round trip per window), puts the
+// acknowledged records into the State in transactions of at most 500, and
+// sends a user whose compare-and-set lost back through Transition. The watch
+// recognises those records by key and revision and skips them, instead of
+// decoding and applying each a second time. The campaign driver moves a
+// tick's users with it.
 //
 // A record the watch cannot decode is not skipped silently: the State shows
 // the user held with reason ReasonCorruptRecord (the last good phase kept as

@@ -44,6 +44,9 @@ type Store struct {
 	readyOnce sync.Once
 	// corrupt counts the records the watch could not decode.
 	corrupt atomic.Uint64
+	// local notes the writes TransitionMany puts into st itself, for the
+	// watch to skip.
+	local localWrites
 }
 
 // New creates the bucket, or updates its configuration, and returns a Store
