@@ -85,6 +85,7 @@ func (a *agent) adminHandler() http.Handler {
 	mux.Handle("POST /v1/admin/users/{id}/phase", a.authed(a.setPhase))
 	mux.Handle("GET /v1/admin/legacy/bootstrap", a.authed(a.legacyBootstrap))
 	mux.Handle("POST /v1/admin/legacy/certificates", a.authed(a.legacyCertificate))
+	mux.Handle("POST /v1/admin/legacy/revocations", a.authed(a.legacyRevoke))
 	mux.Handle("POST /v1/admin/cloud/tokens", a.authed(a.cloudToken))
 	mux.Handle("GET /v1/admin/bridge", a.authed(a.bridgeStatus))
 	mux.Handle("GET /v1/admin/status", a.authed(a.status))
@@ -222,13 +223,8 @@ func (a *agent) legacyCertificate(w http.ResponseWriter, r *http.Request) {
 	if !readJSON(w, r, &req) {
 		return
 	}
-	id, err := peer.Decode(req.PeerID)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_peer_id", err.Error())
-		return
-	}
-	if err := migrate.CheckUserID(req.User); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_user", err.Error())
+	id, ok := readDevice(w, req.PeerID, req.User)
+	if !ok {
 		return
 	}
 	if req.Platform == "" || req.ClientVersion == "" {
@@ -316,6 +312,21 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 		return false
 	}
 	return true
+}
+
+// readDevice parses a legacy device's peer ID and checks its user id,
+// answering 400 invalid_peer_id or invalid_user when either is wrong.
+func readDevice(w http.ResponseWriter, peerID, user string) (peer.ID, bool) {
+	id, err := peer.Decode(peerID)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_peer_id", err.Error())
+		return "", false
+	}
+	if err := migrate.CheckUserID(user); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_user", err.Error())
+		return "", false
+	}
+	return id, true
 }
 
 // requireReason answers 400 reason_required with msg when reason is blank:

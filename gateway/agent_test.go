@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"io"
@@ -209,6 +210,21 @@ func userToken(tb testing.TB, ta *testAgent, user string) string {
 		tb.Fatal(err)
 	}
 	return out["token"]
+}
+
+// auditEvents runs `gateway audit ARGS -format json` through cli and
+// returns the events.
+func auditEvents(tb testing.TB, cli func(...string) (string, error), args ...string) []migrate.AuditEvent {
+	tb.Helper()
+	out, err := cli(append([]string{"audit", "-format", "json"}, args...)...)
+	if err != nil {
+		tb.Fatalf("audit %v: %v\n%s", args, err, out)
+	}
+	var audit map[string][]migrate.AuditEvent
+	if err := json.Unmarshal([]byte(out), &audit); err != nil {
+		tb.Fatal(err)
+	}
+	return audit["events"]
 }
 
 // TestUsersCLI drives the admin CLI against a running agent: a legal move, a

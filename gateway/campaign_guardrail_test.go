@@ -90,16 +90,8 @@ func TestSetPhaseAuditAndBreakGlass(t *testing.T) {
 	if out, err := cli("users", "set-phase", "bg", "cloud", "-break-glass", "-reason", "data loss on cloud", "-op", "op-bg"); err != nil || !strings.Contains(out, "cloud") {
 		t.Fatalf("break-glass: %v\n%s", err, out)
 	}
-	out, err := cli("audit", "-user", "bg", "-format", "json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var audit map[string][]migrate.AuditEvent
-	if err := json.Unmarshal([]byte(out), &audit); err != nil {
-		t.Fatal(err)
-	}
 	var got []string
-	for _, e := range audit["events"] {
+	for _, e := range auditEvents(t, cli, "-user", "bg") {
 		if e.Actor == "" || e.OpID == "" || e.Kind != migrate.AuditTransition {
 			t.Errorf("event lacks its context: %+v", e)
 		}

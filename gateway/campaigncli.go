@@ -51,6 +51,18 @@ func adminSetup(o *outputFlags) (*adminClient, error) {
 	return newAdminClient(o.addr, o.token)
 }
 
+// adminDo makes one admin API call with the command's output flags (the
+// agent's address and token), bounded by cliTimeout.
+func adminDo(ctx context.Context, o *outputFlags, method, path string, body, out any) error {
+	c, err := adminSetup(o)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, cliTimeout)
+	defer cancel()
+	return c.do(ctx, method, path, body, out)
+}
+
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -374,17 +386,12 @@ func freezeCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, sub)
 		return errUsage
 	}
-	c, err := adminSetup(&o)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, cliTimeout)
-	defer cancel()
 	var f map[string]any
+	var err error
 	if args[0] == "status" {
-		err = c.do(ctx, http.MethodGet, "/v1/admin/freeze", nil, &f)
+		err = adminDo(ctx, &o, http.MethodGet, "/v1/admin/freeze", nil, &f)
 	} else {
-		err = c.do(ctx, http.MethodPost, "/v1/admin/freeze", map[string]any{"on": args[0] == "on", "reason": reason}, &f)
+		err = adminDo(ctx, &o, http.MethodPost, "/v1/admin/freeze", map[string]any{"on": args[0] == "on", "reason": reason}, &f)
 	}
 	if err != nil {
 		return err

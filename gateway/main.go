@@ -37,6 +37,8 @@ Usage:
   gateway freeze on|off|status [-reason TEXT]
   gateway versions list|policy|retire|block|report   client versions: census, policies, retirement (gateway versions -h)
   gateway legacy sim -users N -duration D   run simulated legacy clients against an agent
+  gateway legacy revoke -user ID -peer PEER_ID -reason TEXT
+                                            revoke a legacy device's certificate (audited)
   gateway bench NAME|all [-format json]     measure hot paths against raw floors (gateway bench -h)
   gateway version                           print the version
 

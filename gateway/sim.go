@@ -30,8 +30,11 @@ const simUsage = "usage: gateway legacy sim [-standalone [-supernodes N] | -admi
 	"  [-v1 P -v2 P -v3 P] [-platforms windows=30,...] [-files P] [-calls P] [-churn P] [-downtime D] [-contacts a,b]"
 
 func legacyCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "revoke" {
+		return revokeCommand(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "sim" {
-		fmt.Fprintln(stderr, simUsage)
+		fmt.Fprintln(stderr, simUsage+"\n"+revokeUsage)
 		return errUsage
 	}
 	fs := flag.NewFlagSet("legacy sim", flag.ContinueOnError)
@@ -159,11 +162,11 @@ const simReadyTimeout = time.Minute
 // writeProfiles writes the heap and goroutine profiles taken with the
 // last sample into dir.
 func writeProfiles(dir string, p map[string][]byte) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return err
 	}
 	for name, data := range p {
-		if err := os.WriteFile(filepath.Join(dir, name+".pprof"), data, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, name+".pprof"), data, 0o600); err != nil {
 			return err
 		}
 	}

@@ -12,6 +12,8 @@ const (
 	AuditFreeze = "freeze"
 	// AuditExempt: a user was exempted from a campaign, or no longer.
 	AuditExempt = "exempt"
+	// AuditRevocation: a legacy device's certificate was revoked.
+	AuditRevocation = "revocation"
 )
 
 // Actors other than an operator's token subject.

@@ -328,7 +328,7 @@ func (p *Page) Screenshot(t testing.TB, name string) {
 		t.Fatalf("screenshot: %v", err)
 	}
 	path := filepath.Join(ArtifactDir(t), name+".png")
-	if err := os.WriteFile(path, png, 0o644); err != nil {
+	if err := os.WriteFile(path, png, 0o600); err != nil {
 		t.Fatalf("screenshot: %v", err)
 	}
 	t.Logf("screenshot %s", path)
@@ -346,7 +346,9 @@ func ArtifactDir(t testing.TB) string {
 	}
 	name := strings.NewReplacer("/", "__", string(os.PathSeparator), "__", " ", "_").Replace(t.Name())
 	dir := filepath.Join(root, name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	// #nosec G703 -- the directory the person running the tests named, and
+	// the test's own name with its separators replaced.
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		t.Fatalf("FERRY_ARTIFACTS: %v", err)
 	}
 	return dir
