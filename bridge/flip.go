@@ -184,13 +184,8 @@ func newFlowMetrics(reg prometheus.Registerer) (*flowMetrics, error) {
 			m.reports.WithLabelValues(o, r)
 		}
 	}
-	if reg == nil {
-		return m, nil
-	}
-	for _, c := range []prometheus.Collector{m.flips, m.held, m.heldIn, m.mirrored, m.reports} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("bridge: register flip metrics: %w", err)
-		}
+	if err := register(reg, "flip ", m.flips, m.held, m.heldIn, m.mirrored, m.reports); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

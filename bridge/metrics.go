@@ -98,15 +98,24 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			m.decisions.WithLabelValues(kind, path)
 		}
 	}
-	if reg == nil {
-		return m, nil
-	}
-	for _, c := range []prometheus.Collector{m.messages, m.items, m.receipts, m.latency, m.routes, m.decisions, m.linkUp, m.link, m.outboxDepth, m.outboxOldest, m.callSetups} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("bridge: register metrics: %w", err)
-		}
+	if err := register(reg, "", m.messages, m.items, m.receipts, m.latency, m.routes, m.decisions, m.linkUp, m.link, m.outboxDepth, m.outboxOldest, m.callSetups); err != nil {
+		return nil, err
 	}
 	return m, nil
+}
+
+// register registers cs on reg (nothing when reg is nil); what names the
+// group in the error.
+func register(reg prometheus.Registerer, what string, cs ...prometheus.Collector) error {
+	if reg == nil {
+		return nil
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("bridge: register %smetrics: %w", what, err)
+		}
+	}
+	return nil
 }
 
 // Route paths, as values of the path label of

@@ -94,12 +94,8 @@ func newShadow(ctx context.Context, b *Bridge) (*shadow, error) {
 	for _, r := range []string{CompareMatch, CompareMismatch, CompareMissing} {
 		s.m.compare.WithLabelValues(r)
 	}
-	if reg := b.cfg.Registerer; reg != nil {
-		for _, c := range []prometheus.Collector{s.m.compare, s.m.copies, s.m.backfills} {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("bridge: register shadow metrics: %w", err)
-			}
-		}
+	if err := register(b.cfg.Registerer, "shadow ", s.m.compare, s.m.copies, s.m.backfills); err != nil {
+		return nil, err
 	}
 	if s.stats, err = loadShadowStats(ctx, kv, b.now, b.log); err != nil {
 		return nil, err

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -24,9 +26,12 @@ type agentStatus struct {
 	Engine    engineStatus    `json:"engine"`
 	Users     map[string]int  `json:"users"` // by phase; every phase present
 	Campaigns []campaignBrief `json:"campaigns"`
-	Supernode *snStatus       `json:"supernode,omitempty"`
-	Cloud     *cloudStatus    `json:"cloud,omitempty"`
-	Bridge    *bridgeBrief    `json:"bridge,omitempty"`
+	// Versions are the largest platform and client-version bands, by
+	// devices the users' records know of (all phases).
+	Versions  []versionBrief `json:"versions"`
+	Supernode *snStatus      `json:"supernode,omitempty"`
+	Cloud     *cloudStatus   `json:"cloud,omitempty"`
+	Bridge    *bridgeBrief   `json:"bridge,omitempty"`
 }
 
 type engineStatus struct {
@@ -37,6 +42,42 @@ type engineStatus struct {
 	// SyncInterval is the embedded server's fsync interval; empty when
 	// external (the cluster's own setting applies).
 	SyncInterval string `json:"sync_interval,omitempty"`
+}
+
+// statusBands is how many version bands `gateway status` shows.
+const statusBands = 5
+
+// versionBrief is one platform and client-version band: its devices and
+// users over every phase.
+type versionBrief struct {
+	Platform string `json:"platform"`
+	Band     string `json:"band"`
+	Devices  int    `json:"devices"`
+	Users    int    `json:"users"`
+}
+
+// topBands sums a census's rows over phases and returns the n bands with
+// the most devices (ties by platform and band).
+func topBands(c migrate.Census, n int) []versionBrief {
+	byBand := map[[2]string]*versionBrief{}
+	for _, r := range c.Rows {
+		k := [2]string{r.Platform, r.Band}
+		b := byBand[k]
+		if b == nil {
+			b = &versionBrief{Platform: r.Platform, Band: r.Band}
+			byBand[k] = b
+		}
+		b.Devices += r.Devices
+		b.Users += r.Users // a user has one phase: the rows' users are apart
+	}
+	out := make([]versionBrief, 0, len(byBand))
+	for _, b := range byBand {
+		out = append(out, *b)
+	}
+	slices.SortFunc(out, func(x, y versionBrief) int {
+		return cmp.Or(cmp.Compare(y.Devices, x.Devices), cmp.Compare(x.Platform, y.Platform), cmp.Compare(x.Band, y.Band))
+	})
+	return out[:min(n, len(out))]
 }
 
 // campaignBrief is one campaign that is not finished (running, paused,
@@ -90,6 +131,8 @@ func (a *agent) status(w http.ResponseWriter, r *http.Request) {
 
 func (a *agent) collectStatus(ctx context.Context) (agentStatus, error) {
 	st := agentStatus{Version: version, Time: time.Now().UTC().Truncate(time.Millisecond), Users: map[string]int{}, Campaigns: []campaignBrief{}}
+	sn := a.state.Snapshot()
+	st.Versions = topBands(migrate.TakeCensus(sn, nil, "", 0, st.Time), statusBands)
 	for _, role := range allRoles {
 		if a.has(role) {
 			st.Roles = append(st.Roles, role)
@@ -100,7 +143,7 @@ func (a *agent) collectStatus(ctx context.Context) (agentStatus, error) {
 		st.Engine.Mode = "embedded"
 		st.Engine.SyncInterval = a.eng.SyncInterval().String()
 	}
-	for p, n := range a.state.Snapshot().CountByPhase() {
+	for p, n := range sn.CountByPhase() {
 		st.Users[string(p)] = n
 	}
 	cs, err := a.control.campaigns.List(ctx)
@@ -228,6 +271,11 @@ func printAgentStatus(w io.Writer, st agentStatus) error {
 			line += " (" + c.Reason + ")"
 		}
 		fmt.Fprintln(tw, line)
+	}
+
+	fmt.Fprintf(tw, "\nversions\ttop %d bands by devices\t\n", len(st.Versions))
+	for _, v := range st.Versions {
+		fmt.Fprintf(tw, "  %s %s\t%d devices\t%d users\n", v.Platform, v.Band, v.Devices, v.Users)
 	}
 
 	fmt.Fprintln(tw)

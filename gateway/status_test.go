@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -23,6 +24,15 @@ func TestStatusCLI(t *testing.T) {
 		return out.String() + errOut.String(), err
 	}
 	setPhases(t, ta.admin(), "erin", migrate.PhaseShadow)
+	ctx := context.Background()
+	for i, d := range []struct{ user, platform, version string }{
+		{"vb-1", "android", "5.1.0"}, {"vb-2", "android", "5.1.7"}, {"vb-3", "ios", "6.0.0"},
+	} {
+		if _, err := ta.a.store.SeeDevice(ctx, d.user, migrate.Device{ID: fmt.Sprint("d", i), Platform: d.platform, ClientVersion: d.version}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUntil(t, within, func() bool { _, ok := ta.a.state.Get("vb-3"); return ok }, func() string { return "devices not in memdb" })
 
 	out, err := cli("status", "-format", "json")
 	if err != nil {
@@ -43,6 +53,9 @@ func TestStatusCLI(t *testing.T) {
 	if st.Users[string(migrate.PhaseShadow)] != 1 {
 		t.Errorf("users in shadow = %d, want 1", st.Users[string(migrate.PhaseShadow)])
 	}
+	if len(st.Versions) < 2 || st.Versions[0].Platform != "android" || st.Versions[0].Devices != 2 || st.Versions[0].Users != 2 {
+		t.Errorf("top version bands %+v, want android's band of 2 devices and 2 users first", st.Versions)
+	}
 	if st.Supernode == nil || st.Cloud == nil || st.Bridge == nil {
 		t.Fatalf("a full agent's status lacks a part: %+v", st)
 	}
@@ -60,7 +73,7 @@ func TestStatusCLI(t *testing.T) {
 		t.Fatalf("status: %v\n%s", err, text)
 	}
 	t.Logf("gateway status:\n%s", text)
-	for _, want := range []string{"embedded NATS JetStream", "shadow", "supernode", "cloud", "bridge link", "bridge outbox", "campaigns"} {
+	for _, want := range []string{"embedded NATS JetStream", "shadow", "supernode", "cloud", "bridge link", "bridge outbox", "campaigns", "versions", "android " + st.Versions[0].Band} {
 		if !strings.Contains(text, want) {
 			t.Errorf("status text lacks %q:\n%s", want, text)
 		}
