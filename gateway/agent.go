@@ -341,6 +341,9 @@ func (a *agent) start(ctx context.Context, g *errgroup.Group, gctx context.Conte
 
 	// The admin API, /metrics and /healthz on -admin-listen, in every agent.
 	registerAgentMetrics(a.reg, a.state, a.snHost)
+	if a.supernode != nil {
+		a.reg.MustRegister(directoryCollector{sn: a.supernode})
+	}
 	if a.snHost != nil || a.brHost != nil {
 		registerNetMetrics(a.reg, a.netStats)
 	}

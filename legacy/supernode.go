@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -114,6 +115,7 @@ type Supernode struct {
 	stopped    bool
 	repl       *replicator    // nil without Peers
 	streams    sync.WaitGroup // stream handlers in flight
+	lookups    atomic.Uint64  // lookups answered
 }
 
 // NewSupernode registers the directory stream handler on h. The handler
@@ -336,6 +338,7 @@ func (s *Supernode) serve(remote peer.ID, remoteAddr ma.Multiaddr, req legacywir
 			return resp
 		}
 		devs, route := s.Lookup(req.User)
+		s.lookups.Add(1)
 		return legacywire.DirResponse{OK: true, Devices: devs, Route: route, Mirror: s.Mirror(req.User)}
 	case legacywire.OpRoute:
 		if req.Route == nil {
