@@ -31,6 +31,7 @@ type campaignControl struct {
 
 	targetBP    *prometheus.GaugeVec
 	actualBP    *prometheus.GaugeVec
+	heldBack    *prometheus.GaugeVec
 	transitions *prometheus.CounterVec
 }
 
@@ -44,11 +45,14 @@ func (a *agent) startCampaigns(ctx context.Context) (*campaignControl, error) {
 		actualBP: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "gateway_campaign_actual_bp", Help: "Share of the campaign's eligible users at its target phase, in basis points.",
 		}, []string{"campaign"}),
+		heldBack: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "gateway_campaign_held_back_users", Help: "Users the campaign's current step would move but holds back, by reason (exempt, held, failed, gate:…, …_inconclusive).",
+		}, []string{"campaign", "reason"}),
 		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gateway_migration_transitions_total", Help: "Phase transitions attempted by the campaign driver, by from, to and result (ok, refused, error).",
 		}, []string{"from", "to", "result"}),
 	}
-	a.reg.MustRegister(cc.targetBP, cc.actualBP, cc.transitions, prometheus.NewCounterFunc(prometheus.CounterOpts{
+	a.reg.MustRegister(cc.targetBP, cc.actualBP, cc.heldBack, cc.transitions, prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "gateway_migration_corrupt_records_total",
 		Help: "Records in the users bucket the watch could not decode; each such user shows as held with reason \"corrupt record\".",
 	}, func() float64 { return float64(a.store.CorruptRecords()) }))
@@ -82,9 +86,15 @@ func (a *agent) startCampaigns(ctx context.Context) (*campaignControl, error) {
 		OnTransition: func(from, to migrate.Phase, result string) {
 			cc.transitions.WithLabelValues(string(from), string(to), result).Inc()
 		},
-		OnProgress: func(name string, target, actual int) {
+		OnProgress: func(name string, target, actual int, heldBack map[string]int) {
 			cc.targetBP.WithLabelValues(name).Set(float64(target))
 			cc.actualBP.WithLabelValues(name).Set(float64(actual))
+			// Reasons are a fixed set (migrate.Held*, gate:…); one that no
+			// longer holds anyone back goes away rather than staying stale.
+			cc.heldBack.DeletePartialMatch(prometheus.Labels{"campaign": name})
+			for reason, n := range heldBack {
+				cc.heldBack.WithLabelValues(name, reason).Set(float64(n))
+			}
 		},
 	})
 	if err != nil {

@@ -66,6 +66,9 @@ func TestCampaignEndToEnd(t *testing.T) {
 	if st.HeldBack[migrate.HeldHeld] != 1 {
 		t.Errorf("held back %v", st.HeldBack)
 	}
+	if v := seriesValue(t, ta, `gateway_campaign_held_back_users{campaign="spring",reason="held"}`); v != 1 {
+		t.Errorf("gateway_campaign_held_back_users for held = %v, want 1", v)
+	}
 	if out, err := cli("users", "resume", held, "-reason", "done"); err != nil || !strings.Contains(out, "legacy") {
 		t.Fatalf("resume: %v\n%s", err, out)
 	}

@@ -79,8 +79,10 @@ type DriverConfig struct {
 	// result (ResultOK, ResultRefused, ResultError), for metrics.
 	OnTransition func(from, to Phase, result string)
 	// OnProgress, if set, is called after each tick of a campaign with its
-	// target (the current step's) and actual basis points.
-	OnProgress func(campaign string, targetBP, actualBP int)
+	// target (the current step's) and actual basis points, and how many
+	// users are held back by reason (the survey's HeldBack; not to be
+	// kept).
+	OnProgress func(campaign string, targetBP, actualBP int, heldBack map[string]int)
 
 	// Leases, if set, makes the driver take the driver lease before every
 	// tick and skip the tick when another driver holds it, so that of
@@ -397,7 +399,7 @@ func (d *Driver) advance(ctx context.Context, c Campaign, frozen bool) error {
 	sv := SurveyCampaign(d.cfg.State.Snapshot(), &c, now, d.tickCap(&c), d.cfg.Shadow)
 	defer func() {
 		if d.cfg.OnProgress != nil {
-			d.cfg.OnProgress(c.Name, c.Steps[c.Step].TargetBP, sv.ActualBP())
+			d.cfg.OnProgress(c.Name, c.Steps[c.Step].TargetBP, sv.ActualBP(), sv.HeldBack)
 		}
 	}()
 	outcome, stopped, err := d.guard(ctx, c, now)
