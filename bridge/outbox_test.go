@@ -104,20 +104,10 @@ func TestOutboxKeepsOrderAcrossRestart(t *testing.T) {
 // TestOutboxExpires checks that a message older than the TTL leaves the
 // outbox as undeliverable instead of being retried forever.
 func TestOutboxExpires(t *testing.T) {
-	eng := enginetest.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	m, err := newMetrics(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	now := time.Now()
 	clock := func() time.Time { return now }
 	overlay := &fakeOverlay{}
-	o, err := newOutbox(ctx, eng.JS, time.Minute, overlay.deliver, clock, slog.New(slog.DiscardHandler), m)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, o := startTestOutbox(t, time.Minute, overlay, clock)
 	if err := o.add(ctx, cloudwire.Event{User: "kai", MsgID: "old", Kind: cloudwire.KindMsg}); err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +115,7 @@ func TestOutboxExpires(t *testing.T) {
 	if err := o.drain(ctx, "kai"); err != nil {
 		t.Fatal(err)
 	}
-	if got := testutil.ToFloat64(m.messages.WithLabelValues(dirCloudToLegacy, resultUndeliverable)); got != 1 {
+	if got := testutil.ToFloat64(o.m.messages.WithLabelValues(dirCloudToLegacy, resultUndeliverable)); got != 1 {
 		t.Fatalf("undeliverable %v, want 1", got)
 	}
 	if o.pending("kai") || len(overlay.got()) != 0 {
@@ -142,20 +132,10 @@ func (failingDelete) DeleteMsg(context.Context, uint64) error { return errors.Ne
 // entry ends the drain and schedules a retry, instead of delivering the same
 // head again at once.
 func TestOutboxDeleteFailureBacksOff(t *testing.T) {
-	eng := enginetest.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	m, err := newMetrics(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	now := time.Now()
 	clock := func() time.Time { return now }
 	overlay := &fakeOverlay{open: true}
-	o, err := newOutbox(ctx, eng.JS, time.Hour, overlay.deliver, clock, slog.New(slog.DiscardHandler), m)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, o := startTestOutbox(t, time.Hour, overlay, clock)
 	if err := o.add(ctx, cloudwire.Event{User: "lea", MsgID: "m1", Kind: cloudwire.KindMsg}); err != nil {
 		t.Fatal(err)
 	}
@@ -175,18 +155,8 @@ func TestOutboxDeleteFailureBacksOff(t *testing.T) {
 // stream empty keeps a queue whose depth add has just bumped (the entry is
 // published before the count), and makes it due at once.
 func TestOutboxKeepsQueueAddedDuringDrain(t *testing.T) {
-	eng := enginetest.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	m, err := newMetrics(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	overlay := &fakeOverlay{open: true}
-	o, err := newOutbox(ctx, eng.JS, time.Hour, overlay.deliver, time.Now, slog.New(slog.DiscardHandler), m)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, o := startTestOutbox(t, time.Hour, overlay, time.Now)
 	// What drain sees if add counts an entry between drain's read of an
 	// empty stream and its bookkeeping.
 	o.mu.Lock()
@@ -208,4 +178,23 @@ func TestOutboxKeepsQueueAddedDuringDrain(t *testing.T) {
 	if o.pending("max") {
 		t.Fatal("drain kept an empty queue")
 	}
+}
+
+// startTestOutbox starts an engine and an outbox on it delivering to
+// overlay, with ttl and clock. Its context ends with the test, at most 30 s
+// in.
+func startTestOutbox(t *testing.T, ttl time.Duration, overlay *fakeOverlay, clock func() time.Time) (context.Context, *outbox) {
+	t.Helper()
+	eng := enginetest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	m, err := newMetrics(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := newOutbox(ctx, eng.JS, ttl, overlay.deliver, clock, slog.New(slog.DiscardHandler), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, o
 }
