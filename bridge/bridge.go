@@ -70,9 +70,16 @@ type Config struct {
 	// legacy callers (calls.go), as the cloud service's own do; zero means
 	// cloud.DefaultRingDelay and cloud.DefaultRingTimeout.
 	RingDelay, RingTimeout time.Duration
-	Registerer             prometheus.Registerer
-	Logger                 *slog.Logger
-	Now                    func() time.Time
+	// Admit, when set, applies the client-version policy to the legacy
+	// peer behind each chat message and frame the bridge takes, before it
+	// acts on it (and lets the caller count the device in its census): a
+	// non-empty code refuses the item with that code and the notice as its
+	// error text (legacywire.CodeUpgradeRequired for a blocked version). It
+	// must answer from memory most of the time: it runs on every item.
+	Admit      func(ctx context.Context, from legacywire.Certificate) (code, notice string)
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 // Validate reports a configuration the bridge cannot run with.
@@ -108,6 +115,7 @@ type Bridge struct {
 	routes  *routePublisher
 	cursor  *cursorStore
 	outbox  *outbox
+	feed    *feed // the cloud link's events, one ordered worker per user (feed.go)
 	ledger  *ledger
 	live    *liveRelay
 	shadow  *shadow // shadow mirror, backfill and compare (shadow.go)
@@ -119,6 +127,7 @@ type Bridge struct {
 
 	linkState *linkTracker
 	calls     *callRelay // calls across the boundary (calls.go)
+	files     *fileRelay // files across the boundary (files.go)
 
 	mu   sync.Mutex
 	link *cloud.Client // current cloud link; nil while reconnecting
@@ -189,12 +198,17 @@ func New(ctx context.Context, cfg Config) (*Bridge, error) {
 	spec := outboxSpec(cfg.Replicas, m)
 	spec.mirror, spec.mirrorExpired = b.carryMirror, b.flow.mirrored.WithLabelValues(resultExpired)
 	spec.expired = b.reportToCloudSender
+	spec.note, spec.noteExpired = b.carryNote, b.flow.notes.WithLabelValues(resultExpired)
 	if b.outbox, err = newQueue(ctx, cfg.JS, spec, cfg.OutboxTTL, b.carry, cfg.Now, log, m); err != nil {
 		return nil, err
 	}
+	b.feed = newFeed(b.handleEvent, b.cursor.advance, b.ledger.setGroupName)
 	b.routes = newRoutePublisher(b)
 	b.live = newLiveRelay(b)
 	b.calls = newCallRelay(b)
+	if b.files, err = newFileRelay(ctx, b); err != nil {
+		return nil, err
+	}
 	if b.shadow, err = newShadow(ctx, b); err != nil {
 		return nil, err
 	}
@@ -211,8 +225,9 @@ func (b *Bridge) Run(ctx context.Context) error {
 		Authority: b.cfg.Authority.PublicKey(),
 		Now:       b.now,
 		Logger:    b.log,
-		Deliver:   b.fromLegacy,
-		OnFrame:   b.onFrame,
+		Deliver:   b.admitMessage,
+		OnFrame:   b.admitFrame,
+		ServeFile: b.files.serveFile,
 	})
 	defer legacy.RemoveChatHandlers(b.cfg.Host)
 	b.linkState.set(LinkConnecting, nil)
@@ -227,8 +242,34 @@ func (b *Bridge) Run(ctx context.Context) error {
 	g.Go(func() error { return b.runFlips(ctx) })
 	g.Go(func() error { return b.live.run(ctx) })
 	g.Go(func() error { return b.calls.run(ctx) })
+	g.Go(func() error { return b.files.run(ctx) })
 	g.Go(func() error { return b.shadow.run(ctx) })
 	return g.Wait()
+}
+
+// admitMessage is fromLegacy behind Config.Admit.
+func (b *Bridge) admitMessage(ctx context.Context, from legacywire.Certificate, msg legacywire.ChatMessage) legacywire.ChatAck {
+	if b.cfg.Admit != nil {
+		if code, notice := b.cfg.Admit(ctx, from); code != "" {
+			b.metrics.messages.WithLabelValues(dirLegacyToCloud, resultRefused).Inc()
+			b.metrics.items.WithLabelValues(dirLegacyToCloud, kindMsg, resultRefused).Inc()
+			return legacywire.ChatAck{ID: msg.ID, Status: legacywire.StatusRefused, Code: code, Error: notice}
+		}
+	}
+	return b.fromLegacy(ctx, from, msg)
+}
+
+// admitFrame is onFrame behind Config.Admit.
+func (b *Bridge) admitFrame(ctx context.Context, from legacywire.Certificate, f legacywire.ChatFrame) legacywire.ChatAck {
+	if b.cfg.Admit != nil {
+		if code, notice := b.cfg.Admit(ctx, from); code != "" {
+			return legacywire.ChatAck{ID: f.ID, Status: legacywire.StatusRefused, Code: code, Error: notice}
+		}
+	}
+	if isFileFrame(f.Type) {
+		return b.files.fileFrame(ctx, from, f)
+	}
+	return b.onFrame(ctx, from, f)
 }
 
 func (b *Bridge) currentLink() *cloud.Client {

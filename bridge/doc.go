@@ -15,6 +15,14 @@
 // JetStream, so a restart neither loses nor replays what users see (legacy
 // devices drop repeated message ids).
 //
+// Deliveries to different legacy users are independent (feed.go): the
+// feed's events go to one ordered worker per inbox owner, at most 4,096
+// events in flight, so a device that reads slowly (up to the 5 s delivery
+// timeout per message) delays only its own user; once more than 32 of its
+// user's events wait behind the current one, the rest go to the outbox,
+// whose retries drain up to 16 recipients at once. The cursor moves past
+// an event only when it and every event before it are handled.
+//
 // Chat v1 and v2 have no groups: a cloud group message reaches a legacy-home
 // member's devices with its id and sender unchanged and the group's name
 // before the text, and the bridge remembers its conversation in a persistent
@@ -80,8 +88,15 @@
 //
 // What one of these queues drops unread after OutboxTTL is reported to
 // the sender on their own side (mirror_report.go) and counted in
-// gateway_bridge_undeliverable_reports_total; mirror copies expire
-// without a report, their original having reached the user's home.
+// gateway_bridge_undeliverable_reports_total: a cloud sender gets an
+// undeliverable event in their synced history (PROTOCOL.md v8), a legacy
+// sender a notice message. Mirror copies expire without a report, their
+// original having reached the user's home.
+//
+// System notes (notes.go): the note the cloud writes into each
+// conversation of a user who moves between the apps reaches the legacy
+// members' devices as a chat message from ferry-notices, through their
+// outbox queue, once per conversation and move (a mark in the id map).
 //
 // Shadow (shadow*.go). Legacy-to-legacy traffic never passes the bridge,
 // so for users in shadow and ready the bridge publishes a shadow route
@@ -109,6 +124,20 @@
 // history, oldest first, paged, at most BackfillMaxMessages of at most
 // BackfillMaxAge, writes what the cloud lacks and marks the user's
 // backfill complete; a run that cannot finish is retried after 30 s.
+//
+// Final delta: mirror copies are best effort (a copy fails while the
+// cloud is unreachable, and the device does not retry it), so as a user
+// enters ready, and again as they flip to the cloud, the bridge reads
+// their device's history from a little before the last backfill and
+// writes each message no source has written yet (the compare marks, by
+// message id; the cloud takes a message once by id). The flip's hold
+// waits for the flip's run, for at most flipDeltaWait (5 s), so that its
+// copies land before the held messages; a copy the run reaches only after
+// the hold has drained is left out (result "late"): a hole rather than a
+// message out of order. It can write a message to the flipped user
+// (acting for its legacy sender) but not one they sent, since the bridge
+// no longer acts for them, and a hole in the middle of a conversation is
+// filled at its end, where the cloud's sequence puts it.
 //
 // Compare: every mirrored or backfilled copy is compared with the cloud
 // copy (read back at the sequence the cloud answered: sender, recipient,

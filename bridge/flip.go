@@ -36,16 +36,25 @@ type flipTracker struct {
 }
 
 type flipState struct {
+	startedAt time.Time // when the user's home became the cloud
 	routedAt  time.Time // zero until the route is published
 	confirmed bool      // the cloud answered after routedAt
+	released  bool      // the hold has started draining to the cloud
 }
+
+// flipDeltaWait bounds how long a flip's hold waits for the user's final
+// delta (shadow_backfill.go) before it drains anyway. The delta writes the
+// copies the mirror missed; written after the hold drains, they would land
+// behind newer messages, so once the hold is released the delta leaves
+// them out (a hole, as doc.go says, rather than a message out of order).
+const flipDeltaWait = 5 * time.Second
 
 func newFlipTracker() *flipTracker { return &flipTracker{users: map[string]*flipState{}} }
 
-func (f *flipTracker) mark(user string) {
+func (f *flipTracker) mark(user string, now time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.users[user] = &flipState{}
+	f.users[user] = &flipState{startedAt: now}
 }
 
 // unmark ends user's flip and reports whether one was under way.
@@ -77,12 +86,31 @@ func (f *flipTracker) flipping(user string) bool {
 }
 
 // blocked reports whether user's held messages must wait: the route is not
-// out, or the cloud has not answered since.
-func (f *flipTracker) blocked(user string) bool {
+// out, or the cloud has not answered since, or the user's final delta is
+// still due (deltaDue) and has had less than flipDeltaWait. When it
+// answers false for a flipping user, the hold is released for good.
+func (f *flipTracker) blocked(user string, now time.Time, deltaDue bool) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	st, ok := f.users[user]
-	return ok && !st.confirmed
+	if !ok {
+		return false
+	}
+	if !st.confirmed || (deltaDue && now.Before(st.startedAt.Add(flipDeltaWait))) {
+		return true
+	}
+	st.released = true
+	return false
+}
+
+// released reports whether the final delta for user comes too late: the
+// user is not flipping (the flip ended, or never started) or the flip's
+// hold already drains to the cloud.
+func (f *flipTracker) released(user string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st, ok := f.users[user]
+	return !ok || st.released
 }
 
 // unconfirmed reports whether some flip waits for the cloud to answer.
@@ -112,14 +140,15 @@ func (f *flipTracker) confirm(asked time.Time) []string {
 	return out
 }
 
-// finish ends the confirmed flips whose hold is empty (drained) and
+// finish ends the confirmed flips whose hold is empty (drained) and whose
+// final delta is done (deltaDue false) or has had flipDeltaWait, and
 // returns how many it ended.
-func (f *flipTracker) finish(drained func(user string) bool) int {
+func (f *flipTracker) finish(now time.Time, drained, deltaDue func(user string) bool) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	n := 0
 	for u, st := range f.users {
-		if st.confirmed && drained(u) {
+		if st.confirmed && drained(u) && (!now.Before(st.startedAt.Add(flipDeltaWait)) || !deltaDue(u)) {
 			delete(f.users, u)
 			n++
 		}
@@ -135,6 +164,7 @@ type flowMetrics struct {
 	heldIn   prometheus.Counter
 	mirrored *prometheus.CounterVec
 	reports  *prometheus.CounterVec
+	notes    *prometheus.CounterVec
 }
 
 // Flip stages, mirror results and report origins, as label values.
@@ -172,19 +202,24 @@ func newFlowMetrics(reg prometheus.Registerer) (*flowMetrics, error) {
 			Name: "gateway_bridge_undeliverable_reports_total",
 			Help: "Reports to a message's sender that the bridge dropped it unread after its queue expiry, by origin (cloud, legacy) and result (ok, stored at the supernode, error).",
 		}, []string{"origin", "result"}),
+		notes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_bridge_system_notes_total",
+			Help: "System notes of the cloud (a participant moved between the apps) carried to legacy users' devices as messages from ferry-notices, by result (ok, queued, refused, expired).",
+		}, []string{"result"}),
 	}
 	for _, s := range []string{flipStarted, flipRouted, flipRolledBack} {
 		m.flips.WithLabelValues(s)
 	}
 	for _, r := range []string{resultOK, resultQueued, resultRefused, resultExpired} {
 		m.mirrored.WithLabelValues(r)
+		m.notes.WithLabelValues(r)
 	}
 	for _, o := range []string{originCloud, originLegacy} {
 		for _, r := range []string{resultOK, resultStored, resultError} {
 			m.reports.WithLabelValues(o, r)
 		}
 	}
-	if err := register(reg, "flip ", m.flips, m.held, m.heldIn, m.mirrored, m.reports); err != nil {
+	if err := register(reg, "flip ", m.flips, m.held, m.heldIn, m.mirrored, m.reports, m.notes); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -203,7 +238,7 @@ func (b *Bridge) holdSpec() queueSpec {
 // flipStart is called from the memdb listener, before the route is
 // queued, when user's inbound home becomes the cloud.
 func (b *Bridge) flipStart(user string) {
-	b.flip.mark(user)
+	b.flip.mark(user, b.now())
 	b.flow.flips.WithLabelValues(flipStarted).Inc()
 }
 
@@ -249,7 +284,7 @@ func (b *Bridge) runFlips(ctx context.Context) error {
 				}
 			}
 		}
-		b.flip.finish(func(u string) bool { return !b.hold.pending(u) })
+		b.flip.finish(b.now(), func(u string) bool { return !b.hold.pending(u) }, b.shadow.fill.due)
 	}
 }
 
@@ -297,7 +332,7 @@ func (b *Bridge) holdFromLegacy(ctx context.Context, msg legacywire.ChatMessage)
 // flipping; to the cloud once the route is out and the link is up; to the
 // user's legacy devices if the user went back to the overlay meanwhile.
 func (b *Bridge) drainHeld(ctx context.Context, ev cloudwire.Event) (done bool, err error) {
-	if b.flip.blocked(ev.User) {
+	if b.flip.blocked(ev.User, b.now(), b.shadow.fill.due(ev.User)) {
 		return false, errFlipping
 	}
 	if u, ok := b.cfg.State.Get(ev.User); !ok || !u.CloudHome() {

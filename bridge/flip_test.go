@@ -21,10 +21,11 @@ import (
 func TestFlipTracker(t *testing.T) {
 	f := newFlipTracker()
 	t0 := time.Unix(1000, 0)
-	f.mark("ulla")
-	f.mark("uwe")
-	if !f.flipping("ulla") || !f.blocked("ulla") || f.unconfirmed() {
-		t.Fatal("a fresh flip must be flipping, blocked, and not yet waiting for the cloud")
+	none := func(string) bool { return false }
+	f.mark("ulla", t0)
+	f.mark("uwe", t0)
+	if !f.flipping("ulla") || !f.blocked("ulla", t0, false) || f.unconfirmed() || f.released("ulla") {
+		t.Fatal("a fresh flip must be flipping, blocked, not released, and not yet waiting for the cloud")
 	}
 	if !f.routed("ulla", t0) || f.routed("nobody", t0) {
 		t.Fatal("routed must report whether the user was flipping")
@@ -36,17 +37,56 @@ func TestFlipTracker(t *testing.T) {
 	if got := f.confirm(t0); len(got) != 1 || got[0] != "ulla" {
 		t.Fatalf("confirm at t0 released %v, want [ulla] (uwe was routed after the probe)", got)
 	}
-	if f.blocked("ulla") || !f.blocked("uwe") {
+	if f.blocked("ulla", t0, false) || !f.blocked("uwe", t0, false) {
 		t.Fatal("ulla's hold may drain, uwe's not yet")
 	}
-	if n := f.finish(func(string) bool { return false }); n != 0 || !f.flipping("ulla") {
+	if !f.released("ulla") || f.released("uwe") {
+		t.Fatal("ulla's hold is released once it may drain, uwe's is not")
+	}
+	if n := f.finish(t0, none, none); n != 0 || !f.flipping("ulla") {
 		t.Fatal("a flip whose hold has not drained must not end")
 	}
-	if n := f.finish(func(string) bool { return true }); n != 1 || f.flipping("ulla") || !f.flipping("uwe") {
+	if n := f.finish(t0, func(string) bool { return true }, none); n != 1 || f.flipping("ulla") || !f.flipping("uwe") {
 		t.Fatal("ulla's flip must end once drained, uwe's not")
+	}
+	if !f.released("ulla") {
+		t.Fatal("a flip that ended is released")
 	}
 	if !f.unmark("uwe") || f.unmark("uwe") {
 		t.Fatal("unmark must report whether a flip was under way")
+	}
+}
+
+// TestFlipWaitsForDelta: a confirmed flip whose final delta is still due
+// stays blocked (and does not end) for up to flipDeltaWait, so that the
+// delta's copies land before the held messages; after that it drains
+// anyway, and the delta comes too late.
+func TestFlipWaitsForDelta(t *testing.T) {
+	f := newFlipTracker()
+	t0 := time.Unix(1000, 0)
+	due := func(string) bool { return true }
+	drained := func(string) bool { return true }
+	f.mark("ulla", t0)
+	f.routed("ulla", t0)
+	f.confirm(t0)
+	if !f.blocked("ulla", t0.Add(time.Second), true) || f.released("ulla") {
+		t.Fatal("a flip with its delta due must stay blocked within flipDeltaWait")
+	}
+	if n := f.finish(t0.Add(time.Second), drained, due); n != 0 {
+		t.Fatal("a flip with its delta due must not end within flipDeltaWait")
+	}
+	if f.blocked("ulla", t0.Add(time.Second), false) || !f.released("ulla") {
+		t.Fatal("once the delta is done the hold drains")
+	}
+	f.mark("uwe", t0)
+	f.routed("uwe", t0)
+	f.confirm(t0)
+	late := t0.Add(flipDeltaWait)
+	if f.blocked("uwe", late, true) || !f.released("uwe") {
+		t.Fatal("after flipDeltaWait the hold drains even with the delta due")
+	}
+	if n := f.finish(late, drained, due); n != 2 {
+		t.Fatalf("finish ended %d flips, want 2", n)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/ferrygw/ferry/cloud/cloudwire"
+	"github.com/ferrygw/ferry/legacy/legacywire"
 	"github.com/ferrygw/ferry/migrate"
 )
 
@@ -35,7 +36,7 @@ func (b *Bridge) mirrorEvent(ctx context.Context, u migrate.User, ev cloudwire.E
 	if ev.Kind != cloudwire.KindMsg || ev.From == ev.User || !mirrors(u) {
 		return nil
 	}
-	if !b.outbox.pending(ev.User) {
+	if !b.queueFirst(ev.User) {
 		done, err := b.carryMirror(ctx, ev)
 		if done {
 			return nil
@@ -62,10 +63,14 @@ func (b *Bridge) carryMirror(ctx context.Context, ev cloudwire.Event) (done bool
 	if err != nil {
 		return false, err
 	}
-	result := resultOK
-	if !ack.Delivered() {
-		result = resultRefused
-	}
-	b.flow.mirrored.WithLabelValues(result).Inc()
+	b.flow.mirrored.WithLabelValues(ackResult(ack)).Inc()
 	return true, nil
+}
+
+// ackResult is the result label of a legacy device's ack: ok, or refused.
+func ackResult(ack legacywire.ChatAck) string {
+	if ack.Delivered() {
+		return resultOK
+	}
+	return resultRefused
 }

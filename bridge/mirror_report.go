@@ -32,18 +32,20 @@ func refusedForGood(err error) bool {
 // queues drops a message unread after its expiry (recipient never
 // reachable), the sender is told, on their own side.
 //
-//   - A cloud sender gets a notice message in their one-to-one
-//     conversation with the recipient, sent by the bridge acting for the
-//     recipient (a legacy user, whom the bridge may act for). The cloud
-//     protocol has no "undeliverable" event (PROTOCOL.md v5): the notice is
-//     a plain message whose text names the original message id. Gap: a
-//     KindUndeliverable event referring to the message id, for clients to
-//     mark the message itself, belongs to cloud/.
-//   - A legacy sender gets the same notice as a chat message on their
+//   - A cloud sender gets a cloudwire.KindUndeliverable event (PROTOCOL.md
+//     v8) in their synced history, naming the message, its conversation
+//     and sequence, the recipient and the reason, written once per message
+//     and recipient by the cloud (cloud.BridgeLive.PostUndeliverable), so
+//     each of their devices gets it once, live or at its next sync, and
+//     marks the message. It replaces the notice message of v5 to v7: no
+//     text is sent in the conversation any more.
+//   - A legacy sender (of a flip-hold entry, or of a cloud group message a
+//     legacy member did not get) gets a notice as a chat message on their
 //     devices, or, none being reachable, held for them at the supernode's
-//     offline store (op store; it reaches them at their next registration).
-//     The supernode's own reports (op reports) cannot carry it: only the
-//     supernode writes those, and no op lets the bridge add one.
+//     offline store (op store; it reaches them at their next
+//     registration): chat has no "undeliverable" frame. The supernode's
+//     own reports (op reports) cannot carry it: only the supernode writes
+//     those, and no op lets the bridge add one.
 //
 // The notice's id is derived from the message's, so a report retried after
 // a failure or a restart is taken once.
@@ -61,10 +63,12 @@ func noticeText(msgID, to string, ttl string) string {
 	return fmt.Sprintf("Ferry: your message %s to %s was not delivered: no device of %s could be reached for %s.", msgID, to, to, ttl)
 }
 
-// reportToCloudSender tells the cloud sender of an expired outbox entry,
+// reportToCloudSender tells the sender of an expired outbox entry,
 // unless the recipient has flipped to the cloud meanwhile: the message is
-// in their cloud inbox, their home (home is then true). An error keeps the
-// entry for a later attempt (the link is down).
+// in their cloud inbox, their home (home is then true). A cloud-home
+// sender gets an undeliverable event in their history; a legacy-home one
+// (the sender of a group message) a notice on their legacy devices. An
+// error keeps the entry for a later attempt.
 func (b *Bridge) reportToCloudSender(ctx context.Context, e outboxEntry) (home bool, err error) {
 	ev := e.Event
 	if u, ok := b.cfg.State.Get(ev.User); ok && u.CloudHome() {
@@ -73,23 +77,20 @@ func (b *Bridge) reportToCloudSender(ctx context.Context, e outboxEntry) (home b
 	if ev.From == "" || ev.From == ev.User {
 		return false, nil
 	}
-	link := b.currentLink()
-	if link == nil {
-		b.flow.reports.WithLabelValues(originCloud, resultError).Inc()
-		return false, errNoLink
+	if u, ok := b.cfg.State.Get(ev.From); ok && !u.CloudHome() {
+		return b.reportToLegacySender(ctx, e)
 	}
-	sctx, cancel := context.WithTimeout(ctx, b.cfg.DeliveryTimeout)
+	pctx, cancel := context.WithTimeout(ctx, b.cfg.DeliveryTimeout)
 	defer cancel()
-	_, err = link.Send(sctx, cloudwire.Send{
-		As: ev.User, To: ev.From, MsgID: noticeID(ev.MsgID), Text: noticeText(ev.MsgID, ev.User, b.cfg.OutboxTTL.String()),
-	})
-	if err != nil {
+	_, err = b.live.cloud.PostUndeliverable(pctx, ev.MsgID, ev.User, cloudwire.UndeliverableExpired, b.now())
+	switch {
+	case errors.Is(err, cloud.ErrUnknownMessage):
 		b.flow.reports.WithLabelValues(originCloud, resultError).Inc()
-		if refusedForGood(err) {
-			b.log.Warn("undeliverable notice refused by the cloud; dropped", "msg_id", ev.MsgID, "err", err)
-			return false, nil
-		}
-		return false, fmt.Errorf("undeliverable notice to the cloud: %w", err)
+		b.log.Warn("undeliverable report refused by the cloud; dropped", "msg_id", ev.MsgID, "err", err)
+		return false, nil
+	case err != nil:
+		b.flow.reports.WithLabelValues(originCloud, resultError).Inc()
+		return false, fmt.Errorf("undeliverable report to the cloud: %w", err)
 	}
 	b.flow.reports.WithLabelValues(originCloud, resultOK).Inc()
 	return false, nil

@@ -28,15 +28,20 @@ const (
 	outboxBackoffMax     = time.Minute
 	DefaultOutboxTTL     = 7 * 24 * time.Hour
 	outboxRequestTimeout = 5 * time.Second
+	// outboxDrains bounds the recipients whose queues drain at once: one
+	// slow device holds one of them, not every other recipient's retries.
+	outboxDrains = 16
 )
 
 // outboxEntry is what the outbox stores for one message. Mirror marks a
-// history copy of a message a cloud-home user got (mirror.go): it is
-// delivered without a receipt and expires without a report.
+// history copy of a message a cloud-home user got (mirror.go), Note a
+// cloud system note for a legacy user (notes.go): both are delivered
+// without a receipt and expire without a report.
 type outboxEntry struct {
 	Event    cloudwire.Event `json:"event"`
 	QueuedAt time.Time       `json:"queued_at"`
 	Mirror   bool            `json:"mirror,omitempty"`
+	Note     bool            `json:"note,omitempty"`
 }
 
 // queueSpec names one durable per-user queue: the outbox toward legacy
@@ -52,6 +57,10 @@ type queueSpec struct {
 	// mirrorExpired counts those that expire.
 	mirror        deliverFunc
 	mirrorExpired prometheus.Counter
+	// note, when set, delivers entries marked Note; noteExpired counts
+	// those that expire.
+	note        deliverFunc
+	noteExpired prometheus.Counter
 	// expired, when set, tells the origin of an expired entry that is not
 	// a mirror copy; an error keeps the entry for a later attempt. home
 	// reports that the message reached its recipient's home meanwhile (a
@@ -89,8 +98,9 @@ type outbox struct {
 	log     *slog.Logger
 	m       *metrics
 
-	mu    sync.Mutex
-	users map[string]*outboxQueue
+	mu       sync.Mutex
+	users    map[string]*outboxQueue
+	draining map[string]bool // recipients being drained now; never two drains of one
 }
 
 // outboxQueue is the in-memory view of one recipient's queue.
@@ -119,7 +129,7 @@ func newQueue(ctx context.Context, js jetstream.JetStream, spec queueSpec, ttl t
 	if err != nil {
 		return nil, fmt.Errorf("bridge: %s stream: %w", spec.stream, err)
 	}
-	o := &outbox{spec: spec, stream: st, js: js, ttl: ttl, deliver: deliver, now: now, log: log, m: m, users: map[string]*outboxQueue{}}
+	o := &outbox{spec: spec, stream: st, js: js, ttl: ttl, deliver: deliver, now: now, log: log, m: m, users: map[string]*outboxQueue{}, draining: map[string]bool{}}
 	if err := o.load(ctx); err != nil {
 		return nil, err
 	}
@@ -138,7 +148,7 @@ func (o *outbox) load(ctx context.Context) error {
 	defer o.mu.Unlock()
 	for subj, n := range info.State.Subjects {
 		user := strings.TrimPrefix(subj, o.spec.prefix)
-		o.users[user] = &outboxQueue{depth: int(n), next: now, backoff: outboxBackoffMin}
+		o.users[user] = &outboxQueue{depth: int(n), next: now, backoff: outboxBackoffMin} // #nosec G115 -- a message count, bounded by the stream's limits
 	}
 	return nil
 }
@@ -198,25 +208,33 @@ func (o *outbox) wake(user string) {
 	}
 }
 
-// run retries due recipients until ctx ends.
+// run retries due recipients until ctx ends, up to outboxDrains of them
+// at once (each recipient's queue in order, by one drain at a time); it
+// returns once its drains have stopped.
 func (o *outbox) run(ctx context.Context) error {
 	t := time.NewTicker(outboxTick)
 	defer t.Stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
-		for _, user := range o.due() {
-			if err := o.drain(ctx, user); err != nil && ctx.Err() == nil {
-				o.log.Warn("outbox", "user", user, "err", err)
-			}
+		for _, user := range o.claimDue(outboxDrains) {
+			wg.Go(func() {
+				defer o.drained(user)
+				if err := o.drain(ctx, user); err != nil && ctx.Err() == nil {
+					o.log.Warn("outbox", "user", user, "err", err)
+				}
+			})
 		}
 		o.updateGauges()
 	}
 }
 
+// due returns the recipients whose next attempt is due.
 func (o *outbox) due() []string {
 	now := o.now()
 	o.mu.Lock()
@@ -228,6 +246,32 @@ func (o *outbox) due() []string {
 		}
 	}
 	return out
+}
+
+// claimDue marks as draining, and returns, the due recipients that are not
+// being drained, so that at most limit drain at once.
+func (o *outbox) claimDue(limit int) []string {
+	now := o.now()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var out []string
+	for u, q := range o.users {
+		if len(o.draining) >= limit {
+			break
+		}
+		if !q.next.After(now) && !o.draining[u] {
+			o.draining[u] = true
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// drained ends user's drain.
+func (o *outbox) drained(user string) {
+	o.mu.Lock()
+	delete(o.draining, user)
+	o.mu.Unlock()
 }
 
 // drain delivers user's queue from the head until it is empty or an attempt
@@ -282,8 +326,11 @@ func (o *outbox) drain(ctx context.Context, user string) error {
 			continue
 		}
 		deliver := o.deliver
-		if e.Mirror && o.spec.mirror != nil {
+		switch {
+		case e.Mirror && o.spec.mirror != nil:
 			deliver = o.spec.mirror
+		case e.Note && o.spec.note != nil:
+			deliver = o.spec.note
 		}
 		done, err := deliver(ctx, e.Event)
 		if !done {
@@ -300,8 +347,14 @@ func (o *outbox) drain(ctx context.Context, user string) error {
 
 // expire counts an entry that waited longer than ttl and tells its origin
 // (queueSpec.expired); a mirror copy is only counted, its original having
-// reached the user's home.
+// reached the user's home, and so is a system note, which has no sender.
 func (o *outbox) expire(ctx context.Context, e outboxEntry) error {
+	if e.Note {
+		if o.spec.noteExpired != nil {
+			o.spec.noteExpired.Inc()
+		}
+		return nil
+	}
 	home := e.Mirror
 	if !home && o.spec.expired != nil {
 		var err error

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -32,6 +33,10 @@ const shadowMaxAge = 30 * 24 * time.Hour
 const (
 	sourceMirror   = "mirror"
 	sourceBackfill = "backfill"
+	// sourceDelta is the final delta (shadow_backfill.go): what the
+	// mirror and the last backfill missed, written as the user enters
+	// ready and again as they flip to the cloud.
+	sourceDelta = "delta"
 )
 
 // Compare results (label values of gateway_bridge_shadow_compare_total).
@@ -58,6 +63,21 @@ type shadow struct {
 	stats   *shadowStats
 	fill    *backfiller
 	m       shadowMetrics
+	// fault, when set, makes the mirror refuse the copies it fails
+	// (SetMirrorFault).
+	fault atomic.Pointer[func(msgID string) error]
+}
+
+// SetMirrorFault makes the shadow mirror refuse each copy for which f
+// returns an error, as if the copy could not be stored (the cloud
+// unreachable): a fault hook for tests of what the final delta repairs.
+// nil removes it.
+func (b *Bridge) SetMirrorFault(f func(msgID string) error) {
+	if f == nil {
+		b.shadow.fault.Store(nil)
+		return
+	}
+	b.shadow.fault.Store(&f)
 }
 
 type shadowMetrics struct {
@@ -84,7 +104,7 @@ func newShadow(ctx context.Context, b *Bridge) (*shadow, error) {
 		}, []string{"result"}),
 		copies: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gateway_bridge_shadow_copies_total",
-			Help: "Legacy copies the shadow mirror handled, by source (mirror, backfill) and result (written, repeat, refused, skipped, error).",
+			Help: "Legacy copies the shadow mirror handled, by source (mirror, backfill, delta: the final delta at ready and at the flip) and result (written, repeat, refused, skipped, late: a final-delta copy left out because the flip hold had already drained, error).",
 		}, []string{"source", "result"}),
 		backfills: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gateway_bridge_shadow_backfills_total",
@@ -97,7 +117,7 @@ func newShadow(ctx context.Context, b *Bridge) (*shadow, error) {
 	if err := register(b.cfg.Registerer, "shadow ", s.m.compare, s.m.copies, s.m.backfills); err != nil {
 		return nil, err
 	}
-	if s.stats, err = loadShadowStats(ctx, kv, b.now, b.log); err != nil {
+	if s.stats, err = loadShadowStats(ctx, b.cfg.JS, kv, b.now, b.log); err != nil {
 		return nil, err
 	}
 	s.mirrors = newMirrorPublisher(b)
@@ -126,6 +146,12 @@ func (s *shadow) run(ctx context.Context) error {
 // take is the mirror protocol's Deliver: one shadow copy from the sender's
 // device. The ack only tells the sender the mirror took it.
 func (s *shadow) take(ctx context.Context, _ legacywire.Certificate, msg legacywire.ChatMessage) legacywire.ChatAck {
+	if f := s.fault.Load(); f != nil {
+		if err := (*f)(msg.ID); err != nil {
+			s.m.copies.WithLabelValues(sourceMirror, resultError).Inc()
+			return legacywire.ChatAck{ID: msg.ID, Status: legacywire.StatusRefused, Code: CodeUnavailable, Error: err.Error()}
+		}
+	}
 	if len(s.shadowUsers(msg)) == 0 {
 		s.m.copies.WithLabelValues(sourceMirror, resultRefused).Inc()
 		return legacywire.ChatAck{ID: msg.ID, Status: legacywire.StatusRefused, Code: CodeNotHere,
@@ -160,20 +186,38 @@ var errCloudHome = errors.New("bridge: a message with a cloud-home end is not sh
 // idempotency key: the cloud returns the original for a copy it holds, and
 // a copy of a source already compared is counted once. The mark written
 // first keeps the bridge's own feed from delivering the copy.
+//
+// The final delta (sourceDelta) writes only what no source has written
+// yet, and also for a recipient who just flipped to the cloud (the
+// message predates the flip; the cloud takes it once by id), but never
+// for a cloud-home sender, for whom the bridge may not act, and not for a
+// recipient whose flip hold has already been released (flipDeltaWait):
+// the copy would land behind newer messages, so it is left out (result
+// "late") and stays a hole rather than a message out of order.
 func (s *shadow) write(ctx context.Context, msg legacywire.ChatMessage, source string) error {
 	b := s.b
-	for _, id := range []string{msg.From, msg.To} {
+	ends, sources := []string{msg.From, msg.To}, []string{source}
+	if source == sourceDelta {
+		ends, sources = ends[:1], []string{sourceMirror, sourceBackfill, sourceDelta}
+		if u, ok := b.cfg.State.Get(msg.To); ok && u.CloudHome() && b.flip.released(msg.To) {
+			s.m.copies.WithLabelValues(source, "late").Inc()
+			return nil
+		}
+	}
+	for _, id := range ends {
 		if u, ok := b.cfg.State.Get(id); ok && u.CloudHome() {
 			s.m.copies.WithLabelValues(source, "skipped").Inc()
 			return errCloudHome
 		}
 	}
 	cmpKey := "cmp." + source + "." + msg.ID
-	if _, err := s.kv.Get(ctx, cmpKey); err == nil {
-		s.m.copies.WithLabelValues(source, "repeat").Inc()
-		return nil
-	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return s.failed(source, fmt.Errorf("read compare mark: %w", err))
+	for _, src := range sources {
+		if _, err := s.kv.Get(ctx, "cmp."+src+"."+msg.ID); err == nil {
+			s.m.copies.WithLabelValues(source, "repeat").Inc()
+			return nil
+		} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return s.failed(source, fmt.Errorf("read compare mark: %w", err))
+		}
 	}
 	link := b.currentLink()
 	if link == nil {
@@ -186,8 +230,16 @@ func (s *shadow) write(ctx context.Context, msg legacywire.ChatMessage, source s
 	if err != nil {
 		return s.failed(source, fmt.Errorf("write copy: %w", err))
 	}
+	if source == sourceDelta && ack.Duplicate {
+		// The cloud had it (the interop path wrote it): nothing was missing.
+		if _, err := s.kv.Put(ctx, cmpKey, []byte("repeat")); err != nil {
+			return s.failed(source, fmt.Errorf("save delta mark: %w", err))
+		}
+		s.m.copies.WithLabelValues(source, "repeat").Inc()
+		return nil
+	}
 	result := CompareMissing
-	if ack.Duplicate || source == sourceMirror {
+	if source != sourceDelta && (ack.Duplicate || source == sourceMirror) {
 		// A mirrored copy is read back even when it was new: the compare
 		// then checks what the cloud stored of it.
 		if result, err = s.compare(ctx, link, msg, ack); err != nil {

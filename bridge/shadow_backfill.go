@@ -25,6 +25,12 @@ const (
 	// (no live device, none that serves history, an error) waits before
 	// the next attempt.
 	backfillRetry = 30 * time.Second
+	// deltaMargin reaches back before the last backfill, for messages
+	// whose device clock ran behind the bridge's.
+	deltaMargin = time.Minute
+	// deltaAttempts bounds the tries of one final delta (a device that
+	// stays unreachable); what it could not write stays counted missing.
+	deltaAttempts = 5
 )
 
 // Backfill results, as label values of gateway_bridge_shadow_backfills_total.
@@ -36,22 +42,86 @@ const (
 
 // backfiller runs the backfill of users who enter shadow or ready, one user
 // at a time, until each is complete.
+//
+// It also runs the final delta (see delta): as a user enters ready, and
+// as they flip from ready to the cloud. A flip's delta runs beside the
+// flip hold, which waits for it for at most flipDeltaWait.
 type backfiller struct {
 	s *shadow
 
 	mu      sync.Mutex
 	pending map[string]time.Time // user → not before
+	deltas  map[string]*deltaDue // users with a final delta due
 	wake    chan struct{}
 }
 
 func newBackfiller(s *shadow) *backfiller {
-	f := &backfiller{s: s, pending: map[string]time.Time{}, wake: make(chan struct{}, 1)}
+	f := &backfiller{s: s, pending: map[string]time.Time{}, deltas: map[string]*deltaDue{}, wake: make(chan struct{}, 1)}
 	s.b.cfg.State.OnChange(func(prev *migrate.User, cur migrate.User) {
-		if shadowing(cur) && (prev == nil || !shadowing(*prev)) {
+		switch {
+		case shadowing(cur) && (prev == nil || !shadowing(*prev)):
 			f.enqueue(cur.ID, time.Time{})
+		case prev == nil:
+		case prev.Phase == migrate.PhaseShadow && cur.Phase == migrate.PhaseReady,
+			shadowing(*prev) && cur.CloudHome():
+			f.enqueueDelta(cur.ID)
 		}
 	})
 	return f
+}
+
+// deltaDue is a user's final delta waiting or running: attempts made,
+// and whether it was asked for again meanwhile (a flip while the delta of
+// ready runs), which takes one more run.
+type deltaDue struct {
+	attempts int
+	again    bool
+}
+
+// enqueueDelta schedules user's final delta now.
+func (f *backfiller) enqueueDelta(user string) {
+	f.mu.Lock()
+	if d, ok := f.deltas[user]; ok {
+		d.again, d.attempts = true, 0
+	} else {
+		f.deltas[user] = &deltaDue{}
+	}
+	f.mu.Unlock()
+	f.enqueue(user, time.Time{})
+}
+
+// due reports whether user's final delta is waiting or running.
+func (f *backfiller) due(user string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.deltas[user]
+	return ok
+}
+
+// takeDelta reports whether user's turn is a final delta, and counts the
+// attempt.
+func (f *backfiller) takeDelta(user string) (attempt int, ok bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d, ok := f.deltas[user]
+	if !ok {
+		return 0, false
+	}
+	d.attempts++
+	d.again = false
+	return d.attempts, true
+}
+
+// deltaDone ends user's final delta run, and reports whether it was asked
+// for again meanwhile (it stays due).
+func (f *backfiller) deltaDone(user string) (again bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if d, ok := f.deltas[user]; ok && d.again {
+		return true
+	}
+	delete(f.deltas, user)
+	return false
 }
 
 func (f *backfiller) enqueue(user string, notBefore time.Time) {
@@ -105,6 +175,24 @@ func (f *backfiller) run(ctx context.Context) error {
 			}
 			continue
 		}
+		if attempt, ok := f.takeDelta(user); ok {
+			err := f.s.delta(ctx, user)
+			switch {
+			case ctx.Err() != nil:
+				return nil
+			case err == nil || attempt >= deltaAttempts:
+				if err != nil {
+					b.log.Warn("final delta not complete; given up", "user", user, "err", err)
+				}
+				if f.deltaDone(user) {
+					f.enqueue(user, time.Time{})
+				}
+			default:
+				b.log.Info("final delta not complete; retrying later", "user", user, "err", err)
+				f.enqueue(user, b.now().Add(backfillRetry))
+			}
+			continue
+		}
 		if u, ok := b.cfg.State.Get(user); !ok || !shadowing(u) {
 			continue
 		}
@@ -132,6 +220,32 @@ func (b *Bridge) Backfill(ctx context.Context, user string) error {
 }
 
 func (s *shadow) backfill(ctx context.Context, user string) error {
+	return s.readHistory(ctx, user, sourceBackfill)
+}
+
+// delta is the final delta: what the mirror missed since the last
+// backfill (a copy that failed: the cloud unreachable, the bridge
+// restarting), written as the user enters ready and again as they flip
+// to the cloud. It reads the user's device history from a little before
+// the last backfill and writes each message that no source has written
+// (the shadow bucket's compare marks, by message id), in the device's
+// order, acting for its sender; the cloud takes a message once by id, so
+// a delta run twice, or by two bridges, writes nothing twice. A message
+// the flipped user sent is left out (the bridge no longer acts for them)
+// and stays counted missing. A hole in the middle of a conversation is
+// filled at its end: the cloud's sequence decides the order.
+func (s *shadow) delta(ctx context.Context, user string) error {
+	u, ok := s.b.cfg.State.Get(user)
+	if !ok || !(shadowing(u) || u.CloudHome()) || u.Phase == migrate.PhaseFinalized {
+		return nil
+	}
+	return s.readHistory(ctx, user, sourceDelta)
+}
+
+// readHistory reads user's history from one of their devices and writes it as
+// source (sourceBackfill: all of it, and marks the backfill complete;
+// sourceDelta: from a little before the last backfill, what is missing).
+func (s *shadow) readHistory(ctx context.Context, user, source string) error {
 	b := s.b
 	look, err := b.dir.Lookup(ctx, user)
 	if err != nil {
@@ -144,9 +258,12 @@ func (s *shadow) backfill(ctx context.Context, user string) error {
 		return fmt.Errorf("no live device of %s to backfill from (%v)", user, err)
 	}
 	since := b.now().Add(-BackfillMaxAge)
+	if st, ok := s.stats.get(user); ok && source == sourceDelta && st.BackfillAt.After(since) {
+		since = st.BackfillAt.Add(-deltaMargin)
+	}
 	var errs []error
 	for _, t := range targets {
-		err := s.backfillFrom(ctx, user, t, since)
+		err := s.backfillFrom(ctx, user, t, since, source)
 		if err == nil {
 			s.m.backfills.WithLabelValues(backfillComplete).Inc()
 			s.stats.update(user, func(st *ShadowStats) {
@@ -169,7 +286,7 @@ func (s *shadow) backfill(ctx context.Context, user string) error {
 }
 
 // backfillFrom pages through one device's history of user.
-func (s *shadow) backfillFrom(ctx context.Context, user string, dev peer.AddrInfo, since time.Time) error {
+func (s *shadow) backfillFrom(ctx context.Context, user string, dev peer.AddrInfo, since time.Time, source string) error {
 	b := s.b
 	after := ""
 	for n := 0; n < BackfillMaxMessages; {
@@ -185,7 +302,7 @@ func (s *shadow) backfillFrom(ctx context.Context, user string, dev peer.AddrInf
 				continue // not the user's: a device serves only its own
 			}
 			wctx, cancel := context.WithTimeout(ctx, b.cfg.DeliveryTimeout)
-			err := s.write(wctx, m, sourceBackfill)
+			err := s.write(wctx, m, source)
 			cancel()
 			if err != nil && !errors.Is(err, errCloudHome) {
 				return fmt.Errorf("backfill %s: %w", m.ID, err)

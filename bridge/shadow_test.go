@@ -29,7 +29,7 @@ func TestShadowStatsSurviveRestart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		st, err := loadShadowStats(ctx, kv, time.Now, log)
+		st, err := loadShadowStats(ctx, js, kv, time.Now, log)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/ferrygw/ferry/cloud"
 	"github.com/ferrygw/ferry/cloud/cloudwire"
 	"github.com/ferrygw/ferry/legacy"
@@ -136,22 +138,15 @@ func (b *Bridge) serveLink(ctx context.Context) error {
 	b.setLink(c)
 	defer b.setLink(nil)
 	b.linkState.set(LinkConnected, nil)
-	b.log.Info("cloud link up", "cursor", b.cursor.load())
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case ev, ok := <-c.Events():
-			if !ok {
-				return c.Err()
-			}
-			if err := b.handleEvent(ctx, ev); err != nil {
-				// The cursor stays before ev: the next link resumes here.
-				return err
-			}
-			b.cursor.advance(ev.Cursor)
-		}
+	cursor := b.cursor.load()
+	b.log.Info("cloud link up", "cursor", cursor)
+	// On a failed event the cursor stays before it: the next link resumes
+	// there (feed.go).
+	closed, err := b.feed.serve(ctx, cursor, c.Events())
+	if closed && err == nil {
+		return c.Err()
 	}
+	return err
 }
 
 // handleEvent carries one cloud inbox event to the overlay when its owner's
@@ -160,10 +155,10 @@ func (b *Bridge) serveLink(ctx context.Context) error {
 // in the cloud. A message that cannot be delivered now goes to the outbox,
 // as does every message for a recipient who already has some waiting there;
 // an error means the event is not safely handled and the feed must stop.
+//
+// The feed (feed.go) calls it on one worker per inbox owner, in the feed's
+// order for that owner; a group's name was kept as its event was read.
 func (b *Bridge) handleEvent(ctx context.Context, ev cloudwire.Event) error {
-	if ev.Kind == cloudwire.KindGroup && ev.Op == cloudwire.GroupCreate {
-		b.ledger.setGroupName(ev.Conv, ev.Name)
-	}
 	if u, ok := b.cfg.State.Get(ev.User); ok && u.CloudHome() {
 		if ev.Kind == cloudwire.KindMsg && ev.From != ev.User && b.live.cloudHome(ev.From) {
 			b.decide(msgKind(ev), pathNative) // a legacy sender's was counted as it crossed
@@ -173,6 +168,8 @@ func (b *Bridge) handleEvent(ctx context.Context, ev cloudwire.Event) error {
 	switch ev.Kind {
 	case cloudwire.KindReceipt, cloudwire.KindReceiptUpTo:
 		return b.receiptToLegacy(ctx, ev)
+	case cloudwire.KindSystem:
+		return b.noteToLegacy(ctx, ev)
 	}
 	if ev.Kind != cloudwire.KindMsg || ev.From == ev.User {
 		return nil
@@ -180,7 +177,7 @@ func (b *Bridge) handleEvent(ctx context.Context, ev cloudwire.Event) error {
 	if copied, err := b.shadow.suppress(ctx, ev); copied || err != nil {
 		return err // a shadow copy: delivered natively on the overlay
 	}
-	if !b.outbox.pending(ev.User) {
+	if !b.queueFirst(ev.User) {
 		done, err := b.carry(ctx, ev)
 		if done {
 			b.decide(msgKind(ev), pathInterop)
@@ -198,6 +195,15 @@ func (b *Bridge) handleEvent(ctx context.Context, ev cloudwire.Event) error {
 	b.metrics.messages.WithLabelValues(dirCloudToLegacy, resultQueued).Inc()
 	b.metrics.items.WithLabelValues(dirCloudToLegacy, msgKind(ev), resultQueued).Inc()
 	return nil
+}
+
+// queueFirst reports whether a cloud event for user goes to the outbox
+// without a delivery attempt: something waits there for user already (it
+// must go first), or user's device is so slow that events pile up behind
+// the current one in the feed (feed.go), where the outbox's retries keep
+// them instead of the feed.
+func (b *Bridge) queueFirst(user string) bool {
+	return b.outbox.pending(user) || b.feed.backlogged(user)
 }
 
 // msgKind is the kind label of a cloud message event.
@@ -264,6 +270,9 @@ func (b *Bridge) legacyCopy(ctx context.Context, ev cloudwire.Event) (legacywire
 // deliverCopy makes one attempt to hand ev's legacyCopy to one of the
 // recipient's legacy devices.
 func (b *Bridge) deliverCopy(ctx context.Context, ev cloudwire.Event) (legacywire.ChatAck, error) {
+	if ev.File != nil { // an offer or a notice with a link (files.go)
+		return b.files.deliverFile(ctx, ev)
+	}
 	msg, err := b.legacyCopy(ctx, ev)
 	if err != nil {
 		return legacywire.ChatAck{}, err
@@ -274,26 +283,41 @@ func (b *Bridge) deliverCopy(ctx context.Context, ev cloudwire.Event) (legacywir
 func (b *Bridge) deliverOnce(ctx context.Context, msg legacywire.ChatMessage) (legacywire.ChatAck, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.DeliveryTimeout)
 	defer cancel()
-	look, err := b.dir.Lookup(ctx, msg.To)
+	targets, err := b.devicesOf(ctx, msg.To)
 	if err != nil {
-		return legacywire.ChatAck{}, fmt.Errorf("look up %s: %w", msg.To, err)
-	}
-	// The recipient is legacy-home, so its devices are the targets even if a
-	// stale route record (pointing here) has not expired yet.
-	targets, err := legacy.Lookup{Devices: look.Devices}.Targets()
-	if err != nil {
-		return legacywire.ChatAck{}, fmt.Errorf("devices of %s: %w", msg.To, err)
-	}
-	if len(targets) == 0 {
-		return legacywire.ChatAck{}, fmt.Errorf("no live device for %s", msg.To)
+		return legacywire.ChatAck{}, err
 	}
 	var last error
 	for _, t := range targets {
 		ack, err := legacy.SendChat(ctx, b.cfg.Host, b.cert, t, msg)
+		if err == nil && ack.Code == legacywire.CodeRateLimited {
+			// The device's abuse limit is pacing the bridge: back-pressure,
+			// not a refusal for good. The caller keeps the message (the
+			// outbox retries it later, in order) instead of dropping it.
+			err = fmt.Errorf("device %s rate-limited the bridge: %s", t.ID, ack.Error)
+		}
 		if err == nil {
 			return ack, nil
 		}
 		last = err
 	}
 	return legacywire.ChatAck{}, last
+}
+
+// devicesOf looks up the live devices of a legacy-home user; an error when
+// there is none. The user is legacy-home, so its devices are the targets
+// even if a stale route record (pointing here) has not expired yet.
+func (b *Bridge) devicesOf(ctx context.Context, user string) ([]peer.AddrInfo, error) {
+	look, err := b.dir.Lookup(ctx, user)
+	if err != nil {
+		return nil, fmt.Errorf("look up %s: %w", user, err)
+	}
+	targets, err := legacy.Lookup{Devices: look.Devices}.Targets()
+	if err != nil {
+		return nil, fmt.Errorf("devices of %s: %w", user, err)
+	}
+	if len(targets) == 0 {
+		return nil, fmt.Errorf("no live device for %s", user)
+	}
+	return targets, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -19,7 +20,8 @@ import (
 // listens on the live subjects (core NATS, see presence.go) that it shares
 // with the service instead, reaching the sessions on every node exactly as
 // a user session's frames do. Deciding who may publish (the side that is
-// authoritative for the user) is the bridge's job, not this type's.
+// authoritative for the user) is the bridge's job, not this type's. It
+// also writes the bridge's undeliverable reports (PostUndeliverable).
 type BridgeLive struct {
 	js jetstream.JetStream
 
@@ -51,7 +53,11 @@ func (l *BridgeLive) store(ctx context.Context) (*store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cloud: bridge live: bucket %s: %w", memberBucket, err)
 	}
-	l.st = &store{js: l.js, conv: conv, groups: groups, member: member}
+	sends, err := l.js.KeyValue(ctx, sendsBucket)
+	if err != nil {
+		return nil, fmt.Errorf("cloud: bridge live: bucket %s: %w", sendsBucket, err)
+	}
+	l.st = &store{js: l.js, conv: conv, groups: groups, member: member, sends: sends, files: bindFileStore(l.js)}
 	return l.st, nil
 }
 
@@ -100,6 +106,26 @@ func (l *BridgeLive) publish(f cloudwire.Frame, to []string) error {
 		}
 	}
 	return nil
+}
+
+// PostUndeliverable tells the sender of msgID, in their synced history,
+// that the bridge gave up on it for recipient to (a legacy-home user: in
+// a group, one of its legacy members) for reason
+// (cloudwire.Undeliverable*), at at: one cloudwire.KindUndeliverable
+// event in the sender's inbox, which every device of theirs gets live or
+// at its next sync. It is written once per message and recipient; dup
+// reports that it had been written before. A message the service does
+// not know, or that was not sent to to, is ErrUnknownMessage.
+//
+// Like the live traffic it writes through the service's JetStream rather
+// than the bridge's session: the report is the bridge's, not something
+// a user said, so no session request carries it.
+func (l *BridgeLive) PostUndeliverable(ctx context.Context, msgID, to, reason string, at time.Time) (dup bool, err error) {
+	st, err := l.store(ctx)
+	if err != nil {
+		return false, err
+	}
+	return st.postUndeliverable(ctx, msgID, to, reason, at)
 }
 
 // SubscribeLive calls fn with every presence and typing frame the service

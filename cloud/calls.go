@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ferrygw/ferry/cloud/cloudwire"
 )
@@ -20,9 +21,19 @@ import (
 // call's state in memory, runs its timers, and answers the other
 // requests on the core NATS subject cloud.call.<call id>, whichever node
 // the requesting session is on. States go to every session of the caller
-// and the callee as live frames (presence.go).
+// and the callee as live frames (presence.go). Each state is also
+// recorded in the bucket cloud_calls with the owner's node id, so that a
+// call id is taken once across nodes and, when the owner dies, the nodes
+// that outlive it end its calls for both parties (reapCalls).
 const (
 	callPrefix = "cloud.call."
+	// callsBucket holds the calls in progress: key the call id, value a
+	// callRecord; an ended call's key is deleted.
+	callsBucket = "cloud_calls"
+	// callRecordAge bounds how long a call's record (or its deletion
+	// marker) is kept: a call that lasts longer is not ended for its
+	// parties when its owner dies.
+	callRecordAge = 24 * time.Hour
 	// devicesBucket keeps every device's last activity: key
 	// "<user token>.<device token>", value a deviceRecord.
 	devicesBucket = "cloud_devices"
@@ -46,6 +57,10 @@ type deviceRecord struct {
 	// neither, and read as active since At.
 	State string    `json:"state,omitempty"`
 	Since time.Time `json:"since,omitzero"`
+	// Node is the node that wrote the record (its lease, presence.go):
+	// an online device of a node whose lease expired is offline. Empty
+	// in records written before leases.
+	Node string `json:"node,omitempty"`
 }
 
 // touchDevice records that device of user was active at at (or went
@@ -59,6 +74,7 @@ func (st *store) touchDevice(ctx context.Context, user, device string, online bo
 }
 
 func (st *store) putDevice(ctx context.Context, user, device string, r deviceRecord) error {
+	r.Node = st.nodeOf()
 	data, err := json.Marshal(r)
 	if err != nil {
 		return err
@@ -135,6 +151,104 @@ type call struct {
 	ended   bool
 }
 
+// callRecord is a call in progress as stored in cloud_calls (JSON).
+type callRecord struct {
+	Node  string              `json:"node"`
+	State cloudwire.CallState `json:"state"`
+}
+
+// record stores the call's state, with this node as its owner, or
+// creates its record when create is set: errConflict or a duplicate
+// then says the id was taken (on any node). c.mu is held (or c is not
+// shared yet). A store without lease (BridgeCalls') records nothing.
+func (c *call) record(create bool) (dup bool, err error) {
+	l := c.svc.store.lease
+	if l == nil {
+		return false, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	data, err := json.Marshal(callRecord{Node: l.self, State: c.st})
+	if err != nil {
+		return false, err
+	}
+	if !create {
+		_, err = l.calls.Put(ctx, c.st.CallID, data)
+		return false, err
+	}
+	_, err = l.calls.Create(ctx, c.st.CallID, data)
+	if !errors.Is(err, jetstream.ErrKeyExists) {
+		return false, err
+	}
+	e, err := l.calls.Get(ctx, c.st.CallID)
+	if err != nil {
+		return false, fmt.Errorf("cloud: call record: %w", err)
+	}
+	var prev callRecord
+	if err := json.Unmarshal(e.Value(), &prev); err != nil || prev.State.From != c.st.From {
+		return false, fmt.Errorf("%w: call id %s", errConflict, c.st.CallID)
+	}
+	return true, nil
+}
+
+// forget deletes an ended call's record. c.mu is held.
+func (c *call) forget() {
+	l := c.svc.store.lease
+	if l == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	if err := l.calls.Delete(ctx, c.st.CallID); err != nil {
+		c.svc.log.Warn("call record not deleted", "err", err)
+	}
+}
+
+// save records the call's current state (for reapCalls). c.mu is held.
+func (c *call) save() {
+	if _, err := c.record(false); err != nil {
+		c.svc.log.Warn("call state not recorded", "err", err)
+	}
+}
+
+// reapCalls ends, for both parties, the calls owned by nodes dead
+// reports. Each record is deleted by compare-and-set on its revision, so
+// one node ends each call.
+func (s *Service) reapCalls(ctx context.Context, dead func(node string) bool) {
+	l := s.store.lease
+	keys, err := keysUnder(ctx, nil, l.callKeys, callsBucket, "")
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("call records not listed", "err", err)
+		}
+		return
+	}
+	for _, k := range keys {
+		e, err := l.calls.Get(ctx, k)
+		if err != nil {
+			continue // ended meanwhile (deleted), or unreadable
+		}
+		var r callRecord
+		if json.Unmarshal(e.Value(), &r) != nil || r.Node == l.self || !dead(r.Node) {
+			continue
+		}
+		if err := l.calls.Delete(ctx, k, jetstream.LastRevision(e.Revision())); err != nil {
+			continue // changed meanwhile: another node ended it
+		}
+		st := r.State
+		st.State, st.Ringing, st.Reason, st.At = cloudwire.CallEnded, nil, cloudwire.ReasonUnavailable, s.cfg.Now()
+		b, err := cloudwire.Encode(st)
+		if err == nil {
+			err = s.publishLive(participants(st.From, st.To), b, "", "")
+		}
+		if err != nil {
+			s.log.Warn("end of a dead node's call not sent", "err", err)
+			continue
+		}
+		s.m.callsReaped.Inc()
+	}
+}
+
 // calls is the registry of the calls this node owns.
 type calls struct {
 	mu sync.Mutex
@@ -148,6 +262,9 @@ func (s *Service) startCall(st cloudwire.CallState, devices []string) (dup bool,
 	c := &call{svc: s, st: st, devices: devices}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if dup, err := c.record(true); dup || err != nil {
+		return dup, err
+	}
 	s.calls.mu.Lock()
 	if prev, ok := s.calls.m[st.CallID]; ok {
 		s.calls.mu.Unlock()
@@ -159,6 +276,7 @@ func (s *Service) startCall(st cloudwire.CallState, devices []string) (dup bool,
 	sub, err := s.cfg.JS.Conn().Subscribe(callPrefix+st.CallID, c.serve)
 	if err != nil {
 		s.calls.mu.Unlock()
+		c.forget()
 		return false, fmt.Errorf("cloud: call subscription: %w", err)
 	}
 	c.sub = sub
@@ -207,6 +325,9 @@ func (c *call) emit() {
 	if err := c.svc.publishLive(participants(c.st.From, c.st.To), b, "", ""); err != nil {
 		c.svc.log.Warn("call state not published", "err", err)
 	}
+	if !c.ended {
+		c.save()
+	}
 }
 
 // end ends the call with reason, tells everyone and forgets it. c.mu is
@@ -215,6 +336,7 @@ func (c *call) end(reason string) {
 	c.ended = true
 	c.st.State, c.st.Ringing, c.st.Reason = cloudwire.CallEnded, nil, reason
 	c.emit()
+	c.forget()
 	for _, t := range c.timers {
 		t.Stop()
 	}
@@ -291,6 +413,7 @@ func (c *call) answered(op callOp) {
 			c.svc.log.Warn("call state not published", "err", err)
 		}
 	}
+	c.save()
 	publish(elsewhere, []string{c.st.To}, op.Session, "")
 	publish(here, []string{c.st.To}, "", op.Session)
 	if c.st.From != c.st.To {

@@ -24,14 +24,16 @@ const (
 )
 
 // DefaultRetention suits a development agent on a laptop: at most 1 GiB
-// of conversation log (kept whatever its age: it is the history) and
+// of conversation log (kept whatever its age: it is the history),
 // inboxes of at most 30 days and 1 GiB (devices away longer page the
-// history instead of replaying). Production sizes them from the
-// operator's storage and policy.
+// history instead of replaying), and send idempotency records for 30
+// days (longer than any client keeps a send to resend). Production sizes
+// them from the operator's storage and policy.
 var DefaultRetention = Retention{
 	LogMaxBytes:   1 << 30,
 	InboxMaxAge:   30 * 24 * time.Hour,
 	InboxMaxBytes: 1 << 30,
+	SendsMaxAge:   30 * 24 * time.Hour,
 }
 
 // Config configures a Service. The zero value of every field but JS and
@@ -41,6 +43,15 @@ type Config struct {
 	JS jetstream.JetStream
 	// TokenKey verifies session tokens.
 	TokenKey ed25519.PublicKey
+	// TokenIssuer is the iss session tokens must carry; "" means
+	// cloudwire.DefaultIssuer.
+	TokenIssuer string
+	// TokenAudience must be among the aud of session tokens; "" means
+	// cloudwire.DefaultAudience.
+	TokenAudience string
+	// TokenAlgorithms are the token algorithms accepted; nil means only
+	// EdDSA (the only one supported).
+	TokenAlgorithms []string
 	// AllowedOrigins is the Origin allowlist for browsers, as
 	// "scheme://host[:port]". A request with an Origin not listed is refused
 	// with 403 before the upgrade; a request without Origin (native clients,
@@ -107,6 +118,15 @@ type Config struct {
 	// Retention bounds the conversation log and the inboxes; zero fields
 	// take DefaultRetention's, negative ones mean no bound.
 	Retention Retention
+	// NodeLease is how long the devices of a node that stopped without
+	// closing its sessions (killed, lost) stay online for everyone else:
+	// the node heartbeats every third of it, and once it has been silent
+	// for the lease the other nodes mark its devices offline and tell
+	// their contacts. 0 means DefaultNodeLease; at least one second.
+	NodeLease time.Duration
+	// Files bounds the attachments the service keeps (files.go); the zero
+	// value takes DefaultMaxFileSize and no bucket bound.
+	Files FileConfig
 }
 
 // Retention bounds what the service keeps. When a bound is reached the
@@ -121,6 +141,12 @@ type Retention struct {
 	// InboxMaxAge and InboxMaxBytes bound the inboxes (CLOUD_INBOX).
 	InboxMaxAge   time.Duration
 	InboxMaxBytes int64
+	// SendsMaxAge is how long a send's idempotency record (bucket
+	// cloud_sends) is kept: a resend of the same message id within it
+	// returns the original ack; after it the id is unknown, so a resend
+	// is stored as a new message and a receipt for it is not_found. It
+	// must cover the longest a client keeps an unacknowledged send.
+	SendsMaxAge time.Duration
 }
 
 // Validate reports a configuration New cannot run with.
@@ -131,6 +157,8 @@ func (c Config) Validate() error {
 	}
 	if len(c.TokenKey) != ed25519.PublicKeySize {
 		errs = append(errs, fmt.Errorf("TokenKey must be an Ed25519 public key (%d bytes), got %d", ed25519.PublicKeySize, len(c.TokenKey)))
+	} else if err := c.tokenPolicy().Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	for _, o := range c.AllowedOrigins {
 		u, err := url.Parse(o)
@@ -153,17 +181,31 @@ func (c Config) Validate() error {
 	if c.PresenceRate < 0 || c.PresenceBurst < 0 {
 		errs = append(errs, errors.New("negative PresenceRate or PresenceBurst"))
 	}
+	if c.NodeLease != 0 && c.NodeLease < minNodeLease {
+		errs = append(errs, fmt.Errorf("NodeLease %s under %s", c.NodeLease, minNodeLease))
+	}
 	if c.MaxHandshakes < 0 || c.MaxSessions < 0 || c.ShedRetry < 0 {
 		errs = append(errs, errors.New("negative MaxHandshakes, MaxSessions or ShedRetry"))
 	}
 	r := c.Retention
-	if (r.LogMaxAge > 0 && r.LogMaxAge < dupWindow) || (r.InboxMaxAge > 0 && r.InboxMaxAge < dupWindow) {
+	if (r.LogMaxAge > 0 && r.LogMaxAge < dupWindow) || (r.InboxMaxAge > 0 && r.InboxMaxAge < dupWindow) || (r.SendsMaxAge > 0 && r.SendsMaxAge < dupWindow) {
 		errs = append(errs, fmt.Errorf("Retention max ages must be 0 or at least the duplicate window (%s)", dupWindow))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("cloud: config: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+// tokenPolicy is what session tokens are checked against.
+func (c Config) tokenPolicy() cloudwire.TokenPolicy {
+	return cloudwire.TokenPolicy{Key: c.TokenKey, Algorithms: c.TokenAlgorithms, Issuer: c.TokenIssuer, Audience: c.TokenAudience}
+}
+
+// verifyToken is the one place the service checks a session token, from
+// the Authorization header or from hello.
+func (c Config) verifyToken(token string) (cloudwire.Claims, error) {
+	return c.tokenPolicy().Verify(token, c.Now())
 }
 
 func (c Config) withDefaults() Config {
@@ -201,6 +243,9 @@ func (c Config) withDefaults() Config {
 	if c.ShedRetry == 0 {
 		c.ShedRetry = DefaultShedRetry
 	}
+	if c.NodeLease == 0 {
+		c.NodeLease = DefaultNodeLease
+	}
 	c.Retention = c.Retention.withDefaults()
 	return c
 }
@@ -223,5 +268,6 @@ func (r Retention) withDefaults() Retention {
 		LogMaxBytes:   pick(r.LogMaxBytes, d.LogMaxBytes),
 		InboxMaxAge:   time.Duration(pick(int64(r.InboxMaxAge), int64(d.InboxMaxAge))),
 		InboxMaxBytes: pick(r.InboxMaxBytes, d.InboxMaxBytes),
+		SendsMaxAge:   time.Duration(pick(int64(r.SendsMaxAge), int64(d.SendsMaxAge))),
 	}
 }

@@ -72,12 +72,25 @@
 //     most every 10 s), whether it is online and its presence state and
 //     since when, so that a call rings the device in use first and a
 //     session opening gets everyone's current presence (presence_snapshot).
+//     It also names the node that wrote it.
+//
+//   - key-value bucket cloud_nodes (in memory, entries expire after
+//     Config.NodeLease): one key per live node, renewed every third of
+//     the lease. An online device whose node has no key is offline; the
+//     surviving nodes mark such devices offline by compare-and-set and
+//     send their offline presence (presence.go, runLease).
 //
 // Calls are in memory on the node whose session sent the invite: it runs
 // the call's timers (ring delay, ring timeout) and answers the other
 // requests on the core NATS subject cloud.call.<call id>, from sessions on
 // any node. Call states go out like presence. A call does not survive the
-// restart of its node (Shutdown ends them with "unavailable").
+// restart of its node (Shutdown ends them with "unavailable"); each state
+// is also recorded in the key-value bucket cloud_calls (key the call id,
+// value the state and the owner's node id; deleted when the call ends), so
+// that a call id starts one call across nodes (created by compare-and-set)
+// and, when the owner dies without Shutdown, the nodes that outlive its
+// lease end its calls as "unavailable" for both parties (runLease). The
+// calls the bridge places (BridgeCalls) are not recorded.
 //
 // History pages read the conversation log directly (JetStream direct get,
 // next message by subject): a conversation's sequences grow with log
@@ -87,12 +100,16 @@
 // recipient.
 //
 // A send is acknowledged to the client only after the log append, both inbox
-// writes and the idempotency record are acknowledged by JetStream, in that
-// order. A crash between the steps is repaired by the client's resend: the
-// idempotency record is missing, so the send runs again; the log append
-// finds the message (as the conversation's last message, or by Nats-Msg-Id
-// within the 10-minute duplicate window) and returns the original instead of
-// appending, and the inbox writes are deduplicated.
+// writes and the idempotency record are acknowledged by JetStream. It waits
+// for two round trips: the idempotency lookup runs alongside the log
+// append (a copy appended for a message id already recorded is deleted
+// before any inbox write), and the record is written alongside the inbox
+// writes. A crash between the steps is repaired by the client's resend:
+// when the record is missing, or younger than 5 minutes, the send runs
+// again; the log append finds the message (as the conversation's last
+// message, or by Nats-Msg-Id within the 10-minute duplicate window) and
+// returns the original instead of appending, and the inbox writes are
+// deduplicated (store.send).
 //
 // Retention: Config.Retention bounds the log (CLOUD_CONV: max age, max
 // bytes) and the inboxes (CLOUD_INBOX), oldest first; DefaultRetention
@@ -101,8 +118,10 @@
 // remains and finds the gaps by sequence; the log's is the history
 // that paging can reach. Ages below the 10-minute duplicate window are
 // refused, so that redoing an interrupted write stays idempotent. The
-// key-value buckets are not bounded yet (cloud_sends grows with every
-// message).
+// idempotency records (cloud_sends) expire after Retention.SendsMaxAge (30
+// days by default): a resend of an older message id is a new message.
+// The other key-value buckets hold one entry per conversation, member or
+// device and are not bounded.
 //
 // # Delivery
 //

@@ -39,6 +39,10 @@ var (
 	// cloudwire.CloseUpgradeRequired: reconnecting with this client
 	// version is refused the same way, so callers must not retry.
 	ErrUpgradeRequired = errors.New("cloud: upgrade required")
+	// ErrUnknownMessage is returned by BridgeLive.PostUndeliverable for
+	// a message the service does not know, or a recipient it was not
+	// sent to: no retry changes that.
+	ErrUnknownMessage = errors.New("cloud: unknown message or recipient")
 )
 
 // ServerError is an error frame the server answered a request with.

@@ -100,7 +100,7 @@ func newFixture(tb testing.TB, mutate func(*Config)) *fixture {
 func token(tb testing.TB, sub, role string) string {
 	tb.Helper()
 	now := time.Now()
-	tok, err := cloudwire.SignToken(testKey, cloudwire.Claims{Subject: sub, Role: role, IssuedAt: now, ExpiresAt: now.Add(time.Hour)})
+	tok, err := cloudwire.SignToken(testKey, cloudwire.Claims{Issuer: cloudwire.DefaultIssuer, Audience: cloudwire.Audience{cloudwire.DefaultAudience}, Subject: sub, Role: role, IssuedAt: now, ExpiresAt: now.Add(time.Hour)})
 	if err != nil {
 		tb.Fatal(err)
 	}

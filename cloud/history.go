@@ -107,7 +107,7 @@ func (st *store) history(ctx context.Context, user string, h cloudwire.History) 
 	if err != nil {
 		return cloudwire.Page{}, err
 	}
-	limit := uint64(h.Limit)
+	limit := uint64(h.Limit) // #nosec G115 -- 0 to MaxHistoryLimit: History.Validate refuses the rest
 	if limit == 0 {
 		limit = cloudwire.DefaultHistoryLimit
 	}
@@ -159,6 +159,6 @@ func (lr logRecord) message() cloudwire.Message {
 	return cloudwire.Message{
 		Seq: lr.Seq, Kind: kind, MsgID: lr.MsgID, From: lr.From,
 		FromDevice: lr.FromDevice, To: lr.To, Text: lr.Text,
-		Op: lr.Op, Members: lr.Members, Name: lr.Name, At: lr.At,
+		Op: lr.Op, Members: lr.Members, Name: lr.Name, At: lr.At, File: lr.File,
 	}
 }

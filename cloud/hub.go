@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -26,15 +27,17 @@ type delivery struct {
 // hub dispatches the node's live feed to its sessions: user sessions get
 // their user's inbox, bridge sessions get every inbox. Sessions are keyed
 // by the inbox subject token so that events nobody here wants are skipped
-// without being decoded.
+// without being decoded. A user's sessions are a slice rather than a set:
+// most users have one or two, and a slice of one costs a pointer where a
+// map costs a few hundred bytes per idle session.
 type hub struct {
 	mu      sync.RWMutex
-	byToken map[string]map[*session]struct{}
+	byToken map[string][]*session
 	bridges map[*session]struct{}
 }
 
 func newHub() *hub {
-	return &hub{byToken: make(map[string]map[*session]struct{}), bridges: make(map[*session]struct{})}
+	return &hub{byToken: make(map[string][]*session), bridges: make(map[*session]struct{})}
 }
 
 func (h *hub) add(s *session) {
@@ -44,12 +47,9 @@ func (h *hub) add(s *session) {
 		h.bridges[s] = struct{}{}
 		return
 	}
-	set := h.byToken[s.token]
-	if set == nil {
-		set = make(map[*session]struct{})
-		h.byToken[s.token] = set
+	if !slices.Contains(h.byToken[s.token], s) {
+		h.byToken[s.token] = append(h.byToken[s.token], s)
 	}
-	set[s] = struct{}{}
 }
 
 func (h *hub) remove(s *session) {
@@ -59,11 +59,14 @@ func (h *hub) remove(s *session) {
 		delete(h.bridges, s)
 		return
 	}
-	if set := h.byToken[s.token]; set != nil {
-		delete(set, s)
-		if len(set) == 0 {
-			delete(h.byToken, s.token)
-		}
+	set := h.byToken[s.token]
+	i := slices.Index(set, s)
+	switch {
+	case i < 0:
+	case len(set) == 1:
+		delete(h.byToken, s.token)
+	default:
+		h.byToken[s.token] = slices.Delete(set, i, i+1)
 	}
 }
 
@@ -77,7 +80,7 @@ func (h *hub) wants(token string) bool {
 func (h *hub) dispatch(token string, d delivery) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	for s := range h.byToken[token] {
+	for _, s := range h.byToken[token] {
 		s.deliverLive(d)
 	}
 	for s := range h.bridges {
@@ -92,7 +95,7 @@ func (h *hub) dispatch(token string, d delivery) {
 func (h *hub) dispatchEphemeral(token string, frame []byte, origin, only string) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	for s := range h.byToken[token] {
+	for _, s := range h.byToken[token] {
 		if s.id == origin || (only != "" && s.id != only) || !s.welcomeSent.Load() {
 			continue
 		}
@@ -148,6 +151,7 @@ func (s *Service) feed(ctx context.Context) error {
 		return fmt.Errorf("cloud: live feed: %w", err)
 	}
 	defer it.Stop()
+	var frames frameCache // one encoding per fan-out (store.go)
 	for {
 		msg, err := it.Next(jetstream.NextContext(ctx))
 		if err != nil {
@@ -160,7 +164,7 @@ func (s *Service) feed(ctx context.Context) error {
 		cursor := meta.Sequence.Stream
 		token := strings.TrimPrefix(msg.Subject(), inboxPrefix)
 		if s.hub.wants(token) {
-			if frame, at := s.eventFrame(cursor, msg.Subject(), msg.Data()); frame != nil {
+			if frame, at := frames.frameOf(s, cursor, msg.Subject(), msg.Data()); frame != nil {
 				if !at.IsZero() {
 					s.m.liveLag.Observe(s.cfg.Now().Sub(at).Seconds())
 				}

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/nats-io/nats.go/jetstream"
@@ -207,12 +206,7 @@ func TestResendReturnsOriginalAck(t *testing.T) {
 func TestRedoAfterCrash(t *testing.T) {
 	f := newFixture(t, nil)
 	ctx := context.Background()
-	id := msgID(t)
-	conv := cloudwire.DirectConversationID("alice", "bob")
-	lr, dup, err := f.svc.store.append(ctx, &convEntry{}, logRecord{MsgID: id, Conv: conv, From: "alice", To: "bob", Text: "half", At: time.Now().UTC().Truncate(time.Millisecond)})
-	if err != nil || dup || lr.Seq != 1 {
-		t.Fatalf("append: %+v %v %v", lr, dup, err)
-	}
+	id, lr := appendOnly(t, f)
 	a := f.dial(t, "alice", "a", 0)
 	b := f.dial(t, "bob", "b", 0)
 	colB := collect(b)

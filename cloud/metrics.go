@@ -45,6 +45,9 @@ type metrics struct {
 	conflicts    prometheus.Counter
 	settingUp    prometheus.Gauge
 	placeholders *prometheus.CounterVec
+	nodes        prometheus.Gauge
+	reaped       prometheus.Counter
+	callsReaped  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -108,6 +111,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "gateway_cloud_events_placeholder_total",
 			Help: "Inbox events sent as placeholders because the stored record could not be read (corrupt) or encoded (unencodable).",
 		}, []string{"reason"}),
+		nodes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gateway_cloud_nodes",
+			Help: "Cloud service nodes holding a lease (heartbeating), as this node last listed them.",
+		}),
+		reaped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gateway_cloud_devices_reaped_total",
+			Help: "Devices this node marked offline because the node holding their session stopped heartbeating (its lease expired).",
+		}),
+		callsReaped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gateway_cloud_calls_reaped_total",
+			Help: "Calls this node ended as unavailable for both parties because the node that owned them stopped heartbeating (its lease expired).",
+		}),
 	}
 	for _, k := range []string{kindNative, kindBrowser, kindBridge} {
 		m.sessions.WithLabelValues(k)
@@ -126,7 +141,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, c := range []prometheus.Collector{
 		m.sessions, m.handshakes, m.closes, m.frames, m.sends, m.receipts,
 		m.sendSeconds, m.events, m.liveLag, m.syncSeconds, m.conflicts, m.settingUp,
-		m.placeholders, m.framesSent,
+		m.placeholders, m.framesSent, m.nodes, m.reaped, m.callsReaped,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -169,8 +172,8 @@ func (st *store) userDevices(ctx context.Context, user string, limit int) ([]use
 			return nil, fmt.Errorf("cloud: read device: %w", err)
 		}
 		var r deviceRecord
-		if json.Unmarshal(e.Value(), &r) != nil || !r.Online {
-			continue
+		if json.Unmarshal(e.Value(), &r) != nil || !r.Online || !st.lease.alive(ctx, r.Node) {
+			continue // offline, or its node died (runLease marks it offline)
 		}
 		if r.State == "" {
 			r.State, r.Since = cloudwire.PresenceActive, r.At
@@ -327,11 +330,8 @@ func (s *session) announce(ctx context.Context, state string) error {
 	if err != nil {
 		return err
 	}
-	b, err := cloudwire.Encode(cloudwire.Presence{User: s.user, Device: s.device, State: state, At: s.svc.cfg.Now()})
-	if err != nil {
-		return err
-	}
-	return s.svc.publishLive(append([]string{s.user}, contacts...), b, s.id, "")
+	p := cloudwire.Presence{User: s.user, Device: s.device, State: state, At: s.svc.cfg.Now()}
+	return s.svc.publishPresence(append([]string{s.user}, contacts...), p, s.id)
 }
 
 func (s *session) handlePresence(f cloudwire.Presence) {
@@ -402,4 +402,258 @@ func (s *session) recordIdle() {
 	if err := s.svc.store.putDevice(ctx, s.user, s.device, r); err != nil {
 		s.log.Warn("device presence not recorded", "err", err)
 	}
+}
+
+// Node leases. Every node heartbeats a key of its own in cloud_nodes, a
+// bucket whose entries expire after the lease, and writes its id into the
+// device records of its sessions. A node that dies without closing its
+// sessions (kill -9, a lost machine) stops heartbeating: once its key has
+// expired, snapshots and ringing no longer count its devices as online,
+// and the surviving nodes mark them offline and tell their contacts
+// (runLease).
+const (
+	// nodesBucket holds one key per live node: its id, refreshed every
+	// lease/3 and expiring after the lease.
+	nodesBucket = "cloud_nodes"
+	// DefaultNodeLease is how long a silent node's devices stay online.
+	DefaultNodeLease = 15 * time.Second
+	// minNodeLease keeps heartbeats (lease/3) well apart.
+	minNodeLease = time.Second
+)
+
+// lease is this node's view of which nodes are alive.
+type lease struct {
+	self string // this node's id
+	kv   jetstream.KeyValue
+	keys jetstream.Stream // the stream under kv, listed by keysUnder
+	ttl  time.Duration
+	// calls and callKeys are the bucket of calls in progress and its
+	// stream (calls.go): what a dead node leaves to be ended.
+	calls    jetstream.KeyValue
+	callKeys jetstream.Stream
+
+	mu   sync.Mutex
+	live map[string]bool // as of the last listing or lookup
+}
+
+// openLease creates or binds the nodes bucket (in memory: liveness need
+// not survive a restart of the engine) and the calls bucket, and
+// heartbeats a fresh node id.
+func openLease(ctx context.Context, js jetstream.JetStream, replicas int, ttl time.Duration) (*lease, error) {
+	kv, keys, err := openListedBucket(ctx, js, jetstream.KeyValueConfig{
+		Bucket: nodesBucket, Description: "Ferry cloud nodes: one key per live node, expiring after the node lease.",
+		History: 1, TTL: ttl, Storage: jetstream.MemoryStorage, Replicas: replicas,
+	})
+	if err != nil {
+		return nil, err
+	}
+	calls, callKeys, err := openListedBucket(ctx, js, jetstream.KeyValueConfig{
+		Bucket: callsBucket, Description: "Ferry cloud calls in progress: state and owning node, ended by the other nodes when the owner dies.",
+		History: 1, TTL: callRecordAge, Storage: jetstream.FileStorage, Replicas: replicas,
+	})
+	if err != nil {
+		return nil, err
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return nil, fmt.Errorf("cloud: node id: %w", err)
+	}
+	l := &lease{self: id.String(), kv: kv, keys: keys, ttl: ttl, calls: calls, callKeys: callKeys, live: map[string]bool{}}
+	if err := l.heartbeat(ctx); err != nil {
+		return nil, err
+	}
+	if _, err := l.refresh(ctx); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// openListedBucket creates or binds a bucket and the stream under it,
+// whose subjects list its keys (keysUnder).
+func openListedBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, jetstream.Stream, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cloud: bucket %s: %w", cfg.Bucket, err)
+	}
+	st, err := js.Stream(ctx, kvStreamPrefix+cfg.Bucket)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cloud: bucket %s stream: %w", cfg.Bucket, err)
+	}
+	return kv, st, nil
+}
+
+func (l *lease) heartbeat(ctx context.Context) error {
+	if _, err := l.kv.Put(ctx, l.self, nil); err != nil {
+		return fmt.Errorf("cloud: node heartbeat: %w", err)
+	}
+	return nil
+}
+
+// refresh lists the live nodes and returns those that were live at the
+// previous listing and are not any more.
+func (l *lease) refresh(ctx context.Context) (gone []string, err error) {
+	keys, err := keysUnder(ctx, nil, l.keys, nodesBucket, "")
+	if err != nil {
+		return nil, err
+	}
+	now := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		now[k] = true
+	}
+	now[l.self] = true
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for n := range l.live {
+		if !now[n] {
+			gone = append(gone, n)
+		}
+	}
+	l.live = now
+	return gone, nil
+}
+
+// alive reports whether node holds a lease. A node not seen at the last
+// listing (one that started since) is looked up. A record without a node
+// (written before leases) counts as alive; so does a node whose lookup
+// fails for another reason than its absence, so that a storage hiccup
+// does not show everyone offline.
+func (l *lease) alive(ctx context.Context, node string) bool {
+	if l == nil || node == "" || node == l.self {
+		return true
+	}
+	l.mu.Lock()
+	live, known := l.live[node]
+	l.mu.Unlock()
+	if known {
+		return live
+	}
+	_, err := l.kv.Get(ctx, node)
+	switch {
+	case err == nil:
+		l.mu.Lock()
+		l.live[node] = true
+		l.mu.Unlock()
+		return true
+	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+		return false
+	}
+	return true
+}
+
+// count is how many nodes held a lease at the last listing.
+func (l *lease) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.live)
+}
+
+// nodeOf is the node to record in a device record written by this node.
+func (st *store) nodeOf() string {
+	if st.lease == nil {
+		return ""
+	}
+	return st.lease.self
+}
+
+// runLease heartbeats this node until ctx ends and, whenever a node's
+// lease has expired, marks that node's devices offline and ends its
+// calls.
+func (s *Service) runLease(ctx context.Context) {
+	l := s.store.lease
+	t := time.NewTicker(l.ttl / 3)
+	defer t.Stop()
+	// Devices left online by nodes whose lease expired before this one
+	// started.
+	s.m.nodes.Set(float64(l.count()))
+	notAlive := func(n string) bool { return !l.alive(ctx, n) }
+	s.reapDevices(ctx, notAlive)
+	s.reapCalls(ctx, notAlive)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := l.heartbeat(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("node heartbeat failed", "err", err)
+		}
+		gone, err := l.refresh(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("node lease listing failed", "err", err)
+			}
+			continue
+		}
+		s.m.nodes.Set(float64(l.count()))
+		if len(gone) > 0 {
+			s.log.Info("node leases expired; marking their devices offline and ending their calls", "nodes", gone)
+			isGone := func(n string) bool { return slices.Contains(gone, n) }
+			s.reapDevices(ctx, isGone)
+			s.reapCalls(ctx, isGone)
+		}
+	}
+}
+
+// reapDevices marks offline every online device recorded by a node dead
+// reports, and tells the device's user and contacts. Each record is
+// changed by compare-and-set on its revision: when several nodes reap at
+// once, or the device has meanwhile reconnected elsewhere, one change
+// wins and one offline presence goes out. It reads every device record:
+// a node dies rarely, and the devices bucket has no index by node.
+func (s *Service) reapDevices(ctx context.Context, dead func(node string) bool) {
+	st := s.store
+	info, err := st.deviceKeys.Info(ctx, jetstream.WithSubjectFilter("$KV."+devicesBucket+".>"))
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("device records not listed", "err", err)
+		}
+		return
+	}
+	prefix := "$KV." + devicesBucket + "."
+	for subj := range info.State.Subjects {
+		if ctx.Err() != nil {
+			return
+		}
+		key := strings.TrimPrefix(subj, prefix)
+		user, device, ok := strings.Cut(key, ".")
+		if !ok {
+			continue
+		}
+		e, err := st.devices.Get(ctx, key)
+		if err != nil {
+			continue // deleted meanwhile, or unreadable: nothing to reap
+		}
+		var r deviceRecord
+		if json.Unmarshal(e.Value(), &r) != nil || !r.Online || r.Node == "" || r.Node == st.nodeOf() || !dead(r.Node) {
+			continue
+		}
+		now := s.cfg.Now()
+		r.Online, r.State, r.Since = false, cloudwire.PresenceOffline, now
+		data, err := json.Marshal(r)
+		if err != nil {
+			continue
+		}
+		if _, err := st.devices.Update(ctx, key, data, e.Revision()); err != nil {
+			continue // changed meanwhile: someone else reaped it, or it reconnected
+		}
+		s.m.reaped.Inc()
+		user, device = untoken(user), untoken(device)
+		contacts, err := st.contacts(ctx, user)
+		if err == nil {
+			err = s.publishPresence(append([]string{user}, contacts...), cloudwire.Presence{User: user, Device: device, State: cloudwire.PresenceOffline, At: now}, "")
+		}
+		if err != nil {
+			s.log.Warn("offline presence of a dead node's device not sent", "err", err)
+		}
+	}
+}
+
+// publishPresence sends p to the sessions of users on every node, except
+// the session exclude.
+func (s *Service) publishPresence(users []string, p cloudwire.Presence, exclude string) error {
+	b, err := cloudwire.Encode(p)
+	if err != nil {
+		return err
+	}
+	return s.publishLive(users, b, exclude, "")
 }

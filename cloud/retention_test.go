@@ -55,3 +55,43 @@ func TestRetention(t *testing.T) {
 		t.Error("an inbox max age under the duplicate window was accepted")
 	}
 }
+
+// TestSendsRetention: the idempotency records' bucket expires entries
+// after Retention.SendsMaxAge (30 days by default, none when negative),
+// also when a node starts on a bucket created with another age; an age
+// under the duplicate window is refused.
+func TestSendsRetention(t *testing.T) {
+	eng := enginetest.Start(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		age  time.Duration
+		want time.Duration
+	}{
+		{"default", 0, 30 * 24 * time.Hour},
+		{"set", 72 * time.Hour, 72 * time.Hour},
+		{"unbounded", -1, 0},
+		{"set again", time.Hour, time.Hour},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := New(ctx, Config{JS: eng.JS, TokenKey: testKey.Public().(ed25519.PublicKey), Retention: Retention{SendsMaxAge: tc.age}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			kv, err := eng.JS.KeyValue(ctx, sendsBucket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := kv.Status(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.TTL() != tc.want {
+				t.Errorf("%s TTL %v, want %v", sendsBucket, st.TTL(), tc.want)
+			}
+		})
+	}
+	if err := (Config{JS: eng.JS, TokenKey: testKey.Public().(ed25519.PublicKey), Retention: Retention{SendsMaxAge: time.Minute}}).Validate(); err == nil {
+		t.Error("a sends max age under the duplicate window was accepted")
+	}
+}

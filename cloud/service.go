@@ -21,7 +21,7 @@ import (
 )
 
 // idleReadBuffer is each session's read buffer in bytes.
-const idleReadBuffer = 1 << 10
+const idleReadBuffer = 256
 
 // Service is one node of the cloud service: it serves WebSocket sessions
 // and keeps their state in JetStream. Several nodes can share one
@@ -83,6 +83,12 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cloud: inbox state: %w", err)
 	}
+	if st.lease, err = openLease(ctx, cfg.JS, cfg.Replicas, cfg.NodeLease); err != nil {
+		return nil, err
+	}
+	if st.files, err = openFileStore(ctx, cfg.JS, cfg.Replicas, cfg.Files, cfg.Registerer); err != nil {
+		return nil, err
+	}
 	baseCtx, baseCancel := context.WithCancel(context.Background())
 	s := &Service{
 		cfg: cfg, log: cfg.Logger, m: m, store: st, hub: newHub(),
@@ -102,9 +108,11 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		HandshakeTimeout: helloTimeout,
 		// A small read buffer of our own rather than the HTTP server's
 		// 4 KiB one (what 0 would reuse): an idle session mostly waits,
-		// and a larger frame is read straight into the frame buffer.
+		// and a frame's payload is read straight into the frame buffer
+		// (readFrame), so only headers and small frames pass through it.
 		// With the handler returning after the upgrade (runSession) this
-		// took an idle session from about 35 KB to 14 KB
+		// took an idle session from about 35 KB to 14 KB, and with 256
+		// bytes and a fresh reader goroutine (session.serve) under 10 KB
 		// (gateway bench cloud-idle).
 		ReadBufferSize: idleReadBuffer,
 		// Write buffers are taken from the pool only while a frame is
@@ -126,6 +134,7 @@ func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/ws", s.serveWS)
 	mux.HandleFunc("GET /healthz", s.serveHealth)
+	s.mountFiles(mux) // PUT and GET /v1/files (files.go)
 	mux.Handle("GET /", cloudweb.Handler())
 	return mux
 }
@@ -161,6 +170,9 @@ func (s *Service) Run(ctx context.Context) error {
 	notesDone := make(chan struct{})
 	go func() { defer close(notesDone); s.runNotes(ctx) }()
 	defer func() { cancel(); <-notesDone }()
+	leaseDone := make(chan struct{})
+	go func() { defer close(leaseDone); s.runLease(ctx) }()
+	defer func() { cancel(); <-leaseDone }()
 	for {
 		err := s.feed(ctx)
 		if ctx.Err() != nil {
@@ -294,7 +306,7 @@ func (s *Service) serveWS(w http.ResponseWriter, r *http.Request) {
 			s.refuse(w, r, http.StatusUnauthorized, "bad_token", "Authorization must be Bearer <token>")
 			return
 		}
-		c, err := cloudwire.VerifyToken(s.cfg.TokenKey, tok, s.cfg.Now())
+		c, err := s.cfg.verifyToken(tok)
 		if err != nil {
 			s.refuse(w, r, http.StatusUnauthorized, "bad_token", err.Error())
 			return
@@ -351,12 +363,17 @@ func (s *Service) serveWS(w http.ResponseWriter, r *http.Request) {
 	go s.runSession(sess, claims)
 }
 
-// runSession serves an upgraded, tracked session until it ends, then
-// takes it out of the hub and announces the device offline.
+// runSession serves an upgraded, tracked session until it ends (on the
+// session's reader goroutine, session.serve), then endSession runs.
 func (s *Service) runSession(sess *session, claims *cloudwire.Claims) {
+	sess.serve(claims, s.endSession)
+}
+
+// endSession takes an ended session out of the hub and announces the
+// device offline.
+func (s *Service) endSession(sess *session) {
 	defer sess.setUp()
 	defer s.untrack(sess)
-	sess.serve(claims)
 	<-sess.writerDone
 	if sess.welcomed {
 		<-sess.syncDone

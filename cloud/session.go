@@ -48,18 +48,30 @@ var errFrameTooLarge = errors.New("frame too large")
 // framePool recycles read buffers between frames and sessions.
 var framePool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-// session is one WebSocket connection. Its reader goroutine (runSession) reads
-// (serve); it is the only goroutine an idle session has. Writes go through a
-// bounded queue drained by a writer goroutine that exists only while there
-// is something to write (writeFrames); pings come from a timer, and closing
-// runs on its own short-lived goroutine (closeAndWait). A sync goroutine
-// replays the inbox and then hands over to live delivery (syncLoop).
+// session is one WebSocket connection. The handler's goroutine sets it up
+// (serve: hello, authentication, welcome) and hands over to a fresh reader
+// goroutine (readRequests), the only goroutine an idle session has. Writes
+// go through a bounded queue drained by a writer goroutine that exists only
+// while there is something to write (writeFrames); pings come from a timer,
+// and closing runs on its own short-lived goroutine (closeAndWait). A sync
+// goroutine replays the inbox and then hands over to live delivery
+// (syncLoop).
+//
+// An idle session is kept small (gateway bench cloud-idle): no context of
+// its own (only the sync has one, while it runs), no read or write buffer
+// beyond the library's small bufio reader, and a reader goroutine whose
+// stack was never grown by the set-up.
 type session struct {
 	svc  *Service
 	conn *websocket.Conn
 	id   string
 	log  *slog.Logger
-	ctx  context.Context // canceled when the reader ends or on forced shutdown
+	// ctx is the service's base context, canceled on forced shutdown: a
+	// request runs on the reader goroutine, so none is in flight once the
+	// reader ends.
+	ctx context.Context
+	// stop cancels the initial sync (syncLoop); set by open, called when
+	// the reader ends.
 	stop context.CancelFunc
 
 	// Set by serve before the session is added to the hub; read-only after.
@@ -112,9 +124,8 @@ type session struct {
 }
 
 func newSession(svc *Service, conn *websocket.Conn, id string) *session {
-	ctx, stop := context.WithCancel(svc.baseCtx)
 	return &session{
-		svc: svc, conn: conn, id: id, ctx: ctx, stop: stop,
+		svc: svc, conn: conn, id: id, ctx: svc.baseCtx, stop: func() {},
 		log:        svc.log.With("session", id, "remote", conn.RemoteAddr().String()),
 		limit:      tokenBucket{rate: svc.cfg.PresenceRate, burst: float64(svc.cfg.PresenceBurst)},
 		closing:    make(chan struct{}),
@@ -422,30 +433,38 @@ func (s *session) drain() {
 	}
 }
 
-// serve runs the session on its reader goroutine: hello, welcome, then
-// requests until the connection ends. claims are those of the
-// Authorization header, or nil when the token must come in hello.
-func (s *session) serve(claims *cloudwire.Claims) {
-	defer func() {
-		s.drain()
-		close(s.readerDone)
-		if !s.isClosing() {
-			// The peer left or the connection failed: nothing to flush.
-			s.finish()
-		}
-		s.stop()
-	}()
+// serve sets the session up on the calling goroutine (hello,
+// authentication, welcome) and then reads requests on a goroutine of its
+// own until the connection ends; end runs on that goroutine once reading
+// has ended, or on the calling one when set-up fails. claims are those of
+// the Authorization header, or nil when the token must come in hello.
+//
+// The set-up grows a goroutine's stack (JetStream requests, JSON, the
+// version policy) to 8 KiB or more, and the runtime only halves an idle
+// stack when at most a quarter of it is in use: a fresh reader starts at
+// 2 KiB and stays at 4 KiB while idle, about a third of an idle session.
+func (s *session) serve(claims *cloudwire.Claims, end func(*session)) {
 	h, ok := s.readHello()
+	ok = ok && s.authenticate(claims, h) && s.open(h)
 	if !ok {
+		s.endReading()
+		end(s)
 		return
 	}
-	if !s.authenticate(claims, h) {
-		return
+	go s.readRequests(end)
+}
+
+// endReading runs when the session stops reading: it consumes the peer's
+// close frame if the service is closing, stops the sync, and closes the
+// connection unless a close is under way.
+func (s *session) endReading() {
+	s.drain()
+	close(s.readerDone)
+	if !s.isClosing() {
+		// The peer left or the connection failed: nothing to flush.
+		s.finish()
 	}
-	if !s.open(h) {
-		return
-	}
-	s.readRequests()
+	s.stop()
 }
 
 func (s *session) readHello() (cloudwire.Hello, bool) {
@@ -489,13 +508,13 @@ func (s *session) authenticate(claims *cloudwire.Claims, h cloudwire.Hello) bool
 		s.kind = kindBrowser
 		if h.Token == "" {
 			s.svc.m.handshakes.WithLabelValues("no_token").Inc()
-			s.closeWith(cloudwire.CloseUnauthorized, "token required")
+			s.closeWith(cloudwire.CloseUnauthorized, cloudwire.CloseReason{Reason: "token required"}.String())
 			return false
 		}
-		c, err := cloudwire.VerifyToken(s.svc.cfg.TokenKey, h.Token, s.svc.cfg.Now())
+		c, err := s.svc.cfg.verifyToken(h.Token)
 		if err != nil {
 			s.svc.m.handshakes.WithLabelValues("bad_token").Inc()
-			s.closeWith(cloudwire.CloseUnauthorized, err.Error())
+			s.closeWith(cloudwire.CloseUnauthorized, cloudwire.CloseReason{Reason: err.Error()}.String())
 			return false
 		}
 		claims = &c
@@ -575,7 +594,9 @@ func (s *session) open(h cloudwire.Hello) bool {
 	// Other lines of this session carry only its id (s.log is shared with
 	// goroutines that started before the identity was known).
 	s.log.Debug("session open", "user", s.user, "role", s.role, "device", s.device, "cursor", h.Cursor, "head", head)
-	go s.syncLoop(h.Cursor, head)
+	syncCtx, stopSync := context.WithCancel(s.ctx)
+	s.stop = stopSync
+	go s.syncLoop(syncCtx, h.Cursor, head)
 	if !s.bridge {
 		s.touch(true)
 		ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
@@ -592,13 +613,14 @@ func (s *session) open(h cloudwire.Hello) bool {
 
 // syncLoop replays the inbox after cursor up to head, sends synced, then
 // drains the live events buffered meanwhile and switches to live delivery.
-func (s *session) syncLoop(cursor, head uint64) {
+func (s *session) syncLoop(ctx context.Context, cursor, head uint64) {
 	defer close(s.syncDone)
 	defer s.setUp()
+	defer s.stop() // the context goes once the sync is done
 	start := time.Now()
 	last := cursor
 	errClosed := errors.New("session closing")
-	err := s.svc.store.replay(s.ctx, s.user, s.bridge, cursor+1, head, func(c uint64, subject string, data []byte) error {
+	err := s.svc.store.replay(ctx, s.user, s.bridge, cursor+1, head, func(c uint64, subject string, data []byte) error {
 		if c <= last {
 			return nil
 		}
@@ -614,7 +636,7 @@ func (s *session) syncLoop(cursor, head uint64) {
 		return nil
 	})
 	if err != nil {
-		if !errors.Is(err, errClosed) && s.ctx.Err() == nil {
+		if !errors.Is(err, errClosed) && ctx.Err() == nil {
 			s.log.Error("sync failed", "err", err)
 			s.closeWith(cloudwire.CloseInternal, "sync failed")
 		}
@@ -648,67 +670,86 @@ func (s *session) syncLoop(cursor, head uint64) {
 	}
 }
 
-// readRequests handles the client's frames one at a time, so that one
-// device's sends are stored in the order it sent them.
-func (s *session) readRequests() {
-	s.conn.SetPongHandler(func(string) error {
-		return s.conn.SetReadDeadline(time.Now().Add(pongWait))
-	})
+// readRequests is the session's reader goroutine: it handles the client's
+// frames one at a time, so that one device's sends are stored in the order
+// they were sent, and runs end when reading ends. It is kept shallow: what
+// sits on its stack while it waits is all an idle session's stack holds
+// (see serve); handling happens in handleFrame.
+func (s *session) readRequests(end func(*session)) {
+	defer end(s)
+	defer s.endReading()
+	s.conn.SetPongHandler(s.pong)
 	for !s.isClosing() {
 		_ = s.conn.SetReadDeadline(time.Now().Add(pongWait))
 		buf, typ, err := s.readFrame()
-		if errors.Is(err, errFrameTooLarge) {
-			s.svc.m.frames.WithLabelValues("invalid").Inc()
-			s.pushError("", cloudwire.CodeTooLarge, "frame over 65536 bytes")
-			s.closeWith(cloudwire.CloseTooLarge, "frame too large")
+		if !s.handleFrame(buf, typ, err) {
 			return
-		}
-		if err != nil {
-			if !websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway) {
-				s.log.Debug("read ended", "err", err)
-			}
-			return
-		}
-		if typ != websocket.TextMessage {
-			framePool.Put(buf)
-			s.svc.m.frames.WithLabelValues("invalid").Inc()
-			s.pushError("", cloudwire.CodeBadRequest, "binary frames are not supported")
-			continue
-		}
-		f, err := cloudwire.Decode(buf.Bytes())
-		framePool.Put(buf)
-		if err != nil {
-			s.svc.m.frames.WithLabelValues("invalid").Inc()
-			var fe *cloudwire.FrameError
-			ref := ""
-			if errors.As(err, &fe) {
-				ref = fe.Ref
-			}
-			s.pushError(ref, errorCode(err), err.Error())
-			continue
-		}
-		s.svc.m.frames.WithLabelValues(f.FrameType()).Inc()
-		switch f := f.(type) {
-		case cloudwire.Send:
-			s.handleSend(f)
-		case cloudwire.Receipt:
-			s.handleReceipt(f)
-		case cloudwire.History:
-			s.handleHistory(f)
-		case cloudwire.Group:
-			s.handleGroup(f)
-		case cloudwire.Presence:
-			s.handlePresence(f)
-		case cloudwire.Typing:
-			s.handleTyping(f)
-		case cloudwire.Call:
-			s.handleCall(f)
-		case cloudwire.Hello:
-			s.pushError("", cloudwire.CodeBadRequest, "hello was already received")
-		default:
-			s.pushError("", cloudwire.CodeUnknownType, f.FrameType()+" is not a client frame")
 		}
 	}
+}
+
+// pong extends the read deadline when the peer answers a ping.
+func (s *session) pong(string) error {
+	return s.conn.SetReadDeadline(time.Now().Add(pongWait))
+}
+
+// handleFrame handles what one readFrame returned; false means stop
+// reading.
+//
+//go:noinline
+func (s *session) handleFrame(buf *bytes.Buffer, typ int, err error) bool {
+	if errors.Is(err, errFrameTooLarge) {
+		s.svc.m.frames.WithLabelValues("invalid").Inc()
+		s.pushError("", cloudwire.CodeTooLarge, "frame over 65536 bytes")
+		s.closeWith(cloudwire.CloseTooLarge, "frame too large")
+		return false
+	}
+	if err != nil {
+		if !websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway) {
+			s.log.Debug("read ended", "err", err)
+		}
+		return false
+	}
+	if typ != websocket.TextMessage {
+		framePool.Put(buf)
+		s.svc.m.frames.WithLabelValues("invalid").Inc()
+		s.pushError("", cloudwire.CodeBadRequest, "binary frames are not supported")
+		return true
+	}
+	f, err := cloudwire.Decode(buf.Bytes())
+	framePool.Put(buf)
+	if err != nil {
+		s.svc.m.frames.WithLabelValues("invalid").Inc()
+		var fe *cloudwire.FrameError
+		ref := ""
+		if errors.As(err, &fe) {
+			ref = fe.Ref
+		}
+		s.pushError(ref, errorCode(err), err.Error())
+		return true
+	}
+	s.svc.m.frames.WithLabelValues(f.FrameType()).Inc()
+	switch f := f.(type) {
+	case cloudwire.Send:
+		s.handleSend(f)
+	case cloudwire.Receipt:
+		s.handleReceipt(f)
+	case cloudwire.History:
+		s.handleHistory(f)
+	case cloudwire.Group:
+		s.handleGroup(f)
+	case cloudwire.Presence:
+		s.handlePresence(f)
+	case cloudwire.Typing:
+		s.handleTyping(f)
+	case cloudwire.Call:
+		s.handleCall(f)
+	case cloudwire.Hello:
+		s.pushError("", cloudwire.CodeBadRequest, "hello was already received")
+	default:
+		s.pushError("", cloudwire.CodeUnknownType, f.FrameType()+" is not a client frame")
+	}
+	return true
 }
 
 // actor returns the user a request acts as: the session's user, or for a

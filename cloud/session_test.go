@@ -99,8 +99,8 @@ func TestHandshakeRefused(t *testing.T) {
 		}
 		return tok
 	}
-	expired := sign(testKey, cloudwire.Claims{Subject: "alice", Role: cloudwire.RoleUser, IssuedAt: now.Add(-2 * time.Hour), ExpiresAt: now.Add(-time.Hour)})
-	forged := sign(otherKey, cloudwire.Claims{Subject: "alice", Role: cloudwire.RoleUser, IssuedAt: now, ExpiresAt: now.Add(time.Hour)})
+	expired := sign(testKey, cloudwire.Claims{Issuer: cloudwire.DefaultIssuer, Audience: cloudwire.Audience{cloudwire.DefaultAudience}, Subject: "alice", Role: cloudwire.RoleUser, IssuedAt: now.Add(-2 * time.Hour), ExpiresAt: now.Add(-time.Hour)})
+	forged := sign(otherKey, cloudwire.Claims{Issuer: cloudwire.DefaultIssuer, Audience: cloudwire.Audience{cloudwire.DefaultAudience}, Subject: "alice", Role: cloudwire.RoleUser, IssuedAt: now, ExpiresAt: now.Add(time.Hour)})
 	tests := []struct {
 		name   string
 		token  string

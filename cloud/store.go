@@ -1,12 +1,15 @@
 package cloud
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -30,6 +33,11 @@ const (
 	// dupWindow is the streams' Nats-Msg-Id duplicate window: a redo of a
 	// write interrupted by a crash is deduplicated within it.
 	dupWindow = 10 * time.Minute
+	// redoWithin is the age under which a resend of a recorded send
+	// redoes its log append and inbox writes (store.send): well inside
+	// dupWindow, so that the log still answers the append as a
+	// duplicate even across nodes whose clocks differ a little.
+	redoWithin = dupWindow / 2
 	// maxStoredMsg bounds one stored record (a frame is at most 64 KiB).
 	maxStoredMsg = 256 << 10
 	// maxAppendAttempts bounds retries of a conversation append that lost
@@ -54,6 +62,10 @@ const (
 	lookupBackoff = 20 * time.Millisecond
 )
 
+// errKept is returned by appendAndFanOutAlong when its check kept what
+// was stored (store.send answers with the idempotency record).
+var errKept = errors.New("cloud: send already recorded")
+
 // logRecord is one message of the conversation log (stored JSON).
 type logRecord struct {
 	MsgID      string `json:"msg_id"`
@@ -72,6 +84,9 @@ type logRecord struct {
 	All     []string  `json:"all,omitempty"`
 	Name    string    `json:"name,omitempty"`
 	At      time.Time `json:"at"`
+
+	// File is a message's attachment (files.go).
+	File *cloudwire.File `json:"file,omitempty"`
 }
 
 // sendRecord is the idempotency record of a send (stored JSON): enough to
@@ -107,7 +122,11 @@ type inboxRecord struct {
 	Op         string    `json:"op,omitempty"`
 	Members    []string  `json:"members,omitempty"`
 	Name       string    `json:"name,omitempty"`
+	Reason     string    `json:"reason,omitempty"`
 	At         time.Time `json:"at"`
+
+	// File is a message's attachment (files.go).
+	File *cloudwire.File `json:"file,omitempty"`
 }
 
 // event converts a stored inbox record to its wire form.
@@ -116,7 +135,7 @@ func (r inboxRecord) event(cursor uint64) cloudwire.Event {
 		Cursor: cursor, User: r.User, Kind: r.Kind, Conv: r.Conv, Seq: r.Seq,
 		MsgID: r.MsgID, From: r.From, FromDevice: r.FromDevice, To: r.To,
 		Text: r.Text, Status: r.Status, By: r.By, UpTo: r.UpTo,
-		Op: r.Op, Members: r.Members, Name: r.Name, At: r.At,
+		Op: r.Op, Members: r.Members, Name: r.Name, Reason: r.Reason, File: r.File, At: r.At,
 	}
 }
 
@@ -141,6 +160,13 @@ type store struct {
 	locks                  convLocks
 	m                      *metrics
 	log                    *slog.Logger
+
+	// lease says which nodes are alive and holds the calls bucket
+	// (presence.go, calls.go); nil in a store without sessions
+	// (BridgeLive's, BridgeCalls'), where every node counts as alive.
+	lease *lease
+	// files holds attachments (files.go); nil where files are not served.
+	files *fileStore
 }
 
 func openStore(ctx context.Context, js jetstream.JetStream, replicas int, ret Retention, m *metrics, log *slog.Logger) (*store, error) {
@@ -176,10 +202,12 @@ func openStore(ctx context.Context, js jetstream.JetStream, replicas int, ret Re
 	if err != nil {
 		return nil, fmt.Errorf("cloud: stream %s: %w", inboxStreamName, err)
 	}
-	// Every bucket keeps one revision per key, on file, replicated like the streams.
+	// Every bucket keeps one revision per key, on file, replicated like
+	// the streams; only the idempotency records expire (Retention).
+	ttl := map[string]time.Duration{sendsBucket: ret.SendsMaxAge}
 	bucket := func(name, desc string) (jetstream.KeyValue, error) {
 		kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: name, Description: desc, History: 1, Storage: jetstream.FileStorage, Replicas: replicas,
+			Bucket: name, Description: desc, History: 1, Storage: jetstream.FileStorage, Replicas: replicas, TTL: ttl[name],
 		})
 		if err != nil {
 			return nil, fmt.Errorf("cloud: bucket %s: %w", name, err)
@@ -234,6 +262,22 @@ func orUnlimited(n int64) int64 {
 // its idempotency record; duplicate is set when s.MsgID had been stored
 // before. The log append, the inbox writes and the idempotency record are
 // all acknowledged by JetStream before it returns.
+//
+// It takes two JetStream round trips where it used to take four: the
+// idempotency lookup runs alongside the log append, and the idempotency
+// record is written alongside the inbox writes. What that changes, and
+// why every guarantee holds:
+//   - A resend is still answered from the record. When the append is not
+//     a duplicate although the send is recorded (a resend past the log's
+//     duplicate window, or a message id another sender used), the new
+//     copy is deleted again before any inbox write (check). A crash in
+//     that instant leaves the copy in the log, though in no inbox; the
+//     old order had the same window the other way round (a resend past
+//     the window after a crash before the record appended twice).
+//   - A crash can now leave a record whose inbox events are missing: a
+//     resend of a record younger than redoWithin therefore redoes the
+//     inbox writes (their Nats-Msg-Id makes them idempotent), exactly as a
+//     resend after a crash before the record was written always did.
 func (st *store) send(ctx context.Context, from, device string, s cloudwire.Send, now time.Time) (rec sendRecord, duplicate bool, err error) {
 	conv := s.Conv
 	var recipients func() ([]string, error) // nil: the direct participants
@@ -254,20 +298,49 @@ func (st *store) send(ctx context.Context, from, device string, s cloudwire.Send
 			return sendRecord{}, false, fmt.Errorf("%w: conv %s is not the conversation of %s and %s", errBadRequest, s.Conv, from, s.To)
 		}
 	}
-	if prior, ok, err := st.lookup(ctx, s.MsgID); err != nil {
-		return sendRecord{}, false, err
-	} else if ok {
+	if s.File != nil { // an attachment: the stored copy's fields (files.go)
+		if s.File, err = st.files.attach(ctx, from, conv, *s.File); err != nil {
+			return sendRecord{}, false, err
+		}
+	}
+	var (
+		prior      sendRecord
+		recorded   bool
+		lookupErr  error
+		lookupDone = make(chan struct{})
+	)
+	go func() {
+		defer close(lookupDone)
+		prior, recorded, lookupErr = st.lookup(ctx, s.MsgID)
+	}()
+	defer func() { <-lookupDone }()
+	check := func(dup bool) (bool, error) {
+		<-lookupDone
+		if lookupErr != nil || !recorded {
+			return lookupErr == nil, lookupErr
+		}
+		// Recorded: redo the inbox writes of a young record of this
+		// sender's that the log still knows; keep the rest as stored.
+		return prior.From == from && dup && now.Sub(prior.At) < redoWithin, nil
+	}
+	var rememberErr error
+	lr, dup, err := st.appendAndFanOutAlong(ctx, logRecord{
+		MsgID: s.MsgID, Conv: conv, From: from, FromDevice: device, To: s.To,
+		Text: s.Text, File: s.File, At: now.UTC().Truncate(time.Millisecond),
+	}, recipients, check, func(lr logRecord) {
+		if !recorded { // check has run
+			rememberErr = st.remember(ctx, sendRecord{MsgID: lr.MsgID, Conv: lr.Conv, Seq: lr.Seq, At: lr.At, From: lr.From, To: lr.To})
+		}
+	})
+	<-lookupDone
+	if recorded && lookupErr == nil && (err == nil || errors.Is(err, errKept) || errors.Is(err, errConflict)) {
 		return sameSender(prior, from)
 	}
-	lr, dup, err := st.appendAndFanOut(ctx, logRecord{
-		MsgID: s.MsgID, Conv: conv, From: from, FromDevice: device, To: s.To,
-		Text: s.Text, At: now.UTC().Truncate(time.Millisecond),
-	}, recipients)
 	if err != nil {
 		return sendRecord{}, false, err
 	}
 	rec = sendRecord{MsgID: lr.MsgID, Conv: lr.Conv, Seq: lr.Seq, At: lr.At, From: lr.From, To: lr.To}
-	if err := st.remember(ctx, rec); err != nil {
+	if err := rememberErr; err != nil {
 		if !errors.Is(err, jetstream.ErrKeyExists) {
 			return sendRecord{}, false, err
 		}
@@ -299,6 +372,19 @@ func sameSender(prior sendRecord, from string) (sendRecord, bool, error) {
 // inboxes get the message (a group's members); nil means the sender and
 // the recipient.
 func (st *store) appendAndFanOut(ctx context.Context, lr logRecord, recipients func() ([]string, error)) (logRecord, bool, error) {
+	return st.appendAndFanOutAlong(ctx, lr, recipients, nil, nil)
+}
+
+// appendAndFanOutAlong is appendAndFanOut that, once lr is in the log,
+// runs along (when set) while the inbox writes are in flight: once they
+// are all sent and before their acks are awaited. along gets the stored
+// record.
+//
+// check, when set, is called once lr is in the log (dup as append
+// reports it) and before any inbox write; when it answers false, what is
+// stored stays as it is: a copy the append just made is deleted again,
+// nothing is fanned out, and errKept is returned.
+func (st *store) appendAndFanOutAlong(ctx context.Context, lr logRecord, recipients func() ([]string, error), check func(dup bool) (bool, error), along func(logRecord)) (logRecord, bool, error) {
 	e := st.locks.acquire(lr.Conv)
 	defer st.locks.release(lr.Conv, e)
 	var users []string
@@ -316,6 +402,17 @@ func (st *store) appendAndFanOut(ctx context.Context, lr logRecord, recipients f
 	if dup && lr.From != from {
 		return logRecord{}, false, fmt.Errorf("%w: %s", errConflict, lr.MsgID)
 	}
+	if check != nil {
+		if proceed, err := check(dup); err != nil || !proceed {
+			if !dup {
+				e.known = false
+				if derr := st.conv.DeleteMsg(ctx, e.last); derr != nil {
+					return logRecord{}, false, fmt.Errorf("cloud: remove the new copy of %s: %w", lr.MsgID, derr)
+				}
+			}
+			return logRecord{}, false, cmp.Or(err, errKept)
+		}
+	}
 	if recipients == nil {
 		users = participants(lr.From, lr.To)
 		if !e.indexed {
@@ -326,7 +423,11 @@ func (st *store) appendAndFanOut(ctx context.Context, lr logRecord, recipients f
 			e.indexed = true
 		}
 	}
-	if err := st.fanOut(ctx, lr.events(users), cloudwire.KindMsg); err != nil {
+	var meanwhile func()
+	if along != nil {
+		meanwhile = func() { along(lr) }
+	}
+	if err := st.fanOutWith(ctx, lr.events(users), cloudwire.KindMsg, meanwhile); err != nil {
 		return logRecord{}, false, err
 	}
 	return lr, dup, nil
@@ -343,7 +444,7 @@ func (lr logRecord) events(users []string) []inboxRecord {
 		events = append(events, inboxRecord{
 			User: u, Kind: kind, Conv: lr.Conv, Seq: lr.Seq, MsgID: lr.MsgID,
 			From: lr.From, FromDevice: lr.FromDevice, To: lr.To, Text: lr.Text,
-			Op: lr.Op, Members: lr.Members, Name: lr.Name, At: lr.At,
+			Op: lr.Op, Members: lr.Members, Name: lr.Name, File: lr.File, At: lr.At,
 		})
 	}
 	return events
@@ -431,9 +532,17 @@ func decodeLog(b []byte) (logRecord, error) {
 // Each carries a Nats-Msg-Id derived from the message, the inbox owner and
 // the kind, so that a redo within the duplicate window writes nothing new.
 func (st *store) fanOut(ctx context.Context, events []inboxRecord, kind string) error {
+	return st.fanOutWith(ctx, events, kind, nil)
+}
+
+// fanOutWith is fanOut calling meanwhile, when set, once every event is
+// sent and before the acks are awaited, so that another write overlaps
+// with the inbox writes.
+func (st *store) fanOutWith(ctx context.Context, events []inboxRecord, kind string, meanwhile func()) error {
 	futures := make([]jetstream.PubAckFuture, 0, len(events))
+	enc := inboxEncoder{}
 	for _, ev := range events {
-		data, err := json.Marshal(ev)
+		data, err := enc.encode(ev)
 		if err != nil {
 			return err
 		}
@@ -443,6 +552,9 @@ func (st *store) fanOut(ctx context.Context, events []inboxRecord, kind string) 
 			return fmt.Errorf("cloud: inbox write: %w", err)
 		}
 		futures = append(futures, f)
+	}
+	if meanwhile != nil {
+		meanwhile()
 	}
 	for _, f := range futures {
 		select {
@@ -454,6 +566,150 @@ func (st *store) fanOut(ctx context.Context, events []inboxRecord, kind string) 
 		}
 	}
 	return nil
+}
+
+// inboxEncoder encodes the inbox events of one fan-out. The events of one
+// message (or receipt) differ only in their user, so it encodes the first
+// without its user once and splices each user into that: a 200-member
+// group's send costs one encoding instead of 200. The bytes are those of
+// json.Marshal of each event (TestInboxEncoderMatchesMarshal).
+type inboxEncoder struct {
+	shared inboxRecord // the event the template was made of, User cleared
+	tail   []byte      // its encoding after `{"user":""`; nil: no template yet
+}
+
+// inboxHead is how every encoded inboxRecord starts: User is its first
+// field and is never omitted.
+const inboxHead = `{"user":""`
+
+func (enc *inboxEncoder) encode(ev inboxRecord) ([]byte, error) {
+	user := ev.User
+	ev.User = ""
+	if enc.tail == nil || !sameEvent(enc.shared, ev) {
+		data, err := json.Marshal(ev)
+		if err != nil {
+			return nil, err
+		}
+		if !bytes.HasPrefix(data, []byte(inboxHead)) {
+			return nil, fmt.Errorf("cloud: inbox record encodes as %.20q", data)
+		}
+		enc.shared, enc.tail = ev, data[len(inboxHead):]
+	}
+	quoted, err := json.Marshal(user)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 0, len(`{"user":`)+len(quoted)+len(enc.tail))
+	out = append(out, `{"user":`...)
+	out = append(out, quoted...)
+	return append(out, enc.tail...), nil
+}
+
+// frameCache turns the live feed's inbox records into event frames,
+// decoding and encoding the records of one fan-out once: inboxEncoder
+// wrote them as one encoding with each user spliced in, so a record whose
+// bytes after its user equal the last one's differs from it only in its
+// user, and its frame is a template made once with its cursor and user
+// spliced in. A record unlike the last one costs a comparison and a copy
+// over eventFrame. The bytes are those of Service.eventFrame
+// (TestFrameCacheMatches).
+type frameCache struct {
+	tail  []byte    // the last record's bytes after its user; nil: none
+	frame []byte    // the template for tail after eventHead; nil: not made yet
+	bad   bool      // tail makes no template
+	at    time.Time // the time of the template's record
+}
+
+// eventHead is how the frame of an event with cursor 0 and no user starts:
+// Cursor and User are Event's first fields, never omitted.
+const eventHead = `{"type":"event","cursor":0,"user":""`
+
+func (fc *frameCache) frameOf(s *Service, cursor uint64, subject string, data []byte) ([]byte, time.Time) {
+	quoted, tail, ok := splitInboxUser(data)
+	if !ok {
+		fc.tail = nil
+		return s.eventFrame(cursor, subject, data)
+	}
+	if fc.tail == nil || !bytes.Equal(tail, fc.tail) {
+		fc.tail, fc.frame, fc.bad = append(fc.tail[:0:0], tail...), nil, false
+		return s.eventFrame(cursor, subject, data)
+	}
+	if fc.frame == nil && !fc.bad {
+		fc.bad = !fc.makeTemplate(data)
+	}
+	var user string
+	if fc.bad || json.Unmarshal(quoted, &user) != nil {
+		return s.eventFrame(cursor, subject, data)
+	}
+	if frame, ok := fc.splice(cursor, user); ok {
+		return frame, fc.at
+	}
+	return s.eventFrame(cursor, subject, data)
+}
+
+// makeTemplate makes the frame template of the record data, reporting
+// whether it could. Only a record in the canonical encoding (no repeated
+// or unknown keys) makes one: then every record with the same tail
+// decodes to it with only the user changed.
+func (fc *frameCache) makeTemplate(data []byte) bool {
+	var rec inboxRecord
+	if json.Unmarshal(data, &rec) != nil {
+		return false
+	}
+	if canon, err := json.Marshal(rec); err != nil || !bytes.Equal(canon, data) {
+		return false
+	}
+	ev := rec.event(0)
+	ev.User = ""
+	tmpl, err := cloudwire.Encode(ev)
+	if err != nil || !bytes.HasPrefix(tmpl, []byte(eventHead)) {
+		return false
+	}
+	fc.frame, fc.at = tmpl[len(eventHead):], rec.At
+	return true
+}
+
+// splice returns the cached frame for cursor and user, unless it would be
+// over cloudwire.MaxFrameSize (eventFrame then makes the placeholder).
+func (fc *frameCache) splice(cursor uint64, user string) ([]byte, bool) {
+	quoted, err := json.Marshal(user)
+	if err != nil {
+		return nil, false
+	}
+	out := make([]byte, 0, 64+len(quoted)+len(fc.frame))
+	out = append(out, `{"type":"event","cursor":`...)
+	out = strconv.AppendUint(out, cursor, 10)
+	out = append(out, `,"user":`...)
+	out = append(out, quoted...)
+	out = append(out, fc.frame...)
+	return out, len(out) <= cloudwire.MaxFrameSize
+}
+
+// splitInboxUser splits a stored inbox record into its user, still a
+// quoted JSON string, and the bytes after it.
+func splitInboxUser(data []byte) (quoted, tail []byte, ok bool) {
+	const head = `{"user":"`
+	if !bytes.HasPrefix(data, []byte(head)) {
+		return nil, nil, false
+	}
+	for i := len(head); i < len(data); i++ {
+		switch data[i] {
+		case '\\':
+			i++
+		case '"':
+			return data[len(head)-1 : i+1], data[i+1:], true
+		}
+	}
+	return nil, nil, false
+}
+
+// sameEvent reports whether a and b encode alike.
+func sameEvent(a, b inboxRecord) bool {
+	return a.User == b.User && a.Kind == b.Kind && a.Conv == b.Conv && a.Seq == b.Seq && a.MsgID == b.MsgID &&
+		a.From == b.From && a.FromDevice == b.FromDevice && a.To == b.To && a.Text == b.Text &&
+		a.Status == b.Status && a.By == b.By && a.UpTo == b.UpTo && a.Op == b.Op &&
+		slices.Equal(a.Members, b.Members) && a.Name == b.Name && a.Reason == b.Reason && a.File == b.File && a.At.Equal(b.At) &&
+		a.At.Location() == b.At.Location()
 }
 
 // remember stores the idempotency record; it fails with ErrKeyExists when

@@ -195,3 +195,37 @@ func (st *store) rememberOnce(ctx context.Context, rec sendRecord, dup bool) (se
 	}
 	return sameSender(prior, rec.From)
 }
+
+// postUndeliverable writes a cloudwire.KindUndeliverable event into the
+// inbox of the sender of msgID, for recipient to, once: its idempotency
+// record (a send record under a message id derived from the message and
+// the recipient) makes a repeat, from a retry, a restart or a second
+// bridge, write nothing new (dup). The inbox write's own Nats-Msg-Id
+// covers two writers racing within the duplicate window.
+func (st *store) postUndeliverable(ctx context.Context, msgID, to, reason string, at time.Time) (dup bool, err error) {
+	if !cloudwire.ValidMsgID(msgID) || !cloudwire.ValidID(to) || reason == "" {
+		return false, fmt.Errorf("%w: undeliverable needs a message id, a recipient and a reason", errBadRequest)
+	}
+	rec, ok, err := st.lookup(ctx, msgID)
+	if err != nil {
+		return false, err
+	}
+	if !ok || rec.From == to || (!cloudwire.IsGroupID(rec.Conv) && rec.To != to) {
+		return false, fmt.Errorf("%w: %s to %s", ErrUnknownMessage, msgID, to)
+	}
+	id := systemMsgID("und", msgID, to)
+	if _, ok, err := st.lookup(ctx, id); err != nil || ok {
+		return ok, err
+	}
+	at = at.UTC().Truncate(time.Millisecond)
+	ev := inboxRecord{User: rec.From, Kind: cloudwire.KindUndeliverable, Conv: rec.Conv, Seq: rec.Seq,
+		MsgID: rec.MsgID, From: rec.From, To: to, Reason: reason, At: at}
+	if err := st.fanOut(ctx, []inboxRecord{ev}, cloudwire.KindUndeliverable+"."+subjectToken(to)); err != nil {
+		return false, err
+	}
+	err = st.remember(ctx, sendRecord{MsgID: id, Conv: rec.Conv, Seq: rec.Seq, At: at, From: rec.From, To: to})
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return true, nil
+	}
+	return false, err
+}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -78,7 +77,13 @@ type tokenRequest struct {
 
 func (a *agent) adminHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := a.eng.StorageErr(); err != nil { // a full disk: 503 until the engine recovers
+			http.Error(w, oneLine(err.Error()).Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
 	mux.Handle("GET /v1/admin/users", a.authed(a.listUsers))
 	mux.Handle("GET /v1/admin/users/{id}", a.authed(a.getUser))
@@ -100,7 +105,6 @@ func (a *agent) adminHandler() http.Handler {
 // authed requires a valid admin token. Without one the handler never runs, so
 // an unauthenticated call changes nothing.
 func (a *agent) authed(h http.HandlerFunc) http.Handler {
-	pub := a.tokenKey.Public().(ed25519.PublicKey)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok {
@@ -108,8 +112,7 @@ func (a *agent) authed(h http.HandlerFunc) http.Handler {
 			writeError(w, http.StatusUnauthorized, "unauthorized", "missing bearer token (set FERRY_TOKEN)")
 			return
 		}
-		c, err := cloudwire.VerifyToken(pub, strings.TrimSpace(tok), time.Now())
-		if err != nil || c.Role != cloudwire.RoleAdmin {
+		if err := a.tokens.verifyAdmin(strings.TrimSpace(tok)); err != nil {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="ferry-admin", error="invalid_token"`)
 			writeError(w, http.StatusUnauthorized, "unauthorized", "invalid or expired admin token")
 			return
@@ -182,6 +185,11 @@ func (a *agent) setPhase(w http.ResponseWriter, r *http.Request) {
 		req.OpID = uuid.Must(uuid.NewV7()).String()
 	}
 	from := a.phaseBefore(r.Context(), id)
+	if err := a.checkCloudMove(id, phase); err != nil { // versions_link.go
+		a.auditSetPhase(r, id, from, req, phase, err)
+		writeError(w, http.StatusConflict, "not_cloud_capable", err.Error())
+		return
+	}
 	u, err := a.store.Transition(r.Context(), id, migrate.Op{ID: req.OpID, To: phase, Reason: req.Reason, BreakGlass: req.BreakGlass})
 	a.auditSetPhase(r, id, from, req, phase, err)
 	if err != nil {
@@ -263,8 +271,7 @@ func (a *agent) cloudToken(w http.ResponseWriter, r *http.Request) {
 		}
 		ttl = d
 	}
-	now := time.Now().UTC()
-	tok, err := cloudwire.SignToken(a.tokenKey, cloudwire.Claims{Subject: req.User, Role: cloudwire.RoleUser, IssuedAt: now, ExpiresAt: now.Add(ttl)})
+	tok, err := a.tokens.issue(req.User, cloudwire.RoleUser, ttl)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, "internal", err.Error())
 		return

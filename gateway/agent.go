@@ -112,7 +112,17 @@ type agentConfig struct {
 	// CloudRingDelay is how long an incoming call rings only the callee's
 	// most recently active device; zero means cloud.DefaultRingDelay.
 	CloudRingDelay time.Duration
-	StopTimeout    time.Duration
+	// CloudNodeLease is how long the devices and calls of a cloud node
+	// that stopped without a goodbye stay live; zero means
+	// cloud.DefaultNodeLease. CloudFiles bounds the file store.
+	CloudNodeLease time.Duration
+	CloudFiles     cloud.FileConfig
+	// TokenIssuer and TokenAudience are the iss of every token the agent
+	// issues and the aud of its cloud and bridge tokens, which its cloud
+	// service requires; "" means cloudwire.DefaultIssuer and
+	// cloudwire.DefaultAudience. Agents sharing a token key must agree.
+	TokenIssuer, TokenAudience string
+	StopTimeout                time.Duration
 	// CampaignTick is how often the campaign driver looks at the
 	// campaigns; zero means migrate.DefaultDriverTick.
 	CampaignTick time.Duration
@@ -153,7 +163,14 @@ func agentCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.DurationVar(&cfg.CloudRetention.InboxMaxAge, "cloud-inbox-max-age", cloud.DefaultRetention.InboxMaxAge, "drop cloud inbox events older than this (negative: keep all; else at least 10m)")
 	fs.Int64Var(&cfg.CloudRetention.InboxMaxBytes, "cloud-inbox-max-bytes", cloud.DefaultRetention.InboxMaxBytes, "bound the cloud inboxes to this many bytes, oldest dropped first (-1: no bound)")
 	fs.IntVar(&cfg.CloudMaxHandshakes, "cloud-max-handshakes", cloud.DefaultMaxHandshakes, "cloud sessions set up at once (hello to end of initial sync) before handshakes get 503 + Retry-After")
+	fs.DurationVar(&cfg.CloudRetention.SendsMaxAge, "cloud-sends-max-age", cloud.DefaultRetention.SendsMaxAge, "keep send idempotency records this long; a resend after it is a new message (negative: keep all; else at least 10m)")
+	fs.DurationVar(&cfg.CloudNodeLease, "cloud-node-lease", cloud.DefaultNodeLease, "how long the devices and calls of a cloud node that died stay live before other nodes mark them offline and ended")
+	fs.Int64Var(&cfg.CloudFiles.MaxSize, "cloud-file-max-size", cloud.DefaultMaxFileSize, "largest file upload accepted, in bytes")
+	fs.Int64Var(&cfg.CloudFiles.MaxBytes, "cloud-files-max-bytes", 0, "bound the file store to this many bytes; uploads past it are refused with 507 (0: no bound)")
+	fs.DurationVar(&cfg.CloudFiles.MaxAge, "cloud-files-max-age", 0, "drop stored files older than this (0: keep all)")
 	fs.DurationVar(&cfg.CloudRingDelay, "cloud-ring-delay", cloud.DefaultRingDelay, "how long an incoming call rings only the callee's most recently active device before the others")
+	fs.StringVar(&cfg.TokenIssuer, "token-issuer", cloudwire.DefaultIssuer, "iss of the tokens this agent issues and its cloud service requires")
+	fs.StringVar(&cfg.TokenAudience, "token-audience", cloudwire.DefaultAudience, "aud of the cloud and bridge tokens this agent issues and its cloud service requires")
 	fs.IntVar(&cfg.CloudMaxSessions, "cloud-max-sessions", 0, "cloud sessions on this agent before handshakes get 503 + Retry-After (0: no bound)")
 	fs.DurationVar(&cfg.StopTimeout, "stop-timeout", defaultStopTimeout, "deadline for a clean stop after SIGINT/SIGTERM")
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
@@ -199,6 +216,7 @@ type agent struct {
 	store      *migratestore.Store
 	authority  *legacy.Authority
 	tokenKey   ed25519.PrivateKey
+	tokens     tokenIssuer // signs every token with tokenKey
 	adminToken string
 	snHost     host.Host
 	snGater    *legacy.Gater       // nil without the supernode role
@@ -216,6 +234,10 @@ type agent struct {
 	adminLn    net.Listener
 	cloudSrv   *http.Server
 	adminSrv   *http.Server
+
+	// Version plane (versions_gate.go, versions_bridge.go).
+	censusGate   censusGate       // the device gates' view of the device census
+	bridgeAdmits bridgeAdmissions // the bridge's version decisions per device
 }
 
 // runAgent starts the agent, calls ready (if not nil) once everything is
@@ -289,6 +311,10 @@ func (a *agent) start(ctx context.Context, g *errgroup.Group, gctx context.Conte
 	if a.tokenKey, err = loadSigningKey(filepath.Join(dir, "token.key")); err != nil {
 		return err
 	}
+	a.tokens = tokenIssuer{key: a.tokenKey, issuer: a.cfg.TokenIssuer, audience: a.cfg.TokenAudience}
+	if err := a.tokens.policy(cloudwire.RoleUser).Validate(); err != nil {
+		return fmt.Errorf("-token-issuer, -token-audience: %w", err)
+	}
 	if a.adminToken, err = a.loadAdminToken(filepath.Join(dir, "admin-token")); err != nil {
 		return err
 	}
@@ -321,6 +347,7 @@ func (a *agent) start(ctx context.Context, g *errgroup.Group, gctx context.Conte
 		return err
 	}
 	a.devices.legacyProtocol = a.legacyProtocol
+	a.censusGate.attach(a.devices.census)
 	g.Go(func() error { return a.devices.run(gctx) })
 
 	if a.has(roleSupernode) {
@@ -341,6 +368,7 @@ func (a *agent) start(ctx context.Context, g *errgroup.Group, gctx context.Conte
 
 	// The admin API, /metrics and /healthz on -admin-listen, in every agent.
 	registerAgentMetrics(a.reg, a.state, a.snHost)
+	registerEngineMetrics(a.reg, a.eng)
 	if a.supernode != nil {
 		a.reg.MustRegister(directoryCollector{sn: a.supernode})
 	}
@@ -513,6 +541,8 @@ func (a *agent) startCloud(ctx context.Context, g *errgroup.Group, gctx context.
 		JS:             a.eng.JS,
 		Replicas:       a.cfg.NatsReplicas,
 		TokenKey:       a.tokenKey.Public().(ed25519.PublicKey),
+		TokenIssuer:    a.cfg.TokenIssuer,
+		TokenAudience:  a.cfg.TokenAudience,
 		AllowedOrigins: a.cfg.AllowedOrigins,
 		Admit:          a.admitCloudDevice,
 		ActFor:         a.bridgeMayActFor,
@@ -523,15 +553,17 @@ func (a *agent) startCloud(ctx context.Context, g *errgroup.Group, gctx context.
 		MaxHandshakes:  a.cfg.CloudMaxHandshakes,
 		MaxSessions:    a.cfg.CloudMaxSessions,
 		RingDelay:      a.cfg.CloudRingDelay,
+		NodeLease:      a.cfg.CloudNodeLease,
+		Files:          a.cfg.CloudFiles,
 	}); err != nil {
 		return err
 	}
 	a.cloud.SetClientPolicy(a.cloudClientPolicy)
 	// A move between the overlay and the cloud as inbound home gets a
 	// system note in each of the user's conversations, once per
-	// transition (the note's id is derived from its op id). Legacy
-	// devices see it only if the bridge carries cloudwire.KindSystem
-	// events, which it does not yet.
+	// transition (the note's id is derived from its op id). The bridge
+	// carries a legacy member's copy to their legacy devices as a message
+	// from ferry-notices (bridge/notes.go).
 	a.state.OnChange(func(prev *migrate.User, cur migrate.User) {
 		if prev != nil && prev.CloudHome() != cur.CloudHome() && cur.OpID != "" {
 			a.cloud.NotePhaseMove(cur.ID, cur.OpID, cur.CloudHome())
@@ -580,10 +612,7 @@ func (a *agent) startBridge(ctx context.Context, g *errgroup.Group, gctx context
 	if err != nil {
 		return err
 	}
-	now := time.Now().UTC()
-	token, err := cloudwire.SignToken(a.tokenKey, cloudwire.Claims{
-		Subject: bridge.User, Role: cloudwire.RoleBridge, IssuedAt: now, ExpiresAt: now.Add(bridgeTokenTTL),
-	})
+	token, err := a.tokens.issue(bridge.User, cloudwire.RoleBridge, bridgeTokenTTL)
 	if err != nil {
 		return err
 	}
@@ -600,6 +629,7 @@ func (a *agent) startBridge(ctx context.Context, g *errgroup.Group, gctx context
 		Replicas:           a.cfg.NatsReplicas,
 		OutboxTTL:          a.cfg.BridgeOutboxTTL,
 		RingDelay:          a.cfg.CloudRingDelay,
+		Admit:              a.admitBridged,
 		Registerer:         a.reg,
 		Logger:             a.cfg.Logger,
 	}); err != nil {
@@ -726,15 +756,13 @@ func (a *agent) bridgeMayActFor(_ context.Context, user string) error {
 // loadAdminToken returns the admin token in path if it is still valid for the
 // agent's key, or issues and saves a new one.
 func (a *agent) loadAdminToken(path string) (string, error) {
-	pub := a.tokenKey.Public().(ed25519.PublicKey)
 	if b, err := os.ReadFile(path); err == nil {
 		tok := strings.TrimSpace(string(b))
-		if c, err := cloudwire.VerifyToken(pub, tok, time.Now()); err == nil && c.Role == cloudwire.RoleAdmin {
+		if a.tokens.verifyAdmin(tok) == nil {
 			return tok, nil
 		}
 	}
-	now := time.Now().UTC()
-	tok, err := cloudwire.SignToken(a.tokenKey, cloudwire.Claims{Subject: "admin", Role: cloudwire.RoleAdmin, IssuedAt: now, ExpiresAt: now.Add(adminTokenTTL)})
+	tok, err := a.tokens.issue("admin", cloudwire.RoleAdmin, adminTokenTTL)
 	if err != nil {
 		return "", err
 	}

@@ -14,11 +14,7 @@ import (
 // -supernode-fallbacks: the bridge's route for a cloud user must still reach
 // the directory, so a lookup resolves to the bridge.
 func TestBridgeFailsOverToAnotherSupernode(t *testing.T) {
-	dir := t.TempDir()
-	cfg := agentPorts(t)
-	cfg.Roles = []string{roleSupernode, roleCloud}
-	cfg.NatsListen = freeAddr(t)
-	ta := startAgent(t, dir, cfg)
+	ta, dir := startCoreAgent(t)
 	live := ta.supernode(t)
 	liveAddrs, err := peer.AddrInfoToP2pAddrs(&live)
 	if err != nil {
@@ -35,7 +31,7 @@ func TestBridgeFailsOverToAnotherSupernode(t *testing.T) {
 
 	bcfg := agentPorts(t)
 	bcfg.Roles = []string{roleBridge}
-	bcfg.NatsURL = "nats://" + cfg.NatsListen
+	bcfg.NatsURL = ta.natsURL()
 	bcfg.CloudURL = ta.a.cloudURL()
 	bcfg.Supernode = "/ip4/127.0.0.1/tcp/" + freePort(t) + "/p2p/" + deadID.String()
 	bcfg.SupernodeFallbacks = []string{liveAddrs[0].String()}

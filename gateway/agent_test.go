@@ -32,6 +32,23 @@ type testAgent struct {
 	done   chan error
 }
 
+// startCoreAgent starts an agent with the supernode and cloud roles and
+// NATS on a loopback port, on a fresh data directory, for tests that run
+// the bridge apart (in its own process or agent): it returns the agent and
+// its directory, whose keys the bridge shares; ta.natsURL() reaches its
+// engine.
+func startCoreAgent(t *testing.T) (*testAgent, string) {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := agentPorts(t)
+	cfg.Roles = []string{roleSupernode, roleCloud}
+	cfg.NatsListen = freeAddr(t)
+	return startAgent(t, dir, cfg), dir
+}
+
+// natsURL is the URL of the agent's NATS listener (cfg.NatsListen).
+func (ta *testAgent) natsURL() string { return "nats://" + ta.cfg.NatsListen }
+
 // agentPorts picks free loopback ports for the four listeners.
 func agentPorts(tb testing.TB) agentConfig {
 	tb.Helper()

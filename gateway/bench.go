@@ -29,6 +29,7 @@ type benchOptions struct {
 	NSet     bool          // -n was given (reconnect's default is not N's)
 	Procs    int           // client processes of cloud-idle and reconnect
 	Smoke    bool          // tiny sizes: checks the harness, measures nothing
+	Pin      benchPin      // where the server and load sides run (bench_pin.go)
 }
 
 // benchTarget is what a row must reach. Of says which figure it applies to:
@@ -88,7 +89,7 @@ var benchmarks = []benchmark{
 	{"reconnect", "resyncs/s of 10,000 cloud clients after a restart of the cloud service vs the same clients and a bare WebSocket server", benchReconnect},
 }
 
-const benchUsage = `Usage: gateway bench NAME|all [-format text|json] [-runs K] [-duration D] [-conns C] [-n N] [-procs P] [-smoke] [-cpuprofile FILE]
+const benchUsage = `Usage: gateway bench NAME|all [-format text|json] [-runs K] [-duration D] [-conns C] [-n N] [-procs P] [-pin] [-smoke] [-cpuprofile FILE]
 
 Each benchmark runs its case and its floor in turns, -runs times each, in
 the same process, and prints the medians, the ratio case/floor, the target
@@ -121,6 +122,7 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.IntVar(&o.Procs, "procs", 0, "client processes for cloud-idle and reconnect (0: one per 2,500 connections)")
 	fs.BoolVar(&o.Smoke, "smoke", false, "tiny sizes, to check that the harness works; the figures mean nothing")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
+	pin := fs.Bool("pin", false, "pin this process (the server side) to CPU 0 and load processes to CPU 1 with taskset, when it is installed and 2 CPUs are available")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -153,6 +155,7 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if len(selected) == 0 {
 		return fmt.Errorf("%w: unknown benchmark %q (run gateway bench -h)", errUsage, pos[0])
 	}
+	o.Pin = newBenchPin(*pin)
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
@@ -173,12 +176,17 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		rows = append(rows, rs...)
 	}
+	rows = o.Pin.note(rows, *format == "json")
 	if *format == "json" {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(rows)
 	}
-	return printBenchTable(stdout, rows)
+	if err := printBenchTable(stdout, rows); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(stdout, "pinning:", o.Pin)
+	return err
 }
 
 func printBenchTable(w io.Writer, rows []benchRow) error {

@@ -124,7 +124,7 @@ func (ba *benchAgent) waitRoute(ctx context.Context, d *legacy.Device, user stri
 // cloudClient dials the agent's cloud service as a device of user and waits
 // for its sync to finish.
 func (ba *benchAgent) cloudClient(ctx context.Context, user string) (*cloud.Client, error) {
-	tok, err := benchToken(ba.a.tokenKey, user)
+	tok, err := ba.a.tokens.issue(user, cloudwire.RoleUser, 24*time.Hour)
 	if err != nil {
 		return nil, err
 	}

@@ -242,7 +242,7 @@ func startLoadProcess(ctx context.Context, key ed25519.PrivateKey, args ...strin
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	cmd := exec.CommandContext(ctx, exe, append([]string{"bench"}, args...)...)
+	cmd := pinLoad(exec.CommandContext(ctx, exe, append([]string{"bench"}, args...)...))
 	cmd.Env = append(os.Environ(), idleKeyEnv+"="+hex.EncodeToString(key.Seed()))
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()

@@ -79,11 +79,7 @@ func reopenProxy(tb testing.TB, addr, target string) *faultProxy {
 // state gauge. A bridge whose token the cloud does not accept is in
 // bad_credentials. The endpoint needs the admin token.
 func TestBridgeLinkState(t *testing.T) {
-	dir := t.TempDir()
-	cfg := agentPorts(t)
-	cfg.Roles = []string{roleSupernode, roleCloud}
-	cfg.NatsListen = freeAddr(t)
-	ta := startAgent(t, dir, cfg)
+	ta, dir := startCoreAgent(t)
 	proxy := newFaultProxy(t, strings.TrimPrefix(strings.TrimSuffix(ta.a.cloudURL(), "/v1/ws"), "ws://"))
 	sn := ta.supernode(t)
 	snAddrs, err := peer.AddrInfoToP2pAddrs(&sn)
@@ -100,7 +96,7 @@ func TestBridgeLinkState(t *testing.T) {
 
 	bcfg := agentPorts(t)
 	bcfg.Roles = []string{roleBridge}
-	bcfg.NatsURL = "nats://" + cfg.NatsListen
+	bcfg.NatsURL = ta.natsURL()
 	bcfg.CloudURL = "ws://" + proxy.addr() + "/v1/ws"
 	bcfg.Supernode = snAddrs[0].String()
 	br := startAgent(t, dir, bcfg)

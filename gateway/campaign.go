@@ -65,7 +65,7 @@ func (a *agent) startCampaigns(ctx context.Context) (*campaignControl, error) {
 		return nil, err
 	}
 	cc.leases = cc.campaigns.Leases()
-	cc.shadow = &a.shadowGate // reports once the bridge has started (shadow_gate.go)
+	cc.shadow = campaignGates{&a.shadowGate, &a.censusGate} // reports once the bridge and the census have started
 	var prom migrate.PromQuerier
 	if u := a.cfg.PrometheusURL; u != "" {
 		pc, err := newPromClient(u)

@@ -58,4 +58,5 @@ func TestFaultCloudRestart(t *testing.T) {
 	}, func() string {
 		return "\ncloud log:\n" + cloudProc.stderr.String() + "\nbridge log:\n" + bridgeProc.stderr.String()
 	})
+	tallyFault(t, "restart_cloud", rounds)
 }

@@ -18,13 +18,9 @@ import (
 // pass at the end.
 func TestFaultLinkCut(t *testing.T) {
 	bin := buildGateway(t)
-	dir := t.TempDir()
-	cfg := agentPorts(t)
-	cfg.Roles = []string{roleSupernode, roleCloud}
-	cfg.NatsListen = freeAddr(t)
-	ta := startAgent(t, dir, cfg)
+	ta, dir := startCoreAgent(t)
 	proxy := newFaultProxy(t, strings.TrimPrefix(strings.TrimSuffix(ta.a.cloudURL(), "/v1/ws"), "ws://"))
-	bridgeProc := startProcess(t, bin, bridgeProcessArgs(t, ta, dir, "nats://"+cfg.NatsListen, "ws://"+proxy.addr()+"/v1/ws")...)
+	bridgeProc := startProcess(t, bin, bridgeProcessArgs(t, ta, dir, ta.natsURL(), "ws://"+proxy.addr()+"/v1/ws")...)
 
 	setPhases(t, ta.admin(), "bob", migrate.PhaseShadow, migrate.PhaseReady, migrate.PhaseCloud)
 	alice := newLegacyPhone(t, ta, "alice")
@@ -41,6 +37,7 @@ func TestFaultLinkCut(t *testing.T) {
 		n = 400
 		cuts = []time.Duration{2 * time.Second, 3 * time.Second, 65 * time.Second, time.Second, 4 * time.Second, 2 * time.Second}
 	}
+	injected := 0
 	exchange(t, ck, alice, bob, n, pace, func(ctx context.Context) {
 		for i, d := range cuts {
 			if !sleepCtx(ctx, 300*time.Millisecond) {
@@ -52,6 +49,7 @@ func TestFaultLinkCut(t *testing.T) {
 			before, pending := ck.received(), ck.pending()
 			healed := time.Now()
 			proxy.Heal()
+			injected++
 			if !pending {
 				t.Logf("cut %d (%s): nothing was pending at heal", i, d)
 				continue
@@ -64,4 +62,5 @@ func TestFaultLinkCut(t *testing.T) {
 			t.Logf("cut %d (%s): delivery resumed %s after heal", i, d, time.Since(healed).Round(time.Millisecond))
 		}
 	}, func() string { return "\nbridge log:\n" + bridgeProc.stderr.String() })
+	tallyFault(t, "cut_link", injected)
 }

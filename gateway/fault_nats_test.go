@@ -56,4 +56,5 @@ func TestFaultNATSRestart(t *testing.T) {
 		}
 		t.Logf("embedded NATS restarted %d times", rounds)
 	}, func() string { return "\nbridge log:\n" + bridgeProc.stderr.String() })
+	tallyFault(t, "restart_nats", rounds)
 }

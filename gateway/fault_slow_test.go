@@ -21,13 +21,9 @@ import (
 // was before the stream: back-pressure, not an unbounded queue.
 func TestFaultSlowCloud(t *testing.T) {
 	bin := buildGateway(t)
-	dir := t.TempDir()
-	cfg := agentPorts(t)
-	cfg.Roles = []string{roleSupernode, roleCloud}
-	cfg.NatsListen = freeAddr(t)
-	ta := startAgent(t, dir, cfg)
+	ta, dir := startCoreAgent(t)
 	proxy := newFaultProxy(t, strings.TrimPrefix(strings.TrimSuffix(ta.a.cloudURL(), "/v1/ws"), "ws://"))
-	bridgeProc := startProcess(t, bin, bridgeProcessArgs(t, ta, dir, "nats://"+cfg.NatsListen, "ws://"+proxy.addr()+"/v1/ws")...)
+	bridgeProc := startProcess(t, bin, bridgeProcessArgs(t, ta, dir, ta.natsURL(), "ws://"+proxy.addr()+"/v1/ws")...)
 	why := func() string { return "\nbridge log:\n" + bridgeProc.stderr.String() }
 
 	setPhases(t, ta.admin(), "bob", migrate.PhaseShadow, migrate.PhaseReady, migrate.PhaseCloud)
@@ -67,6 +63,7 @@ func TestFaultSlowCloud(t *testing.T) {
 	if limit := 2*before + 64<<10; after > limit {
 		t.Errorf("bridge VmRSS grew from %d KiB to %d KiB (limit %d KiB)%s", before, after, limit, why())
 	}
+	tallyFault(t, "slow_cloud", 1)
 }
 
 // vmRSS reads a process's resident set size, in KiB, from /proc.

@@ -102,6 +102,7 @@ func TestFaultReconnectStorm(t *testing.T) {
 			u.mu.Unlock()
 		}
 	}
+	tallyFault(t, "storm", 1)
 }
 
 // stormStats counts what the storm devices saw.

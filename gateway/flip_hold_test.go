@@ -61,11 +61,8 @@ func TestFlipHoldsWhileCloudUnreachable(t *testing.T) {
 // is the bridge's queue expiry (0: the default).
 func startSplitBridge(t *testing.T, outboxTTL time.Duration) (ta, tb *testAgent, proxy *faultProxy) {
 	t.Helper()
-	dir := t.TempDir()
-	cfg := agentPorts(t)
-	cfg.Roles = []string{roleSupernode, roleCloud}
-	cfg.NatsListen = freeAddr(t)
-	ta = startAgent(t, dir, cfg)
+	var dir string
+	ta, dir = startCoreAgent(t)
 	proxy = newFaultProxy(t, strings.TrimPrefix(strings.TrimSuffix(ta.a.cloudURL(), "/v1/ws"), "ws://"))
 	sn := ta.supernode(t)
 	addrs, err := peer.AddrInfoToP2pAddrs(&sn)
@@ -74,7 +71,7 @@ func startSplitBridge(t *testing.T, outboxTTL time.Duration) (ta, tb *testAgent,
 	}
 	bcfg := agentPorts(t)
 	bcfg.Roles = []string{roleBridge}
-	bcfg.NatsURL = "nats://" + cfg.NatsListen
+	bcfg.NatsURL = ta.natsURL()
 	bcfg.CloudURL = "ws://" + proxy.addr() + "/v1/ws"
 	bcfg.Supernode = addrs[0].String()
 	bcfg.BridgeOutboxTTL = outboxTTL

@@ -8,8 +8,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+
+	"github.com/ferrygw/ferry/cloud/cloudwire"
 )
 
 // loadOrCreate returns the bytes in path, creating the file with make() and
@@ -114,4 +117,51 @@ func loadPeerKey(path string) (crypto.PrivKey, error) {
 		return nil, fmt.Errorf("peer key %s: %w", path, err)
 	}
 	return k, nil
+}
+
+// adminAudience is the aud of admin tokens: the admin API, never the cloud
+// service (which refuses them by audience before it looks at the role).
+const adminAudience = "ferry-admin"
+
+// tokenIssuer signs every token the agent hands out (admin tokens, cloud
+// user tokens from the admin API, the bridge's credential, benchmarks) with
+// the agent's key, its issuer and the right audience, and gives the policy
+// the admin API checks tokens with. Its zero issuer and audience mean
+// cloudwire's defaults.
+type tokenIssuer struct {
+	key      ed25519.PrivateKey
+	issuer   string // iss; "" means cloudwire.DefaultIssuer
+	audience string // aud of user and bridge tokens; "" means cloudwire.DefaultAudience
+}
+
+// issue signs a token for sub in role, valid for ttl from now.
+func (t tokenIssuer) issue(sub, role string, ttl time.Duration) (string, error) {
+	p := t.policy(role)
+	now := time.Now().UTC()
+	return cloudwire.SignToken(t.key, cloudwire.Claims{
+		Issuer: p.Issuer, Subject: sub, Audience: cloudwire.Audience{p.Audience},
+		Role: role, IssuedAt: now, ExpiresAt: now.Add(ttl),
+	})
+}
+
+// policy is what a token of role is checked against: admin tokens by the
+// admin API, the others by the cloud service.
+func (t tokenIssuer) policy(role string) cloudwire.TokenPolicy {
+	aud := t.audience
+	if role == cloudwire.RoleAdmin {
+		aud = adminAudience
+	}
+	return cloudwire.TokenPolicy{Key: t.key.Public().(ed25519.PublicKey), Issuer: t.issuer, Audience: aud}.WithDefaults()
+}
+
+// verifyAdmin returns nil when tok is a valid admin token of this agent.
+func (t tokenIssuer) verifyAdmin(tok string) error {
+	c, err := t.policy(cloudwire.RoleAdmin).Verify(tok, time.Now())
+	if err != nil {
+		return err
+	}
+	if c.Role != cloudwire.RoleAdmin {
+		return fmt.Errorf("role %s is not admin", c.Role)
+	}
+	return nil
 }

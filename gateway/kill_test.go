@@ -23,12 +23,8 @@ const (
 // acknowledged message of the other exactly once, in the order it was sent.
 func TestBridgeSurvivesSIGKILL(t *testing.T) {
 	bin := buildGateway(t)
-	dir := t.TempDir()
-	cfg := agentPorts(t)
-	cfg.Roles = []string{roleSupernode, roleCloud}
-	cfg.NatsListen = freeAddr(t)
-	ta := startAgent(t, dir, cfg)
-	bridgeArgs := bridgeProcessArgs(t, ta, dir, "nats://"+cfg.NatsListen, ta.a.cloudURL())
+	ta, dir := startCoreAgent(t)
+	bridgeArgs := bridgeProcessArgs(t, ta, dir, ta.natsURL(), ta.a.cloudURL())
 	bridgeProc := startProcess(t, bin, bridgeArgs...)
 
 	setPhases(t, ta.admin(), "bob", migrate.PhaseShadow, migrate.PhaseReady, migrate.PhaseCloud)
@@ -52,6 +48,7 @@ func TestBridgeSurvivesSIGKILL(t *testing.T) {
 		}
 		t.Logf("bridge killed with SIGKILL %d times", rounds)
 	}, func() string { return "\nbridge log:\n" + bridgeProc.stderr.String() })
+	tallyFault(t, "kill_bridge", rounds)
 }
 
 // waitAnyRoute waits until a lookup of user resolves to a live route record.

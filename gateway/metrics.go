@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/ferrygw/ferry/gateway/engine"
 	"github.com/ferrygw/ferry/legacy"
 	"github.com/ferrygw/ferry/migrate"
 )
@@ -42,6 +43,27 @@ func registerAgentMetrics(reg prometheus.Registerer, st *migrate.State, overlay 
 		Name: "gateway_legacy_peers",
 		Help: "Legacy overlay peers connected to this node's supernode.",
 	}, func() float64 { return float64(len(overlay.Network().Peers())) }))
+}
+
+// registerEngineMetrics exports the embedded engine's storage health
+// (engine.StorageErr): an agent on an external NATS reports 0 and 0, its
+// servers report their own.
+func registerEngineMetrics(reg prometheus.Registerer, eng *engine.Engine) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "gateway_engine_storage_failing",
+			Help: "1 while the embedded JetStream cannot write to its store (in practice a full disk; /healthz answers 503 meanwhile), else 0.",
+		}, func() float64 {
+			if eng.StorageErr() != nil {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "gateway_engine_storage_recoveries_total",
+			Help: "Restarts of the embedded JetStream after a storage write error, once space had returned.",
+		}, func() float64 { return float64(eng.StorageRecoveries()) }),
+	)
 }
 
 // usersCollector reports users per phase from one memdb snapshot per scrape,

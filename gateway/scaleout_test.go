@@ -275,7 +275,10 @@ func TestScaleOutSurvivesNodeAndAgentLoss(t *testing.T) {
 		})
 	t.Logf("campaign completed on agent %s %s after the kill", survivor.name, time.Since(killedAt).Round(time.Millisecond))
 
-	// Each move is audited once, whichever agent made it.
+	// Each move is audited exactly once, whichever agent made it, even the
+	// moves the killed agent had in flight (each move's event is written
+	// before its compare-and-set; events whose write never landed are not
+	// answered).
 	out, err := cli(survivor, "audit", "-campaign", "scale", "-format", "json")
 	if err != nil {
 		t.Fatalf("audit: %v\n%s", err, out)
@@ -293,6 +296,13 @@ func TestScaleOutSurvivesNodeAndAgentLoss(t *testing.T) {
 	for k, n := range seen {
 		if n > 1 {
 			t.Errorf("transition %s audited %d times", k, n)
+		}
+	}
+	for i := range scaleUsers {
+		for _, to := range []migrate.Phase{migrate.PhaseShadow, migrate.PhaseReady, migrate.PhaseCloud} {
+			if k := fmt.Sprintf("scale-%04d→%s", i, to); seen[k] != 1 {
+				t.Errorf("transition %s audited %d times, want once", k, seen[k])
+			}
 		}
 	}
 	t.Logf("audit: %d distinct transitions for %d users", len(seen), want)
@@ -315,4 +325,6 @@ func TestScaleOutSurvivesNodeAndAgentLoss(t *testing.T) {
 		t.Errorf("%s's device was on the killed agent but never reconnected", moved.user)
 	}
 	t.Logf("%s's device failed over %d times", moved.user, moved.reconnects)
+	tallyFault(t, "kill_agent", 1)
+	tallyFault(t, "stop_nats_node", 1)
 }

@@ -134,9 +134,10 @@ func slowClient(addr string, trickle bool, limit time.Duration) error {
 }
 
 // TestAdminTokensRefused: admin calls without a token, with a token of
-// another role, key or time, or a tampered one, get 401 and change nothing.
-// Admin tokens are Ed25519-signed and checked by signature verification
-// (cloudwire.VerifyToken), so no secret is compared byte by byte.
+// another role, key, time, audience, issuer or algorithm, or a tampered
+// one, get 401 and change nothing. Admin tokens are Ed25519-signed JWTs for
+// the admin API's audience, checked by signature verification
+// (cloudwire.TokenPolicy.Verify), so no secret is compared byte by byte.
 func TestAdminTokensRefused(t *testing.T) {
 	ta := startAgent(t, t.TempDir(), agentPorts(t))
 	now := time.Now()
@@ -148,11 +149,17 @@ func TestAdminTokensRefused(t *testing.T) {
 		return tok
 	}
 	_, otherKey, _ := ed25519.GenerateKey(nil)
-	admin := cloudwire.Claims{Subject: "admin", Role: cloudwire.RoleAdmin, IssuedAt: now, ExpiresAt: now.Add(time.Hour)}
+	admin := cloudwire.Claims{Issuer: cloudwire.DefaultIssuer, Audience: cloudwire.Audience{adminAudience}, Subject: "admin", Role: cloudwire.RoleAdmin, IssuedAt: now, ExpiresAt: now.Add(time.Hour)}
 	expired := admin
 	expired.IssuedAt, expired.ExpiresAt = now.Add(-2*time.Hour), now.Add(-time.Hour)
 	bridgeRole := admin
 	bridgeRole.Role = cloudwire.RoleBridge
+	cloudAudience := admin
+	cloudAudience.Audience = cloudwire.Audience{cloudwire.DefaultAudience}
+	otherIssuer := admin
+	otherIssuer.Issuer = "another-agent"
+	// algNone is the real admin token's claims under an alg none header.
+	algNone := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + strings.Split(ta.a.adminToken, ".")[1] + "."
 	real := ta.a.adminToken
 	tampered := real[:len(real)-4] + strings.Map(func(r rune) rune {
 		if r == 'A' {
@@ -170,6 +177,9 @@ func TestAdminTokensRefused(t *testing.T) {
 		"admin token of another key": "Bearer " + sign(otherKey, admin),
 		"expired admin token":        "Bearer " + sign(ta.a.tokenKey, expired),
 		"tampered signature":         "Bearer " + tampered,
+		"admin role, cloud audience": "Bearer " + sign(ta.a.tokenKey, cloudAudience),
+		"admin token of another iss": "Bearer " + sign(ta.a.tokenKey, otherIssuer),
+		"alg none":                   "Bearer " + algNone,
 		"token without signature":    "Bearer " + strings.Split(real, ".")[0],
 	}
 	for name, auth := range cases {
@@ -234,7 +244,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	}
 	// A refused handshake (logged at debug) must not log the token either.
 	_, otherKey, _ := ed25519.GenerateKey(nil)
-	forged, err := cloudwire.SignToken(otherKey, cloudwire.Claims{Subject: "bob", Role: cloudwire.RoleUser, IssuedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)})
+	forged, err := cloudwire.SignToken(otherKey, cloudwire.Claims{Issuer: cloudwire.DefaultIssuer, Audience: cloudwire.Audience{cloudwire.DefaultAudience}, Subject: "bob", Role: cloudwire.RoleUser, IssuedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"testing"
 )
 
 // summaryMu serialises appends to the summary file within this process.
@@ -27,4 +28,20 @@ func tally(key string, n int) {
 	}
 	defer f.Close()
 	fmt.Fprintf(f, "%s %d\n", strings.ReplaceAll(key, " ", "_"), n)
+}
+
+// faultPrefix starts the summary key of each kind of fault; .ci/run lists
+// every key that starts with it (but fault_scenarios, the count of
+// scenarios) under "faults injected and survived".
+const faultPrefix = "fault_"
+
+// tallyFault counts n faults of one kind (kill_bridge, restart_cloud,
+// cut_link, disk_full, ...) that tb injected, under the key fault_<kind>,
+// unless tb has failed: only survived faults count.
+func tallyFault(tb testing.TB, kind string, n int) {
+	tb.Helper()
+	if tb.Failed() {
+		return
+	}
+	tally(faultPrefix+kind, n)
 }

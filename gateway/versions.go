@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -144,10 +145,26 @@ func (a *agent) startVersions(ctx context.Context) (*versionControl, error) {
 // and the notice, with the next stage's date, which the supernode puts in
 // its answer; the notice is also held at the supernode, once per device
 // and stage, as a message from legacywire.NoticesUser that this
-// registration delivers.
+// registration delivers. A new device of a user whose home is the cloud
+// that is not cloud-capable is refused like a soft-blocked one
+// (decideVersion, migrate.GuardLink); a certificate for the system
+// contact's id is refused as a bad certificate.
 func (a *agent) admitLegacy(cert legacywire.Certificate) (code, notice string) {
-	ctx := context.Background()
-	dec, known, ok := a.decideVersion(ctx, cert.User, cert.PeerID, cert.Platform, cert.ClientVersion, cert.Capabilities, a.legacyProtocol(cert.PeerID), migrate.SourceLegacy)
+	if errors.Is(migrate.CheckUserID(cert.User), migrate.ErrReservedUserID) {
+		// No certificate is issued for the system contact; one that exists
+		// anyway must not let a device speak as it.
+		return legacywire.CodeBadCertificate, "the user id " + cert.User + " is reserved for the system contact"
+	}
+	return a.admitOverlay(context.Background(), cert, a.spokenLegacyProtocol(cert.PeerID), migrate.SourceLegacy)
+}
+
+// admitOverlay is the version decision for an overlay device that spoke
+// protocol (0 when unknown) to source (migrate.SourceLegacy at the
+// supernode, SourceBridge at the bridge): the refusal code and notice, or
+// the notice alone (held once per device and stage as a message from the
+// system contact) for a device that is admitted but must be told.
+func (a *agent) admitOverlay(ctx context.Context, cert legacywire.Certificate, protocol int, source string) (code, notice string) {
+	dec, known, ok := a.decideVersion(ctx, cert.User, cert.PeerID, cert.Platform, cert.ClientVersion, cert.Capabilities, protocol, source)
 	switch {
 	case !ok:
 		return "", ""
@@ -219,24 +236,16 @@ func (a *agent) checkCloudClient(ctx context.Context, user string, h cloudwire.H
 
 // decideVersion applies the platform's version policy to one device of
 // user, with the user's phase and whether the device is already linked
-// taken from the migration state, and counts the decision. protocol is the
+// taken from the migration state, then the rule for new devices of users
+// whose home is the cloud (migrate.GuardLink: a device that is not
+// cloud-capable cannot be linked), and counts the decision. protocol is the
 // version the device actually speaks on network (migrate.SourceLegacy or
 // SourceCloud; 0 when unknown), checked against the policy's minimum for
 // that network whatever version the device claims. ok is false when
-// no policy applies (unknown platform, no policy, policy store down: the
-// device is admitted).
+// nothing applies (no policy for a valid platform, or the policy store is
+// down, and the link rule does not refuse: the device is admitted).
 func (a *agent) decideVersion(ctx context.Context, user, device, platform, version string, caps []string, protocol int, network string) (dec migrate.Decision, known, ok bool) {
-	if a.versions == nil || migrate.CheckPlatform(platform) != nil {
-		return dec, false, false
-	}
-	ctx, cancel := context.WithTimeout(ctx, admitTimeout)
-	defer cancel()
-	p, err := a.versions.policies.Get(ctx, platform)
-	if errors.Is(err, migrate.ErrPolicyNotFound) {
-		return dec, false, false
-	}
-	if err != nil {
-		a.log.Warn("version policy unavailable; admitting", "platform", platform, "err", err)
+	if a.versions == nil {
 		return dec, false, false
 	}
 	phase := migrate.PhaseLegacy
@@ -247,9 +256,31 @@ func (a *agent) decideVersion(ctx context.Context, user, device, platform, versi
 	if caps == nil {
 		caps = []string{}
 	}
-	dec = migrate.Decide(&p, phase, migrate.ClientDevice{ID: device, Platform: platform, Version: version,
-		Capabilities: caps, Protocol: protocol, Network: network, Known: known}, time.Now())
-	a.versions.decisions.WithLabelValues(p.Platform, string(dec.Stage), string(dec.Outcome)).Inc()
+	cd := migrate.ClientDevice{ID: device, Platform: platform, Version: version,
+		Capabilities: caps, Protocol: protocol, Network: network, Known: known}
+	now := time.Now()
+	var p *migrate.VersionPolicy
+	if migrate.CheckPlatform(platform) == nil {
+		ctx, cancel := context.WithTimeout(ctx, admitTimeout)
+		got, err := a.versions.policies.Get(ctx, platform)
+		cancel()
+		switch {
+		case err == nil:
+			p = &got
+			dec = migrate.Decide(p, phase, cd, now)
+		case !errors.Is(err, migrate.ErrPolicyNotFound):
+			a.log.Warn("version policy unavailable; admitting", "platform", platform, "err", err)
+		}
+	}
+	dec = migrate.GuardLink(p, dec, phase, cd)
+	label := migrate.OtherLabel // platforms are self-declared: only a policy's names one
+	switch {
+	case p != nil:
+		label = p.Platform
+	case !dec.Refuses(known):
+		return dec, known, false
+	}
+	a.versions.decisions.WithLabelValues(label, string(dec.Stage), string(dec.Outcome)).Inc()
 	return dec, known, true
 }
 
@@ -257,8 +288,12 @@ func (a *agent) decideVersion(ctx context.Context, user, device, platform, versi
 // chat protocol its libp2p stack announced to the supernode (identify), which
 // is what multistream-select settles on, whatever version the peer claims.
 // It is 0 while identify has not finished or without a supernode.
-func (a *agent) legacyProtocol(peerID string) int {
-	if a.snHost == nil {
+func (a *agent) legacyProtocol(peerID string) int { return chatProtocolOn(a.snHost, peerID) }
+
+// chatProtocolOn is the highest chat version the peer announced to h
+// (identify), 0 when unknown or h is nil.
+func chatProtocolOn(h host.Host, peerID string) int {
+	if h == nil {
 		return 0
 	}
 	id, err := peer.Decode(peerID)
@@ -266,7 +301,7 @@ func (a *agent) legacyProtocol(peerID string) int {
 		return 0
 	}
 	ids := legacy.ChatProtocolIDs(0) // highest first
-	got, err := a.snHost.Peerstore().FirstSupportedProtocol(id, ids...)
+	got, err := h.Peerstore().FirstSupportedProtocol(id, ids...)
 	if err != nil || got == "" {
 		return 0
 	}

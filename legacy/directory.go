@@ -22,7 +22,7 @@ type Directory struct {
 	h          host.Host
 	self       legacywire.Certificate
 	supernodes []peer.AddrInfo
-	preferred  atomic.Int32           // index of the supernode that last answered
+	preferred  atomic.Int64           // index of the supernode that last answered
 	notice     atomic.Pointer[string] // the last registration's notice
 }
 
@@ -157,7 +157,7 @@ func (d *Directory) roundTrip(ctx context.Context, req legacywire.DirRequest) (l
 		resp, err := d.roundTripTo(ctx, d.supernodes[idx], req)
 		if err == nil || errors.Is(err, ErrRefused) || ctx.Err() != nil {
 			if err == nil || errors.Is(err, ErrRefused) {
-				d.preferred.Store(int32(idx))
+				d.preferred.Store(int64(idx))
 			}
 			return resp, err
 		}

@@ -24,7 +24,7 @@ func appendMediaFrame(dst, b []byte) ([]byte, error) {
 	if len(b) > MaxMediaFrameSize {
 		return dst, fmt.Errorf("%w: media frame of %d bytes", legacywire.ErrFrameTooLarge, len(b))
 	}
-	dst = binary.BigEndian.AppendUint16(dst, uint16(len(b)))
+	dst = binary.BigEndian.AppendUint16(dst, uint16(len(b))) // #nosec G115 -- len(b) <= MaxMediaFrameSize (16 KiB), checked above
 	return append(dst, b...), nil
 }
 

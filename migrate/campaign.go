@@ -177,10 +177,11 @@ type Gates struct {
 	// ActiveWithin is how far back a device counts as recently active;
 	// zero means every known device.
 	ActiveWithin Duration `json:"active_within,omitempty"`
-	// MinVersion maps a platform to the lowest client version that speaks
-	// the cloud protocol. Every recently active device of a listed platform
-	// must be at least that version; a recently active device of an
-	// unlisted platform fails the gate when the map is not empty.
+	// MinVersion turns the device gate on: every recently active device
+	// must have the cloud capability. The device census decides for a
+	// device it saw speak (CheckDevices); for the others MinVersion maps a
+	// platform to the lowest declared client version taken to have it, and
+	// a device of an unlisted platform fails the gate.
 	MinVersion map[string]string `json:"min_version,omitempty"`
 	// Backfill requires the bridge to report the user's history copied
 	// into the cloud in full (ShadowReport.BackfillDone).
@@ -617,30 +618,89 @@ func (f Filter) Eligible(u *User) bool {
 	return true
 }
 
-// Check returns "" when the user passes the device gate at now, or why not:
-// GateDeviceVersion when a recently active device (ActiveWithin; every
-// known device when zero) is of an unlisted platform or below its
-// platform's minimum, GateDeviceInconclusive when the user has no recently
-// active device to judge by. The minimum version is the proxy for "speaks
-// the cloud protocol": the records keep what each device declared (the
-// census of census.go groups the same fields), not the protocol it spoke.
-func (g Gates) Check(u *User, now time.Time) string {
+// Check is CheckDevices without a device census: declared versions alone.
+func (g Gates) Check(u *User, now time.Time) string { return g.CheckDevices(u, now, nil) }
+
+// CheckDevices returns "" when the user passes the device gate at now, or
+// why not. The gate is on when MinVersion is set; it judges every recently
+// active device (ActiveWithin; every known device when zero):
+//   - by the census (dc) when it saw the device speak: a device that spoke
+//     a protocol without the cloud capability (CensusDevice.CloudCapability)
+//     fails with GateDeviceCapability, whatever version it declares, and one
+//     that spoke a cloud-capable protocol passes;
+//   - by its declared version only when the census never saw it, or could
+//     not tell what it spoke: below its platform's MinVersion, or of an
+//     unlisted platform, fails with GateDeviceVersion.
+//
+// A user with no recently active device is GateDeviceInconclusive.
+func (g Gates) CheckDevices(u *User, now time.Time, dc CensusSource) string {
 	if len(g.MinVersion) == 0 {
 		return ""
 	}
 	judged := 0
 	for _, d := range u.Devices {
-		if g.ActiveWithin > 0 && now.Sub(d.LastSeen) > time.Duration(g.ActiveWithin) {
+		if !g.recent(d, now) {
 			continue
 		}
 		judged++
-		min, ok := g.MinVersion[d.Platform]
-		if !ok || CompareVersions(d.ClientVersion, min) < 0 {
-			return GateDeviceVersion
+		if why := g.judgeDevice(u.ID, d, dc); why != "" {
+			return why
 		}
 	}
 	if judged == 0 {
 		return GateDeviceInconclusive
+	}
+	return ""
+}
+
+// recent reports whether d counts as recently active at now.
+func (g Gates) recent(d Device, now time.Time) bool {
+	return g.ActiveWithin <= 0 || now.Sub(d.LastSeen) <= time.Duration(g.ActiveWithin)
+}
+
+// judgeDevice is one device's verdict for the device gates: "" (capable),
+// GateDeviceCapability, GateDeviceVersion, or GateDeviceInconclusive when
+// neither the census nor a MinVersion entry can tell.
+func (g Gates) judgeDevice(user string, d Device, dc CensusSource) string {
+	if dc != nil {
+		if cd, ok := dc.Get(user, d.ID); ok {
+			if capable, known, _ := cd.CloudCapability(); known {
+				if !capable {
+					return GateDeviceCapability
+				}
+				return ""
+			}
+		}
+	}
+	if len(g.MinVersion) == 0 {
+		return GateDeviceInconclusive
+	}
+	min, ok := g.MinVersion[d.Platform]
+	if !ok || CompareVersions(d.ClientVersion, min) < 0 {
+		return GateDeviceVersion
+	}
+	return ""
+}
+
+// CheckCloud returns "" when the user may go from ready to cloud at now:
+// no recently active device is known to lack the cloud capability. Unlike
+// the shadow gates it always applies, whatever MinVersion says, because a
+// device without the capability would be stranded by the move (DESIGN.md
+// "Migration phases"). It holds on evidence, as the manual phase change
+// refuses on evidence (CheckCloudMove): a device the census saw speak a
+// protocol without the capability holds the user (GateDeviceCapability);
+// one the census never saw speak is judged by its declared version when
+// MinVersion lists its platform (GateDeviceVersion), and otherwise does not
+// hold the user (records written before the census existed, or devices
+// evicted from it, would hold every such user forever).
+func (g Gates) CheckCloud(u *User, now time.Time, dc CensusSource) string {
+	for _, d := range u.Devices {
+		if !g.recent(d, now) {
+			continue
+		}
+		if why := g.judgeDevice(u.ID, d, dc); why != "" && why != GateDeviceInconclusive {
+			return why
+		}
 	}
 	return ""
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 )
@@ -120,6 +121,36 @@ func TestScheduleWithFakeClock(t *testing.T) {
 			}
 			if late := DryRun(sn, &p, 0, day(7)); late.Enforced != dry.AffectedDevices || late.Pending != 0 {
 				t.Fatalf("report after retirement %+v", late)
+			}
+
+			// The report (`versions report`: DryRun's pending and enforced)
+			// taken at every moment of the schedule says what the
+			// enforcement points do at that moment: enforced is exactly the
+			// known devices refused, pending the rest of the affected, and
+			// every warned device is told, with the date of the next stage.
+			for _, now := range []time.Time{day(0), day(1), day(2), day(3), day(4), day(4).Add(6 * time.Hour),
+				day(4).Add(12 * time.Hour), day(4).Add(18 * time.Hour), day(5), day(6), day(7)} {
+				rep := DryRun(sn, &p, 0, now)
+				refused, warned, byPhase := refusedAt(now, true)
+				if rep.AffectedDevices != dry.AffectedDevices || rep.Enforced != refused || rep.Pending != dry.AffectedDevices-refused ||
+					rep.ByOutcome[VersionWarn] != warned {
+					t.Fatalf("%s (%s): report affected %d pending %d enforced %d warned %d; enforcement refuses %d known devices and warns %d",
+						now.Format(time.RFC3339), rep.Stage, rep.AffectedDevices, rep.Pending, rep.Enforced, rep.ByOutcome[VersionWarn], refused, warned)
+				}
+				if scoped && byPhase[PhaseLegacy]+byPhase[PhaseShadow] != 0 {
+					t.Fatalf("%s: unmigrated devices refused under a migrated-only scope: %v", now.Format(time.RFC3339), byPhase)
+				}
+				eachUser(sn, func(u *User) {
+					for _, d := range u.Devices {
+						dec := Decide(&p, u.Phase, ClientDeviceOf(d, true), now)
+						if dec.Tells(true) && (dec.NextStage == "" || !strings.Contains(dec.Notice, dec.NextStageAt.UTC().Format("2006-01-02 15:04"))) {
+							t.Fatalf("%s: %s is admitted with notice %q, which does not date the next stage %s", now.Format(time.RFC3339), d.ID, dec.Notice, dec.NextStage)
+						}
+						if dec.Outcome == VersionWarn && !dec.Tells(false) {
+							t.Fatalf("%s: %s warned without a notice", now.Format(time.RFC3339), d.ID)
+						}
+					}
+				})
 			}
 		})
 	}

@@ -42,6 +42,18 @@ type BatchMover interface {
 	TransitionMany(ctx context.Context, ops []UserOp) []error
 }
 
+// AuditedMover applies many operations at once, each with its audit event
+// (migratestore.Store): events[i] is in the audit log, durably, before
+// ops[i]'s compare-and-set is sent, and only when ops[i] writes, so that
+// no committed move is ever without its event; an event whose move never
+// landed (a lost compare-and-set, a crash in between) is dropped by the
+// log's reader. The result is BatchMover's: nil when the op was applied or
+// was a repeat (whose event the move it repeats wrote). When Users has it,
+// the driver records only the refusals and errors itself.
+type AuditedMover interface {
+	TransitionManyAudited(ctx context.Context, ops []UserOp, events []AuditEvent) []error
+}
+
 // CampaignStore keeps campaigns durably (migratestore.Campaigns).
 type CampaignStore interface {
 	List(ctx context.Context) ([]Campaign, error)
@@ -422,7 +434,14 @@ func (d *Driver) advance(ctx context.Context, c Campaign, frozen bool) error {
 		ops[i] = UserOp{User: m.User, Op: Op{ID: c.OpID(m.Step, m.User, m.To), To: m.To, At: now,
 			Reason: fmt.Sprintf("campaign %s step %d (target %d bp)", c.Name, m.Step, c.Steps[m.Step].TargetBP)}}
 	}
-	results := d.apply(ctx, ops)
+	// Every move of a tick is of the current step: its events share the
+	// maps (nothing changes them once built).
+	values := map[string]float64{"actual_bp": float64(sv.ActualBP()), "pending": float64(sv.Pending)}
+	thresholds := map[string]float64{"target_bp": float64(c.Steps[c.Step].TargetBP), "per_minute": float64(c.PerMinute())}
+	events := moveEvents(now, c, moves, ops, func(ev *AuditEvent, m Move) {
+		ev.Values, ev.Thresholds = values, thresholds
+	})
+	results, audited := d.apply(ctx, ops, events)
 	if ctx.Err() != nil {
 		// Moves that failed for want of time did not happen (or will
 		// repeat harmlessly under the same op id): their tokens go back.
@@ -434,24 +453,37 @@ func (d *Driver) advance(ctx context.Context, c Campaign, frozen bool) error {
 		}
 		d.giveBack(&c, failed)
 	}
-	return d.recordResults(ctx, now, c, moves, ops, results, func(ev *AuditEvent, m Move) {
-		ev.Values = map[string]float64{"actual_bp": float64(sv.ActualBP()), "pending": float64(sv.Pending)}
-		ev.Thresholds = map[string]float64{"target_bp": float64(c.Steps[m.Step].TargetBP), "per_minute": float64(c.PerMinute())}
-	})
+	return d.recordResults(ctx, c, moves, events, results, audited)
 }
 
 // auditGrace bounds the audit write of moves that landed after ctx ended.
 const auditGrace = 5 * time.Second
 
-// recordResults reports and audits the outcome of each move (results[i] is
-// the error of ops[i]), decorating each event with decorate when non-nil.
-// The moves that landed are audited even once ctx has ended (within
-// auditGrace); then ctx's error is returned.
-func (d *Driver) recordResults(ctx context.Context, now time.Time, c Campaign, moves []Move, ops []UserOp, results []error, decorate func(*AuditEvent, Move)) error {
-	events := make([]AuditEvent, 0, len(moves))
+// moveEvents builds the audit event of each move as if it succeeded
+// (ops[i] makes moves[i]), decorated by decorate when non-nil.
+func moveEvents(now time.Time, c Campaign, moves []Move, ops []UserOp, decorate func(*AuditEvent, Move)) []AuditEvent {
+	events := make([]AuditEvent, len(moves))
+	for i, m := range moves {
+		op := ops[i].Op
+		events[i] = AuditEvent{At: now, Kind: AuditTransition, Actor: ActorDriver, OpID: op.ID, Campaign: c.Name, Step: m.Step,
+			User: m.User, From: string(m.From), To: string(m.To), Reason: op.Reason, Result: ResultOK}
+		if decorate != nil {
+			decorate(&events[i], m)
+		}
+	}
+	return events
+}
+
+// recordResults reports the outcome of each move (results[i] is the error
+// of moves[i], events[i] its event) and audits it: every outcome, or, when
+// the mover audited the moves that landed itself (audited), only the
+// refusals and errors. The events are audited even once ctx has ended
+// (within auditGrace); then ctx's error is returned.
+func (d *Driver) recordResults(ctx context.Context, c Campaign, moves []Move, events []AuditEvent, results []error, audited bool) error {
+	record := events[:0:0]
 	var errs []error
 	for i, m := range moves {
-		op, err := ops[i].Op, results[i]
+		err := results[i]
 		result := ResultOK
 		switch {
 		case err == nil:
@@ -464,25 +496,25 @@ func (d *Driver) recordResults(ctx context.Context, now time.Time, c Campaign, m
 		if d.cfg.OnTransition != nil {
 			d.cfg.OnTransition(m.From, m.To, result)
 		}
-		ev := AuditEvent{At: now, Kind: AuditTransition, Actor: ActorDriver, OpID: op.ID, Campaign: c.Name, Step: m.Step,
-			User: m.User, From: string(m.From), To: string(m.To), Reason: op.Reason, Result: result}
-		if decorate != nil {
-			decorate(&ev, m)
+		if err == nil && audited {
+			continue // in the log before its compare-and-set
 		}
+		ev := events[i]
+		ev.Result = result
 		if err != nil {
 			ev.Reason = err.Error()
 		}
-		events = append(events, ev)
+		record = append(record, ev)
 	}
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditGrace)
 		defer cancel()
-		if err := d.cfg.Audit.Record(actx, events...); err != nil {
+		if err := d.cfg.Audit.Record(actx, record...); err != nil {
 			d.log.Warn("audit of moves after the context ended", "campaign", c.Name, "err", err)
 		}
 		return ctxErr
 	}
-	if err := d.cfg.Audit.Record(ctx, events...); err != nil {
+	if err := d.cfg.Audit.Record(ctx, record...); err != nil {
 		errs = append(errs, fmt.Errorf("audit: %w", err))
 	}
 	if len(errs) > 3 {
@@ -566,15 +598,21 @@ func (d *Driver) rollback(ctx context.Context, c Campaign) error {
 	for i, m := range moves {
 		ops[i] = UserOp{User: m.User, Op: Op{ID: opID(m.User), To: PhaseShadow, At: now, Reason: reason}}
 	}
-	return d.recordResults(ctx, now, c, moves, ops, d.apply(ctx, ops), nil)
+	events := moveEvents(now, c, moves, ops, nil)
+	results, audited := d.apply(ctx, ops, events)
+	return d.recordResults(ctx, c, moves, events, results, audited)
 }
 
-// apply makes the moves, in one batch when Users is a BatchMover and one by
-// one otherwise, and returns one error per op. Once ctx ends, the ops not yet
-// tried fail with its error.
-func (d *Driver) apply(ctx context.Context, ops []UserOp) []error {
+// apply makes the moves (events[i] is the audit event of ops[i]): with
+// their events when Users is an AuditedMover (audited is then true), else
+// in one batch when it is a BatchMover, else one by one; it returns one
+// error per op. Once ctx ends, the ops not yet tried fail with its error.
+func (d *Driver) apply(ctx context.Context, ops []UserOp, events []AuditEvent) (results []error, audited bool) {
+	if am, ok := d.cfg.Users.(AuditedMover); ok {
+		return am.TransitionManyAudited(ctx, ops, events), true
+	}
 	if bm, ok := d.cfg.Users.(BatchMover); ok && len(ops) > 1 {
-		return bm.TransitionMany(ctx, ops)
+		return bm.TransitionMany(ctx, ops), false
 	}
 	errs := make([]error, len(ops))
 	for i, uo := range ops {
@@ -584,7 +622,7 @@ func (d *Driver) apply(ctx context.Context, ops []UserOp) []error {
 		}
 		_, errs[i] = d.cfg.Users.Transition(ctx, uo.User, uo.Op)
 	}
-	return errs
+	return errs, false
 }
 
 // NewSalt returns a random cohort salt for a campaign that starts without

@@ -155,6 +155,27 @@ func (r *driverRig) run(t *testing.T, d time.Duration) {
 	}
 }
 
+// runTwo runs the rig's driver and a second one moving users with mover,
+// as a restart or a second agent would, for a minute of bubble time; it
+// checks that all n users reached cloud and returns the successful
+// transitions audited.
+func (r *driverRig) runTwo(t *testing.T, mover UserMover, n int) []AuditEvent {
+	t.Helper()
+	d2, err := NewDriver(DriverConfig{State: r.st, Users: mover, Campaigns: r.cs, Audit: r.audit, Tick: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	go d2.Run(ctx)
+	r.run(t, time.Minute)
+	cancel()
+	synctest.Wait()
+	if got := r.st.Snapshot().Count(PhaseCloud); got != n {
+		t.Fatalf("%d in cloud, want %d", got, n)
+	}
+	return r.audit.transitions()
+}
+
 // usersBelow counts the rig's first n users whose bucket under salt is
 // below maxBP: those a step of that target covers.
 func usersBelow(salt string, n, maxBP int) int {
@@ -298,20 +319,8 @@ func TestDriverStepsLoweringAndRollback(t *testing.T) {
 func TestDriverRepeatIsIdempotent(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRig(t, 200, Campaign{Name: "twice", Steps: []Step{{TargetBP: BasisPoints}}, Pace: Pace{PerMinute: 60000}})
-		d2, err := NewDriver(DriverConfig{State: r.st, Users: memMover{r.st}, Campaigns: r.cs, Audit: r.audit, Tick: time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(t.Context())
-		go d2.Run(ctx)
-		r.run(t, time.Minute)
-		cancel()
-		synctest.Wait()
-		if got := r.st.Snapshot().Count(PhaseCloud); got != 200 {
-			t.Fatalf("%d in cloud", got)
-		}
 		seen := map[string]int{}
-		for _, e := range r.audit.transitions() {
+		for _, e := range r.runTwo(t, memMover{r.st}, 200) {
 			seen[e.OpID]++
 		}
 		ids := make([]string, 0, len(seen))
@@ -454,6 +463,63 @@ func TestDriverFastPace(t *testing.T) {
 		}
 		if most != perSecond {
 			t.Errorf("the busiest tick made %d moves, want %d (ticks: %v)", most, perSecond, perTick)
+		}
+	})
+}
+
+// auditedMover is memMover as an AuditedMover: like the store, it writes an
+// op's event only when the op writes, and one op at a time (the store's
+// compare-and-set lets only one of two drivers' writes land).
+type auditedMover struct {
+	memMover
+	audit *memAudit
+	mu    *sync.Mutex
+}
+
+func (m auditedMover) TransitionManyAudited(ctx context.Context, ops []UserOp, events []AuditEvent) []error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	errs := make([]error, len(ops))
+	for i, uo := range ops {
+		before, _ := m.st.Get(uo.User)
+		after, err := m.Transition(ctx, uo.User, uo.Op)
+		errs[i] = err
+		if err == nil && after.Revision != before.Revision {
+			ev := events[i]
+			ev.From = string(before.Phase)
+			m.audit.Record(ctx, ev)
+		}
+	}
+	return errs
+}
+
+// TestDriverAuditedMoverAuditsOnce runs two drivers on one campaign with a
+// mover that audits the moves it writes: the driver records no event of its
+// own for a move that succeeded, so each move is audited exactly once, with
+// the values and thresholds that drove it, even when the other driver
+// repeats it.
+func TestDriverAuditedMoverAuditsOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, 200, Campaign{Name: "once", Steps: []Step{{TargetBP: BasisPoints}}, Pace: Pace{PerMinute: 60000}})
+		mover := auditedMover{memMover{r.st}, r.audit, &sync.Mutex{}}
+		var err error
+		if r.d, err = NewDriver(DriverConfig{State: r.st, Users: mover, Campaigns: r.cs, Audit: r.audit, Tick: time.Second}); err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]int{}
+		for _, e := range r.runTwo(t, mover, 200) {
+			seen[e.OpID]++
+			if e.Values == nil || e.Thresholds == nil {
+				t.Errorf("event %s without values or thresholds", e.OpID)
+			}
+		}
+		if len(seen) != 600 {
+			t.Errorf("%d distinct operations audited, want 600", len(seen))
+		}
+		for id, n := range seen {
+			if n != 1 {
+				t.Errorf("operation %s audited %d times, want once", id, n)
+			}
 		}
 	})
 }

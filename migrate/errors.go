@@ -24,6 +24,11 @@ var (
 	// token.
 	ErrInvalidUserID = errors.New("migrate: invalid user id")
 
+	// ErrReservedUserID is returned by CheckUserID (and so by every caller
+	// that checks ids) for the system contact's id, NoticesUser. It matches
+	// ErrInvalidUserID too.
+	ErrReservedUserID = fmt.Errorf("%w: reserved for the system", ErrInvalidUserID)
+
 	// ErrInvalidDevice is returned by stores (migratestore.Store.SeeDevice)
 	// for a device without an id.
 	ErrInvalidDevice = errors.New("migrate: invalid device")

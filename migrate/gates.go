@@ -5,6 +5,7 @@ package migrate
 // missing or too thin: the user waits, neither passed nor failed.
 const (
 	GateDeviceVersion        = "gate:device_version"
+	GateDeviceCapability     = "gate:device_capability"
 	GateDeviceInconclusive   = "gate:device_inconclusive"
 	GateBackfill             = "gate:backfill"
 	GateBackfillInconclusive = "gate:backfill_inconclusive"

@@ -91,7 +91,13 @@ const maxUserIDLen = 64
 // CheckUserID returns an error wrapping ErrInvalidUserID unless id is 1 to 64
 // characters of [A-Za-z0-9_-]. Ids are used as NATS subject tokens and KV
 // keys, where dots, wildcards and spaces would change the meaning.
+//
+// The system contact's id (NoticesUser) is refused too, with
+// ErrReservedUserID: no record, certificate or token may create that user.
 func CheckUserID(id string) error {
+	if isReservedUserID(id) {
+		return fmt.Errorf("%w: %q is the system contact", ErrReservedUserID, id)
+	}
 	if id == "" {
 		return fmt.Errorf("%w: empty", ErrInvalidUserID)
 	}

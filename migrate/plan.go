@@ -95,7 +95,9 @@ type Verdict struct {
 }
 
 // Judge returns the verdict on u, which Place put in step (≥ 0); src feeds
-// the shadow gates (nil: none, so those gates are inconclusive).
+// the shadow gates (nil: none, so those gates are inconclusive), and the
+// device gates too when it is also a CensusSource. A user in ready goes to
+// cloud only when Gates.CheckCloud passes, whatever the step's gates.
 func (c *Campaign) Judge(u *User, pl Placement, now time.Time, src ShadowSource) Verdict {
 	switch {
 	case c.reached(u.Phase):
@@ -107,8 +109,14 @@ func (c *Campaign) Judge(u *User, pl Placement, now time.Time, src ShadowSource)
 	case u.Phase == PhaseFailed:
 		return Verdict{HeldBack: HeldFailed}
 	}
+	dc, _ := src.(CensusSource) // the device gates read the census when src has it
 	if u.Phase == PhaseLegacy || u.Phase == PhaseShadow {
-		if g := c.Steps[pl.Step].Gates.Check(u, now); g != "" {
+		if g := c.Steps[pl.Step].Gates.CheckDevices(u, now, dc); g != "" {
+			return Verdict{HeldBack: g}
+		}
+	}
+	if u.Phase == PhaseReady && c.NextPhase(u.Phase) == PhaseCloud {
+		if g := c.Steps[pl.Step].Gates.CheckCloud(u, now, dc); g != "" {
 			return Verdict{HeldBack: g}
 		}
 	}

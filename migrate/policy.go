@@ -534,8 +534,8 @@ func (p *VersionPolicy) jitter(device string) time.Duration {
 	h.Write([]byte(p.Platform))
 	h.Write([]byte{0})
 	h.Write([]byte(device))
-	frac := h.Sum64() % uint64(BasisPoints)
-	return time.Duration(uint64(w) / uint64(BasisPoints) * frac)
+	frac := int64(h.Sum64() % uint64(BasisPoints)) // #nosec G115 -- below BasisPoints (10,000)
+	return w / BasisPoints * time.Duration(frac)
 }
 
 func (p *VersionPolicy) notice(d ClientDevice, reason string) string {

@@ -36,6 +36,11 @@ type User struct {
 	OpID string `json:"op_id,omitempty"`
 	// Devices are the user's known devices.
 	Devices []Device `json:"devices,omitempty"`
+	// Audit is the audit log's sequence of the event written (before the
+	// write) for the last audited transition of this record; other writes
+	// keep it. The store follows it to tell the transitions that committed
+	// from those whose compare-and-set never landed (migratestore's doc).
+	Audit uint64 `json:"audit,omitempty"`
 	// Revision is the KV revision of the record; set by the store on read.
 	Revision uint64 `json:"revision"`
 }

@@ -193,7 +193,7 @@ var testKey = ed25519.NewKeyFromSeed([]byte("ferry cloudweb test key........."))
 func token(tb testing.TB, sub, role string) string {
 	tb.Helper()
 	now := time.Now()
-	tok, err := cloudwire.SignToken(testKey, cloudwire.Claims{Subject: sub, Role: role, IssuedAt: now, ExpiresAt: now.Add(time.Hour)})
+	tok, err := cloudwire.SignToken(testKey, cloudwire.Claims{Issuer: cloudwire.DefaultIssuer, Audience: cloudwire.Audience{cloudwire.DefaultAudience}, Subject: sub, Role: role, IssuedAt: now, ExpiresAt: now.Add(time.Hour)})
 	if err != nil {
 		tb.Fatal(err)
 	}

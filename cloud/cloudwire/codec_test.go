@@ -50,6 +50,7 @@ var goldenFrames = []struct {
 	{"send_group", Send{Ref: "12", Conv: GroupConversationID("alice", "0190b6d2-2222-7000-8000-000000000001"), MsgID: "0190b6d2-2222-7000-8000-000000000003", Text: "hello all"}},
 	{"event_system_notice", Event{Cursor: 71, User: "alice", Kind: KindSystem, Conv: DirectConversationID(SystemContact, "alice"), Seq: 1, MsgID: "ntc0123456789abcdef0123456789abcdef", From: SystemContact, To: "alice", Text: "Your android app (version 4.1.0) is no longer supported; please update to 5.2 or later.", At: at}},
 	{"event_system_moved", Event{Cursor: 72, User: "bob", Kind: KindSystem, Conv: DirectConversationID("alice", "bob"), Seq: 9, MsgID: "sys0123456789abcdef0123456789abcdef", From: "alice", To: "bob", Text: "alice moved to the new app", At: at}},
+	{"event_undeliverable", Event{Cursor: 73, User: "alice", Kind: KindUndeliverable, Conv: DirectConversationID("alice", "bob"), Seq: 3, MsgID: "0190b6d2-1111-7000-8000-00000000000a", From: "alice", To: "bob", Reason: UndeliverableExpired, At: at}},
 	{"event_group", Event{Cursor: 70, User: "dave", Kind: KindGroup, Conv: GroupConversationID("alice", "0190b6d2-2222-7000-8000-000000000001"), Seq: 2, MsgID: "0190b6d2-2222-7000-8000-000000000002", From: "alice", FromDevice: "dev-1", Op: GroupAdd, Members: []string{"dave"}, At: at}},
 	{"page_group", Page{Ref: "13", Conv: GroupConversationID("alice", "0190b6d2-2222-7000-8000-000000000001"), Head: 3,
 		Msgs: []Message{

@@ -24,7 +24,8 @@ var (
 	ErrTextTooLong = errors.New("cloudwire: text too long")
 )
 
-// Errors returned by VerifyToken.
+// Errors returned by TokenPolicy.Verify (token.go defines the reasons
+// that wrap ErrBadToken).
 var (
 	// ErrBadToken is returned for a token that is malformed, carries a bad
 	// signature or invalid claims, or is not valid yet.

@@ -48,7 +48,16 @@ const Subprotocol = "ferry.v1"
 //	   that contact's conversation, once per device and stage, and a note
 //	   in every conversation of a user who moved between the classic app
 //	   and the new one (From is that user).
-const ProtocolVersion = 7
+//	8: event kind undeliverable: the bridge gave up on a message for a
+//	   recipient on the classic app (no device of theirs could be reached
+//	   before the bridge's queue expired it); the sender's inbox gets one
+//	   event naming the message (Conv, Seq, MsgID, To) with a Reason, in
+//	   place of the notice message earlier versions got.
+//	9: files: Send and Event (and Message) carry an optional file (File: id,
+//	   name, size, mime, sha256) naming an attachment uploaded over HTTP
+//	   (PUT /v1/files) and downloaded by conversation members (GET
+//	   /v1/files/ID); Text is its caption. Earlier clients show the text.
+const ProtocolVersion = 9
 
 // Size limits. A frame is one WebSocket text message.
 const (
@@ -136,6 +145,18 @@ const (
 	// each of From's conversations). Text is for display; clients do not
 	// answer or receipt it.
 	KindSystem = "system"
+	// KindUndeliverable (v8): the message MsgID (Conv, Seq) that From
+	// sent to To was given up on, for Reason (Undeliverable* constants),
+	// at At. Only the sender's inbox gets it, once per message and
+	// recipient; clients mark the message as not delivered.
+	KindUndeliverable = "undeliverable"
+)
+
+// Reasons of a KindUndeliverable event.
+const (
+	// UndeliverableExpired: no device of the recipient could be reached
+	// before the message expired in the bridge's queue.
+	UndeliverableExpired = "expired"
 )
 
 // SystemContact is the user id notices come from. It is reserved: no
@@ -302,6 +323,9 @@ type Send struct {
 	// UUIDv7 or ULID); it is the idempotency key.
 	MsgID string `json:"msg_id"`
 	Text  string `json:"text"`
+	// File (v9) attaches a file uploaded to this conversation by the
+	// sender; the service checks it and stores its own copy of the fields.
+	File *File `json:"file,omitempty"`
 }
 
 // Ack answers a Send (or a Receipt) that was stored.
@@ -361,10 +385,15 @@ type Event struct {
 	UpTo uint64 `json:"up_to,omitempty"`
 	// Op, Members and Name describe a group change (KindGroup only):
 	// From created the group with Members, or added or removed Members.
-	Op      string    `json:"op,omitempty"`
-	Members []string  `json:"members,omitempty"`
-	Name    string    `json:"name,omitempty"`
-	At      time.Time `json:"at"`
+	Op      string   `json:"op,omitempty"`
+	Members []string `json:"members,omitempty"`
+	Name    string   `json:"name,omitempty"`
+	// Reason says why a message is undeliverable (KindUndeliverable
+	// only).
+	Reason string `json:"reason,omitempty"`
+	// File is the message's attachment (v9, KindMsg only).
+	File *File     `json:"file,omitempty"`
+	At   time.Time `json:"at"`
 }
 
 // Group creates a group conversation or changes its members. It is
@@ -501,10 +530,12 @@ type Message struct {
 	To         string `json:"to,omitempty"`
 	Text       string `json:"text,omitempty"`
 	// Op, Members and Name describe a group change (KindGroup).
-	Op      string    `json:"op,omitempty"`
-	Members []string  `json:"members,omitempty"`
-	Name    string    `json:"name,omitempty"`
-	At      time.Time `json:"at"`
+	Op      string   `json:"op,omitempty"`
+	Members []string `json:"members,omitempty"`
+	Name    string   `json:"name,omitempty"`
+	// File is the message's attachment (v9).
+	File *File     `json:"file,omitempty"`
+	At   time.Time `json:"at"`
 }
 
 // ReceiptState is one user's cumulative receipts in a conversation: every
@@ -630,6 +661,9 @@ func (s Send) Validate() error {
 	}
 	if len(s.Text) > MaxTextSize {
 		return ErrTextTooLong
+	}
+	if s.File != nil {
+		return s.File.Validate()
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package cloudwire
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -42,10 +43,12 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
+// FuzzVerifyToken: no input crashes the token parser, and the only token
+// accepted is the one signed (no malleable encoding, no forgery).
 func FuzzVerifyToken(f *testing.F) {
 	pub, priv := testKey(f)
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	tok, err := SignToken(priv, Claims{Subject: "alice", Role: RoleBridge, IssuedAt: now, ExpiresAt: now.Add(time.Hour)})
+	tok, err := SignToken(priv, Claims{Issuer: DefaultIssuer, Subject: "alice", Audience: Audience{DefaultAudience}, Role: RoleBridge, IssuedAt: now, ExpiresAt: now.Add(time.Hour)})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -53,9 +56,21 @@ func FuzzVerifyToken(f *testing.F) {
 	f.Add("")
 	f.Add("a.b")
 	f.Add(tok[:len(tok)-2] + "AA")
+	f.Add(rawToken(nil, `{"alg":"none","typ":"JWT"}`, `{"sub":"alice"}`))
+	f.Add(rawToken(priv, `{"alg":"EdDSA","typ":"JWT","crit":["b64"]}`, `{"aud":["ferry-cloud","x"],"iat":1.5e9}`))
+	files, _ := filepath.Glob(filepath.Join("testdata", "token_*.txt"))
+	for _, p := range files {
+		if b, err := os.ReadFile(p); err == nil {
+			f.Add(string(bytes.TrimSpace(b)))
+		}
+	}
+	pol := TokenPolicy{Key: pub}
 	f.Fuzz(func(t *testing.T, token string) {
-		c, err := VerifyToken(pub, token, now)
+		c, err := pol.Verify(token, now)
 		if err != nil {
+			if !errors.Is(err, ErrBadToken) && !errors.Is(err, ErrTokenExpired) {
+				t.Fatalf("error %v is neither ErrBadToken nor ErrTokenExpired", err)
+			}
 			return
 		}
 		if token != tok {

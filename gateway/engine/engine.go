@@ -14,6 +14,14 @@
 // cost `gateway bench floor` measures on the machine at hand (it prints the
 // fdatasync writes/s).
 //
+// A full disk: JetStream answers nothing to a publish it cannot write, so
+// the publisher times out and retries, and the stream then refuses every
+// later write, even after space returns. The embedded engine watches for
+// that (see storage.go): it logs the write error once, reports it through
+// StorageErr (the agent's /healthz answers 503 with it), and once a probe
+// write shows space again it restarts JetStream, which reloads every
+// stream from its files, so writes resume without an operator.
+//
 // It imports no Ferry package.
 package engine
 
@@ -57,6 +65,10 @@ type Config struct {
 	// that processes other than the agent (a separate bridge) can use it.
 	// The agent itself still connects in-process.
 	Listen string
+	// StorageCheck is how often the embedded engine checks its streams
+	// for write errors (a full disk) and, while one is reported, whether
+	// space has returned (default DefaultStorageCheck).
+	StorageCheck time.Duration
 	// Name is the client connection name seen by the server.
 	Name   string
 	Logger *slog.Logger
@@ -70,6 +82,9 @@ func (c Config) Validate() error {
 	if c.SyncInterval < 0 {
 		return errors.New("engine: negative SyncInterval")
 	}
+	if c.StorageCheck < 0 {
+		return errors.New("engine: negative StorageCheck")
+	}
 	return nil
 }
 
@@ -81,6 +96,7 @@ type Engine struct {
 
 	srv       *server.Server
 	syncEvery time.Duration // the embedded server's fsync interval
+	storage   *storageWatch // nil for an external engine
 	log       *slog.Logger
 	closeOnce sync.Once
 	closeErr  error
@@ -119,11 +135,12 @@ func Start(cfg Config) (*Engine, error) {
 		if e.syncEvery == 0 {
 			e.syncEvery = DefaultSyncInterval
 		}
-		srv, err := startEmbedded(cfg)
+		srv, jsc, err := startEmbedded(cfg)
 		if err != nil {
 			return nil, err
 		}
 		e.srv = srv
+		e.storage = newStorageWatch(srv, jsc, cfg.StorageCheck, log)
 		opts = append(opts, nats.InProcessServer(srv))
 		url = "in-process"
 		log.Info("embedded nats started", "store", filepath.Join(cfg.DataDir, "jetstream"))
@@ -140,12 +157,18 @@ func Start(cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("engine: jetstream: %w", err)
 	}
 	e.Conn, e.JS = nc, js
+	if e.storage != nil {
+		go e.storage.run()
+	}
 	return e, nil
 }
 
-func startEmbedded(cfg Config) (*server.Server, error) {
+// startEmbedded starts the in-process server and returns it with the
+// JetStream configuration it started with (the storage watch re-enables
+// JetStream with the same one).
+func startEmbedded(cfg Config) (*server.Server, server.JetStreamConfig, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("engine: data dir: %w", err)
+		return nil, server.JetStreamConfig{}, fmt.Errorf("engine: data dir: %w", err)
 	}
 	interval := cfg.SyncInterval
 	if interval == 0 {
@@ -167,11 +190,11 @@ func startEmbedded(cfg Config) (*server.Server, error) {
 	if cfg.Listen != "" {
 		host, port, err := net.SplitHostPort(cfg.Listen)
 		if err != nil {
-			return nil, fmt.Errorf("engine: listen %q: %w", cfg.Listen, err)
+			return nil, server.JetStreamConfig{}, fmt.Errorf("engine: listen %q: %w", cfg.Listen, err)
 		}
 		p, err := strconv.Atoi(port)
 		if err != nil {
-			return nil, fmt.Errorf("engine: listen port %q: %w", port, err)
+			return nil, server.JetStreamConfig{}, fmt.Errorf("engine: listen port %q: %w", port, err)
 		}
 		sopts.DontListen, sopts.Host, sopts.Port = false, host, p
 	}
@@ -180,14 +203,25 @@ func startEmbedded(cfg Config) (*server.Server, error) {
 	}
 	srv, err := server.NewServer(sopts)
 	if err != nil {
-		return nil, fmt.Errorf("engine: new server: %w", err)
+		return nil, server.JetStreamConfig{}, fmt.Errorf("engine: new server: %w", err)
 	}
 	go srv.Start()
 	if !srv.ReadyForConnections(startTimeout) {
 		srv.Shutdown()
-		return nil, errors.New("engine: embedded nats not ready in time")
+		return nil, server.JetStreamConfig{}, errors.New("engine: embedded nats not ready in time")
 	}
-	return srv, nil
+	// The configuration the server builds from these options when it
+	// starts JetStream (server.Start), so a re-enable matches it.
+	jsc := server.JetStreamConfig{
+		StoreDir:     sopts.StoreDir,
+		SyncInterval: sopts.SyncInterval,
+		SyncAlways:   sopts.SyncAlways,
+		Strict:       !sopts.NoJetStreamStrict,
+		MaxMemory:    sopts.JetStreamMaxMemory,
+		MaxStore:     sopts.JetStreamMaxStore,
+		CompressOK:   true,
+	}
+	return srv, jsc, nil
 }
 
 // ClientURL is where other processes reach the embedded server when it
@@ -216,6 +250,9 @@ func (e *Engine) SyncInterval() time.Duration {
 // drain's error. It is idempotent: later calls return the same error.
 func (e *Engine) Close() error {
 	e.closeOnce.Do(func() {
+		if e.storage != nil {
+			e.storage.stop()
+		}
 		if e.Conn != nil {
 			if err := e.Conn.Drain(); err != nil {
 				e.closeErr = fmt.Errorf("engine: drain: %w", err)

@@ -43,16 +43,46 @@ const applyChunk = 500
 // Transition would have returned. Ops for the same user in one batch are
 // not supported: the second sees a stale revision and takes the slow path.
 func (s *Store) TransitionMany(ctx context.Context, ops []migrate.UserOp) []error {
-	b := batch{s: s, ops: ops, errs: make([]error, len(ops)), debug: s.log.Enabled(ctx, slog.LevelDebug)}
+	return s.transitionMany(ctx, ops, nil)
+}
+
+// TransitionManyAudited is TransitionMany writing events[i], the audit event
+// of ops[i], to the audit log (Config.AuditStream) as the intent of each
+// compare-and-set it sends, before sending it (migrate.AuditedMover): the
+// intents are pipelined like the writes, and a write goes out when its
+// intent is acknowledged, carrying the intent's sequence in its record's
+// Audit. No transition can so commit without its event; Audit.Query drops
+// the events whose write did not land (see Audit). An op that needs no
+// write (a repeat, a refusal) writes no event. Each event gets the user and
+// the phase the user is moved from.
+func (s *Store) TransitionManyAudited(ctx context.Context, ops []migrate.UserOp, events []migrate.AuditEvent) []error {
+	if len(events) != len(ops) {
+		errs := make([]error, len(ops))
+		for i := range errs {
+			errs[i] = fmt.Errorf("migratestore: %d audit events for %d ops", len(events), len(ops))
+		}
+		return errs
+	}
+	return s.transitionMany(ctx, ops, events)
+}
+
+var _ migrate.AuditedMover = (*Store)(nil)
+
+func (s *Store) transitionMany(ctx context.Context, ops []migrate.UserOp, events []migrate.AuditEvent) []error {
+	b := batch{s: s, ops: ops, events: events, errs: make([]error, len(ops)), debug: s.log.Enabled(ctx, slog.LevelDebug)}
 	b.startApplier()
 	next := 0
-	for ; next < len(ops) && ctx.Err() == nil; next++ {
-		if b.q.len() == batchWindow && !b.settle(ctx) {
-			break
+	for next < len(ops) && ctx.Err() == nil {
+		if b.inFlight() >= batchWindow {
+			if !b.settle(ctx) {
+				break
+			}
+			continue
 		}
 		b.publish(next)
+		next++
 	}
-	for b.q.len() > 0 && b.settle(ctx) {
+	for b.inFlight() > 0 && b.settle(ctx) {
 	}
 	b.abandon(ctx)
 	b.flush()
@@ -68,19 +98,25 @@ func (s *Store) TransitionMany(ctx context.Context, ops []migrate.UserOp) []erro
 			b.errs[i] = fmt.Errorf("migratestore: user %s: %w", ops[i].User, err)
 			continue
 		}
-		_, b.errs[i] = s.Transition(ctx, ops[i].User, ops[i].Op)
+		var ev *migrate.AuditEvent
+		if events != nil {
+			ev = &events[i]
+		}
+		_, b.errs[i] = s.transition(ctx, ops[i].User, ops[i].Op, ev)
 	}
 	return b.errs
 }
 
 // batch is the progress of one TransitionMany.
 type batch struct {
-	s     *Store
-	ops   []migrate.UserOp
-	errs  []error
-	slow  []int // indices of ops for the one-by-one path, in order
-	q     ring  // publishes in flight, oldest first
-	acked []migrate.User
+	s      *Store
+	ops    []migrate.UserOp
+	events []migrate.AuditEvent // nil: not audited
+	errs   []error
+	slow   []int // indices of ops for the one-by-one path, in order
+	iq     ring  // intents in flight (audited batches), oldest first
+	q      ring  // compare-and-sets in flight, oldest first
+	acked  []migrate.User
 	// written counts the records put into the State.
 	written int
 	debug   bool
@@ -91,14 +127,19 @@ type batch struct {
 	applied chan struct{}
 }
 
-// pending is one asynchronous compare-and-set in flight.
+// pending is one asynchronous compare-and-set, or its intent, in flight.
 type pending struct {
-	i    int
-	from migrate.Phase
-	next migrate.User
-	f    jetstream.PubAckFuture
-	note *localWrite // for the watch; nil when not noted
+	i     int
+	from  migrate.Phase
+	after uint64 // the revision the compare-and-set replaces
+	next  migrate.User
+	f     jetstream.PubAckFuture
+	note  *localWrite // for the watch; nil when not noted
 }
+
+// inFlight is how many publishes (intents and compare-and-sets) are
+// waiting for their acknowledgement.
+func (b *batch) inFlight() int { return b.iq.len() + b.q.len() }
 
 // publish starts the compare-and-set of ops[i], or settles it at once when
 // it needs no write, takes the slow path or cannot be written.
@@ -127,29 +168,69 @@ func (b *batch) publish(i int) {
 	if op.ID != "" && op.ID == cur.OpID {
 		return // a repeat: nothing to write
 	}
-	next.Revision = 0 // the KV entry carries the revision
-	data, err := json.Marshal(next)
-	if err != nil {
-		b.errs[i] = fmt.Errorf("migratestore: encode user %s: %w", id, err)
+	p := pending{i: i, from: cur.Phase, after: cur.Revision, next: next}
+	if b.events == nil {
+		b.write(p)
 		return
 	}
-	note := s.local.publishing(id, cur.Revision, data)
-	msg := &nats.Msg{Subject: s.subject(id), Data: data, Header: nats.Header{}}
-	f, err := s.js.PublishMsgAsync(msg, jetstream.WithExpectLastSequencePerSubject(cur.Revision))
+	msg, err := intentMsg(b.events[i], cur)
 	if err != nil {
-		b.failed(&pending{next: next, note: note})
-		b.errs[i] = fmt.Errorf("migratestore: write user %s: %w", id, err)
+		b.errs[i] = fmt.Errorf("migratestore: user %s: %w", id, err)
 		return
 	}
-	b.q.push(pending{i: i, from: cur.Phase, next: next, f: f, note: note})
+	if p.f, err = s.js.PublishMsgAsync(msg); err != nil {
+		b.errs[i] = fmt.Errorf("migratestore: user %s: audit intent: %w", id, err)
+		return
+	}
+	b.iq.push(p)
 }
 
-// settle waits for the oldest publish in flight and records its outcome; it
-// returns false, leaving the publish in flight, when ctx ends first.
+// write publishes p's compare-and-set.
+func (b *batch) write(p pending) {
+	s := b.s
+	id := p.next.ID
+	p.next.Revision = 0 // the KV entry carries the revision
+	data, err := json.Marshal(p.next)
+	if err != nil {
+		b.errs[p.i] = fmt.Errorf("migratestore: encode user %s: %w", id, err)
+		return
+	}
+	p.note = s.local.publishing(id, p.after, data)
+	msg := &nats.Msg{Subject: s.subject(id), Data: data, Header: nats.Header{}}
+	p.f, err = s.js.PublishMsgAsync(msg, jetstream.WithExpectLastSequencePerSubject(p.after))
+	if err != nil {
+		b.failed(&p)
+		b.errs[p.i] = fmt.Errorf("migratestore: write user %s: %w", id, err)
+		return
+	}
+	b.q.push(p)
+}
+
+// settle waits for the oldest intent or the oldest compare-and-set in
+// flight, whichever is acknowledged first, and records its outcome (an
+// acknowledged intent sends its compare-and-set); it returns false, leaving
+// both in flight, when ctx ends first.
 func (b *batch) settle(ctx context.Context) bool {
-	p := b.q.peek()
+	var intentOk, writeOk <-chan *jetstream.PubAck
+	var intentErr, writeErr <-chan error
+	if b.iq.len() > 0 {
+		f := b.iq.peek().f
+		intentOk, intentErr = f.Ok(), f.Err()
+	}
+	if b.q.len() > 0 {
+		f := b.q.peek().f
+		writeOk, writeErr = f.Ok(), f.Err()
+	}
 	select {
-	case ack := <-p.f.Ok():
+	case ack := <-intentOk:
+		p := b.iq.pop()
+		p.next.Audit = ack.Sequence
+		b.write(p)
+	case err := <-intentErr:
+		p := b.iq.pop()
+		b.errs[p.i] = fmt.Errorf("migratestore: user %s: audit intent: %w", p.next.ID, err)
+	case ack := <-writeOk:
+		p := b.q.peek()
 		p.next.Revision = ack.Sequence
 		b.s.local.acked(p.next.ID, p.note, ack.Sequence)
 		b.acked = append(b.acked, p.next)
@@ -160,7 +241,9 @@ func (b *batch) settle(ctx context.Context) bool {
 		if len(b.acked) == applyChunk {
 			b.flush()
 		}
-	case err := <-p.f.Err():
+		b.q.pop()
+	case err := <-writeErr:
+		p := b.q.peek()
 		b.failed(p)
 		if wrongLastSequence(err) {
 			b.s.log.Debug("compare-and-set lost; retrying alone", "user", p.next.ID)
@@ -168,10 +251,10 @@ func (b *batch) settle(ctx context.Context) bool {
 		} else {
 			b.errs[p.i] = fmt.Errorf("migratestore: write user %s: %w", p.next.ID, err)
 		}
+		b.q.pop()
 	case <-ctx.Done():
 		return false
 	}
-	b.q.pop()
 	return true
 }
 
@@ -179,6 +262,10 @@ func (b *batch) settle(ctx context.Context) bool {
 // may not have landed; the watch will tell the State, and op ids make a
 // retry safe.
 func (b *batch) abandon(ctx context.Context) {
+	for b.iq.len() > 0 {
+		p := b.iq.pop() // its write never went out; the intent alone is dropped by Query
+		b.errs[p.i] = fmt.Errorf("migratestore: user %s: %w", p.next.ID, ctx.Err())
+	}
 	for b.q.len() > 0 {
 		p := b.q.pop()
 		b.failed(&p)

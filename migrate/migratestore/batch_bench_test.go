@@ -29,15 +29,15 @@ const (
 )
 
 // BenchmarkStepTransitions moves a step of benchStep users, out of a State of
-// benchPopulation, with TransitionMany and one audit event each (what the
-// driver does in a tick whose pace allows the whole step), while another
+// benchPopulation, with TransitionManyAudited, one audit event each written
+// before its compare-and-set (what the driver does in a tick whose pace
+// allows the whole step), while another
 // goroutine keeps looking users up in the State as route lookups do. Every
 // iteration moves the same users one edge (legacy→shadow, then ready and
 // shadow in turn). It reports durable transitions per second, the lookups
 // served meanwhile, and, measured in the same run, bare go-memdb inserting
 // the same number of objects benchFloorTxn to a transaction, with the ratio
-// of the two, and the share of the time spent writing the audit events
-// (Audit.Record, not TransitionMany).
+// of the two.
 //
 //	go test ./migrate/migratestore/ -run '^$' -bench StepTransitions -benchtime 3x
 func BenchmarkStepTransitions(b *testing.B) {
@@ -49,10 +49,6 @@ func BenchmarkStepTransitions(b *testing.B) {
 		b.Fatal(err)
 	}
 	s, err := New(ctx, e.JS, st, Config{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	audit, err := NewAudit(ctx, e.JS, "", 0)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -128,7 +124,7 @@ func BenchmarkStepTransitions(b *testing.B) {
 
 	cpu0 := processCPU(b)
 	var moved int
-	var busy, auditing time.Duration
+	var busy time.Duration
 	_, skipped0 := s.local.stats()
 	round := 0
 	for b.Loop() {
@@ -144,21 +140,18 @@ func BenchmarkStepTransitions(b *testing.B) {
 		for i, id := range ids {
 			ops[i] = migrate.UserOp{User: id, Op: migrate.Op{ID: opID, To: to, At: now, Reason: "benchmark step"}}
 		}
+		for i, id := range ids {
+			events[i] = migrate.AuditEvent{At: now, Kind: migrate.AuditTransition, Actor: migrate.ActorDriver, OpID: opID,
+				Campaign: "bench", User: id, To: string(to), Result: migrate.ResultOK}
+		}
 		start := time.Now()
 		l0 := lookups.Load()
-		errs := s.TransitionMany(ctx, ops)
+		errs := s.TransitionManyAudited(ctx, ops, events)
 		for i, err := range errs {
 			if err != nil {
 				b.Fatalf("op %d: %v", i, err)
 			}
-			events[i] = migrate.AuditEvent{At: now, Kind: migrate.AuditTransition, Actor: migrate.ActorDriver, OpID: opID,
-				Campaign: "bench", User: ids[i], To: string(to), Result: migrate.ResultOK}
 		}
-		auditStart := time.Now()
-		if err := audit.Record(ctx, events...); err != nil {
-			b.Fatal(err)
-		}
-		auditing += time.Since(auditStart)
 		busy += time.Since(start)
 		moved += len(ids)
 		if lookups.Load() == l0 {
@@ -178,7 +171,6 @@ func BenchmarkStepTransitions(b *testing.B) {
 	// per transition: less sensitive than the rate to other load on a
 	// shared machine.
 	b.ReportMetric(float64(cpu.Microseconds())/float64(moved), "cpu-µs/transition")
-	b.ReportMetric(auditing.Seconds()/busy.Seconds(), "audit-share")
 	// The share of written records the watch recognised as already in the
 	// State (TransitionMany put them there) instead of applying them again.
 	_, skipped := s.local.stats()

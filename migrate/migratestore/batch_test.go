@@ -10,6 +10,7 @@ import (
 	"github.com/ferrygw/ferry/gateway/engine/enginetest"
 	"github.com/ferrygw/ferry/migrate"
 	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestTransitionMany checks that a batch gives every op the outcome
@@ -166,21 +167,7 @@ func TestTransitionManyLosesToForeignWriter(t *testing.T) {
 
 	// The batch's store is not running: its State holds what the bucket
 	// held before the other writer's changes.
-	st2, err := migrate.NewState()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, id := range ids {
-		u, err := s.Get(ctx, id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		st2.Put(u)
-	}
-	batcher, err := New(ctx, e.JS, st2, Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	batcher := staleBatcher(t, ctx, e.JS, s.Store, ids, Config{})
 	foreign := func(i int) bool { return i%7 == 3 }
 	for i, id := range ids {
 		if foreign(i) {
@@ -223,6 +210,28 @@ func TestTransitionManyLosesToForeignWriter(t *testing.T) {
 			t.Fatalf("%s in the watched State: %s, want %s", id, u.Phase, want)
 		}
 	}
+}
+
+// staleBatcher returns a Store on js that is not running, whose State holds
+// ids as s reads them now: whatever other writers do next leaves it behind.
+func staleBatcher(tb testing.TB, ctx context.Context, js jetstream.JetStream, s *Store, ids []string, cfg Config) *Store {
+	tb.Helper()
+	st, err := migrate.NewState()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, id := range ids {
+		u, err := s.Get(ctx, id)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		st.Put(u)
+	}
+	batcher, err := New(ctx, js, st, cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return batcher
 }
 
 // TestTransitionManyWithConcurrentWriter runs a batch on a running store

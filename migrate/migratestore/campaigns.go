@@ -34,7 +34,8 @@ type Freeze struct {
 // compare-and-set on the key's revision. It is safe for concurrent use, and
 // every agent on the same NATS sees the same campaigns.
 type Campaigns struct {
-	kv jetstream.KeyValue
+	kv   jetstream.KeyValue
+	keys keyIndex
 }
 
 // NewCampaigns creates or opens the campaign bucket (bucket "" means
@@ -56,7 +57,11 @@ func NewCampaigns(ctx context.Context, js jetstream.JetStream, bucket string, re
 	if err != nil {
 		return nil, fmt.Errorf("migratestore: bucket %s: %w", bucket, err)
 	}
-	return &Campaigns{kv: kv}, nil
+	keys, err := openKeyIndex(ctx, js, bucket)
+	if err != nil {
+		return nil, err
+	}
+	return &Campaigns{kv: kv, keys: keys}, nil
 }
 
 // Create stores a new campaign, or returns an error wrapping
@@ -133,7 +138,7 @@ func (s *Campaigns) Modify(ctx context.Context, name string, fn func(migrate.Cam
 
 // List returns every campaign, by name.
 func (s *Campaigns) List(ctx context.Context) ([]migrate.Campaign, error) {
-	return listByPrefix(ctx, s.kv, campaignKeyPrefix, migrate.ErrCampaignNotFound,
+	return listByPrefix(ctx, s.keys, campaignKeyPrefix, migrate.ErrCampaignNotFound,
 		func(name string) (migrate.Campaign, error) { return s.Get(ctx, name) })
 }
 

@@ -181,3 +181,55 @@ func TestDriverSurvivesRestart(t *testing.T) {
 var _ migrate.CampaignStore = (*Campaigns)(nil)
 var _ migrate.Auditor = (*Audit)(nil)
 var _ migrate.UserMover = (*Store)(nil)
+
+// TestCampaignsListWhileRewritten: a campaign the driver rewrites all the
+// time (every tick while it runs) is in every list taken meanwhile, and a
+// deleted key is not (a list read through a KV consumer could come back
+// short while keys were being rewritten).
+func TestCampaignsListWhileRewritten(t *testing.T) {
+	ctx := testContext(t)
+	e := enginetest.Start(t)
+	s, err := NewCampaigns(ctx, e.JS, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"spring", "autumn"} {
+		if _, err := s.Create(ctx, migrate.Campaign{Name: name, Steps: []migrate.Step{{TargetBP: 100}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.kv.Delete(ctx, campaignKeyPrefix+"autumn"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		for i := range 300 {
+			if _, err := s.Modify(ctx, "spring", func(c migrate.Campaign) (migrate.Campaign, error) {
+				c.Steps[0].TargetBP = 100 + i
+				return c, nil
+			}); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for i := 0; ; i++ {
+		list, err := s.List(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list) != 1 || list[0].Name != "spring" {
+			t.Fatalf("list %d while spring is rewritten: %+v, want only spring", i, list)
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%d lists taken during 300 rewrites", i+1)
+			return
+		default:
+		}
+	}
+}

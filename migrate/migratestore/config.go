@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Defaults of Config.
@@ -24,6 +26,13 @@ type Config struct {
 	// Replicas is the bucket's replica count (1 embedded, 3 on a cluster);
 	// default DefaultReplicas.
 	Replicas int
+	// History is how many revisions of each record the bucket keeps;
+	// default 1. Tests keep more, to compare the audit log with every
+	// write that landed.
+	History int
+	// AuditStream is the audit log's stream, where TransitionManyAudited
+	// writes its events; default DefaultAuditStream.
+	AuditStream string
 	// MaxRetries is how many compare-and-set attempts a change gets before
 	// it fails with migrate.ErrConflict; default DefaultMaxRetries.
 	MaxRetries int
@@ -43,6 +52,9 @@ func (c Config) Validate() error {
 	if c.Replicas < 0 || c.Replicas > maxReplicas {
 		errs = append(errs, fmt.Errorf("migratestore: replicas %d: want 1 to %d (0 for the default)", c.Replicas, maxReplicas))
 	}
+	if c.History < 0 || c.History > jetstream.KeyValueMaxHistory {
+		errs = append(errs, fmt.Errorf("migratestore: history %d: want 1 to %d (0 for the default)", c.History, jetstream.KeyValueMaxHistory))
+	}
 	if c.MaxRetries < 0 {
 		errs = append(errs, fmt.Errorf("migratestore: negative MaxRetries %d", c.MaxRetries))
 	}
@@ -55,6 +67,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Replicas == 0 {
 		c.Replicas = DefaultReplicas
+	}
+	if c.History == 0 {
+		c.History = 1
 	}
 	if c.MaxRetries == 0 {
 		c.MaxRetries = DefaultMaxRetries

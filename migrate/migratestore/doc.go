@@ -18,6 +18,18 @@
 // decoding and applying each a second time. The campaign driver moves a
 // tick's users with it.
 //
+// TransitionManyAudited, what the campaign driver calls, is TransitionMany
+// with an audit event per op, written to the audit stream as an intent
+// before the op's compare-and-set is sent (pipelined the same way): the
+// record then carries the intent's stream sequence (migrate.User.Audit)
+// and the intent the Audit of the record it replaces. A transition can
+// therefore never commit without its event, and Audit.Query tells the
+// intents that landed from those that did not (a lost compare-and-set, a
+// writer killed in between) by following that chain from the user's
+// current record; see Audit for why this design and not a reconciliation
+// after the fact. TestAuditSurvivesKill SIGKILLs a writer several times and
+// compares the log with every revision the bucket kept.
+//
 // A record the watch cannot decode is not skipped silently: the State shows
 // the user held with reason ReasonCorruptRecord (the last good phase kept as
 // Prior, so the inbound home does not change) until a valid record replaces

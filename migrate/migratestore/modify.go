@@ -39,16 +39,48 @@ func modify[T any](get func() (T, error), change func(T) (T, error), put func(T)
 	return zero, err
 }
 
+// keyIndex lists a KV bucket's keys from its stream's per-subject state,
+// which the server keeps under one lock: a key being rewritten is never
+// missing from it. (kv.ListKeys reads through a consumer that can
+// silently come back short while keys are being rewritten, and ends
+// without an error when its context does.)
+type keyIndex struct {
+	stream  jetstream.Stream
+	subject string // "$KV.<bucket>."
+}
+
+func openKeyIndex(ctx context.Context, js jetstream.JetStream, bucket string) (keyIndex, error) {
+	st, err := js.Stream(ctx, "KV_"+bucket)
+	if err != nil {
+		return keyIndex{}, fmt.Errorf("migratestore: bucket %s stream: %w", bucket, err)
+	}
+	return keyIndex{stream: st, subject: "$KV." + bucket + "."}, nil
+}
+
+// keys returns the keys under prefix (deleted ones included: their
+// delete marker is the subject's last message).
+func (x keyIndex) keys(ctx context.Context, prefix string) ([]string, error) {
+	info, err := x.stream.Info(ctx, jetstream.WithSubjectFilter(x.subject+prefix+">"))
+	if err != nil {
+		return nil, err
+	}
+	keys := make([]string, 0, len(info.State.Subjects))
+	for subj := range info.State.Subjects {
+		keys = append(keys, strings.TrimPrefix(subj, x.subject))
+	}
+	return keys, nil
+}
+
 // listByPrefix returns, sorted by name, the records whose keys start with
 // prefix; get reads one by name, and a record deleted meanwhile (notFound) is
 // skipped.
-func listByPrefix[T any](ctx context.Context, kv jetstream.KeyValue, prefix string, notFound error, get func(name string) (T, error)) ([]T, error) {
-	lister, err := kv.ListKeys(ctx)
+func listByPrefix[T any](ctx context.Context, idx keyIndex, prefix string, notFound error, get func(name string) (T, error)) ([]T, error) {
+	keys, err := idx.keys(ctx, prefix)
 	if err != nil {
 		return nil, fmt.Errorf("migratestore: list %s: %w", strings.TrimSuffix(prefix, "."), err)
 	}
 	var names []string
-	for k := range lister.Keys() {
+	for _, k := range keys {
 		if name, ok := strings.CutPrefix(k, prefix); ok {
 			names = append(names, name)
 		}

@@ -19,7 +19,8 @@ const policyKeyPrefix = "p."
 // Policies keeps one migrate.VersionPolicy per platform in a JetStream KV
 // bucket, every write a compare-and-set on the key's revision.
 type Policies struct {
-	kv jetstream.KeyValue
+	kv   jetstream.KeyValue
+	keys keyIndex
 }
 
 // NewPolicies creates or opens the policy bucket (bucket "" means
@@ -41,7 +42,11 @@ func NewPolicies(ctx context.Context, js jetstream.JetStream, bucket string, rep
 	if err != nil {
 		return nil, fmt.Errorf("migratestore: bucket %s: %w", bucket, err)
 	}
-	return &Policies{kv: kv}, nil
+	keys, err := openKeyIndex(ctx, js, bucket)
+	if err != nil {
+		return nil, err
+	}
+	return &Policies{kv: kv, keys: keys}, nil
 }
 
 // Get reads a platform's policy, or returns an error wrapping
@@ -121,6 +126,6 @@ func (s *Policies) Modify(ctx context.Context, platform string, fn func(migrate.
 
 // List returns every policy, by platform.
 func (s *Policies) List(ctx context.Context) ([]migrate.VersionPolicy, error) {
-	return listByPrefix(ctx, s.kv, policyKeyPrefix, migrate.ErrPolicyNotFound,
+	return listByPrefix(ctx, s.keys, policyKeyPrefix, migrate.ErrPolicyNotFound,
 		func(name string) (migrate.VersionPolicy, error) { return s.Get(ctx, name) })
 }

@@ -47,6 +47,8 @@ type Store struct {
 	// local notes the writes TransitionMany puts into st itself, for the
 	// watch to skip.
 	local localWrites
+	// audit is where TransitionManyAudited writes its events.
+	audit *Audit
 }
 
 // New creates the bucket, or updates its configuration, and returns a Store
@@ -62,14 +64,19 @@ func New(ctx context.Context, js jetstream.JetStream, st *migrate.State, cfg Con
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      cfg.Bucket,
 		Description: "Ferry per-user migration records (key: user id, value: JSON of migrate.User)",
-		History:     1,
+		History:     uint8(cfg.History), // #nosec G115 -- Validate keeps it within 1..64
 		Replicas:    cfg.Replicas,
 		Storage:     jetstream.FileStorage,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("migratestore: bucket %s: %w", cfg.Bucket, err)
 	}
-	return &Store{kv: kv, js: js, st: st, cfg: cfg, log: cfg.Logger, ready: make(chan struct{})}, nil
+	audit, err := NewAudit(ctx, js, cfg.AuditStream, cfg.Replicas)
+	if err != nil {
+		return nil, err
+	}
+	audit.bucket = cfg.Bucket
+	return &Store{kv: kv, js: js, st: st, cfg: cfg, log: cfg.Logger, ready: make(chan struct{}), audit: audit}, nil
 }
 
 // Ready is closed once Run has put every record that was in the bucket when
@@ -103,6 +110,12 @@ func (s *Store) Get(ctx context.Context, id string) (migrate.User, error) {
 //
 // The returned record carries its new Revision and is already in the State.
 func (s *Store) Transition(ctx context.Context, id string, op migrate.Op) (migrate.User, error) {
+	return s.transition(ctx, id, op, nil)
+}
+
+// transition is Transition, writing ev (when not nil) to the audit log as
+// the intent of every compare-and-set it sends (see TransitionManyAudited).
+func (s *Store) transition(ctx context.Context, id string, op migrate.Op, ev *migrate.AuditEvent) (migrate.User, error) {
 	if err := migrate.CheckUserID(id); err != nil {
 		return migrate.User{}, err
 	}
@@ -110,6 +123,14 @@ func (s *Store) Transition(ctx context.Context, id string, op migrate.Op) (migra
 		op.At = s.cfg.Now()
 	}
 	op.At = stamp(op.At)
+	var intent func(cur migrate.User, next *migrate.User) error
+	if ev != nil {
+		intent = func(cur migrate.User, next *migrate.User) error {
+			seq, err := s.audit.intend(ctx, ev, cur)
+			next.Audit = seq
+			return err
+		}
+	}
 	u, err := s.update(ctx, id, op.At, func(cur migrate.User) (migrate.User, bool, error) {
 		next, err := migrate.Apply(cur, op)
 		if err != nil {
@@ -117,7 +138,7 @@ func (s *Store) Transition(ctx context.Context, id string, op migrate.Op) (migra
 		}
 		repeat := op.ID != "" && op.ID == cur.OpID
 		return next, !repeat, nil
-	})
+	}, intent)
 	if err != nil {
 		s.log.Debug("transition refused", "user", id, "to", op.To, "op", op.ID, "err", err)
 		return migrate.User{}, err
@@ -163,7 +184,7 @@ func (s *Store) SeeDevice(ctx context.Context, id string, d migrate.Device) (mig
 		}
 		next.Devices[i] = nd
 		return next, true, nil
-	})
+	}, nil)
 }
 
 // changeFunc computes the record to write from the current one; write false
@@ -172,8 +193,9 @@ type changeFunc func(cur migrate.User) (next migrate.User, write bool, err error
 
 // update runs the compare-and-set loop shared by every change: read, change,
 // write at the read revision, and start over when another writer got there
-// first.
-func (s *Store) update(ctx context.Context, id string, now time.Time, change changeFunc) (migrate.User, error) {
+// first. intent, when not nil, runs before each write (after the change),
+// and may set fields of the record to write; its error ends the loop.
+func (s *Store) update(ctx context.Context, id string, now time.Time, change changeFunc, intent func(cur migrate.User, next *migrate.User) error) (migrate.User, error) {
 	for attempt := range s.cfg.MaxRetries {
 		if attempt > 0 {
 			if err := pause(ctx, attempt); err != nil {
@@ -193,6 +215,11 @@ func (s *Store) update(ctx context.Context, id string, now time.Time, change cha
 		}
 		if !write {
 			return cur, nil
+		}
+		if intent != nil {
+			if err := intent(cur, &next); err != nil {
+				return migrate.User{}, fmt.Errorf("migratestore: user %s: %w", id, err)
+			}
 		}
 		next.Revision = 0 // the KV entry carries the revision
 		data, err := json.Marshal(next)
@@ -226,7 +253,12 @@ func (s *Store) update(ctx context.Context, id string, now time.Time, change cha
 // load reads the user's record from the bucket; found is false when there is
 // none (never written, or deleted).
 func (s *Store) load(ctx context.Context, id string) (u migrate.User, found bool, err error) {
-	e, err := s.kv.Get(ctx, id)
+	return loadFrom(ctx, s.kv, id)
+}
+
+// loadFrom reads the user's record from kv, as Store.load does.
+func loadFrom(ctx context.Context, kv jetstream.KeyValue, id string) (u migrate.User, found bool, err error) {
+	e, err := kv.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return migrate.User{}, false, nil
 	}

@@ -60,24 +60,14 @@
     return `w${refSeq}`;
   }
 
-  // tokenSubject reads the user id from the token's claims, unverified: the
-  // service verifies; the page only needs it to find its saved state.
-  function tokenSubject(token) {
-    try {
-      let p = token.split(".")[0].replace(/-/g, "+").replace(/_/g, "/");
-      while (p.length % 4) p += "=";
-      const bin = atob(p);
-      const bytes = Uint8Array.from(bin, (c) => c.charCodeAt(0));
-      return JSON.parse(new TextDecoder().decode(bytes)).sub || "";
-    } catch (e) {
-      return "";
-    }
-  }
-
   // ---- persistence -------------------------------------------------------
 
+  // storeKey names the saved state of this user and device. The token is
+  // opaque to the page: the user is the one the service named in welcome
+  // (remembered with the token in this tab's sessionStorage), so before the
+  // first welcome of a new token there is no key and nothing to save.
   function storeKey() {
-    return `ferry.web.${tokenSubject(st.token)}.${st.device}`;
+    return st.user ? `ferry.web.${st.user}.${st.device}` : "";
   }
 
   function save() {
@@ -92,6 +82,7 @@
       cursor: st.cursor, convs, outbox: st.outbox, selected: st.selected,
       sentDelivered: st.sentDelivered, sentRead: st.sentRead,
     };
+    if (!storeKey()) return;
     try {
       localStorage.setItem(storeKey(), JSON.stringify(data));
     } catch (e) {
@@ -102,7 +93,7 @@
   function load() {
     let data = null;
     try {
-      data = JSON.parse(localStorage.getItem(storeKey()) || "null");
+      data = storeKey() ? JSON.parse(localStorage.getItem(storeKey()) || "null") : null;
     } catch (e) {
       data = null;
     }
@@ -184,7 +175,13 @@
   function handle(f) {
     switch (f.type) {
       case "welcome":
-        st.user = f.user;
+        if (f.user !== st.user) {
+          // A new token: its saved state is known now. The hello asked for
+          // everything (cursor 0); events up to the saved cursor are skipped.
+          st.user = f.user;
+          sessionStorage.setItem("ferry.web.user", st.user);
+          load();
+        }
         showNotice(f.notice || ""); // v7: the version policy's warning
         st.replayed = 0;
         st.sessions += 1;
@@ -268,6 +265,7 @@
         c.msgs[ev.seq] = {
           seq: ev.seq, kind: "msg", msg_id: ev.msg_id, from: ev.from,
           from_device: ev.from_device || "", text: ev.text, at: ev.at,
+          file: ev.file || null,
         };
         if (!st.selected) st.selected = c.id;
         break;
@@ -301,6 +299,11 @@
         }
         break;
       }
+      case "undeliverable":
+        // v8: the bridge gave up on one of this user's messages (its
+        // recipient's classic-app devices stayed unreachable): mark it.
+        (c.undelivered || (c.undelivered = {}))[ev.seq] = ev.reason || "expired";
+        break;
       case "receipt": {
         // Per message (legacy devices through the bridge).
         const m = c.msgs[ev.seq];
@@ -335,7 +338,7 @@
         ? { seq: m.seq, kind: "group", from: m.from, op: m.op, members: m.members || [], name: m.name || "", at: m.at }
         : m.kind === "system"
         ? { seq: m.seq, kind: "system", from: m.from, text: m.text, at: m.at }
-        : { seq: m.seq, kind: "msg", msg_id: m.msg_id, from: m.from, from_device: m.from_device || "", text: m.text, at: m.at };
+        : { seq: m.seq, kind: "msg", msg_id: m.msg_id, from: m.from, from_device: m.from_device || "", text: m.text, at: m.at, file: m.file || null };
       if (m.kind === "msg" && m.to) c.peer = m.from === st.user ? m.to : m.from;
     }
     for (const r of p.receipts || []) {
@@ -726,6 +729,7 @@
     }
     if (read) return "read";
     if (delivered) return "delivered";
+    if (c.undelivered && c.undelivered[m.seq]) return "undeliverable";
     return "sent";
   }
 
@@ -788,10 +792,11 @@
           text.className = "text";
           text.textContent = m.text;
           li.append(text);
+          if (m.file) li.append(fileLink(m.file));
           const mark = mine ? receiptMark(c, m) : "";
           if (mine) li.dataset.receipt = mark;
           else li.dataset.read = String(m.seq <= (st.sentRead[c.id] || 0));
-          meta.textContent = `${mine ? "" : `${m.from} · `}${(m.at || "").slice(11, 16)}${mine ? ` · ${mark}` : ""}`;
+          meta.textContent = `${mine ? "" : `${m.from} · `}${(m.at || "").slice(11, 16)}${mine ? ` · ${mark === "undeliverable" ? "not delivered" : mark}` : ""}`;
           li.append(meta);
         }
         ol.append(li);
@@ -801,6 +806,39 @@
     const pending = st.outbox.filter((m) => !c || m.conv === c.id || (!m.conv && m.to));
     $("#pending").textContent = pending.length ? `sending ${pending.length}…` : "";
     renderLive();
+  }
+
+  // fileLink is a message's attachment (protocol 9) as a link: the
+  // download needs the session token in a header, so a click fetches the
+  // bytes and hands them to the browser as a download.
+  function fileLink(file) {
+    const a = document.createElement("a");
+    a.className = "file";
+    a.href = `/v1/files/${encodeURIComponent(file.id)}`;
+    a.download = file.name;
+    a.textContent = `📎 ${file.name} (${fileSize(file.size)})`;
+    a.addEventListener("click", async (e) => {
+      e.preventDefault();
+      try {
+        const resp = await fetch(a.href, { headers: { Authorization: `Bearer ${st.token}` } });
+        if (!resp.ok) throw new Error(`${resp.status} ${(await resp.text()).trim()}`);
+        const url = URL.createObjectURL(await resp.blob());
+        const dl = document.createElement("a");
+        dl.href = url;
+        dl.download = file.name;
+        dl.click();
+        setTimeout(() => URL.revokeObjectURL(url), 60000);
+      } catch (err) {
+        showError(`download of ${file.name} failed: ${err.message}`);
+      }
+    });
+    return a;
+  }
+
+  function fileSize(n) {
+    if (n < 1024) return `${n} bytes`;
+    if (n < 1 << 20) return `${(n / 1024).toFixed(1)} KiB`;
+    return `${(n / (1 << 20)).toFixed(1)} MiB`;
   }
 
   function unreadCount(c) {
@@ -822,6 +860,8 @@
       showError("token and device are required");
       return;
     }
+    const sameToken = sessionStorage.getItem("ferry.web.token") === st.token;
+    st.user = sameToken ? sessionStorage.getItem("ferry.web.user") || "" : "";
     sessionStorage.setItem("ferry.web.token", st.token);
     localStorage.setItem("ferry.web.device", st.device);
     load();
@@ -834,6 +874,7 @@
   function signOut() {
     clearTimeout(retryTimer);
     sessionStorage.removeItem("ferry.web.token");
+    sessionStorage.removeItem("ferry.web.user");
     if (ws) {
       ws.onclose = null;
       ws.close(1000);

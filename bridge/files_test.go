@@ -1,0 +1,152 @@
+package bridge
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+
+	"github.com/ferrygw/ferry/cloud/cloudwire"
+	"github.com/ferrygw/ferry/legacy"
+	"github.com/ferrygw/ferry/legacy/legacywire"
+)
+
+func TestFileNotice(t *testing.T) {
+	f := cloudwire.File{ID: "f1", Name: "plan.png", Size: 2048, SHA256: strings.Repeat("a", 64)}
+	link := "http://cloud.test/v1/files/f1"
+	got := fileNotice("carl", f, link, "the plan")
+	for _, want := range []string{"carl", `"plan.png"`, "2048 bytes", link, "the plan"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("notice %q lacks %q", got, want)
+		}
+	}
+	if got := fileNotice("carl", f, link, "plan.png"); strings.Count(got, "plan.png") != 1 {
+		t.Errorf("a caption equal to the name is not repeated: %q", got)
+	}
+}
+
+// TestPullChecksChunks: the bridge pulls an offered file from a device
+// that answers file_accept as the test says, and takes only chunks that
+// match the offer (file, offset, chunk size, total size).
+func TestPullChecksChunks(t *testing.T) {
+	data := bytes.Repeat([]byte("0123456789abcdef"), 5000) // 80000 bytes
+	sum := sha256.Sum256(data)
+	offer := legacywire.FileOffer{
+		ID: "0190b6d2-5555-7000-8000-000000000001", From: "lena", To: "carl", Name: "a.bin",
+		Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:]), ChunkSize: 16 << 10, SentAt: time.Now(),
+	}
+	chunks := func(size int, edit func(i int, c *legacywire.FileChunk)) []legacywire.FileChunk {
+		var out []legacywire.FileChunk
+		for off, i := 0, 0; off < len(data); i++ {
+			n := min(size, len(data)-off)
+			c := legacywire.FileChunk{FileID: offer.ID, Offset: int64(off), Data: data[off : off+n]}
+			if edit != nil {
+				edit(i, &c)
+			}
+			out = append(out, c)
+			off += n
+		}
+		return out
+	}
+	tests := []struct {
+		name      string
+		ack       legacywire.ChatAck
+		chunks    []legacywire.FileChunk
+		permanent bool // want an errPermanent; nil error when false and ok
+		ok        bool
+	}{
+		{"whole file", legacywire.ChatAck{Status: legacywire.StatusDelivered}, chunks(16<<10, nil), false, true},
+		{"smaller chunks", legacywire.ChatAck{Status: legacywire.StatusDelivered}, chunks(1000, nil), false, true},
+		{"chunk over the offer's size", legacywire.ChatAck{Status: legacywire.StatusDelivered}, chunks(20<<10, nil), true, false},
+		{"wrong offset", legacywire.ChatAck{Status: legacywire.StatusDelivered}, chunks(16<<10, func(i int, c *legacywire.FileChunk) {
+			if i == 2 {
+				c.Offset++
+			}
+		}), true, false},
+		{"another file", legacywire.ChatAck{Status: legacywire.StatusDelivered}, chunks(16<<10, func(i int, c *legacywire.FileChunk) {
+			if i == 1 {
+				c.FileID = "other"
+			}
+		}), true, false},
+		{"past the end", legacywire.ChatAck{Status: legacywire.StatusDelivered}, chunks(16<<10, func(i int, c *legacywire.FileChunk) {
+			if c.Offset+int64(len(c.Data)) == int64(len(data)) {
+				c.Data = append(bytes.Clone(c.Data), 'x')
+			}
+		}), true, false},
+		{"cut short", legacywire.ChatAck{Status: legacywire.StatusDelivered}, chunks(16<<10, nil)[:2], false, false},
+		{"offer gone", legacywire.ChatAck{Status: legacywire.StatusRefused, Code: legacywire.CodeUnknownFile, Error: "no such file"}, nil, true, false},
+		{"busy", legacywire.ChatAck{Status: legacywire.StatusRefused, Code: legacywire.CodeUnavailable, Error: "later"}, nil, false, false},
+	}
+	auth, err := legacy.GenerateAuthority()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bh, err := legacy.NewHost(legacy.HostConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bh.Close() })
+	cert, err := auth.Certify(bh.ID(), User, "bridge", "1", []string{legacywire.CapBridge}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &fileRelay{b: &Bridge{cfg: Config{Host: bh}, cert: cert}}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			oh, err := legacy.NewHost(legacy.HostConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer oh.Close()
+			accepted := make(chan legacywire.FileAnswer, 1)
+			oh.SetStreamHandler(legacywire.ChatV3ProtocolID, func(s network.Stream) {
+				defer s.Close()
+				br := bufio.NewReader(s)
+				var hello legacywire.ChatHello
+				var f legacywire.ChatFrame
+				if legacywire.ReadFrame(br, &hello) != nil || legacywire.ReadFrame(br, &f) != nil || f.FileAnswer == nil {
+					_ = s.Reset()
+					return
+				}
+				accepted <- *f.FileAnswer
+				ack := tc.ack
+				ack.ID = f.ID
+				if legacywire.WriteFrame(s, legacywire.ChatFrame{Type: legacywire.FrameAck, Ack: &ack}) != nil {
+					return
+				}
+				for _, c := range tc.chunks {
+					if legacywire.WriteFrame(s, legacywire.ChatFrame{Type: legacywire.FrameFileChunk, FileChunk: &c}) != nil {
+						return
+					}
+				}
+			})
+			bh.Peerstore().AddAddrs(oh.ID(), oh.Addrs(), peerstore.TempAddrTTL)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			var got bytes.Buffer
+			n, err := r.pull(ctx, fileJob{Offer: offer, Peer: oh.ID().String(), State: filePending}, &got)
+			switch {
+			case tc.ok:
+				if err != nil || n != int64(len(data)) || !bytes.Equal(got.Bytes(), data) {
+					t.Fatalf("pull: %d bytes, %v; want the %d offered", n, err, len(data))
+				}
+			case err == nil:
+				t.Fatal("pull succeeded")
+			case errors.Is(err, errPermanent) != tc.permanent:
+				t.Fatalf("pull: %v; want permanent=%v", err, tc.permanent)
+			}
+			a := <-accepted
+			if a.FileID != offer.ID || a.From != "carl" || a.To != "lena" || a.Offset != 0 {
+				t.Errorf("file_accept %+v, want carl taking lena's file from 0", a)
+			}
+		})
+	}
+}
