@@ -76,10 +76,15 @@ type Config struct {
 	// non-empty code refuses the item with that code and the notice as its
 	// error text (legacywire.CodeUpgradeRequired for a blocked version). It
 	// must answer from memory most of the time: it runs on every item.
-	Admit      func(ctx context.Context, from legacywire.Certificate) (code, notice string)
-	Registerer prometheus.Registerer
-	Logger     *slog.Logger
-	Now        func() time.Time
+	Admit func(ctx context.Context, from legacywire.Certificate) (code, notice string)
+	// ChatLimiter, when set, rate-limits each legacy peer's chat streams
+	// and frames to the bridge (legacy.ChatConfig.Limiter): a flood is
+	// refused with rate_limited, which the device retries later, before
+	// it costs a cloud write.
+	ChatLimiter *legacy.PeerLimiter
+	Registerer  prometheus.Registerer
+	Logger      *slog.Logger
+	Now         func() time.Time
 }
 
 // Validate reports a configuration the bridge cannot run with.
@@ -228,6 +233,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 		Deliver:   b.admitMessage,
 		OnFrame:   b.admitFrame,
 		ServeFile: b.files.serveFile,
+		Limiter:   b.cfg.ChatLimiter,
 	})
 	defer legacy.RemoveChatHandlers(b.cfg.Host)
 	b.linkState.set(LinkConnecting, nil)

@@ -250,8 +250,14 @@ func closeCode(tb testing.TB, err error, code int) *CloseError {
 // hello, for tests that need to send what Client never would.
 func rawConn(tb testing.TB, n *node, user string) *websocket.Conn {
 	tb.Helper()
+	return rawConnRole(tb, n, user, cloudwire.RoleUser)
+}
+
+// rawConnRole is rawConn with a token of the given role.
+func rawConnRole(tb testing.TB, n *node, user, role string) *websocket.Conn {
+	tb.Helper()
 	d := websocket.Dialer{Subprotocols: []string{cloudwire.Subprotocol}}
-	h := http.Header{"Authorization": {"Bearer " + token(tb, user, cloudwire.RoleUser)}}
+	h := http.Header{"Authorization": {"Bearer " + token(tb, user, role)}}
 	conn, _, err := d.Dial(n.url, h)
 	if err != nil {
 		tb.Fatal(err)

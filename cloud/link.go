@@ -74,6 +74,13 @@ func (c LinkConfig) Validate() error {
 // before the answer, with the same message id, which the service
 // answers with the original ack.
 //
+// Requests may come from many goroutines at once: they are pipelined on
+// the connection and answers are matched by ref, so on a bridge session
+// (which the service runs concurrently across acting users, in order per
+// user; see PROTOCOL.md) one user's slow request does not hold up
+// another's. Callers that need one user's requests in order make each
+// after the previous one's answer.
+//
 // Run stops for good when the service refuses the client in a way that a
 // retry cannot change: close 4401, 4403 or 4426 (a *CloseError, or an
 // *UpgradeRequiredError), or HTTP 401 or 403 before the upgrade (a

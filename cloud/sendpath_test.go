@@ -89,6 +89,11 @@ func TestRedoPastWindowLeavesNoCopy(t *testing.T) {
 	if _, err := f.svc.store.conv.GetLastMsgForSubject(ctx, convPrefix+conv); !errors.Is(err, jetstream.ErrMsgNotFound) {
 		t.Errorf("conversation log after the redo: %v, want empty", err)
 	}
+	// Again, within the duplicate window that now remembers a removed
+	// copy: the record still answers.
+	if ack, err := a.Send(ctx, cloudwire.Send{To: "bob", MsgID: id, Text: "gone"}); err != nil || ack.Seq != 7 {
+		t.Errorf("second resend: %+v, %v; want the record's seq 7", ack, err)
+	}
 	if next := send(t, a, "bob", "next"); next.Seq != 1 {
 		t.Errorf("next seq %d, want 1", next.Seq)
 	}
@@ -277,4 +282,45 @@ func TestFrameCacheRepeatedUserKey(t *testing.T) {
 		records = append(records, []byte(data))
 	}
 	checkFrames(t, newFixture(t, nil).svc, records)
+}
+
+// TestResendAfterFailedLookup: a send whose idempotency lookup fails
+// (NATS restarting) gets an error but keeps its log copy; the resend of
+// the same id then completes it, and the recipient gets it once. (Deleting
+// the copy left its id in the duplicate window pointing at nothing, and
+// every resend within the window failed: TestFaultNATSRestart.)
+func TestResendAfterFailedLookup(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	a := f.dial(t, "alice", "a", 0)
+	b := f.dial(t, "bob", "b", 0)
+	colB := collect(b)
+	collect(a)
+	id := msgID(t)
+	fail := func(m string) error {
+		if m == id {
+			return errors.New("lookup failed (test)")
+		}
+		return nil
+	}
+	f.svc.store.lookupFault.Store(&fail)
+	if _, err := a.Send(ctx, cloudwire.Send{To: "bob", MsgID: id, Text: "once"}); err == nil {
+		t.Fatal("send with a failing lookup succeeded")
+	}
+	f.svc.store.lookupFault.Store(nil)
+	for i := range 2 {
+		ack, err := a.Send(ctx, cloudwire.Send{To: "bob", MsgID: id, Text: "once"})
+		if err != nil {
+			t.Fatalf("resend %d: %v", i+1, err)
+		}
+		if ack.Seq != 1 {
+			t.Errorf("resend %d: seq %d, want 1", i+1, ack.Seq)
+		}
+	}
+	if next := send(t, a, "bob", "next"); next.Seq != 2 {
+		t.Errorf("next seq %d, want 2", next.Seq)
+	}
+	if evs := colB.waitN(t, 2); len(evs) != 2 || evs[0].MsgID != id || evs[1].Text != "next" {
+		t.Errorf("bob's inbox: %v, want %s then next", msgIDs(evs), id)
+	}
 }

@@ -284,7 +284,7 @@ func (s *Service) refuse(w http.ResponseWriter, r *http.Request, status int, res
 }
 
 // serveWS checks everything that can be checked before the upgrade
-// (origin, subprotocol, header token, role, admission), upgrades, and
+// (origin, subprotocol, admission, then the header token and role), upgrades, and
 // hands the session to a goroutine of its own (runSession).
 func (s *Service) serveWS(w http.ResponseWriter, r *http.Request) {
 	if origin := r.Header.Get("Origin"); origin != "" && !s.origins[strings.ToLower(origin)] {
@@ -299,6 +299,24 @@ func (s *Service) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, http.StatusBadRequest, "bad_subprotocol", "subprotocol "+cloudwire.Subprotocol+" required")
 		return
 	}
+	if s.isShuttingDown() {
+		s.refuse(w, r, http.StatusServiceUnavailable, "shutting_down", "shutting down")
+		return
+	}
+	release, ok := s.admit()
+	if !ok {
+		w.Header().Set("Retry-After", strconv.Itoa(1+rand.IntN(max(1, int(s.cfg.ShedRetry/time.Second)))))
+		s.refuse(w, r, http.StatusServiceUnavailable, "shed", "too many sessions being set up; retry later")
+		return
+	}
+	handedOver := false
+	defer func() {
+		if !handedOver {
+			release()
+		}
+	}()
+	// The token is checked once a slot is held: a storm that is shed
+	// costs no signature check per refused handshake.
 	var claims *cloudwire.Claims
 	if h := r.Header.Get("Authorization"); h != "" {
 		tok, ok := bearer(h)
@@ -317,23 +335,7 @@ func (s *Service) serveWS(w http.ResponseWriter, r *http.Request) {
 		}
 		claims = &c
 	}
-	if s.isShuttingDown() {
-		s.refuse(w, r, http.StatusServiceUnavailable, "shutting_down", "shutting down")
-		return
-	}
-	release, ok := s.admit()
-	if !ok {
-		w.Header().Set("Retry-After", strconv.Itoa(1+rand.IntN(max(1, int(s.cfg.ShedRetry/time.Second)))))
-		s.refuse(w, r, http.StatusServiceUnavailable, "shed", "too many sessions being set up; retry later")
-		return
-	}
-	handedOver := false
-	defer func() {
-		if !handedOver {
-			release()
-		}
-	}()
-	conn, err := s.upgrader.Upgrade(w, r, nil)
+	conn, err := s.upgrader.Upgrade(&corkingWriter{ResponseWriter: w}, r, nil)
 	if err != nil {
 		// The upgrader has answered with an HTTP error.
 		s.m.handshakes.WithLabelValues("upgrade_failed").Inc()

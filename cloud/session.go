@@ -67,8 +67,9 @@ type session struct {
 	id   string
 	log  *slog.Logger
 	// ctx is the service's base context, canceled on forced shutdown: a
-	// request runs on the reader goroutine, so none is in flight once the
-	// reader ends.
+	// request runs on the reader goroutine or, for a bridge session's
+	// sends and receipts, on a dispatcher worker the reader waits for
+	// before it ends, so none is in flight once the reader ends.
 	ctx context.Context
 	// stop cancels the initial sync (syncLoop); set by open, called when
 	// the reader ends.
@@ -110,6 +111,9 @@ type session struct {
 	// welcomeSent is set once welcome is queued: live-only frames
 	// (dispatchEphemeral) must not overtake it.
 	welcomeSent atomic.Bool
+	// disp runs a bridge session's sends and receipts (dispatch.go); nil
+	// until the first one, and always for user sessions. Reader only.
+	disp *dispatcher
 	// Used by the handler goroutine only (presence.go).
 	limit      tokenBucket
 	contacts   []string
@@ -290,16 +294,28 @@ func (s *session) wakePushers() {
 	}
 }
 
-// writeBatch writes frames, one message each, within deadline.
+// writeBatch writes frames, one message each, within deadline, corked
+// (cork.go): the batch reaches the kernel in one write.
 func (s *session) writeBatch(batch [][]byte, deadline time.Time) error {
 	_ = s.conn.SetWriteDeadline(deadline)
+	cc, _ := s.conn.NetConn().(*corkConn)
+	corked := cc != nil && len(batch) > 1
+	if corked {
+		cc.cork()
+	}
+	var err error
 	for _, b := range batch {
-		if err := s.conn.WriteMessage(websocket.TextMessage, b); err != nil {
-			return err
+		if err = s.conn.WriteMessage(websocket.TextMessage, b); err != nil {
+			break
 		}
 		s.svc.m.sent(b)
 	}
-	return nil
+	if corked {
+		if uerr := cc.uncork(); err == nil {
+			err = uerr
+		}
+	}
+	return err
 }
 
 // startPings arms the ping timer; its function runs on a goroutine of its
@@ -672,11 +688,15 @@ func (s *session) syncLoop(ctx context.Context, cursor, head uint64) {
 
 // readRequests is the session's reader goroutine: it handles the client's
 // frames one at a time, so that one device's sends are stored in the order
-// they were sent, and runs end when reading ends. It is kept shallow: what
+// they were sent, and runs end when reading ends (after the bridge
+// dispatcher's requests are answered). A bridge session's sends and
+// receipts go to its dispatcher instead, in order per acting user. It is
+// kept shallow: what
 // sits on its stack while it waits is all an idle session's stack holds
 // (see serve); handling happens in handleFrame.
 func (s *session) readRequests(end func(*session)) {
 	defer end(s)
+	defer s.waitDispatched()
 	defer s.endReading()
 	s.conn.SetPongHandler(s.pong)
 	for !s.isClosing() {
@@ -729,6 +749,40 @@ func (s *session) handleFrame(buf *bytes.Buffer, typ int, err error) bool {
 		return true
 	}
 	s.svc.m.frames.WithLabelValues(f.FrameType()).Inc()
+	if s.bridge {
+		switch r := f.(type) {
+		case cloudwire.Send:
+			return s.dispatch(r.As, f)
+		case cloudwire.Receipt:
+			return s.dispatch(r.As, f)
+		}
+		// Any other request waits until the dispatched ones are
+		// answered, so that it sees everything sent before it.
+		s.waitDispatched()
+	}
+	s.handleRequest(f)
+	return true
+}
+
+// dispatch hands a bridge session's send or receipt to its dispatcher,
+// creating it at the first; false means stop reading.
+func (s *session) dispatch(as string, f cloudwire.Frame) bool {
+	if s.disp == nil {
+		s.disp = newDispatcher(s.handleRequest, s.closing, s.writerDone, maxBridgeInFlight)
+	}
+	return s.disp.dispatch(as, f)
+}
+
+// waitDispatched returns once every request handed to the dispatcher has
+// been answered.
+func (s *session) waitDispatched() {
+	if s.disp != nil {
+		s.disp.wait()
+	}
+}
+
+// handleRequest handles one decoded client frame.
+func (s *session) handleRequest(f cloudwire.Frame) {
 	switch f := f.(type) {
 	case cloudwire.Send:
 		s.handleSend(f)
@@ -749,7 +803,6 @@ func (s *session) handleFrame(buf *bytes.Buffer, typ int, err error) bool {
 	default:
 		s.pushError("", cloudwire.CodeUnknownType, f.FrameType()+" is not a client frame")
 	}
-	return true
 }
 
 // actor returns the user a request acts as: the session's user, or for a

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -65,6 +66,11 @@ const (
 // errKept is returned by appendAndFanOutAlong when its check kept what
 // was stored (store.send answers with the idempotency record).
 var errKept = errors.New("cloud: send already recorded")
+
+// errCopyRemoved: the duplicate window remembers a message id whose copy
+// was removed again (a resend of a recorded send past the window); the
+// send record answers it.
+var errCopyRemoved = errors.New("cloud: the remembered copy was removed")
 
 // logRecord is one message of the conversation log (stored JSON).
 type logRecord struct {
@@ -141,6 +147,10 @@ func (r inboxRecord) event(cursor uint64) cloudwire.Event {
 
 // store owns the service's JetStream state.
 type store struct {
+	// lookupFault, set by tests only, fails the idempotency lookup of a
+	// send (as a NATS restart would).
+	lookupFault atomic.Pointer[func(msgID string) error]
+
 	js    jetstream.JetStream
 	conv  jetstream.Stream
 	inbox jetstream.Stream
@@ -333,7 +343,7 @@ func (st *store) send(ctx context.Context, from, device string, s cloudwire.Send
 		}
 	})
 	<-lookupDone
-	if recorded && lookupErr == nil && (err == nil || errors.Is(err, errKept) || errors.Is(err, errConflict)) {
+	if recorded && lookupErr == nil && (err == nil || errors.Is(err, errKept) || errors.Is(err, errConflict) || errors.Is(err, errCopyRemoved)) {
 		return sameSender(prior, from)
 	}
 	if err != nil {
@@ -404,7 +414,12 @@ func (st *store) appendAndFanOutAlong(ctx context.Context, lr logRecord, recipie
 	}
 	if check != nil {
 		if proceed, err := check(dup); err != nil || !proceed {
-			if !dup {
+			// Only a definite "keep what is stored" removes the new copy.
+			// On an error (the lookup failed: NATS restarting) the copy
+			// stays: deleted, its id would stay in the duplicate window
+			// pointing at nothing, and every resend within it would fail.
+			// Kept, the resend finds it (dup) and finishes the send.
+			if !dup && err == nil {
 				e.known = false
 				if derr := st.conv.DeleteMsg(ctx, e.last); derr != nil {
 					return logRecord{}, false, fmt.Errorf("cloud: remove the new copy of %s: %w", lr.MsgID, derr)
@@ -496,6 +511,11 @@ func (st *store) append(ctx context.Context, e *convEntry, lr logRecord) (logRec
 		if ack.Duplicate {
 			e.known = false
 			raw, err := st.conv.GetMsg(ctx, ack.Sequence)
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				// The copy the window remembers was removed again (a
+				// resend of a recorded message past the window: send).
+				return logRecord{}, false, fmt.Errorf("%w: %s", errCopyRemoved, lr.MsgID)
+			}
 			if err != nil {
 				return logRecord{}, false, fmt.Errorf("cloud: read original of %s: %w", lr.MsgID, err)
 			}
@@ -727,6 +747,11 @@ func (st *store) remember(ctx context.Context, rec sendRecord) error {
 
 // lookup returns the idempotency record of msgID, if any.
 func (st *store) lookup(ctx context.Context, msgID string) (sendRecord, bool, error) {
+	if f := st.lookupFault.Load(); f != nil {
+		if err := (*f)(msgID); err != nil {
+			return sendRecord{}, false, err
+		}
+	}
 	entry, err := st.sends.Get(ctx, msgID)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return sendRecord{}, false, nil

@@ -57,6 +57,11 @@ const (
 	// own bridge and its peer supernodes are never cut (limitExempt).
 	legacyDirRate  = 50 * legacy.DefaultRatePerPeer
 	legacyDirBurst = 50 * legacy.DefaultBurstPerPeer
+	// defaultBridgePeerRate is the -bridge-peer-rate default: one legacy
+	// device's chat to the bridge, far above what a person types (a
+	// message, its receipts and typing are a few frames), low enough that
+	// one flooding device cannot fill the cloud.
+	defaultBridgePeerRate = 10 * legacy.DefaultRatePerPeer
 	// supernodeCertTTL is the life of the supernode's own certificate
 	// (legacywire.CapSupernode), which peer supernodes check before taking
 	// a replicated change; it is issued again at every start.
@@ -79,6 +84,10 @@ type agentConfig struct {
 	// reporting it undeliverable; 0 means bridge.DefaultOutboxTTL (tests
 	// shorten it).
 	BridgeOutboxTTL time.Duration
+	// BridgePeerRate is how many chat streams and frames per second one
+	// legacy peer may send the bridge (bursts of twice that); 0 means no
+	// limit (the -bridge-peer-rate flag defaults to defaultBridgePeerRate).
+	BridgePeerRate float64
 
 	Listen       string
 	AdminListen  string
@@ -150,6 +159,7 @@ func agentCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.StringVar(&cfg.AdminListen, "admin-listen", defaultAdminListen, "admin listener host:port (/v1/admin/..., /metrics, /healthz)")
 	fs.StringVar(&cfg.LegacyListen, "legacy-listen", defaultLegacyListen, "overlay listener of the supernode (multiaddr)")
 	fs.StringVar(&cfg.BridgeListen, "bridge-listen", defaultBridgeListen, "overlay listener of the bridge peer (multiaddr)")
+	fs.Float64Var(&cfg.BridgePeerRate, "bridge-peer-rate", defaultBridgePeerRate, "chat streams and frames per second one legacy peer may send the bridge, bursts of twice that; over it they are refused rate_limited (0: no limit)")
 	fs.StringVar(&roles, "roles", strings.Join(allRoles, ","), "parts this agent runs: any of "+strings.Join(allRoles, ","))
 	fs.StringVar(&cfg.NatsListen, "nats-listen", "", "also serve the embedded NATS on host:port, for agents in other processes")
 	fs.StringVar(&cfg.CloudURL, "cloud-url", "", "cloud WebSocket URL, for a bridge in an agent without the cloud role")
@@ -221,6 +231,7 @@ type agent struct {
 	snHost     host.Host
 	snGater    *legacy.Gater       // nil without the supernode role
 	snLimiter  *legacy.PeerLimiter // nil without the supernode role
+	brLimiter  *legacy.PeerLimiter // nil without the bridge role or with -bridge-peer-rate 0
 	brHost     host.Host
 	netStats   *legacy.NetStats // overlay hosts' paths, relay circuits, hole punches
 	supernode  *legacy.Supernode
@@ -616,6 +627,29 @@ func (a *agent) startBridge(ctx context.Context, g *errgroup.Group, gctx context
 	if err != nil {
 		return err
 	}
+	if a.cfg.BridgePeerRate < 0 {
+		return errors.New("agent: negative -bridge-peer-rate")
+	}
+	if a.cfg.BridgePeerRate > 0 {
+		// Refusals are counted; a peer that keeps flooding is only logged
+		// (the bridge host has no gater of its own: its supernode cuts).
+		if a.brLimiter, err = legacy.NewPeerLimiter(legacy.RateLimit{
+			Rate: a.cfg.BridgePeerRate, Burst: int(2 * a.cfg.BridgePeerRate),
+			OnCut: func(p peer.ID) { a.log.Info("legacy peer keeps flooding the bridge", "peer", p) },
+		}); err != nil {
+			return err
+		}
+	}
+	a.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "gateway_bridge_rate_limited_total",
+		Help: "Chat streams and frames the bridge refused (rate_limited) because their legacy peer was over -bridge-peer-rate.",
+	}, func() float64 {
+		if a.brLimiter == nil {
+			return 0
+		}
+		r, _ := a.brLimiter.Stats()
+		return float64(r)
+	}))
 	if a.bridge, err = bridge.New(ctx, bridge.Config{
 		Host:               a.brHost,
 		Authority:          a.authority,
@@ -630,6 +664,7 @@ func (a *agent) startBridge(ctx context.Context, g *errgroup.Group, gctx context
 		OutboxTTL:          a.cfg.BridgeOutboxTTL,
 		RingDelay:          a.cfg.CloudRingDelay,
 		Admit:              a.admitBridged,
+		ChatLimiter:        a.brLimiter,
 		Registerer:         a.reg,
 		Logger:             a.cfg.Logger,
 	}); err != nil {

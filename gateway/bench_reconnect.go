@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ferrygw/ferry/cloud"
@@ -60,7 +61,26 @@ const (
 	reconnectWaitPer = 50 * time.Millisecond
 	// reconnectSends is how many sends the writer keeps in flight.
 	reconnectSends = 64
+	// reconnectHandshakesEnv, when set to a positive number, is the
+	// cloud.Config.MaxHandshakes of the benchmark's services, to measure
+	// how much admission caps the resync rate (the default is
+	// cloud.DefaultMaxHandshakes, the product's).
+	reconnectHandshakesEnv = "FERRY_BENCH_MAX_HANDSHAKES"
 )
+
+// rcMaxHandshakes is the admission bound the benchmark's services use:
+// reconnectHandshakesEnv's value, or cloud.DefaultMaxHandshakes.
+func rcMaxHandshakes() (int, error) {
+	v := os.Getenv(reconnectHandshakesEnv)
+	if v == "" {
+		return cloud.DefaultMaxHandshakes, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%s=%q: want a positive number", reconnectHandshakesEnv, v)
+	}
+	return n, nil
+}
 
 // rcTiming is the reconnect schedule: the spread of the going-away hint
 // the server sends and the clients' jittered backoff after a failed dial.
@@ -482,21 +502,46 @@ func (s *rcFloor) goAway() {
 	}
 }
 
-// rcService is a cloud.Service running on the benchmark's engine.
+// rcService is a cloud.Service running on the benchmark's engine, with a
+// registry of its own for its metrics.
 type rcService struct {
 	svc  *cloud.Service
+	reg  *prometheus.Registry
 	stop func() error
 }
 
-func startRCService(ctx context.Context, eng *engine.Engine, pub ed25519.PublicKey, t rcTiming) (*rcService, error) {
-	svc, err := cloud.New(ctx, cloud.Config{JS: eng.JS, TokenKey: pub, ReconnectWindow: t.window})
+// shed is how many handshakes the service has answered 503 (admission).
+func (s *rcService) shed() (float64, error) {
+	mfs, err := s.reg.Gather()
+	if err != nil {
+		return 0, err
+	}
+	var n float64
+	for _, mf := range mfs {
+		if mf.GetName() != "gateway_cloud_handshakes_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "result" && l.GetValue() == "shed" {
+					n += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return n, nil
+}
+
+func startRCService(ctx context.Context, eng *engine.Engine, pub ed25519.PublicKey, t rcTiming, handshakes int) (*rcService, error) {
+	reg := prometheus.NewRegistry()
+	svc, err := cloud.New(ctx, cloud.Config{JS: eng.JS, TokenKey: pub, ReconnectWindow: t.window, MaxHandshakes: handshakes, Registerer: reg})
 	if err != nil {
 		return nil, fmt.Errorf("start cloud service: %w", err)
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	runErr := make(chan error, 1)
 	go func() { runErr <- svc.Run(runCtx) }()
-	return &rcService{svc: svc, stop: func() error {
+	return &rcService{svc: svc, reg: reg, stop: func() error {
 		sctx, scancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer scancel()
 		err := svc.Shutdown(sctx)
@@ -549,12 +594,16 @@ func loadAvg() string {
 type rcBench struct {
 	n, procs int
 	t        rcTiming
-	eng      *engine.Engine
-	pub      ed25519.PublicKey
-	key      ed25519.PrivateKey
-	run      int
-	downtime time.Duration // of the last case run; the floor's is the same
-	exact    benchPair[[]float64]
+	// handshakes is the services' cloud.Config.MaxHandshakes.
+	handshakes int
+	eng        *engine.Engine
+	pub        ed25519.PublicKey
+	key        ed25519.PrivateKey
+	run        int
+	downtime   time.Duration // of the last case run; the floor's is the same
+	// shed is, per case run, the handshakes the restarted service shed.
+	shed  []float64
+	exact benchPair[[]float64]
 }
 
 // users is the user ids of one run, in the order the load processes
@@ -638,7 +687,7 @@ func (b *rcBench) caseRun(ctx context.Context) (float64, error) {
 	prefix := fmt.Sprintf("rc%d", b.run)
 	users := b.users(prefix)
 	front := newFront(b.procs)
-	s1, err := startRCService(ctx, b.eng, b.pub, b.t)
+	s1, err := startRCService(ctx, b.eng, b.pub, b.t, b.handshakes)
 	if err != nil {
 		return 0, err
 	}
@@ -667,7 +716,7 @@ func (b *rcBench) caseRun(ctx context.Context) (float64, error) {
 	}
 	up := func() (time.Time, error) {
 		var err error
-		if s2, err = startRCService(ctx, b.eng, b.pub, b.t); err != nil {
+		if s2, err = startRCService(ctx, b.eng, b.pub, b.t, b.handshakes); err != nil {
 			return time.Time{}, err
 		}
 		private, err := startHTTPServer(s2.svc.Handler(), nil)
@@ -687,6 +736,11 @@ func (b *rcBench) caseRun(ctx context.Context) (float64, error) {
 		return now, nil
 	}
 	v, err := b.measure(ctx, front, prefix, prime, down, up, &b.exact.Case)
+	if err == nil {
+		var shed float64
+		shed, err = s2.shed()
+		b.shed = append(b.shed, shed)
+	}
 	if err == nil {
 		err = s2.stop()
 		s2 = nil
@@ -744,6 +798,9 @@ func benchReconnect(ctx context.Context, o benchOptions) ([]benchRow, error) {
 	}
 	b.procs = min(b.procs, b.n)
 	var err error
+	if b.handshakes, err = rcMaxHandshakes(); err != nil {
+		return nil, err
+	}
 	if b.pub, b.key, err = ed25519.GenerateKey(nil); err != nil {
 		return nil, err
 	}
@@ -761,9 +818,9 @@ func benchReconnect(ctx context.Context, o benchOptions) ([]benchRow, error) {
 	}
 	note := fmt.Sprintf("N=%d clients (cloud.Link) in %d load processes, each dialling 127.0.0.10-%d; "+
 		"restart: Shutdown (going away, retry hint < %s), %s of downtime while a new cloud.Service on the same engine writes one message per user, then listen again; "+
-		"timed from listening again to the last missed message received; backoff %s-%s with full jitter; default admission (at most %d handshakes at once, 503 beyond); "+
+		"timed from listening again to the last missed message received; backoff %s-%s with full jitter; admission: at most %d handshakes at once, 503 beyond (%s overrides it), median %.0f handshakes shed per resync run; "+
 		"floor: the same clients, close and downtime against a bare gorilla/websocket server answering from memory; not pinned; load average %s at the start, %s at the end",
-		b.n, b.procs, 9+b.procs, b.t.window, b.downtime.Round(time.Millisecond), b.t.backoffMin, b.t.backoffMax, cloud.DefaultMaxHandshakes, loadBefore, loadAvg())
+		b.n, b.procs, 9+b.procs, b.t.window, b.downtime.Round(time.Millisecond), b.t.backoffMin, b.t.backoffMax, b.handshakes, reconnectHandshakesEnv, median(b.shed), loadBefore, loadAvg())
 	return []benchRow{
 		newRow("reconnect", "resyncs", "cloud.Service restart, resync from cursors", "bare gorilla/websocket restart", "resyncs/s", cs, fs,
 			&benchTarget{Of: "case", Op: ">=", Value: 1000}, note),

@@ -127,7 +127,7 @@ func TestFaultBadVersion(t *testing.T) {
 	var mis sync.WaitGroup
 	daveAddr := peer.AddrInfo{ID: dave.host.ID(), Addrs: dave.host.Addrs()}
 	for range 4 {
-		mis.Go(func() { floodChat(misCtx, bad[0], badCerts[0], daveAddr, &st) })
+		mis.Go(func() { floodChat(misCtx, bad[0], badCerts[0], daveAddr, "dave", &st) })
 	}
 	mis.Go(func() { registerLoop(misCtx, bad[1], &st) })
 	mis.Go(func() {
@@ -219,11 +219,11 @@ func (s *badStats) String() string {
 		s.floodSent.Load(), s.floodRefused.Load(), s.floodFailed.Load(), s.registers.Load(), s.registersFail.Load(), s.stalled.Load(), s.stallRefused.Load())
 }
 
-// floodChat sends chat messages from p to the device at to as fast as the
-// device answers, until ctx ends.
-func floodChat(ctx context.Context, p *legacyPhone, cert legacywire.Certificate, to peer.AddrInfo, st *badStats) {
+// floodChat sends chat messages for rcpt from p to the peer at to (a
+// device or the bridge) as fast as it answers, until ctx ends.
+func floodChat(ctx context.Context, p *legacyPhone, cert legacywire.Certificate, to peer.AddrInfo, rcpt string, st *badStats) {
 	for ctx.Err() == nil {
-		msg := legacywire.ChatMessage{ID: uuid.Must(uuid.NewV7()).String(), From: cert.User, To: "dave", Text: "spam", SentAt: time.Now().UTC()}
+		msg := legacywire.ChatMessage{ID: uuid.Must(uuid.NewV7()).String(), From: cert.User, To: rcpt, Text: "spam", SentAt: time.Now().UTC()}
 		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		ack, err := legacy.SendChat(sctx, p.host, cert, to, msg)
 		cancel()
