@@ -23,6 +23,7 @@ import (
 	"github.com/ferrygw/ferry/cloud/cloudwire"
 	"github.com/ferrygw/ferry/legacy"
 	"github.com/ferrygw/ferry/legacy/legacywire"
+	"github.com/ferrygw/ferry/migrate/migratestore"
 )
 
 // Files across the boundary.
@@ -110,9 +111,10 @@ type fileOut struct {
 
 // fileRelay carries files across the boundary.
 type fileRelay struct {
-	b  *Bridge
-	kv jetstream.KeyValue
-	m  *fileMetrics
+	b    *Bridge
+	kv   jetstream.KeyValue
+	keys migratestore.KeyIndex // lists kv's jobs
+	m    *fileMetrics
 
 	kick chan struct{}
 	sem  chan struct{}
@@ -156,8 +158,12 @@ func newFileRelay(ctx context.Context, b *Bridge) (*fileRelay, error) {
 	if err := register(b.cfg.Registerer, "file ", m.files, m.bytes); err != nil {
 		return nil, err
 	}
+	keys, err := migratestore.OpenKeyIndex(ctx, b.cfg.JS, filesKV)
+	if err != nil {
+		return nil, err
+	}
 	return &fileRelay{
-		b: b, kv: kv, m: m,
+		b: b, kv: kv, keys: keys, m: m,
 		kick: make(chan struct{}, 1),
 		sem:  make(chan struct{}, maxFileTransfers),
 		busy: map[string]bool{},
@@ -186,7 +192,7 @@ func (r *fileRelay) run(ctx context.Context) error {
 
 // startDue starts a transfer for every pending job whose time has come.
 func (r *fileRelay) startDue(ctx context.Context, wg *sync.WaitGroup) {
-	keys, err := bucketKeys(ctx, r.b.cfg.JS, filesKV, "in.")
+	keys, err := r.keys.Keys(ctx, "in.")
 	if err != nil {
 		r.b.log.Warn("file jobs", "err", err)
 		return

@@ -9,11 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ferrygw/ferry/migrate/migratestore"
 )
 
 // maxLastMismatches bounds ShadowStats.LastMismatches.
@@ -64,7 +65,11 @@ func statsKey(user string) string {
 // loadShadowStats reads every persisted summary of bucket shadowBucket.
 func loadShadowStats(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, now func() time.Time, log *slog.Logger) (*shadowStats, error) {
 	st := &shadowStats{kv: kv, now: now, log: log, users: map[string]ShadowStats{}, dirty: map[string]struct{}{}}
-	keys, err := bucketKeys(ctx, js, shadowBucket, "user.")
+	idx, err := migratestore.OpenKeyIndex(ctx, js, shadowBucket)
+	if err != nil {
+		return nil, fmt.Errorf("bridge: list shadow summaries: %w", err)
+	}
+	keys, err := idx.Keys(ctx, "user.")
 	if err != nil {
 		return nil, fmt.Errorf("bridge: list shadow summaries: %w", err)
 	}
@@ -162,26 +167,4 @@ func (st *shadowStats) flush(ctx context.Context) error {
 // memory; ok is false when the bridge has none.
 func (b *Bridge) ShadowStats(user string) (ShadowStats, bool) {
 	return b.shadow.stats.get(user)
-}
-
-// bucketKeys lists the keys under prefix of KV bucket from its stream's
-// per-subject state, which the server keeps under one lock, so that a key
-// another bridge rewrites meanwhile is never missing (kv.ListKeys reads
-// through a consumer that can come back short while keys are rewritten).
-// A deleted key is listed too: its marker is the subject's last message.
-func bucketKeys(ctx context.Context, js jetstream.JetStream, bucket, prefix string) ([]string, error) {
-	st, err := js.Stream(ctx, "KV_"+bucket)
-	if err != nil {
-		return nil, err
-	}
-	base := "$KV." + bucket + "."
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(base+prefix+">"))
-	if err != nil {
-		return nil, err
-	}
-	keys := make([]string, 0, len(info.State.Subjects))
-	for subj := range info.State.Subjects {
-		keys = append(keys, strings.TrimPrefix(subj, base))
-	}
-	return keys, nil
 }

@@ -35,9 +35,11 @@ const identifyWait = time.Second
 func (a *agent) spokenLegacyProtocol(peerID string) int { return spokenChatProtocol(a.snHost, peerID) }
 
 // spokenChatProtocol is chatProtocolOn(h, peerID) once h has identified the
-// peer, waiting at most identifyWait (and not at all when h has no
-// connection to it). It listens on h's event bus rather than asking the
-// identify service, which hosts that wrap another (a relay host) hide.
+// peer, waiting at most identifyWait, and not at all when h has no
+// connection to it or has already identified it (its peerstore lists the
+// peer's protocols: a peer that speaks no chat version costs no wait). It
+// listens on h's event bus rather than asking the identify service, which
+// hosts that wrap another (a relay host) hide.
 func spokenChatProtocol(h host.Host, peerID string) int {
 	if v := chatProtocolOn(h, peerID); v != 0 || h == nil {
 		return v
@@ -45,6 +47,9 @@ func spokenChatProtocol(h host.Host, peerID string) int {
 	id, err := peer.Decode(peerID)
 	if err != nil || len(h.Network().ConnsToPeer(id)) == 0 {
 		return 0
+	}
+	if protos, err := h.Peerstore().GetProtocols(id); err == nil && len(protos) > 0 {
+		return 0 // identified: it speaks no chat version
 	}
 	sub, err := h.EventBus().Subscribe(new(event.EvtPeerIdentificationCompleted))
 	if err != nil {

@@ -35,7 +35,7 @@ type Freeze struct {
 // every agent on the same NATS sees the same campaigns.
 type Campaigns struct {
 	kv   jetstream.KeyValue
-	keys keyIndex
+	keys KeyIndex
 }
 
 // NewCampaigns creates or opens the campaign bucket (bucket "" means
@@ -57,7 +57,7 @@ func NewCampaigns(ctx context.Context, js jetstream.JetStream, bucket string, re
 	if err != nil {
 		return nil, fmt.Errorf("migratestore: bucket %s: %w", bucket, err)
 	}
-	keys, err := openKeyIndex(ctx, js, bucket)
+	keys, err := OpenKeyIndex(ctx, js, bucket)
 	if err != nil {
 		return nil, err
 	}

@@ -39,27 +39,29 @@ func modify[T any](get func() (T, error), change func(T) (T, error), put func(T)
 	return zero, err
 }
 
-// keyIndex lists a KV bucket's keys from its stream's per-subject state,
+// KeyIndex lists a KV bucket's keys from its stream's per-subject state,
 // which the server keeps under one lock: a key being rewritten is never
 // missing from it. (kv.ListKeys reads through a consumer that can
 // silently come back short while keys are being rewritten, and ends
-// without an error when its context does.)
-type keyIndex struct {
+// without an error when its context does.) The bridge lists its buckets
+// with it too.
+type KeyIndex struct {
 	stream  jetstream.Stream
 	subject string // "$KV.<bucket>."
 }
 
-func openKeyIndex(ctx context.Context, js jetstream.JetStream, bucket string) (keyIndex, error) {
+// OpenKeyIndex opens the index of an existing KV bucket.
+func OpenKeyIndex(ctx context.Context, js jetstream.JetStream, bucket string) (KeyIndex, error) {
 	st, err := js.Stream(ctx, "KV_"+bucket)
 	if err != nil {
-		return keyIndex{}, fmt.Errorf("migratestore: bucket %s stream: %w", bucket, err)
+		return KeyIndex{}, fmt.Errorf("migratestore: bucket %s stream: %w", bucket, err)
 	}
-	return keyIndex{stream: st, subject: "$KV." + bucket + "."}, nil
+	return KeyIndex{stream: st, subject: "$KV." + bucket + "."}, nil
 }
 
-// keys returns the keys under prefix (deleted ones included: their
-// delete marker is the subject's last message).
-func (x keyIndex) keys(ctx context.Context, prefix string) ([]string, error) {
+// Keys returns the keys under prefix, in no order (deleted ones included:
+// their delete marker is the subject's last message).
+func (x KeyIndex) Keys(ctx context.Context, prefix string) ([]string, error) {
 	info, err := x.stream.Info(ctx, jetstream.WithSubjectFilter(x.subject+prefix+">"))
 	if err != nil {
 		return nil, err
@@ -74,8 +76,8 @@ func (x keyIndex) keys(ctx context.Context, prefix string) ([]string, error) {
 // listByPrefix returns, sorted by name, the records whose keys start with
 // prefix; get reads one by name, and a record deleted meanwhile (notFound) is
 // skipped.
-func listByPrefix[T any](ctx context.Context, idx keyIndex, prefix string, notFound error, get func(name string) (T, error)) ([]T, error) {
-	keys, err := idx.keys(ctx, prefix)
+func listByPrefix[T any](ctx context.Context, idx KeyIndex, prefix string, notFound error, get func(name string) (T, error)) ([]T, error) {
+	keys, err := idx.Keys(ctx, prefix)
 	if err != nil {
 		return nil, fmt.Errorf("migratestore: list %s: %w", strings.TrimSuffix(prefix, "."), err)
 	}

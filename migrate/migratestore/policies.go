@@ -20,7 +20,7 @@ const policyKeyPrefix = "p."
 // bucket, every write a compare-and-set on the key's revision.
 type Policies struct {
 	kv   jetstream.KeyValue
-	keys keyIndex
+	keys KeyIndex
 }
 
 // NewPolicies creates or opens the policy bucket (bucket "" means
@@ -42,7 +42,7 @@ func NewPolicies(ctx context.Context, js jetstream.JetStream, bucket string, rep
 	if err != nil {
 		return nil, fmt.Errorf("migratestore: bucket %s: %w", bucket, err)
 	}
-	keys, err := openKeyIndex(ctx, js, bucket)
+	keys, err := OpenKeyIndex(ctx, js, bucket)
 	if err != nil {
 		return nil, err
 	}
