@@ -47,8 +47,14 @@ func newFilePhone(t *testing.T, ta *testAgent, user string, maxVersion int) *fil
 
 func (p *filePhone) nextOffer(t *testing.T) legacywire.FileOffer {
 	t.Helper()
+	return waitOffer(t, p.offers)
+}
+
+// waitOffer waits for the next file offer a test device recorded.
+func waitOffer(t *testing.T, offers <-chan legacywire.FileOffer) legacywire.FileOffer {
+	t.Helper()
 	select {
-	case o := <-p.offers:
+	case o := <-offers:
 		return o
 	case <-time.After(within):
 		t.Fatal("no file offer reached the legacy device")

@@ -14,18 +14,26 @@ import (
 )
 
 // livePhone is a legacy device that also records the typing and presence
-// frames it gets.
+// frames, calls and file offers it gets.
 type livePhone struct {
 	*versionedPhone
 	typing   chan legacywire.Typing
 	presence chan legacywire.Presence
 	incoming chan *legacy.Call
+	offers   chan legacywire.FileOffer
 }
 
 func newLivePhone(t *testing.T, ta *testAgent, user string, maxVersion int) *livePhone {
 	t.Helper()
-	p := &livePhone{typing: make(chan legacywire.Typing, 64), presence: make(chan legacywire.Presence, 64), incoming: make(chan *legacy.Call, 8)}
+	p := &livePhone{typing: make(chan legacywire.Typing, 64), presence: make(chan legacywire.Presence, 64), incoming: make(chan *legacy.Call, 8),
+		offers: make(chan legacywire.FileOffer, 8)}
 	p.versionedPhone = newVersionedPhoneWith(t, ta, user, maxVersion, func(c *legacy.DeviceConfig) {
+		c.OnFileOffer = func(o legacywire.FileOffer) {
+			select {
+			case p.offers <- o:
+			default:
+			}
+		}
 		c.OnCall = func(call *legacy.Call) {
 			select {
 			case p.incoming <- call:

@@ -3,12 +3,16 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/ferrygw/ferry/cloud"
 	"github.com/ferrygw/ferry/cloud/cloudwire"
 	"github.com/ferrygw/ferry/legacy"
 	"github.com/ferrygw/ferry/legacy/legacywire"
@@ -29,7 +33,7 @@ var matrixPhases = []struct {
 }
 
 // matrixUser is one user of the matrix, with a device at their inbound
-// home: a chat v2 legacy device while the overlay is home, a cloud device
+// home: a chat v3 legacy device while the overlay is home, a cloud device
 // once the cloud is (their legacy devices go through the bridge then, or
 // are refused when finalized, and are not what the matrix is about).
 type matrixUser struct {
@@ -43,17 +47,22 @@ type matrixUser struct {
 func (u *matrixUser) cloudHome() bool { return u.phone == nil }
 
 // matrixKinds are the kinds of traffic, each sent by s to r and asserted
-// at r's inbound home.
+// at r's inbound home. A kind with cloudSenders runs only in the rows of
+// cloud-home senders: legacy chat (v1 to v3) has no groups, so a
+// legacy-home user gets group messages (the cloud rows' legacy columns)
+// but has no way to send one; that cell does not exist.
 var matrixKinds = []struct {
-	name string
-	run  func(m *matrix, t *testing.T, s, r *matrixUser)
+	name         string
+	run          func(m *matrix, t *testing.T, s, r *matrixUser)
+	cloudSenders bool
 }{
-	{"message", (*matrix).message},
-	{"receipt", (*matrix).receipt},
-	{"typing", (*matrix).typing},
-	{"presence", (*matrix).presence},
-	{"call_invite", (*matrix).callInvite},
-	{"group_message", (*matrix).groupMessage},
+	{"message", (*matrix).message, false},
+	{"receipt", (*matrix).receipt, false},
+	{"typing", (*matrix).typing, false},
+	{"presence", (*matrix).presence, false},
+	{"call_invite", (*matrix).callInvite, false},
+	{"file", (*matrix).file, false},
+	{"group_message", (*matrix).groupMessage, true},
 }
 
 type matrix struct {
@@ -79,7 +88,7 @@ func TestRoutingMatrix(t *testing.T) {
 			u := &matrixUser{name: role + "-" + string(p.phase), phase: p.phase}
 			setPhases(t, ta.admin(), u.name, p.steps...)
 			if p.phase != migrate.PhaseCloud && p.phase != migrate.PhaseFinalized {
-				u.phone = newLivePhone(t, ta, u.name, 2)
+				u.phone = newLivePhone(t, ta, u.name, 3)
 			}
 			if role == "s" {
 				senders = append(senders, u)
@@ -117,6 +126,9 @@ func TestRoutingMatrix(t *testing.T) {
 		for _, r := range recipients {
 			t.Run(fmt.Sprintf("%s_to_%s", s.phase, r.phase), func(t *testing.T) {
 				for _, k := range matrixKinds {
+					if k.cloudSenders && !s.cloudHome() {
+						continue
+					}
 					t.Run(k.name, func(t *testing.T) { k.run(m, t, s, r) })
 				}
 			})
@@ -338,10 +350,77 @@ func (m *matrix) callInvite(t *testing.T, s, r *matrixUser) {
 	}
 }
 
-func (m *matrix) groupMessage(t *testing.T, s, r *matrixUser) {
+// file: s sends r a file from s's home (a chat v3 offer, or an upload and
+// a file message) and r's home gets the same bytes: the legacy device
+// accepts the offer (from s's device or from the bridge, which serves it
+// out of the cloud's object store), the cloud device downloads the file
+// message's attachment (which the bridge stored, for a legacy sender).
+func (m *matrix) file(t *testing.T, s, r *matrixUser) {
+	data := patterned(20<<10 + len(s.name)*7 + len(r.name))
+	name := s.name + "-to-" + r.name + ".bin"
+	var id string
 	if !s.cloudHome() {
-		t.Skip("legacy chat v1 and v2 have no groups: a legacy-home user gets group messages (see the cloud rows) but cannot send one")
+		path := filepath.Join(t.TempDir(), name)
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		offer, res, err := s.phone.dev.OfferFile(m.ctx, r.name, path)
+		if err != nil || res.Offered < 1 {
+			t.Fatalf("%s offers %s a file: %+v, %v", s.name, r.name, res, err)
+		}
+		id = offer.ID
+	} else {
+		f, err := cloud.UploadFile(m.ctx, http.DefaultClient, m.ta.a.cloudURL(), userToken(t, m.ta, s.name),
+			cloud.FileUpload{To: r.name, Name: name, Data: data})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id = uuid.Must(uuid.NewV7()).String()
+		if _, err := s.cloud.c.Send(m.ctx, cloudwire.Send{To: r.name, MsgID: id, Text: name, File: &f}); err != nil {
+			t.Fatal(err)
+		}
 	}
+	if !r.cloudHome() {
+		o := waitOffer(t, r.phone.offers)
+		for o.ID != id {
+			o = waitOffer(t, r.phone.offers)
+		}
+		if o.From != s.name || o.Name != name || o.Size != int64(len(data)) {
+			t.Fatalf("%s's device got offer %+v, want %s of %d bytes", r.name, o, name, len(data))
+		}
+		out := filepath.Join(t.TempDir(), "got-"+name)
+		if err := r.phone.dev.AcceptFile(m.ctx, o.ID, out); err != nil {
+			t.Fatalf("%s accepts %s's file: %v", r.name, s.name, err)
+		}
+		got, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sha256Hex(got) != sha256Hex(data) {
+			t.Fatalf("%s's device saved %d bytes that differ from the %d sent", r.name, len(got), len(data))
+		}
+		return
+	}
+	for {
+		ev, _ := r.cloud.next(t, cloudwire.KindMsg)
+		if ev.MsgID != id {
+			continue
+		}
+		if ev.From != s.name || ev.File == nil || ev.File.Name != name || ev.File.SHA256 != sha256Hex(data) {
+			t.Fatalf("%s's cloud device got %+v (file %+v), want %s from %s", r.name, ev, ev.File, name, s.name)
+		}
+		got, err := cloud.DownloadFile(m.ctx, http.DefaultClient, m.ta.a.cloudURL(), userToken(t, m.ta, r.name), ev.File.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sha256Hex(got) != sha256Hex(data) {
+			t.Fatalf("%s downloaded %d bytes that differ from the %d sent", r.name, len(got), len(data))
+		}
+		return
+	}
+}
+
+func (m *matrix) groupMessage(t *testing.T, s, r *matrixUser) {
 	name := s.name + " and " + r.name
 	g, err := s.cloud.c.Group(m.ctx, cloudwire.Group{Op: cloudwire.GroupCreate, MsgID: uuid.Must(uuid.NewV7()).String(),
 		Name: name, Members: []string{r.name}})
