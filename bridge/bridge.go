@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -14,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/ferrygw/ferry/cloud"
 	"github.com/ferrygw/ferry/legacy"
 	"github.com/ferrygw/ferry/legacy/legacywire"
 	"github.com/ferrygw/ferry/migrate"
@@ -59,6 +57,12 @@ type Config struct {
 	RouteTTL time.Duration
 	// DeliveryTimeout bounds one delivery attempt on either side.
 	DeliveryTimeout time.Duration
+	// Links is the size of the pool of cloud links (pool.go): 0 means
+	// DefaultLinks; at most MaxLinks. Link 0 carries the inbox feed.
+	Links int
+	// PuppetIdle is how long a user's puppet session stays open without a
+	// request (puppets.go); 0 means DefaultPuppetIdle.
+	PuppetIdle time.Duration
 	// OutboxTTL is how long a cloud message waits for an offline legacy
 	// recipient before it is dropped as undeliverable (DefaultOutboxTTL).
 	OutboxTTL time.Duration
@@ -104,6 +108,8 @@ func (c Config) Validate() error {
 		return errors.New("bridge: Config.JS is required")
 	case c.CloudURL == "" || c.CloudToken == "":
 		return errors.New("bridge: Config.CloudURL and CloudToken are required")
+	case c.Links < 0 || c.Links > MaxLinks:
+		return fmt.Errorf("bridge: Config.Links must be 1 to %d (0: %d)", MaxLinks, DefaultLinks)
 	}
 	return nil
 }
@@ -130,12 +136,15 @@ type Bridge struct {
 	hold *outbox
 	flow *flowMetrics
 
-	linkState *linkTracker
-	calls     *callRelay // calls across the boundary (calls.go)
-	files     *fileRelay // files across the boundary (files.go)
-
-	mu   sync.Mutex
-	link *cloud.Client // current cloud link; nil while reconnecting
+	// links is the pool of cloud links, link 0 the feed's (pool.go);
+	// puppets the per-user sessions multiplexed over them (puppets.go).
+	links   []*cloudLink
+	puppets *puppetTable
+	calls   *callRelay // calls across the boundary (calls.go)
+	files   *fileRelay // files across the boundary (files.go)
+	// own and devices: cloud-home users' own legacy devices (devices.go).
+	own     *ownDeviceMetrics
+	devices *ownDevices
 }
 
 // New checks cfg, issues the bridge's overlay certificate and prepares its
@@ -155,6 +164,12 @@ func New(ctx context.Context, cfg Config) (*Bridge, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Links == 0 {
+		cfg.Links = DefaultLinks
+	}
+	if cfg.PuppetIdle == 0 {
+		cfg.PuppetIdle = DefaultPuppetIdle
 	}
 	if cfg.ClientVersion == "" {
 		cfg.ClientVersion = "0"
@@ -189,8 +204,12 @@ func New(ctx context.Context, cfg Config) (*Bridge, error) {
 		metrics: m,
 		cursor:  cur,
 	}
-	b.linkState = newLinkTracker("link-0", m.link, cfg.Now)
+	b.links = newLinks(cfg.Links, m, cfg.Now)
+	b.puppets = newPuppetTable(cfg.PuppetIdle, cfg.DeliveryTimeout, m, cfg.Now, log)
 	if b.ledger, err = newLedger(ctx, cfg.JS, cfg.Replicas); err != nil {
+		return nil, err
+	}
+	if err := register(cfg.Registerer, "id map ", b.ledger.sizeGauge()); err != nil {
 		return nil, err
 	}
 	if b.flow, err = newFlowMetrics(cfg.Registerer); err != nil {
@@ -217,6 +236,10 @@ func New(ctx context.Context, cfg Config) (*Bridge, error) {
 	if b.shadow, err = newShadow(ctx, b); err != nil {
 		return nil, err
 	}
+	if b.own, err = newOwnDeviceMetrics(cfg.Registerer); err != nil {
+		return nil, err
+	}
+	b.devices = newOwnDevices(b, b.own)
 	return b, nil
 }
 
@@ -236,12 +259,17 @@ func (b *Bridge) Run(ctx context.Context) error {
 		Limiter:   b.cfg.ChatLimiter,
 	})
 	defer legacy.RemoveChatHandlers(b.cfg.Host)
-	b.linkState.set(LinkConnecting, nil)
-	defer b.linkState.set(LinkStopped, nil)
+	for _, l := range b.links {
+		l.state.set(LinkConnecting, nil)
+		defer l.state.set(LinkStopped, nil)
+	}
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return b.routes.run(ctx) })
-	g.Go(func() error { return b.runLink(ctx) })
+	for _, l := range b.links {
+		g.Go(func() error { return b.runLink(ctx, l) })
+	}
+	g.Go(func() error { return b.puppets.run(ctx, b.linkClient) })
 	g.Go(func() error { return b.cursor.run(ctx) })
 	g.Go(func() error { return b.outbox.run(ctx) })
 	g.Go(func() error { return b.hold.run(ctx) })
@@ -250,6 +278,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	g.Go(func() error { return b.calls.run(ctx) })
 	g.Go(func() error { return b.files.run(ctx) })
 	g.Go(func() error { return b.shadow.run(ctx) })
+	g.Go(func() error { return b.devices.run(ctx) })
 	return g.Wait()
 }
 
@@ -276,19 +305,6 @@ func (b *Bridge) admitFrame(ctx context.Context, from legacywire.Certificate, f 
 		return b.files.fileFrame(ctx, from, f)
 	}
 	return b.onFrame(ctx, from, f)
-}
-
-func (b *Bridge) currentLink() *cloud.Client {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.link
-}
-
-func (b *Bridge) setLink(c *cloud.Client) {
-	b.mu.Lock()
-	b.link = c
-	b.mu.Unlock()
-	b.metrics.linkUp.Set(boolGauge(c != nil))
 }
 
 func boolGauge(b bool) float64 {

@@ -37,12 +37,49 @@
 // subjects through cloud.BridgeLive. Every route decision is counted by
 // kind and path (native, interop, escalation).
 //
-// The cloud link has a state (stopped, connecting, connected, reconnecting,
+// Links and puppets (pool.go, puppets.go). The bridge keeps a pool of
+// Config.Links WebSocket bridge sessions to the cloud (-bridge-links,
+// default 2): link 0 carries the inbox feed (cursor, events) and requests;
+// the others are request-only (hello no_feed, PROTOCOL.md v10), so no
+// event reaches the bridge twice. A legacy user's requests always go to
+// one link, the FNV-1a hash of the user id modulo the pool size, so the
+// cloud's per-user order is the order the bridge sent them in. A user is
+// never moved to another link: while their link is down their requests
+// fail at once, as with one link (the legacy device retries unavailable,
+// the outbox and the flip hold retry with backoff), so nothing of theirs
+// overtakes another on a second link. Requests that act for nobody (the
+// flip probe) use link 0.
+//
+// Each link has a state (stopped, connecting, connected, reconnecting,
 // bad_credentials when the cloud refuses the bridge's token with 401 or
 // close 4401) with since-when and the last error: Bridge.Status, the admin
-// API's GET /v1/admin/bridge and gateway_bridge_link_state. Redials use full
-// jitter with a doubling cap that starts over after a link that came up; a
-// refused token waits the longest, since retrying faster cannot fix it.
+// API's GET /v1/admin/bridge and gateway_bridge_link_state{link,state}.
+// Each link redials on its own, with full jitter and a doubling cap that
+// starts over after a link that came up, so after a cloud restart the
+// links (of one bridge or many) do not come back in step; a refused token
+// waits the longest, since retrying faster cannot fix it.
+//
+// Every legacy-home user the bridge acts for has a puppet on their link:
+// the bridge opens it (act open, PROTOCOL.md v10) before the user's first
+// request and reuses it for the rest, so one act serves any number of
+// requests. Its state is opening, open, reconnecting, refused (the cloud's
+// act-for rule said no: the user's home is the cloud as the cloud sees
+// it) or closed, with since, last use and last error (Bridge.Puppets, GET
+// /v1/admin/bridge?puppets=N&state=S, gateway_bridge_puppets{state},
+// gateway_bridge_puppet_opens_total{result}). A puppet idle for
+// Config.PuppetIdle (10 min) is closed with act close and reopened on
+// demand; one closed for six idle periods is forgotten. When a link drops
+// its puppets turn reconnecting and are reopened lazily, at their user's
+// next request on the new session: reopens follow traffic, so a cloud
+// restart brings no reopen storm. A refused puppet is asked again at each
+// use (a rollback makes the user legacy-home again); its request fails
+// with the refusal, and a legacy sender gets the unavailable refusal the
+// cloud's refusal always gave. The cloud checks every request against its
+// act-for rule as well, so an open puppet never outlives a phase change;
+// the puppet is the per-user session's state and the cloud's count, not a
+// cached permission. Users whose home is the cloud get no puppet: what the
+// bridge sends for them comes from one of their own legacy devices, which
+// the cloud checks per request.
 //
 // # The flip (ready → cloud) and reverse mirroring
 //
@@ -81,10 +118,40 @@
 // message's id, sender and time: a device that already had the message
 // drops it as a repeat, and no receipt goes back to the cloud. A device
 // that is offline gets its copies when it is reachable again, so a
-// rollback to shadow loses nothing the user received. Messages the user
-// sends from a cloud device are not mirrored: a legacy device takes only
-// messages addressed to its own user, and the wire has no "sent from
-// another device" or "mirrored" mark yet (legacywire).
+// rollback to shadow loses nothing the user received. A file message is
+// mirrored the way files reach legacy-home users (files.go): an offer the
+// chat v3 device fetches from the bridge, a notice with the download link
+// on older ones. Messages the user sends from a cloud device are not
+// mirrored: a legacy device takes only messages addressed to its own
+// user, and the wire has no "sent from another device" or "mirrored" mark
+// yet (legacywire).
+//
+// # A cloud user's own legacy devices
+//
+// In phase cloud a user's legacy device is one more device of theirs in
+// the cloud (devices.go). What it sends to a cloud-home user reaches the
+// bridge (the recipient's route) and is written into the cloud as the
+// user, from that device (cloudwire.Send.Device, protocol v11): the cloud
+// asks the gateway (cloud.Config.ActForDevice, which applies
+// CheckOwnDevice: home in the cloud but not for good, a legacy device on
+// the user's record), and the message reaches the recipient and, as the
+// user's own sent message, their other devices. The device is
+// acknowledged once the cloud stored it, idempotent by message id; a
+// finalized user's device is refused with upgrade_required, a device not
+// (yet) on record with unavailable, both counted. What it sends to a
+// legacy-home user goes device to device; the bridge reads it back from
+// the device's history at each probe and writes it into the cloud the same
+// way (up to a probe period late, at the end of its conversation); the
+// recipient's devices drop the cloud's copy as a repeat. Closing that
+// delay needs the sender to mirror to its own user's mirror route, a
+// legacy/ change. The device shows in the cloud's presence (device record
+// platform legacy, its client version; live presence and snapshots) while
+// the bridge reaches it, checked on its sends, on mirror copies it takes,
+// on registrations and phase changes, when its connection closes and every
+// 30 s; the records name the bridge's own node lease, so the cloud marks
+// them offline if the bridge dies. A legacy text waits for the file offers
+// its sender made before it (their transfers are asynchronous), so a
+// file then a text reach the cloud in that order.
 //
 // What one of these queues drops unread after OutboxTTL is reported to
 // the sender on their own side (mirror_report.go) and counted in
@@ -136,8 +203,10 @@
 // the hold has drained is left out (result "late"): a hole rather than a
 // message out of order. It can write a message to the flipped user
 // (acting for its legacy sender) but not one they sent, since the bridge
-// no longer acts for them, and a hole in the middle of a conversation is
-// filled at its end, where the cloud's sequence puts it.
+// no longer acts for them (what they sent to legacy users from a
+// minute before the flip on is read back from their device as one of
+// their own devices, see above), and a hole in the middle of a
+// conversation is filled at its end, where the cloud's sequence puts it.
 //
 // Compare: every mirrored or backfilled copy is compared with the cloud
 // copy (read back at the sequence the cloud answered: sender, recipient,

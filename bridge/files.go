@@ -120,6 +120,12 @@ type fileRelay struct {
 	sem  chan struct{}
 	mu   sync.Mutex
 	busy map[string]bool
+	// pendingBy holds, per legacy sender, the keys of their offers not yet
+	// carried (as this bridge knows them: taken here, or found pending by
+	// startDue); changed is closed and replaced whenever one is done.
+	// A text from the sender waits for them (waitSender).
+	pendingBy map[string]map[string]bool
+	changed   chan struct{}
 }
 
 type fileMetrics struct {
@@ -167,6 +173,9 @@ func newFileRelay(ctx context.Context, b *Bridge) (*fileRelay, error) {
 		kick: make(chan struct{}, 1),
 		sem:  make(chan struct{}, maxFileTransfers),
 		busy: map[string]bool{},
+
+		pendingBy: map[string]map[string]bool{},
+		changed:   make(chan struct{}),
 	}, nil
 }
 
@@ -199,7 +208,11 @@ func (r *fileRelay) startDue(ctx context.Context, wg *sync.WaitGroup) {
 	}
 	for _, key := range keys {
 		job, _, err := r.load(ctx, key)
-		if err != nil || job.State != filePending || r.b.now().Before(job.NextAt) {
+		if err != nil || job.State != filePending {
+			continue
+		}
+		r.track(job.Offer.From, key)
+		if r.b.now().Before(job.NextAt) {
 			continue
 		}
 		r.mu.Lock()
@@ -265,6 +278,9 @@ func (r *fileRelay) fromLegacy(ctx context.Context, from legacywire.Certificate,
 	if !cloudwire.ValidMsgID(o.ID) || !cloudwire.ValidFileName(o.Name) {
 		return refuse(legacywire.CodeBadFrame, "file id or name the cloud cannot take", fileResultRefused)
 	}
+	if no := b.sendAs(from, &cloudwire.Send{MsgID: o.ID}, kindFile); no != nil {
+		return refuse(no.Code, no.Error, fileResultRefused)
+	}
 	limit, err := b.live.cloud.MaxFileSize(ctx)
 	if err != nil {
 		b.log.Warn("file offer: cloud file store", "err", err)
@@ -285,6 +301,7 @@ func (r *fileRelay) fromLegacy(ctx context.Context, from legacywire.Certificate,
 	}
 	// A resent offer (ErrKeyExists) is acknowledged again and changes
 	// nothing: its job is pending.
+	r.track(o.From, key)
 	b.decide(kindFile, pathInterop)
 	select {
 	case r.kick <- struct{}{}:
@@ -343,6 +360,60 @@ func (r *fileRelay) attempt(ctx context.Context, key string) {
 	}
 	if serr != nil {
 		b.log.Warn("file job", "file", job.Offer.ID, "state", job.State, "err", serr)
+	}
+	if job.State != filePending {
+		r.untrack(job.Offer.From, key)
+	}
+}
+
+// track records that sender's offer under key is pending.
+func (r *fileRelay) track(sender, key string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pendingBy[sender] == nil {
+		r.pendingBy[sender] = map[string]bool{}
+	}
+	r.pendingBy[sender][key] = true
+}
+
+// untrack records that sender's offer under key is done (carried or given
+// up) and wakes the texts waiting for it.
+func (r *fileRelay) untrack(sender, key string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.pendingBy[sender], key)
+	if len(r.pendingBy[sender]) == 0 {
+		delete(r.pendingBy, sender)
+	}
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+// waitSender returns once no offer of sender's is pending, so that a text
+// they sent after a file reaches the cloud after it: the file message is
+// sent when its bytes are stored, after the offer was acknowledged. It
+// starts the transfers at once and fails when ctx ends first (a transfer
+// that is failing waits for its backoff); the caller then refuses the
+// text with unavailable, which the device retries, order kept. An offer
+// taken by another bridge node, or left by a run before this one and not
+// yet listed, is not waited for.
+func (r *fileRelay) waitSender(ctx context.Context, sender string) error {
+	for {
+		r.mu.Lock()
+		n, changed := len(r.pendingBy[sender]), r.changed
+		r.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case r.kick <- struct{}{}:
+		default:
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return fmt.Errorf("bridge: %d files of the sender still pending: %w", n, ctx.Err())
+		}
 	}
 }
 
@@ -405,14 +476,21 @@ func (r *fileRelay) transfer(ctx context.Context, job fileJob) (int64, error) {
 	if err != nil {
 		return pulled, err
 	}
-	link := b.currentLink()
-	if link == nil {
-		return pulled, errNoLink
+	link, err := b.linkAs(ctx, o.From)
+	if err != nil {
+		return pulled, err
 	}
 	sctx, cancel := context.WithTimeout(ctx, b.cfg.DeliveryTimeout)
 	defer cancel()
-	if _, err := link.Send(sctx, cloudwire.Send{As: o.From, To: o.To, MsgID: o.ID, Text: o.Name, File: &file}); err != nil {
+	send := cloudwire.Send{To: o.To, MsgID: o.ID, Text: o.Name, File: &file}
+	if no := b.sendAs(legacywire.Certificate{User: o.From, PeerID: job.Peer}, &send, kindFile); no != nil {
+		return pulled, fmt.Errorf("%w: send file message %s: %s", errPermanent, o.ID, no.Error)
+	}
+	if _, err := link.Send(sctx, send); err != nil {
 		return pulled, fmt.Errorf("send file message %s: %w", o.ID, err)
+	}
+	if send.Device != "" {
+		b.own.items.WithLabelValues(kindFile, resultOK).Inc()
 	}
 	b.live.watch(o.From)
 	return pulled, nil

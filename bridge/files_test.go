@@ -150,3 +150,34 @@ func TestPullChecksChunks(t *testing.T) {
 		})
 	}
 }
+
+// TestWaitSender: a sender's text waits until every file offer they made
+// before it is carried (or given up), and not for other senders' offers;
+// a context that ends first is an error (the device retries the text).
+func TestWaitSender(t *testing.T) {
+	r := &fileRelay{kick: make(chan struct{}, 1), pendingBy: map[string]map[string]bool{}, changed: make(chan struct{})}
+	r.track("lena", "in.f1")
+	r.track("lena", "in.f2")
+	r.track("lars", "in.f3")
+	if err := r.waitSender(t.Context(), "liam"); err != nil {
+		t.Fatalf("a sender without files waits: %v", err)
+	}
+	short, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+	defer cancel()
+	if err := r.waitSender(short, "lena"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("waitSender with files pending = %v, want the deadline", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- r.waitSender(t.Context(), "lena") }()
+	r.untrack("lena", "in.f1")
+	r.untrack("lars", "in.f3")
+	select {
+	case err := <-done:
+		t.Fatalf("waitSender returned %v with lena's second file pending", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	r.untrack("lena", "in.f2")
+	if err := <-done; err != nil {
+		t.Fatalf("waitSender after the last file = %v", err)
+	}
+}

@@ -311,10 +311,10 @@ func (b *Bridge) holding(user string) bool {
 
 // holdFromLegacy queues msg in its recipient's flip hold and acknowledges
 // the sender once the hold has it durably.
-func (b *Bridge) holdFromLegacy(ctx context.Context, msg legacywire.ChatMessage) legacywire.ChatAck {
+func (b *Bridge) holdFromLegacy(ctx context.Context, msg legacywire.ChatMessage, device string) legacywire.ChatAck {
 	ev := cloudwire.Event{
 		Kind: cloudwire.KindMsg, User: msg.To, To: msg.To, From: msg.From, MsgID: msg.ID, Text: msg.Text, At: msg.SentAt,
-		Conv: cloudwire.DirectConversationID(msg.From, msg.To),
+		Conv: cloudwire.DirectConversationID(msg.From, msg.To), FromDevice: device, // a cloud-home sender's own device (devices.go)
 	}
 	if err := b.hold.add(ctx, ev); err != nil {
 		b.log.Warn("flip hold", "msg_id", msg.ID, "err", err)
@@ -346,13 +346,19 @@ func (b *Bridge) drainHeld(ctx context.Context, ev cloudwire.Event) (done bool, 
 		}
 		return true, nil
 	}
-	link := b.currentLink()
-	if link == nil {
-		return false, errNoLink
+	link, err := b.linkAs(ctx, ev.From)
+	if err != nil {
+		if refusedForGood(err) {
+			b.log.Warn("held message refused by the cloud", "msg_id", ev.MsgID, "err", err)
+			b.metrics.messages.WithLabelValues(dirLegacyToCloud, resultRefused).Inc()
+			b.countItem(dirLegacyToCloud, kindMsg, resultRefused)
+			return true, nil
+		}
+		return false, err
 	}
 	sctx, cancel := context.WithTimeout(ctx, b.cfg.DeliveryTimeout)
 	defer cancel()
-	if _, err := link.Send(sctx, cloudwire.Send{As: ev.From, To: ev.User, MsgID: ev.MsgID, Text: ev.Text}); err != nil {
+	if _, err := link.Send(sctx, cloudwire.Send{As: ev.From, Device: ev.FromDevice, To: ev.User, MsgID: ev.MsgID, Text: ev.Text}); err != nil {
 		if refusedForGood(err) {
 			b.log.Warn("held message refused by the cloud", "msg_id", ev.MsgID, "err", err)
 			b.metrics.messages.WithLabelValues(dirLegacyToCloud, resultRefused).Inc()
@@ -363,6 +369,9 @@ func (b *Bridge) drainHeld(ctx context.Context, ev cloudwire.Event) (done bool, 
 	}
 	b.metrics.messages.WithLabelValues(dirLegacyToCloud, resultOK).Inc()
 	b.countItem(dirLegacyToCloud, kindMsg, resultOK)
+	if ev.FromDevice != "" {
+		b.own.items.WithLabelValues(kindMsg, resultOK).Inc()
+	}
 	b.decide(kindMsg, pathInterop)
 	return true, nil
 }

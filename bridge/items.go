@@ -139,8 +139,8 @@ func (b *Bridge) groupName(ctx context.Context, member, conv string) string {
 		return n
 	}
 	fallback := "group " + conv[:min(len(conv), 9)]
-	link := b.currentLink()
-	if link == nil {
+	link, lerr := b.linkAs(ctx, member)
+	if lerr != nil {
 		return fallback
 	}
 	hctx, cancel := context.WithTimeout(ctx, b.cfg.DeliveryTimeout)
@@ -193,10 +193,10 @@ func (b *Bridge) onFrame(ctx context.Context, from legacywire.Certificate, f leg
 		count(resultRefused)
 		return refuse(legacywire.CodeBadFrame, "unknown receipt status")
 	}
-	link := b.currentLink()
-	if link == nil {
+	link, lerr := b.linkAs(ctx, r.Reader)
+	if lerr != nil {
 		count(resultError)
-		return refuse(CodeUnavailable, errNoLink.Error())
+		return refuse(CodeUnavailable, linkRefusal(lerr))
 	}
 	conv, err := b.ledger.convOf(ctx, r.MsgID)
 	if err != nil {
@@ -257,9 +257,9 @@ func (b *Bridge) receiptToLegacy(ctx context.Context, ev cloudwire.Event) error 
 // reading the conversation's history as the legacy user. How far it got is
 // kept in the id map, so a replayed event sends nothing twice.
 func (b *Bridge) expandUpTo(ctx context.Context, ev cloudwire.Event) error {
-	link := b.currentLink()
-	if link == nil {
-		return errNoLink
+	link, err := b.linkAs(ctx, ev.User)
+	if err != nil {
+		return err
 	}
 	key := watermarkKey(ev.User, ev.Conv, ev.By, ev.Status)
 	from, err := b.ledger.watermark(ctx, key)

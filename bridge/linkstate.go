@@ -54,9 +54,12 @@ type LinkStatus struct {
 	Reconnects uint64 `json:"reconnects"`
 }
 
-// Status is the bridge's state as the admin API shows it.
+// Status is the bridge's state as the admin API shows it: every link of
+// the pool in index order (link 0 carries the feed) and the puppets'
+// counts by state (Bridge.Puppets lists them).
 type Status struct {
-	Links []LinkStatus `json:"links"`
+	Links   []LinkStatus  `json:"links"`
+	Puppets PuppetSummary `json:"puppets"`
 }
 
 // linkTracker holds one link's state and mirrors it into the state gauge.
@@ -127,7 +130,12 @@ func badCredentials(err error) bool {
 	return errors.As(err, &ce) && ce.Code == cloudwire.CloseUnauthorized
 }
 
-// Status returns the state of the bridge's cloud links.
+// Status returns the state of the bridge's cloud links and the counts of
+// its puppets by state.
 func (b *Bridge) Status() Status {
-	return Status{Links: []LinkStatus{b.linkState.status()}}
+	st := Status{Links: make([]LinkStatus, len(b.links)), Puppets: b.puppets.summary("", 0)}
+	for i, l := range b.links {
+		st.Links[i] = l.state.status()
+	}
+	return st
 }

@@ -17,6 +17,9 @@ type metrics struct {
 	decisions *prometheus.CounterVec
 	linkUp    prometheus.Gauge
 	link      *prometheus.GaugeVec
+	// puppets and puppetOpens: the per-user puppet sessions (puppets.go).
+	puppets     *prometheus.GaugeVec
+	puppetOpens *prometheus.CounterVec
 
 	outboxDepth  prometheus.Gauge
 	outboxOldest prometheus.Gauge
@@ -54,12 +57,20 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"kind", "path"}),
 		linkUp: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gateway_bridge_cloud_link_up",
-			Help: "1 while the bridge's link to the cloud service is connected.",
+			Help: "1 while every link of the bridge's pool of cloud links is connected.",
 		}),
 		link: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "gateway_bridge_link_state",
-			Help: "1 for the current state of the bridge's cloud link (stopped, connecting, connected, reconnecting, bad_credentials), 0 for the others.",
+			Help: "1 for the current state of each of the bridge's cloud links (link: its index in the pool, 0 carries the feed; state: stopped, connecting, connected, reconnecting, bad_credentials), 0 for the others.",
+		}, []string{"link", "state"}),
+		puppets: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "gateway_bridge_puppets",
+			Help: "The bridge's puppet sessions (one per legacy user it acts for in the cloud) by state: opening, open, reconnecting, refused, closed.",
 		}, []string{"state"}),
+		puppetOpens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_bridge_puppet_opens_total",
+			Help: "Puppet opens the bridge asked the cloud for, by result (ok, refused: the cloud may not act for the user, error: the link failed).",
+		}, []string{"result"}),
 		outboxDepth: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gateway_bridge_outbox_messages",
 			Help: "Cloud messages waiting in the bridge's outbox for a legacy recipient.",
@@ -98,7 +109,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			m.decisions.WithLabelValues(kind, path)
 		}
 	}
-	if err := register(reg, "", m.messages, m.items, m.receipts, m.latency, m.routes, m.decisions, m.linkUp, m.link, m.outboxDepth, m.outboxOldest, m.callSetups); err != nil {
+	if err := register(reg, "", m.messages, m.items, m.receipts, m.latency, m.routes, m.decisions, m.linkUp, m.link, m.puppets, m.puppetOpens, m.outboxDepth, m.outboxOldest, m.callSetups); err != nil {
 		return nil, err
 	}
 	return m, nil

@@ -15,7 +15,7 @@ import (
 // or held or failed on the way back from it; never finalized), and u has a
 // legacy device on record (a device id that is an overlay peer id).
 func mirrors(u migrate.User) bool {
-	if !u.CloudHome() || u.Phase == migrate.PhaseFinalized || u.Prior == migrate.PhaseFinalized {
+	if !u.CloudHome() || finalized(u) {
 		return false
 	}
 	for _, d := range u.Devices {
@@ -64,6 +64,9 @@ func (b *Bridge) carryMirror(ctx context.Context, ev cloudwire.Event) (done bool
 		return false, err
 	}
 	b.flow.mirrored.WithLabelValues(ackResult(ack)).Inc()
+	if ack.Delivered() {
+		b.devices.reached(ev.User) // a device of theirs is reachable (devices.go)
+	}
 	return true, nil
 }
 

@@ -219,9 +219,9 @@ func (s *shadow) write(ctx context.Context, msg legacywire.ChatMessage, source s
 			return s.failed(source, fmt.Errorf("read compare mark: %w", err))
 		}
 	}
-	link := b.currentLink()
-	if link == nil {
-		return s.failed(source, errNoLink)
+	link, err := b.linkAs(ctx, msg.From)
+	if err != nil {
+		return s.failed(source, err)
 	}
 	if _, err := s.kv.Put(ctx, "mark."+msg.ID, []byte(source)); err != nil {
 		return s.failed(source, fmt.Errorf("mark copy: %w", err))

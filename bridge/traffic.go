@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -60,23 +61,43 @@ func (b *Bridge) fromLegacy(ctx context.Context, from legacywire.Certificate, ms
 		b.decide(kindMsg, pathEscalation)
 		return refuse(CodeNotHere, "recipient is not served by the bridge; look the user up again", resultRefused)
 	}
+	send := cloudwire.Send{To: msg.To, MsgID: msg.ID, Text: msg.Text}
+	if no := b.sendAs(from, &send, kindMsg); no != nil {
+		b.metrics.messages.WithLabelValues(dirLegacyToCloud, resultRefused).Inc()
+		b.metrics.items.WithLabelValues(dirLegacyToCloud, kindMsg, resultRefused).Inc()
+		return *no
+	}
+	if send.Device != "" {
+		b.devices.seen(from) // it just reached the bridge: show it
+	}
 	if b.holding(msg.To) {
 		// The recipient is flipping, or what was held for them has not
 		// drained yet: queue behind it (flip.go) instead of refusing.
 		b.decide(kindMsg, pathEscalation)
-		return b.holdFromLegacy(ctx, msg)
+		return b.holdFromLegacy(ctx, msg, send.Device)
 	}
 	b.decide(kindMsg, pathInterop)
-	link := b.currentLink()
-	if link == nil {
-		return refuse(CodeUnavailable, errNoLink.Error(), resultError)
+	link, lerr := b.linkAs(ctx, msg.From)
+	if lerr != nil {
+		return refuse(CodeUnavailable, linkRefusal(lerr), resultError)
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.DeliveryTimeout)
 	defer cancel()
-	_, err := link.Send(ctx, cloudwire.Send{As: msg.From, To: msg.To, MsgID: msg.ID, Text: msg.Text})
+	// A text waits for the files its sender offered before it (files.go),
+	// so that the cloud has them in the order they were sent.
+	if err := b.files.waitSender(ctx, msg.From); err != nil {
+		return refuse(CodeUnavailable, "an earlier file of yours is still on its way; retry", resultError)
+	}
+	_, err := link.Send(ctx, send)
 	if err != nil {
 		b.log.Warn("legacy to cloud", "msg_id", msg.ID, "err", err)
+		if send.Device != "" {
+			b.own.items.WithLabelValues(kindMsg, resultError).Inc()
+		}
 		return refuse(CodeUnavailable, "cloud did not store the message", resultError)
+	}
+	if send.Device != "" {
+		b.own.items.WithLabelValues(kindMsg, resultOK).Inc()
 	}
 	b.metrics.messages.WithLabelValues(dirLegacyToCloud, resultOK).Inc()
 	b.metrics.items.WithLabelValues(dirLegacyToCloud, kindMsg, resultOK).Inc()
@@ -85,19 +106,21 @@ func (b *Bridge) fromLegacy(ctx context.Context, from legacywire.Certificate, ms
 	return legacywire.ChatAck{ID: msg.ID, Status: legacywire.StatusDelivered}
 }
 
-// runLink keeps the bridge's cloud link up: it dials with the stored cursor,
-// handles the feed in order and reconnects with backoff when the link drops.
-func (b *Bridge) runLink(ctx context.Context) error {
+// runLink keeps one cloud link of the pool up: it dials (the feed link
+// with the stored cursor, handling the feed in order) and reconnects with
+// backoff when the link drops. Each link has its own backoff and jitter,
+// so the links of one bridge do not redial in step either.
+func (b *Bridge) runLink(ctx context.Context, l *cloudLink) error {
 	backoff := linkBackoffMin
 	for {
-		err := b.serveLink(ctx)
+		err := b.serveLink(ctx, l)
 		if ctx.Err() != nil {
 			return nil
 		}
-		if b.linkState.status().State == LinkConnected {
+		if l.state.status().State == LinkConnected {
 			backoff = linkBackoffMin // a link that came up starts over
 		}
-		b.linkState.down(err)
+		l.state.down(err)
 		if badCredentials(err) {
 			// Retrying fast cannot fix a refused token; retrying at all
 			// lets a rotated cloud key or token take effect.
@@ -106,7 +129,7 @@ func (b *Bridge) runLink(ctx context.Context) error {
 		// Full jitter: after a cloud restart the links of many bridges do
 		// not come back in step.
 		wait := time.Duration(rand.Int64N(int64(backoff)) + 1)
-		b.log.Warn("cloud link down", "err", err, "retry_in", wait)
+		b.log.Warn("cloud link down", "link", l.index, "err", err, "retry_in", wait)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -116,30 +139,46 @@ func (b *Bridge) runLink(ctx context.Context) error {
 	}
 }
 
-func (b *Bridge) serveLink(ctx context.Context) error {
+// serveLink runs one session of link l: the feed link serves the feed
+// until the session ends; a request-only link (hello no_feed) waits for
+// its end.
+func (b *Bridge) serveLink(ctx context.Context, l *cloudLink) error {
+	hello := cloudwire.Hello{
+		Device:        "bridge-" + b.cfg.Host.ID().ShortString(),
+		Platform:      "bridge",
+		ClientVersion: b.cfg.ClientVersion,
+	}
+	events := linkEventBuffer
+	if l.feed {
+		hello.Cursor = b.cursor.load()
+	} else {
+		hello.Device += "-" + strconv.Itoa(l.index)
+		hello.NoFeed, events = true, 1
+	}
 	dctx, cancel := context.WithTimeout(ctx, b.cfg.DeliveryTimeout)
 	c, err := cloud.Dial(dctx, cloud.ClientConfig{
-		URL:   b.cfg.CloudURL,
-		Token: b.cfg.CloudToken,
-		Hello: cloudwire.Hello{
-			Device:        "bridge-" + b.cfg.Host.ID().ShortString(),
-			Platform:      "bridge",
-			ClientVersion: b.cfg.ClientVersion,
-			Cursor:        b.cursor.load(),
-		},
-		Logger:      b.log,
-		EventBuffer: linkEventBuffer,
+		URL: b.cfg.CloudURL, Token: b.cfg.CloudToken, Hello: hello,
+		Logger: b.log, EventBuffer: events,
 	})
 	cancel()
 	if err != nil {
 		return fmt.Errorf("dial cloud: %w", err)
 	}
 	defer c.Close()
-	b.setLink(c)
-	defer b.setLink(nil)
-	b.linkState.set(LinkConnected, nil)
+	b.setLink(l, c)
+	defer b.setLink(l, nil)
+	l.state.set(LinkConnected, nil)
+	if !l.feed {
+		b.log.Info("cloud link up", "link", l.index)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.Done():
+			return c.Err()
+		}
+	}
 	cursor := b.cursor.load()
-	b.log.Info("cloud link up", "cursor", cursor)
+	b.log.Info("cloud link up", "link", l.index, "cursor", cursor)
 	// On a failed event the cursor stays before it: the next link resumes
 	// there (feed.go).
 	closed, err := b.feed.serve(ctx, cursor, c.Events())
@@ -236,10 +275,10 @@ func (b *Bridge) carry(ctx context.Context, ev cloudwire.Event) (done bool, err 
 	b.metrics.latency.WithLabelValues(dirCloudToLegacy).Observe(b.now().Sub(start).Seconds())
 	b.live.watch(ev.User)
 
-	link := b.currentLink()
-	if link == nil {
+	link, lerr := b.linkAs(ctx, ev.User)
+	if lerr != nil {
 		b.metrics.receipts.WithLabelValues(dirLegacyToCloud, resultError).Inc()
-		b.log.Warn("delivery receipt lost: cloud link down", "msg_id", ev.MsgID)
+		b.log.Warn("delivery receipt lost", "msg_id", ev.MsgID, "err", lerr)
 		return true, nil
 	}
 	rctx, cancel := context.WithTimeout(ctx, b.cfg.DeliveryTimeout)

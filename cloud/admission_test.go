@@ -3,10 +3,13 @@ package cloud
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -136,5 +139,266 @@ func TestAdmissionShedsHandshakeFlood(t *testing.T) {
 	}
 	if alice.Err() != nil || bob.Err() != nil {
 		t.Errorf("healthy sessions dropped: %v, %v", alice.Err(), bob.Err())
+	}
+}
+
+// newTestAdmission is an admission of slots slots (a line of
+// handshakeQueueFactor*slots) and its in-flight gauge.
+func newTestAdmission(slots int) (*admission, prometheus.Gauge) {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "in_flight"})
+	return newAdmission(slots, 0, new(atomic.Int64), g), g
+}
+
+// TestAdmissionLineHandsOverInOrder: handshakes beyond the slots wait in
+// line and take freed slots in arrival order, the slot passing straight
+// from the releaser to the first in line (the in-flight gauge never
+// dips); a release is idempotent.
+func TestAdmissionLineHandsOverInOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, g := newTestAdmission(2)
+		r1, ok1 := a.acquire(nil, nil, handshakeWait)
+		r2, ok2 := a.acquire(nil, nil, handshakeWait)
+		if !ok1 || !ok2 {
+			t.Fatal("free slots refused")
+		}
+		const waiters = 3
+		got := make(chan int, waiters)
+		releases := make([]func(), waiters)
+		for i := range waiters {
+			go func() {
+				r, ok := a.acquire(nil, nil, handshakeWait)
+				if !ok {
+					t.Errorf("waiter %d shed", i)
+					return
+				}
+				releases[i] = r
+				got <- i
+			}()
+			synctest.Wait() // in line before the next one
+		}
+		r1()
+		r1() // idempotent: frees nothing more
+		synctest.Wait()
+		if first := <-got; first != 0 || len(got) != 0 {
+			t.Fatalf("after one release: waiter %d in, %d more", first, len(got))
+		}
+		if v := testutil.ToFloat64(g); v != 2 {
+			t.Errorf("in flight %v, want 2", v)
+		}
+		r2()
+		synctest.Wait()
+		if second := <-got; second != 1 {
+			t.Fatalf("second in: waiter %d, want 1", second)
+		}
+		releases[0]()
+		synctest.Wait()
+		if third := <-got; third != 2 {
+			t.Fatalf("third in: waiter %d, want 2", third)
+		}
+		releases[1]()
+		releases[2]()
+		if v := testutil.ToFloat64(g); v != 0 {
+			t.Errorf("in flight %v after every release, want 0", v)
+		}
+	})
+}
+
+// TestAdmissionSheds: a handshake is shed at once when the line is full,
+// and after handshakeWait in line, or as soon as its client is gone or
+// the service shuts down; a shed handshake holds no slot.
+func TestAdmissionSheds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, g := newTestAdmission(1)
+		hold, _ := a.acquire(nil, nil, handshakeWait)
+		gone, shutdown := make(chan struct{}), make(chan struct{})
+		results := make(chan string, handshakeQueueFactor+2)
+		wait := func(name string, gone, shutdown <-chan struct{}) {
+			go func() {
+				start := time.Now()
+				if _, ok := a.acquire(gone, shutdown, handshakeWait); ok {
+					results <- name + " admitted"
+					return
+				}
+				results <- fmt.Sprintf("%s shed after %s", name, time.Since(start))
+			}()
+			synctest.Wait()
+		}
+		wait("gone", gone, nil)
+		wait("shutdown", nil, shutdown)
+		for range handshakeQueueFactor - 2 {
+			wait("patient", nil, nil)
+		}
+		// The line is full now.
+		if _, ok := a.acquire(nil, nil, handshakeWait); ok {
+			t.Fatal("admitted past a full line")
+		}
+		for _, c := range []struct {
+			ch   chan struct{}
+			want string
+		}{{gone, "gone shed after 0s"}, {shutdown, "shutdown shed after 0s"}} {
+			close(c.ch)
+			synctest.Wait()
+			if got := <-results; got != c.want {
+				t.Errorf("got %q, want %q", got, c.want)
+			}
+		}
+		time.Sleep(handshakeWait)
+		synctest.Wait()
+		for range handshakeQueueFactor - 2 {
+			if got, w := <-results, "patient shed after "+handshakeWait.String(); got != w {
+				t.Errorf("got %q, want %q", got, w)
+			}
+		}
+		if v := testutil.ToFloat64(g); v != 1 {
+			t.Errorf("in flight %v, want 1 (the held slot)", v)
+		}
+		hold()
+		if _, ok := a.acquire(nil, nil, 0); !ok {
+			t.Error("the freed slot was not free")
+		}
+	})
+}
+
+// TestAdmissionRetryAfterFollowsDrain: without a recent measure of how
+// fast slots free up, Retry-After spreads over the whole limit; with one,
+// over the time the slots held and the line take to free up.
+func TestAdmissionRetryAfterFollowsDrain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const limit = 5 * time.Second
+		a, _ := newTestAdmission(400)
+		seen := map[int]bool{}
+		for range 500 {
+			n := a.retryAfter(limit)
+			if n < 1 || n > 5 {
+				t.Fatalf("Retry-After %d outside 1..5", n)
+			}
+			seen[n] = true
+		}
+		if len(seen) != 5 {
+			t.Errorf("without a measure, Retry-After took %d values, want all of 1..5", len(seen))
+		}
+		// 400 sessions set up over 1 s, released 100 every 250 ms: 400/s.
+		var releases []func()
+		for range 400 {
+			r, _ := a.acquire(nil, nil, 0)
+			releases = append(releases, r)
+		}
+		for i := range 4 {
+			time.Sleep(drainWindow)
+			for _, r := range releases[i*100 : (i+1)*100] {
+				r()
+			}
+		}
+		for range 100 {
+			if n := a.retryAfter(limit); n != 1 {
+				t.Fatalf("Retry-After %d with nothing ahead at 400/s, want 1", n)
+			}
+		}
+		// 400 slots held and 400 in line: 2 s at 400/s.
+		for range 400 {
+			a.acquire(nil, nil, 0)
+		}
+		for range 400 {
+			go a.acquire(nil, nil, handshakeWait)
+		}
+		synctest.Wait()
+		seen = map[int]bool{}
+		for range 500 {
+			seen[a.retryAfter(limit)] = true
+		}
+		if len(seen) != 2 || !seen[1] || !seen[2] {
+			t.Errorf("800 ahead at 400/s: Retry-After took %v, want 1 and 2", seen)
+		}
+		time.Sleep(handshakeWait) // the line gives up
+		seen = map[int]bool{}
+		for range 500 {
+			seen[a.retryAfter(limit)] = true
+		}
+		if len(seen) != 5 {
+			t.Errorf("with a stale measure, Retry-After took %d values, want all of 1..5", len(seen))
+		}
+	})
+}
+
+// TestAdmissionLineEndsAtShutdown: a handshake waiting in line when the
+// service starts shutting down is answered 503 as shutting down, not as
+// shed.
+func TestAdmissionLineEndsAtShutdown(t *testing.T) {
+	hold := make(chan struct{})
+	var held atomic.Int64
+	reg := prometheus.NewRegistry()
+	f := newFixture(t, func(c *Config) {
+		c.MaxHandshakes = 1
+		c.Registerer = reg
+		c.Admit = func(ctx context.Context, user string) error {
+			held.Add(1)
+			select {
+			case <-hold:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	})
+	var releaseOnce sync.Once
+	release := func() { releaseOnce.Do(func() { close(hold) }) }
+	t.Cleanup(release)
+	// The one slot: a session stuck in its admission check.
+	d := websocket.Dialer{Subprotocols: []string{cloudwire.Subprotocol}}
+	conn, _, err := d.Dial(f.url, http.Header{"Authorization": {"Bearer " + token(t, "slow", cloudwire.RoleUser)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	hello, _ := cloudwire.Encode(cloudwire.Hello{Device: "stuck"})
+	if err := conn.WriteMessage(websocket.TextMessage, hello); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(waitFor)
+	for held.Load() < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the stuck session never reached admission")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// A handshake in line behind it.
+	dialed := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		defer cancel()
+		c, err := Dial(ctx, ClientConfig{URL: f.url, Token: token(t, "carol", cloudwire.RoleUser), Hello: cloudwire.Hello{Device: "c1"}})
+		if c != nil {
+			c.Close()
+		}
+		dialed <- err
+	}()
+	for {
+		f.svc.adm.mu.Lock()
+		n := len(f.svc.adm.waiting)
+		f.svc.adm.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the handshake never waited in line")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		defer cancel()
+		f.svc.Shutdown(ctx) //nolint:errcheck // the stuck session is released below
+	}()
+	err = <-dialed
+	release()
+	var de *DialError
+	if !errors.As(err, &de) || de.StatusCode != http.StatusServiceUnavailable || !strings.Contains(de.Body, "shutting down") {
+		t.Fatalf("dial in line at shutdown: %v, want 503 shutting down", err)
+	}
+	if got := testutil.ToFloat64(f.svc.m.handshakes.WithLabelValues("shutting_down")); got != 1 {
+		t.Errorf("gateway_cloud_handshakes_total{result=shutting_down} = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(f.svc.m.handshakes.WithLabelValues("shed")); got != 0 {
+		t.Errorf("gateway_cloud_handshakes_total{result=shed} = %v, want 0", got)
 	}
 }

@@ -61,6 +61,11 @@ type deviceRecord struct {
 	// an online device of a node whose lease expired is offline. Empty
 	// in records written before leases.
 	Node string `json:"node,omitempty"`
+	// Platform and ClientVersion are set in the records of the legacy
+	// devices the bridge carries for cloud-home users (bridgedevice.go):
+	// platform "legacy".
+	Platform      string `json:"platform,omitempty"`
+	ClientVersion string `json:"client_version,omitempty"`
 }
 
 // touchDevice records that device of user was active at at (or went
@@ -85,13 +90,15 @@ func (st *store) putDevice(ctx context.Context, user, device string, r deviceRec
 	return nil
 }
 
-// onlineDevices returns user's online devices, the most recently active
-// first.
+// onlineDevices returns user's online devices that take calls (not the
+// legacy devices the bridge shows, bridgedevice.go), the most recently
+// active first.
 func (st *store) onlineDevices(ctx context.Context, user string) ([]string, error) {
 	devs, err := st.userDevices(ctx, user, 0)
 	if err != nil {
 		return nil, err
 	}
+	devs = slices.DeleteFunc(devs, func(d userDevice) bool { return d.rec.Platform == BridgedPlatform })
 	slices.SortFunc(devs, func(a, b userDevice) int {
 		if c := b.rec.At.Compare(a.rec.At); c != 0 {
 			return c

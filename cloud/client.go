@@ -78,9 +78,10 @@ type Client struct {
 }
 
 type result struct {
-	ack  cloudwire.Ack
-	page cloudwire.Page
-	err  error
+	ack    cloudwire.Ack
+	page   cloudwire.Page
+	acting cloudwire.Acting
+	err    error
 }
 
 // Dial connects, sends the hello and returns once the welcome has arrived.
@@ -472,6 +473,8 @@ func (c *Client) readLoop() {
 			c.answer(f.Ref, result{ack: f})
 		case cloudwire.Page:
 			c.answer(f.Ref, result{page: f})
+		case cloudwire.Acting:
+			c.answer(f.Ref, result{acting: f})
 		case cloudwire.Error:
 			if f.Ref == "" || !c.answer(f.Ref, result{err: &ServerError{Code: f.Code, Message: f.Message}}) {
 				c.log.Debug("error from server", "code", f.Code, "message", f.Message)

@@ -69,6 +69,13 @@ type Config struct {
 	// ActFor decides whether a bridge session may act for user; nil allows.
 	// A refusal answers the request with a "forbidden" error frame.
 	ActFor func(ctx context.Context, user string) error
+	// ActForDevice decides whether a bridge session may send as user from
+	// device, a legacy device of a cloud-home user that the bridge
+	// carries as one more device of theirs (Send.Device, v11). nil
+	// refuses every such send: the bridge never speaks for a cloud user
+	// unless the gateway says so. A refusal answers the request with a
+	// "forbidden" error frame.
+	ActForDevice func(ctx context.Context, user, device string) error
 	// OnHello is told about every accepted hello (token removed), so that
 	// the gateway can record devices. It must not block; nil is fine.
 	OnHello func(user string, h cloudwire.Hello)
@@ -104,15 +111,17 @@ type Config struct {
 	// MaxHandshakes bounds the sessions being set up at once on this node:
 	// from the upgrade to the end of the initial sync (hello, admission,
 	// head, replay), the part of a session that costs the engine. Above
-	// it a handshake is answered 503 with Retry-After before the upgrade,
-	// so that a reconnect storm is shed without touching the sessions
+	// it a handshake waits in line for a slot (admission.go), and beyond
+	// the line is answered 503 with Retry-After before the upgrade, so
+	// that a reconnect storm is shed without touching the sessions
 	// already open. 0 means DefaultMaxHandshakes.
 	MaxHandshakes int
 	// MaxSessions bounds this node's sessions (open and being set up);
 	// above it handshakes are answered 503 the same way. 0 means no bound.
 	MaxSessions int
-	// ShedRetry is the window of the Retry-After sent with a 503: a random
-	// whole number of seconds from 1 to ShedRetry, so that shed clients
+	// ShedRetry bounds the window of the Retry-After sent with a 503: a
+	// random whole number of seconds from 1 to the time the line takes to
+	// drain at the measured rate, at most ShedRetry, so that shed clients
 	// do not come back together. 0 means DefaultShedRetry.
 	ShedRetry time.Duration
 	// Retention bounds the conversation log and the inboxes; zero fields

@@ -48,6 +48,8 @@ type metrics struct {
 	nodes        prometheus.Gauge
 	reaped       prometheus.Counter
 	callsReaped  prometheus.Counter
+	// puppets counts the puppets bridge sessions hold open (puppets.go).
+	puppets prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -123,6 +125,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "gateway_cloud_calls_reaped_total",
 			Help: "Calls this node ended as unavailable for both parties because the node that owned them stopped heartbeating (its lease expired).",
 		}),
+		puppets: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gateway_cloud_bridge_puppets",
+			Help: "Puppets (users a bridge session announced it acts for, protocol v10) open on this node's bridge sessions.",
+		}),
 	}
 	for _, k := range []string{kindNative, kindBrowser, kindBridge} {
 		m.sessions.WithLabelValues(k)
@@ -131,7 +137,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, t := range []string{
 		cloudwire.TypeWelcome, cloudwire.TypeAck, cloudwire.TypeError, cloudwire.TypeEvent,
 		cloudwire.TypeSynced, cloudwire.TypePage, cloudwire.TypePresence, cloudwire.TypePresenceSnapshot,
-		cloudwire.TypeTyping, cloudwire.TypeCallState, frameOther,
+		cloudwire.TypeTyping, cloudwire.TypeCallState, cloudwire.TypeActing, frameOther,
 	} {
 		m.sentByType[t] = m.framesSent.WithLabelValues(t)
 	}
@@ -141,7 +147,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, c := range []prometheus.Collector{
 		m.sessions, m.handshakes, m.closes, m.frames, m.sends, m.receipts,
 		m.sendSeconds, m.events, m.liveLag, m.syncSeconds, m.conflicts, m.settingUp,
-		m.placeholders, m.framesSent, m.nodes, m.reaped, m.callsReaped,
+		m.placeholders, m.framesSent, m.nodes, m.reaped, m.callsReaped, m.puppets,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -540,11 +540,18 @@ func (l *lease) alive(ctx context.Context, node string) bool {
 	return true
 }
 
-// count is how many nodes held a lease at the last listing.
+// count is how many nodes held a lease at the last listing, bridges
+// showing devices (bridgedevice.go) left out.
 func (l *lease) count() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.live)
+	n := 0
+	for node, live := range l.live {
+		if live && !strings.HasPrefix(node, bridgeNodePrefix) {
+			n++
+		}
+	}
+	return n
 }
 
 // nodeOf is the node to record in a device record written by this node.

@@ -51,9 +51,9 @@ type Service struct {
 	shutdownOnce sync.Once
 	wg           sync.WaitGroup // one per tracked connection
 	welcomed     atomic.Int64
-	// settingUp counts the sessions between admission and the end of
-	// their initial sync (MaxHandshakes bounds it).
-	settingUp atomic.Int64
+	// adm bounds the sessions between admission and the end of their
+	// initial sync (MaxHandshakes) and lines up the handshakes beyond.
+	adm *admission
 
 	calls calls // the calls this node owns (calls.go)
 
@@ -100,6 +100,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		calls:      calls{m: make(map[string]*call)},
 		notes:      make(chan phaseNote, noteQueueLen),
 	}
+	s.adm = newAdmission(cfg.MaxHandshakes, cfg.MaxSessions, &s.welcomed, m.settingUp)
 	for _, o := range cfg.AllowedOrigins {
 		s.origins[strings.ToLower(strings.TrimSuffix(o, "/"))] = true
 	}
@@ -303,9 +304,13 @@ func (s *Service) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, http.StatusServiceUnavailable, "shutting_down", "shutting down")
 		return
 	}
-	release, ok := s.admit()
+	release, ok := s.admit(r.Context().Done())
+	if !ok && s.isShuttingDown() { // it began while the handshake waited
+		s.refuse(w, r, http.StatusServiceUnavailable, "shutting_down", "shutting down")
+		return
+	}
 	if !ok {
-		w.Header().Set("Retry-After", strconv.Itoa(1+rand.IntN(max(1, int(s.cfg.ShedRetry/time.Second)))))
+		w.Header().Set("Retry-After", strconv.Itoa(s.adm.retryAfter(s.cfg.ShedRetry)))
 		s.refuse(w, r, http.StatusServiceUnavailable, "shed", "too many sessions being set up; retry later")
 		return
 	}
@@ -397,24 +402,13 @@ func (s *Service) endSession(sess *session) {
 	}
 }
 
-// admit takes a set-up slot for a new session, or reports that the node
-// is at MaxHandshakes sessions being set up (or at MaxSessions). release
-// gives the slot back; it is idempotent, and the session calls it once its
-// initial sync is done.
-func (s *Service) admit() (release func(), ok bool) {
-	n := s.settingUp.Add(1)
-	if n > int64(s.cfg.MaxHandshakes) || (s.cfg.MaxSessions > 0 && n+s.welcomed.Load() > int64(s.cfg.MaxSessions)) {
-		s.settingUp.Add(-1)
-		return nil, false
-	}
-	s.m.settingUp.Inc()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			s.settingUp.Add(-1)
-			s.m.settingUp.Dec()
-		})
-	}, true
+// admit takes a set-up slot for a new session, waiting in admission's
+// line (at most handshakeWait, until gone is closed or the service shuts
+// down) while the node is at MaxHandshakes sessions being set up (or at
+// MaxSessions); false means shed. release gives the slot back; it is
+// idempotent, and the session calls it once its initial sync is done.
+func (s *Service) admit(gone <-chan struct{}) (release func(), ok bool) {
+	return s.adm.acquire(gone, s.shutdownCh, handshakeWait)
 }
 
 func offers(r *http.Request, proto string) bool {

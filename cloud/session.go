@@ -79,6 +79,7 @@ type session struct {
 	user, role, device, token string
 	kind                      string // kindNative, kindBrowser or kindBridge
 	bridge                    bool
+	noFeed                    bool // a request-only bridge session (v10; puppets.go)
 	welcomed                  bool
 	notice                    string // the version policy's notice, for welcome (notice.go)
 
@@ -114,6 +115,9 @@ type session struct {
 	// disp runs a bridge session's sends and receipts (dispatch.go); nil
 	// until the first one, and always for user sessions. Reader only.
 	disp *dispatcher
+	// puppets are a bridge session's open puppets (puppets.go); nil until
+	// its first act.
+	puppets *puppetSet
 	// Used by the handler goroutine only (presence.go).
 	limit      tokenBucket
 	contacts   []string
@@ -589,9 +593,12 @@ func (s *session) open(h cloudwire.Hello) bool {
 	s.syncing = true
 	s.maxPending = queue * pendingFactor
 	s.mu.Unlock()
-	s.svc.hub.add(s)
+	s.noFeed = s.bridge && h.NoFeed
+	if !s.noFeed {
+		s.svc.hub.add(s)
+	}
 	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
-	head, err := s.svc.store.head(ctx, s.user, s.bridge)
+	head, err := s.feedHead(ctx, h)
 	cancel()
 	if err != nil {
 		s.log.Error("session head", "err", err)
@@ -696,6 +703,7 @@ func (s *session) syncLoop(ctx context.Context, cursor, head uint64) {
 // (see serve); handling happens in handleFrame.
 func (s *session) readRequests(end func(*session)) {
 	defer end(s)
+	defer s.closePuppets()
 	defer s.waitDispatched()
 	defer s.endReading()
 	s.conn.SetPongHandler(s.pong)
@@ -755,6 +763,8 @@ func (s *session) handleFrame(buf *bytes.Buffer, typ int, err error) bool {
 			return s.dispatch(r.As, f)
 		case cloudwire.Receipt:
 			return s.dispatch(r.As, f)
+		case cloudwire.Act:
+			return s.dispatchAct(r)
 		}
 		// Any other request waits until the dispatched ones are
 		// answered, so that it sees everything sent before it.
@@ -798,6 +808,8 @@ func (s *session) handleRequest(f cloudwire.Frame) {
 		s.handleTyping(f)
 	case cloudwire.Call:
 		s.handleCall(f)
+	case cloudwire.Act:
+		s.handleAct(f)
 	case cloudwire.Hello:
 		s.pushError("", cloudwire.CodeBadRequest, "hello was already received")
 	default:
@@ -829,11 +841,11 @@ func (s *session) handleSend(f cloudwire.Send) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
 	defer cancel()
-	from, err := s.actor(ctx, f.As)
+	from, device, err := s.sender(ctx, f)
 	var rec sendRecord
 	var dup bool
 	if err == nil {
-		rec, dup, err = s.svc.store.send(ctx, from, s.device, f, s.svc.cfg.Now())
+		rec, dup, err = s.svc.store.send(ctx, from, device, f, s.svc.cfg.Now())
 	}
 	if err != nil {
 		code := errorCode(err)

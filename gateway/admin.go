@@ -190,9 +190,13 @@ func (a *agent) setPhase(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, "not_cloud_capable", err.Error())
 		return
 	}
-	u, err := a.store.Transition(r.Context(), id, migrate.Op{ID: req.OpID, To: phase, Reason: req.Reason, BreakGlass: req.BreakGlass})
-	a.auditSetPhase(r, id, from, req, phase, err)
+	// The event goes first, as the intent of the compare-and-set
+	// (Store.TransitionAudited); a refusal writes nothing and is recorded
+	// after.
+	u, err := a.store.TransitionAudited(r.Context(), id, migrate.Op{ID: req.OpID, To: phase, Reason: req.Reason, BreakGlass: req.BreakGlass},
+		setPhaseEvent(r, id, from, req, phase))
 	if err != nil {
+		a.auditSetPhase(r, id, from, req, phase, err)
 		writeDomainError(w, err)
 		return
 	}

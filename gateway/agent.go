@@ -88,6 +88,9 @@ type agentConfig struct {
 	// legacy peer may send the bridge (bursts of twice that); 0 means no
 	// limit (the -bridge-peer-rate flag defaults to defaultBridgePeerRate).
 	BridgePeerRate float64
+	// BridgeLinks is the size of the bridge's pool of cloud links; 0
+	// means bridge.DefaultLinks (the -bridge-links flag's default).
+	BridgeLinks int
 
 	Listen       string
 	AdminListen  string
@@ -159,6 +162,7 @@ func agentCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.StringVar(&cfg.AdminListen, "admin-listen", defaultAdminListen, "admin listener host:port (/v1/admin/..., /metrics, /healthz)")
 	fs.StringVar(&cfg.LegacyListen, "legacy-listen", defaultLegacyListen, "overlay listener of the supernode (multiaddr)")
 	fs.StringVar(&cfg.BridgeListen, "bridge-listen", defaultBridgeListen, "overlay listener of the bridge peer (multiaddr)")
+	fs.IntVar(&cfg.BridgeLinks, "bridge-links", bridge.DefaultLinks, fmt.Sprintf("WebSocket links the bridge keeps to the cloud, 1 to %d: link 0 carries the inbox feed, each legacy user's requests go to one link by a hash of the user id", bridge.MaxLinks))
 	fs.Float64Var(&cfg.BridgePeerRate, "bridge-peer-rate", defaultBridgePeerRate, "chat streams and frames per second one legacy peer may send the bridge, bursts of twice that; over it they are refused rate_limited (0: no limit)")
 	fs.StringVar(&roles, "roles", strings.Join(allRoles, ","), "parts this agent runs: any of "+strings.Join(allRoles, ","))
 	fs.StringVar(&cfg.NatsListen, "nats-listen", "", "also serve the embedded NATS on host:port, for agents in other processes")
@@ -172,7 +176,7 @@ func agentCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.Int64Var(&cfg.CloudRetention.LogMaxBytes, "cloud-log-max-bytes", cloud.DefaultRetention.LogMaxBytes, "bound the cloud conversation log to this many bytes, oldest dropped first (-1: no bound)")
 	fs.DurationVar(&cfg.CloudRetention.InboxMaxAge, "cloud-inbox-max-age", cloud.DefaultRetention.InboxMaxAge, "drop cloud inbox events older than this (negative: keep all; else at least 10m)")
 	fs.Int64Var(&cfg.CloudRetention.InboxMaxBytes, "cloud-inbox-max-bytes", cloud.DefaultRetention.InboxMaxBytes, "bound the cloud inboxes to this many bytes, oldest dropped first (-1: no bound)")
-	fs.IntVar(&cfg.CloudMaxHandshakes, "cloud-max-handshakes", cloud.DefaultMaxHandshakes, "cloud sessions set up at once (hello to end of initial sync) before handshakes get 503 + Retry-After")
+	fs.IntVar(&cfg.CloudMaxHandshakes, "cloud-max-handshakes", cloud.DefaultMaxHandshakes, "cloud sessions set up at once (hello to end of initial sync); beyond it handshakes wait in a line of 8 times as many (at most 5s), then get 503 + Retry-After")
 	fs.DurationVar(&cfg.CloudRetention.SendsMaxAge, "cloud-sends-max-age", cloud.DefaultRetention.SendsMaxAge, "keep send idempotency records this long; a resend after it is a new message (negative: keep all; else at least 10m)")
 	fs.DurationVar(&cfg.CloudNodeLease, "cloud-node-lease", cloud.DefaultNodeLease, "how long the devices and calls of a cloud node that died stay live before other nodes mark them offline and ended")
 	fs.Int64Var(&cfg.CloudFiles.MaxSize, "cloud-file-max-size", cloud.DefaultMaxFileSize, "largest file upload accepted, in bytes")
@@ -557,6 +561,7 @@ func (a *agent) startCloud(ctx context.Context, g *errgroup.Group, gctx context.
 		AllowedOrigins: a.cfg.AllowedOrigins,
 		Admit:          a.admitCloudDevice,
 		ActFor:         a.bridgeMayActFor,
+		ActForDevice:   a.bridgeMayActForDevice,
 		OnHello:        a.devices.fromCloud,
 		Registerer:     a.reg,
 		Logger:         a.cfg.Logger,
@@ -662,6 +667,7 @@ func (a *agent) startBridge(ctx context.Context, g *errgroup.Group, gctx context
 		ClientVersion:      version,
 		Replicas:           a.cfg.NatsReplicas,
 		OutboxTTL:          a.cfg.BridgeOutboxTTL,
+		Links:              a.cfg.BridgeLinks,
 		RingDelay:          a.cfg.CloudRingDelay,
 		Admit:              a.admitBridged,
 		ChatLimiter:        a.brLimiter,
@@ -786,6 +792,23 @@ func (a *agent) bridgeMayActFor(_ context.Context, user string) error {
 		return fmt.Errorf("%s is in phase %s: the bridge does not act for cloud users", user, u.Phase)
 	}
 	return nil
+}
+
+// bridgeMayActForDevice lets the bridge send as a cloud-home user from one
+// of their legacy devices (cloudwire.Send.Device): only while the user's
+// home is the cloud but not for good, and only for a legacy device on
+// their record. The bridge has checked that the sending peer's
+// certificate names that user and device (bridge.CheckOwnDevice on its
+// side too).
+func (a *agent) bridgeMayActForDevice(_ context.Context, user, device string) error {
+	if err := migrate.CheckUserID(user); err != nil {
+		return err
+	}
+	u, ok := a.state.Get(user)
+	if !ok {
+		return fmt.Errorf("%s is unknown: the bridge acts for cloud users' devices only", user)
+	}
+	return bridge.CheckOwnDevice(u, device)
 }
 
 // loadAdminToken returns the admin token in path if it is still valid for the

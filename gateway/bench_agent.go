@@ -41,6 +41,11 @@ func startBenchAgent(ctx context.Context) (*benchAgent, error) {
 		LegacyListen: "/ip4/127.0.0.1/tcp/0",
 		BridgeListen: "/ip4/127.0.0.1/tcp/0",
 		StopTimeout:  15 * time.Second,
+		// The bridge's per-peer chat limit runs on every stream and frame,
+		// as in production (where -bridge-peer-rate defaults to
+		// defaultBridgePeerRate), so its cost is measured; a bench device's
+		// thousands of messages a second are no flood, so none is refused.
+		BridgePeerRate: 1e6,
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

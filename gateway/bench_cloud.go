@@ -140,9 +140,27 @@ func benchCloudRTT(ctx context.Context, o benchOptions) ([]benchRow, error) {
 		if err != nil {
 			return nil, err
 		}
+		// The storage alone, measured after the pairs on the same engine:
+		// what limits the case (bench_storefloor.go).
+		sf, err := newStoreFloor(ctx, bc.eng.JS)
+		if err != nil {
+			return nil, err
+		}
+		var ss []float64
+		for range o.Runs {
+			v, err := rate(ctx, o.Duration, o.Conns, func(i int) error { return sf.send(ctx, i) })
+			if err != nil {
+				return nil, errors.Join(err, sf.drop(ctx))
+			}
+			ss = append(ss, v)
+		}
+		if err := sf.drop(ctx); err != nil {
+			return nil, err
+		}
 		return []benchRow{newRow("cloud-rtt", "send→ack", "cloud.Service, embedded engine", "raw gorilla/websocket ack", "round trips/s", cs, fs,
 			&benchTarget{Of: "ratio", Op: ">=", Value: 0.5},
-			fmt.Sprintf("%d clients, closed loop, cloud.Client on both sides; engine file store, sync every %s; load and server in one process, not pinned", o.Conns, engine.DefaultSyncInterval))}, nil
+			fmt.Sprintf("%d clients, closed loop, cloud.Client on both sides; engine file store, sync every %s; load and server in one process, not pinned", o.Conns, engine.DefaultSyncInterval),
+			fmt.Sprintf("storage floor: a send's JetStream writes alone (log append with the idempotency lookup alongside, then two inbox writes and the idempotency record awaited together), %d workers on the same engine, no WebSocket: median %.0f sends/s, %.3f of the raw ack; the case cannot pass it", o.Conns, median(ss), median(ss)/median(fs)))}, nil
 	}()
 	echo.stop()
 	return rows, errors.Join(err, bc.stop())

@@ -818,7 +818,7 @@ func benchReconnect(ctx context.Context, o benchOptions) ([]benchRow, error) {
 	}
 	note := fmt.Sprintf("N=%d clients (cloud.Link) in %d load processes, each dialling 127.0.0.10-%d; "+
 		"restart: Shutdown (going away, retry hint < %s), %s of downtime while a new cloud.Service on the same engine writes one message per user, then listen again; "+
-		"timed from listening again to the last missed message received; backoff %s-%s with full jitter; admission: at most %d handshakes at once, 503 beyond (%s overrides it), median %.0f handshakes shed per resync run; "+
+		"timed from listening again to the last missed message received; backoff %s-%s with full jitter; admission: at most %d handshakes at once (%s overrides it), then a line of 8 times that waiting at most 5s, 503 beyond, median %.0f handshakes shed per resync run; "+
 		"floor: the same clients, close and downtime against a bare gorilla/websocket server answering from memory; not pinned; load average %s at the start, %s at the end",
 		b.n, b.procs, 9+b.procs, b.t.window, b.downtime.Round(time.Millisecond), b.t.backoffMin, b.t.backoffMax, b.handshakes, reconnectHandshakesEnv, median(b.shed), loadBefore, loadAvg())
 	return []benchRow{

@@ -29,8 +29,8 @@ const (
 )
 
 // benchWave moves a campaign step with migratestore's TransitionManyAudited
-// (one audit event per user, written before its compare-and-set), as the
-// campaign driver does, against bare go-memdb
+// (one audit event per user, written before its compare-and-set, 256 to a
+// batch intent message), as the campaign driver does, against bare go-memdb
 // inserting the same number of objects waveFloorTxn to a transaction; then
 // plans a campaign over the whole population (migrate.PlanCampaign) against
 // a full read of the same snapshot. It mirrors
@@ -163,7 +163,7 @@ func benchWave(ctx context.Context, o benchOptions) ([]benchRow, error) {
 	return []benchRow{
 		newRow("wave", "transitions", "TransitionManyAudited, durable", fmt.Sprintf("bare go-memdb, %d objects/txn", waveFloorTxn), "transitions/s", cs, fs,
 			&benchTarget{Of: "ratio", Op: ">=", Value: 0.5},
-			fmt.Sprintf("a step of %d users out of %d, one edge each run (legacy→shadow, then ready and shadow in turn), compare-and-set per user, one audit event each; engine file store, sync every %s", step, population, engine.DefaultSyncInterval)),
+			fmt.Sprintf("a step of %d users out of %d, one edge each run (legacy→shadow, then ready and shadow in turn), compare-and-set per user, one audit event each, written as batch intents of up to 256; engine file store, sync every %s", step, population, engine.DefaultSyncInterval)),
 		newRow("wave", "transitions-abs", "TransitionManyAudited, durable", fmt.Sprintf("bare go-memdb, %d objects/txn", waveFloorTxn), "transitions/s", cs, fs,
 			&benchTarget{Of: "case", Op: ">=", Value: 50_000}),
 		newRow("wave", "plan", "PlanCampaign, 3 steps", "full list of the snapshot", "seconds", ps, ss,

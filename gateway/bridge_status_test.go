@@ -14,8 +14,9 @@ import (
 	"github.com/ferrygw/ferry/bridge"
 )
 
-// bridgeStatus reads GET /v1/admin/bridge from ta.
-func bridgeStatus(t *testing.T, ta *testAgent) bridge.LinkStatus {
+// bridgeStatus reads GET /v1/admin/bridge from ta and returns its links:
+// one per link of the default pool, in index order.
+func bridgeStatus(t *testing.T, ta *testAgent) []bridge.LinkStatus {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
@@ -23,33 +24,73 @@ func bridgeStatus(t *testing.T, ta *testAgent) bridge.LinkStatus {
 	if err := ta.admin().do(ctx, http.MethodGet, "/v1/admin/bridge", nil, &st); err != nil {
 		t.Fatalf("GET /v1/admin/bridge: %v", err)
 	}
-	if len(st.Links) != 1 {
-		t.Fatalf("links = %+v, want one", st.Links)
+	if len(st.Links) != bridge.DefaultLinks {
+		t.Fatalf("links = %+v, want %d", st.Links, bridge.DefaultLinks)
 	}
-	return st.Links[0]
-}
-
-// waitLinkState waits until ta's bridge link is in state, and returns it.
-func waitLinkState(t *testing.T, ta *testAgent, state bridge.LinkState) bridge.LinkStatus {
-	t.Helper()
-	var last bridge.LinkStatus
-	waitUntil(t, within, func() bool {
-		last = bridgeStatus(t, ta)
-		return last.State == state
-	}, func() string { return fmt.Sprintf("link never %s: %+v", state, last) })
-	return last
-}
-
-// linkStateGauge returns the value of gateway_bridge_link_state{state}.
-func linkStateGauge(t *testing.T, ta *testAgent, state bridge.LinkState) string {
-	t.Helper()
-	prefix := `gateway_bridge_link_state{state="` + string(state) + `"} `
-	for _, line := range strings.Split(scrape(t, ta), "\n") {
-		if v, ok := strings.CutPrefix(line, prefix); ok {
-			return v
+	for i, l := range st.Links {
+		if l.Name != fmt.Sprintf("link-%d", i) {
+			t.Fatalf("link %d is named %q", i, l.Name)
 		}
 	}
-	return "absent"
+	return st.Links
+}
+
+// waitLinkState waits until every link of ta's bridge is in state, and
+// returns the feed link's (link 0) status.
+func waitLinkState(t *testing.T, ta *testAgent, state bridge.LinkState) bridge.LinkStatus {
+	t.Helper()
+	var last []bridge.LinkStatus
+	waitUntil(t, within, func() bool {
+		last = bridgeStatus(t, ta)
+		for _, l := range last {
+			if l.State != state {
+				return false
+			}
+		}
+		return true
+	}, func() string { return fmt.Sprintf("links never all %s: %+v", state, last) })
+	return last[0]
+}
+
+// linkStateGauge returns the value of gateway_bridge_link_state{link,state}
+// when every link of the default pool has the same, and says which differ
+// otherwise.
+func linkStateGauge(t *testing.T, ta *testAgent, state bridge.LinkState) string {
+	t.Helper()
+	lines := strings.Split(scrape(t, ta), "\n")
+	vals := make([]string, bridge.DefaultLinks)
+	for i := range vals {
+		vals[i] = "absent"
+		prefix := fmt.Sprintf(`gateway_bridge_link_state{link="%d",state="%s"} `, i, state)
+		for _, line := range lines {
+			if v, ok := strings.CutPrefix(line, prefix); ok {
+				vals[i] = v
+			}
+		}
+	}
+	for _, v := range vals[1:] {
+		if v != vals[0] {
+			return "per link " + strings.Join(vals, ",")
+		}
+	}
+	return vals[0]
+}
+
+// startBridgeAgent starts an agent with the bridge role alone, on dir (the
+// core agent ta's keys) and ta's NATS, reaching the cloud at cloudURL.
+func startBridgeAgent(t *testing.T, ta *testAgent, dir, cloudURL string) *testAgent {
+	t.Helper()
+	sn := ta.supernode(t)
+	snAddrs, err := peer.AddrInfoToP2pAddrs(&sn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bcfg := agentPorts(t)
+	bcfg.Roles = []string{roleBridge}
+	bcfg.NatsURL = ta.natsURL()
+	bcfg.CloudURL = cloudURL
+	bcfg.Supernode = snAddrs[0].String()
+	return startAgent(t, dir, bcfg)
 }
 
 // reopenProxy starts a fault proxy on addr, where a closed one listened.
@@ -94,12 +135,7 @@ func TestBridgeLinkState(t *testing.T) {
 		t.Fatalf("status from an agent without a bridge: err = %v, want no_bridge", err)
 	}
 
-	bcfg := agentPorts(t)
-	bcfg.Roles = []string{roleBridge}
-	bcfg.NatsURL = ta.natsURL()
-	bcfg.CloudURL = "ws://" + proxy.addr() + "/v1/ws"
-	bcfg.Supernode = snAddrs[0].String()
-	br := startAgent(t, dir, bcfg)
+	br := startBridgeAgent(t, ta, dir, "ws://"+proxy.addr()+"/v1/ws")
 
 	resp, err := http.Get(br.a.adminURL() + "/v1/admin/bridge")
 	if err != nil {

@@ -49,7 +49,7 @@ func (a *agent) startCampaigns(ctx context.Context) (*campaignControl, error) {
 			Name: "gateway_campaign_held_back_users", Help: "Users the campaign's current step would move but holds back, by reason (exempt, held, failed, gate:…, …_inconclusive).",
 		}, []string{"campaign", "reason"}),
 		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "gateway_migration_transitions_total", Help: "Phase transitions attempted by the campaign driver, by from, to and result (ok, refused, error).",
+			Name: "gateway_migration_transitions_total", Help: "Phase transitions attempted by the campaign driver, by from, to and result (ok, refused, error; repeat: already made by an earlier tick or agent, nothing written).",
 		}, []string{"from", "to", "result"}),
 	}
 	a.reg.MustRegister(cc.targetBP, cc.actualBP, cc.heldBack, cc.transitions, prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -75,7 +75,7 @@ func (a *agent) startCampaigns(ctx context.Context) (*campaignControl, error) {
 		prom = pc
 	}
 	cc.driver, err = migrate.NewDriver(migrate.DriverConfig{
-		State: a.state, Users: a.store, Campaigns: cc.campaigns, Audit: cc.audit,
+		State: a.state, Users: a.store, Campaigns: migratestore.DriverCampaigns{Campaigns: cc.campaigns, Audit: cc.audit}, Audit: cc.audit,
 		Tick: a.cfg.CampaignTick, Logger: a.cfg.Logger,
 		Leases: cc.leases, Holder: driverHolder(),
 		Measures: &bridgeMeasures{g: a.reg}, OnGuardrail: gm.observe,
@@ -169,12 +169,14 @@ func (a *agent) createCampaign(w http.ResponseWriter, r *http.Request) {
 	}
 	now := time.Now().UTC()
 	c.State, c.Step, c.StepSince, c.StepReached, c.Created, c.Updated, c.Revision = migrate.CampaignDraft, 0, time.Time{}, time.Time{}, now, now, 0
-	out, err := a.control.campaigns.Create(r.Context(), c)
+	c.LastOp, c.Audit = uuid.Must(uuid.NewV7()).String(), 0
+	// The event goes first, as the intent of the create, on the campaign's
+	// audit chain (Campaigns.CreateAudited).
+	out, err := a.control.campaigns.CreateAudited(r.Context(), a.control.audit, c, campaignEvent(r, c, "", string(c.State), "created"))
 	if err != nil {
 		writeCampaignError(w, err)
 		return
 	}
-	a.auditCampaign(r, out, "", string(out.State), "created")
 	writeJSON(w, http.StatusCreated, out)
 }
 
@@ -235,41 +237,40 @@ func (a *agent) campaignCommand(w http.ResponseWriter, r *http.Request) {
 		}
 		salt := c.Salt
 		if c.State == migrate.CampaignDraft {
-			c, err = a.control.campaigns.Modify(r.Context(), name, func(c migrate.Campaign) (migrate.Campaign, error) {
+			c, err = a.control.campaigns.ModifyAudited(r.Context(), a.control.audit, name, uuid.Must(uuid.NewV7()).String(), func(c migrate.Campaign) (migrate.Campaign, migrate.AuditEvent, error) {
 				if c.Salt == "" {
 					c.Salt = migrate.NewSalt() // fixed now, so the plan is what start will do
 				}
-				return c.Lifecycle(migrate.CmdPlan, req.Reason, "", now)
+				next, err := c.Lifecycle(migrate.CmdPlan, req.Reason, "", now)
+				return next, campaignEvent(r, next, string(c.State), string(next.State), req.Reason), err
 			})
 			if err != nil {
 				writeCampaignError(w, err)
 				return
 			}
 			salt = c.Salt
-			a.auditCampaign(r, c, string(migrate.CampaignDraft), string(c.State), req.Reason)
 		}
 		writeJSON(w, http.StatusOK, migrate.PlanCampaign(a.state.Snapshot(), c, salt, now, a.control.shadow))
 		return
 	}
-	var from migrate.CampaignState
-	c, err := a.control.campaigns.Modify(r.Context(), name, func(c migrate.Campaign) (migrate.Campaign, error) {
-		from = c.State
-		return c.Lifecycle(cmd, req.Reason, migrate.NewSalt(), now)
+	// The event goes first, as the intent of the compare-and-set, on the
+	// campaign's audit chain (Campaigns.ModifyAudited).
+	c, err := a.control.campaigns.ModifyAudited(r.Context(), a.control.audit, name, uuid.Must(uuid.NewV7()).String(), func(c migrate.Campaign) (migrate.Campaign, migrate.AuditEvent, error) {
+		next, err := c.Lifecycle(cmd, req.Reason, migrate.NewSalt(), now)
+		return next, campaignEvent(r, next, string(c.State), string(next.State), req.Reason), err
 	})
 	if err != nil {
 		writeCampaignError(w, err)
 		return
 	}
-	a.auditCampaign(r, c, string(from), string(c.State), req.Reason)
 	writeJSON(w, http.StatusOK, c)
 }
 
-func (a *agent) auditCampaign(r *http.Request, c migrate.Campaign, from, to, reason string) {
-	ev := migrate.AuditEvent{At: time.Now(), Kind: migrate.AuditCampaign, Actor: actor(r), OpID: uuid.Must(uuid.NewV7()).String(),
+// campaignEvent is the audit event of an operator's change of c's state,
+// from one state to another.
+func campaignEvent(r *http.Request, c migrate.Campaign, from, to, reason string) migrate.AuditEvent {
+	return migrate.AuditEvent{At: time.Now(), Kind: migrate.AuditCampaign, Actor: actor(r),
 		Campaign: c.Name, Step: c.Step, From: from, To: to, Reason: reason, Result: migrate.ResultOK}
-	if err := a.control.audit.Record(r.Context(), ev); err != nil {
-		a.log.Error("audit", "campaign", c.Name, "err", err)
-	}
 }
 
 func (a *agent) queryAudit(w http.ResponseWriter, r *http.Request) {
@@ -371,17 +372,18 @@ func (a *agent) holdOrResume(w http.ResponseWriter, r *http.Request, hold bool) 
 			return
 		}
 	}
-	u, err := a.store.Transition(r.Context(), id, migrate.Op{ID: req.OpID, To: to, Reason: req.Reason})
+	// The event goes first, as the intent of the compare-and-set, on the
+	// user's audit chain (Store.TransitionAudited); only a refusal, which
+	// writes nothing, is recorded after.
 	ev := migrate.AuditEvent{At: time.Now(), Kind: migrate.AuditTransition, Actor: actor(r), OpID: req.OpID, Step: -1, User: id,
 		From: string(cur.Phase), To: string(to), Reason: req.Reason, Result: migrate.ResultOK}
+	u, err := a.store.TransitionAudited(r.Context(), id, migrate.Op{ID: req.OpID, To: to, Reason: req.Reason}, ev)
 	if err != nil {
 		ev.Result = migrate.ResultRefused
 		ev.Reason = err.Error()
-	}
-	if aerr := a.control.audit.Record(r.Context(), ev); aerr != nil {
-		a.log.Error("audit", "user", id, "err", aerr)
-	}
-	if err != nil {
+		if aerr := a.control.audit.Record(r.Context(), ev); aerr != nil {
+			a.log.Error("audit", "user", id, "err", aerr)
+		}
 		writeDomainError(w, err)
 		return
 	}
@@ -395,6 +397,9 @@ type exemptRequest struct {
 	Reason   string    `json:"reason"`
 	// Remove lifts the exemption.
 	Remove bool `json:"remove,omitempty"`
+	// OpID makes a retry idempotent: repeating it changes and audits
+	// nothing (one is chosen when empty).
+	OpID string `json:"op_id,omitempty"`
 }
 
 func (a *agent) exemptUser(w http.ResponseWriter, r *http.Request) {
@@ -411,7 +416,22 @@ func (a *agent) exemptUser(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now().UTC()
-	c, err := a.control.campaigns.Modify(r.Context(), req.Campaign, func(c migrate.Campaign) (migrate.Campaign, error) {
+	if req.OpID == "" {
+		req.OpID = uuid.Must(uuid.NewV7()).String()
+	}
+	to := "exempt"
+	if req.Remove {
+		to = "not exempt"
+	}
+	// The event goes first, as the intent of the compare-and-set, on the
+	// campaign's audit chain (Campaigns.ModifyAudited): the exemption
+	// lives on the campaign record.
+	c, err := a.control.campaigns.ModifyAudited(r.Context(), a.control.audit, req.Campaign, req.OpID, func(c migrate.Campaign) (migrate.Campaign, migrate.AuditEvent, error) {
+		ev := migrate.AuditEvent{At: now, Kind: migrate.AuditExempt, Actor: actor(r),
+			Step: c.Step, User: id, To: to, Reason: req.Reason, Result: migrate.ResultOK}
+		if !req.Until.IsZero() {
+			ev.Values = map[string]float64{"until_unix": float64(req.Until.Unix())}
+		}
 		c = c.Clone()
 		if req.Remove {
 			delete(c.Exemptions, id)
@@ -422,22 +442,9 @@ func (a *agent) exemptUser(w http.ResponseWriter, r *http.Request) {
 			c.Exemptions[id] = migrate.Exemption{Until: req.Until.UTC(), Reason: req.Reason}
 		}
 		c.Updated = now
-		return c, nil
+		return c, ev, nil
 	})
 	if err != nil {
-		writeCampaignError(w, err)
-		return
-	}
-	to := "exempt"
-	if req.Remove {
-		to = "not exempt"
-	}
-	ev := migrate.AuditEvent{At: now, Kind: migrate.AuditExempt, Actor: actor(r), OpID: uuid.Must(uuid.NewV7()).String(),
-		Campaign: c.Name, Step: c.Step, User: id, To: to, Reason: req.Reason, Result: migrate.ResultOK}
-	if !req.Until.IsZero() {
-		ev.Values = map[string]float64{"until_unix": float64(req.Until.Unix())}
-	}
-	if err := a.control.audit.Record(r.Context(), ev); err != nil {
 		writeCampaignError(w, err)
 		return
 	}
@@ -476,15 +483,14 @@ func (a *agent) phaseBefore(ctx context.Context, id string) migrate.Phase {
 // auditSetPhase records a manual phase change (POST /v1/admin/users/{id}/phase)
 // like the other manual commands: actor, operation id, from, to, reason,
 // break-glass, and whether it was refused.
+// A change that is applied is recorded by the store itself, as the intent
+// of its compare-and-set (setPhaseEvent, Store.TransitionAudited); this
+// records the refusals, which write nothing.
 func (a *agent) auditSetPhase(r *http.Request, id string, from migrate.Phase, req phaseRequest, to migrate.Phase, err error) {
 	if migrate.CheckUserID(id) != nil {
 		return // nothing to record under: the store refused the id itself
 	}
-	ev := migrate.AuditEvent{At: time.Now(), Kind: migrate.AuditTransition, Actor: actor(r), OpID: req.OpID, Step: -1, User: id,
-		From: string(from), To: string(to), Reason: req.Reason, Result: migrate.ResultOK}
-	if req.BreakGlass {
-		ev.Values = map[string]float64{"break_glass": 1}
-	}
+	ev := setPhaseEvent(r, id, from, req, to)
 	if err != nil {
 		ev.Result = migrate.ResultRefused
 		if !errors.Is(err, migrate.ErrIllegalTransition) {
@@ -495,4 +501,15 @@ func (a *agent) auditSetPhase(r *http.Request, id string, from migrate.Phase, re
 	if aerr := a.control.audit.Record(r.Context(), ev); aerr != nil {
 		a.log.Error("audit", "user", id, "err", aerr)
 	}
+}
+
+// setPhaseEvent is the audit event of a manual phase change: actor,
+// operation id, from, to, reason and break-glass.
+func setPhaseEvent(r *http.Request, id string, from migrate.Phase, req phaseRequest, to migrate.Phase) migrate.AuditEvent {
+	ev := migrate.AuditEvent{At: time.Now(), Kind: migrate.AuditTransition, Actor: actor(r), OpID: req.OpID, Step: -1, User: id,
+		From: string(from), To: string(to), Reason: req.Reason, Result: migrate.ResultOK}
+	if req.BreakGlass {
+		ev.Values = map[string]float64{"break_glass": 1}
+	}
+	return ev
 }

@@ -27,21 +27,25 @@ type bridgeVerdict struct {
 // bridgeAdmissions caches the bridge's version decisions per device.
 type bridgeAdmissions struct {
 	mu   sync.Mutex
-	seen map[string]bridgeVerdict
+	seen map[admitKey]bridgeVerdict
 }
 
-func (b *bridgeAdmissions) get(key string, now time.Time) (bridgeVerdict, bool) {
+// admitKey names a device of a user; a struct key costs the per-message
+// look-up no allocation.
+type admitKey struct{ user, peer string }
+
+func (b *bridgeAdmissions) get(key admitKey, now time.Time) (bridgeVerdict, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	v, ok := b.seen[key]
 	return v, ok && now.Before(v.until)
 }
 
-func (b *bridgeAdmissions) put(key string, v bridgeVerdict) {
+func (b *bridgeAdmissions) put(key admitKey, v bridgeVerdict) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.seen == nil || len(b.seen) >= bridgeAdmitMax {
-		b.seen = make(map[string]bridgeVerdict)
+		b.seen = make(map[admitKey]bridgeVerdict)
 	}
 	b.seen[key] = v
 }
@@ -54,7 +58,7 @@ func (b *bridgeAdmissions) put(key string, v bridgeVerdict) {
 // stage as a notice from the system contact, as at registration.
 func (a *agent) admitBridged(ctx context.Context, from legacywire.Certificate) (code, notice string) {
 	now := time.Now()
-	key := from.User + "\x00" + from.PeerID
+	key := admitKey{from.User, from.PeerID}
 	if v, ok := a.bridgeAdmits.get(key, now); ok {
 		return v.code, v.notice
 	}

@@ -120,7 +120,7 @@ func HandleChat(h host.Host, cfg ChatConfig) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	c := &chatHandler{cfg: cfg, log: componentLogger(cfg.Logger, "legacy.chat")}
+	c := &chatHandler{cfg: cfg, log: componentLogger(cfg.Logger, "legacy.chat"), certs: legacywire.NewCertCache(0)}
 	if err := cfg.Validate(); err != nil {
 		c.log.Error("chat handler misconfigured: refusing every message", "err", err)
 	}
@@ -144,13 +144,15 @@ func RemoveChatHandlers(h host.Host) {
 }
 
 type chatHandler struct {
-	cfg ChatConfig
-	log *slog.Logger
+	cfg   ChatConfig
+	log   *slog.Logger
+	certs *legacywire.CertCache // every stream's hello carries the opener's certificate
 }
 
 func (c *chatHandler) handle(s network.Stream) {
 	remote := s.Conn().RemotePeer()
-	r := bufio.NewReader(s)
+	r := getReader(s)
+	defer putReader(r)
 
 	cert, ok := c.hello(s, r, func(a legacywire.ChatAck) any { return a })
 	if !ok {
@@ -197,7 +199,7 @@ func (c *chatHandler) hello(s network.Stream, r *bufio.Reader, wrap func(legacyw
 		refuseAndReset(s, wrap(refusedAck("", legacywire.CodeRateLimited, "too many streams from this peer")), c.log)
 		return legacywire.Certificate{}, false
 	}
-	if code, err := verifyPeerCert(cert, c.cfg.Authority, remote.String(), c.cfg.Now(), c.cfg.Revocations); err != nil {
+	if code, err := verifyPeerCert(c.certs, cert, c.cfg.Authority, remote.String(), c.cfg.Now(), c.cfg.Revocations); err != nil {
 		c.log.Info("refused chat hello", "peer", remote, "user", cert.User, "err", err)
 		refuseAndReset(s, wrap(refusedAck("", code, err.Error())), c.log)
 		return legacywire.Certificate{}, false
@@ -214,7 +216,8 @@ func (c *chatHandler) handleFrames(version int) network.StreamHandler {
 
 func (c *chatHandler) serveFrames(s network.Stream, version int) {
 	remote := s.Conn().RemotePeer()
-	r := bufio.NewReader(s)
+	r := getReader(s)
+	defer putReader(r)
 	wrap := func(a legacywire.ChatAck) any { return legacywire.ChatFrame{Type: legacywire.FrameAck, Ack: &a} }
 	cert, ok := c.hello(s, r, wrap)
 	if !ok {
@@ -416,7 +419,8 @@ func SendChat(ctx context.Context, h host.Host, self legacywire.Certificate, to 
 // chatExchange writes the hello and msg on s and reads the ack.
 func chatExchange(s network.Stream, self legacywire.Certificate, msg legacywire.ChatMessage) (legacywire.ChatAck, error) {
 	// Hello and message leave in one write.
-	w := bufio.NewWriter(s)
+	w := getWriter(s)
+	defer putWriter(w)
 	if err := legacywire.WriteFrame(w, legacywire.ChatHello{Cert: self}); err != nil {
 		return legacywire.ChatAck{}, err
 	}
@@ -430,7 +434,9 @@ func chatExchange(s network.Stream, self legacywire.Certificate, msg legacywire.
 		return legacywire.ChatAck{}, fmt.Errorf("close write: %w", err)
 	}
 	var ack legacywire.ChatAck
-	if err := legacywire.ReadFrame(bufio.NewReader(s), &ack); err != nil {
+	r := getReader(s)
+	defer putReader(r)
+	if err := legacywire.ReadFrame(r, &ack); err != nil {
 		if errors.Is(err, io.EOF) {
 			return legacywire.ChatAck{}, fmt.Errorf("%w: stream ended without an ack", ErrProtocol)
 		}

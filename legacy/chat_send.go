@@ -48,7 +48,9 @@ func SendChatFrame(ctx context.Context, h host.Host, self legacywire.Certificate
 	var ack legacywire.ChatAck
 	switch {
 	case version == 3 || (version == 2 && !legacywire.V3Only(f.Type)):
-		ack, err = chatExchangeV2(s, bufio.NewReader(s), self, f)
+		r := getReader(s) // nothing is read after the ack
+		ack, err = chatExchangeV2(s, r, self, f)
+		putReader(r)
 	case version == 1 && f.Type == legacywire.FrameMsg:
 		ack, err = chatExchange(s, self, *f.Msg)
 	case version == 1 || version == 2:
@@ -87,7 +89,8 @@ func openChat(ctx context.Context, h host.Host, to peer.AddrInfo, maxVersion int
 // reads its ack frame from r (s's reader, which the caller may read on
 // after the ack).
 func chatExchangeV2(s network.Stream, r *bufio.Reader, self legacywire.Certificate, f legacywire.ChatFrame) (legacywire.ChatAck, error) {
-	w := bufio.NewWriter(s)
+	w := getWriter(s)
+	defer putWriter(w)
 	if err := legacywire.WriteFrame(w, legacywire.ChatHello{Cert: self}); err != nil {
 		return legacywire.ChatAck{}, err
 	}

@@ -1,7 +1,6 @@
 package legacy
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -192,7 +191,9 @@ func (d *Directory) roundTripTo(ctx context.Context, sn peer.AddrInfo, req legac
 		return legacywire.DirResponse{}, fmt.Errorf("close directory request: %w", err)
 	}
 	var resp legacywire.DirResponse
-	if err := legacywire.ReadFrame(bufio.NewReader(s), &resp); err != nil {
+	r := getReader(s)
+	defer putReader(r)
+	if err := legacywire.ReadFrame(r, &resp); err != nil {
 		_ = s.Reset()
 		if ctx.Err() != nil {
 			return legacywire.DirResponse{}, fmt.Errorf("read directory response: %w", ctx.Err())

@@ -29,6 +29,14 @@
 // submissions included (the record's own authority signature is what makes
 // it valid; the certificate says who sent it).
 //
+// The chat handlers and the supernode keep the certificates whose
+// signature they have verified (legacywire.CertCache): a device opens a
+// chat stream per message and sends its certificate with every directory
+// request, and the ed25519 verification was the largest cost of a bridged
+// message's set-up at the bridge and at the supernode. Only the signature
+// check is remembered; the peer, the expiry and the revocation list are
+// checked on every stream and request.
+//
 // # Chat versions
 //
 // Each chat version is its own protocol ID. Openers list every version they

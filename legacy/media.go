@@ -324,7 +324,7 @@ func (m *Media) handle(s network.Stream) {
 		refuse(legacywire.CodeRateLimited, "too many media streams from this peer")
 		return
 	}
-	if code, err := verifyPeerCert(hello.Cert, m.cfg.Authority, remote.String(), m.cfg.Now(), m.cfg.Revocations); err != nil {
+	if code, err := verifyPeerCert(nil, hello.Cert, m.cfg.Authority, remote.String(), m.cfg.Now(), m.cfg.Revocations); err != nil {
 		m.log.Info("refused media hello", "peer", remote, "err", err)
 		refuse(code, err.Error())
 		return

@@ -198,7 +198,7 @@ func (s *Supernode) acceptReplica(remote peer.ID, req legacywire.DirRequest) leg
 // the peer's word, the expiry capped at this supernode's RecordTTL.
 func (s *Supernode) acceptRecord(rec legacywire.DeviceRecord) legacywire.DirResponse {
 	now := s.cfg.Now()
-	if code, err := verifyPeerCert(rec.Cert, s.cfg.Authority, rec.Cert.PeerID, now, s.revoked); err != nil {
+	if code, err := verifyPeerCert(s.certs, rec.Cert, s.cfg.Authority, rec.Cert.PeerID, now, s.revoked); err != nil {
 		return refusal(code, err.Error())
 	}
 	if len(rec.Addrs) > MaxRecordAddrs {

@@ -100,9 +100,10 @@ func (l *Revocations) sweepLocked(now time.Time) {
 
 // verifyPeerCert checks cert against the authority, the presenting peer and
 // the revocation list, in that order. It returns the refusal code and error,
-// or "" and nil.
-func verifyPeerCert(cert legacywire.Certificate, authority ed25519.PublicKey, peerID string, now time.Time, revoked *Revocations) (string, error) {
-	if err := cert.Verify(authority, peerID, now); err != nil {
+// or "" and nil. certs, when not nil, spares the signature check of a
+// certificate it has verified before (the handler's own cache).
+func verifyPeerCert(certs *legacywire.CertCache, cert legacywire.Certificate, authority ed25519.PublicKey, peerID string, now time.Time, revoked *Revocations) (string, error) {
+	if err := certs.Verify(cert, authority, peerID, now); err != nil {
 		return legacywire.CertCode(err), err
 	}
 	if revoked.Revoked(cert.PeerID) {

@@ -1,7 +1,6 @@
 package legacy
 
 import (
-	"bufio"
 	"cmp"
 	"context"
 	"crypto/ed25519"
@@ -113,9 +112,10 @@ type Supernode struct {
 	reports    map[string][]pendingReport // sender → undeliverable reports, oldest first
 	reported   int64                      // reports handed to a sender's device
 	stopped    bool
-	repl       *replicator    // nil without Peers
-	streams    sync.WaitGroup // stream handlers in flight
-	lookups    atomic.Uint64  // lookups answered
+	repl       *replicator           // nil without Peers
+	streams    sync.WaitGroup        // stream handlers in flight
+	lookups    atomic.Uint64         // lookups answered
+	certs      *legacywire.CertCache // every request carries its sender's certificate
 }
 
 // NewSupernode registers the directory stream handler on h. The handler
@@ -138,6 +138,7 @@ func NewSupernode(h host.Host, cfg SupernodeConfig) (*Supernode, error) {
 		routes:     make(map[string]legacywire.RouteRecord),
 		mirrors:    make(map[string]legacywire.RouteRecord),
 		revoked:    cfg.Revocations,
+		certs:      legacywire.NewCertCache(0),
 		offline:    make(map[string][]heldMessage),
 		handedOver: make(map[string]time.Time),
 		known:      make(map[string]struct{}),
@@ -294,7 +295,10 @@ func (s *Supernode) handle(str network.Stream) {
 	_ = str.SetDeadline(time.Now().Add(DirectoryStreamTimeout))
 
 	var req legacywire.DirRequest
-	if err := legacywire.ReadFrame(bufio.NewReader(str), &req); err != nil {
+	r := getReader(str)
+	err := legacywire.ReadFrame(r, &req)
+	putReader(r) // one request per stream
+	if err != nil {
 		code := frameCode(err)
 		if code == "" {
 			s.log.Debug("read directory request", "peer", str.Conn().RemotePeer(), "err", err)
@@ -388,7 +392,7 @@ func (s *Supernode) checkCert(remote peer.ID, cert *legacywire.Certificate) (leg
 	if cert == nil {
 		return refusal(legacywire.CodeNoCertificate, "the request needs the sender's certificate"), false
 	}
-	if code, err := verifyPeerCert(*cert, s.cfg.Authority, remote.String(), s.cfg.Now(), s.revoked); err != nil {
+	if code, err := verifyPeerCert(s.certs, *cert, s.cfg.Authority, remote.String(), s.cfg.Now(), s.revoked); err != nil {
 		s.log.Info("refused certificate", "peer", remote, "user", cert.User, "err", err)
 		return refusal(code, err.Error()), false
 	}

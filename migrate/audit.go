@@ -55,3 +55,8 @@ const (
 	ResultRefused = "refused"
 	ResultError   = "error"
 )
+
+// ResultRepeat is the result the driver reports (DriverConfig.OnTransition)
+// for a move a batch mover found already made (ErrRepeated). It is never
+// audited: the move it repeats was.
+const ResultRepeat = "repeat"

@@ -274,6 +274,14 @@ type Campaign struct {
 	RollbackStep *int `json:"rollback_step,omitempty"`
 	// Reason is why the state last changed.
 	Reason string `json:"reason,omitempty"`
+	// LastOp is the id of the operation that last changed the record;
+	// repeating that operation changes nothing and audits nothing.
+	LastOp string `json:"last_op,omitempty"`
+	// Audit is the audit log's sequence of the event written (before the
+	// record, as an intent) for the record's last audited change: the head
+	// of the campaign's audit chain (see migratestore.Audit). Zero before
+	// the first.
+	Audit uint64 `json:"audit,omitempty"`
 	// Revision is the store's revision, set on read.
 	Revision uint64 `json:"revision"`
 }

@@ -36,7 +36,8 @@ type UserOp struct {
 }
 
 // BatchMover applies many operations at once (migratestore.Store): the
-// result has one error per op, nil when it was applied. When Users has it,
+// result has one error per op, nil when it was applied, ErrRepeated when
+// the op had been applied before (nothing written). When Users has it,
 // the driver makes a tick's moves in one batch instead of one by one.
 type BatchMover interface {
 	TransitionMany(ctx context.Context, ops []UserOp) []error
@@ -47,18 +48,24 @@ type BatchMover interface {
 // ops[i]'s compare-and-set is sent, and only when ops[i] writes, so that
 // no committed move is ever without its event; an event whose move never
 // landed (a lost compare-and-set, a crash in between) is dropped by the
-// log's reader. The result is BatchMover's: nil when the op was applied or
-// was a repeat (whose event the move it repeats wrote). When Users has it,
+// log's reader. The result is BatchMover's: nil when the op was applied,
+// ErrRepeated when it was a repeat (whose event the move it repeats
+// wrote). When Users has it,
 // the driver records only the refusals and errors itself.
 type AuditedMover interface {
 	TransitionManyAudited(ctx context.Context, ops []UserOp, events []AuditEvent) []error
 }
 
-// CampaignStore keeps campaigns durably (migratestore.Campaigns).
+// CampaignStore keeps campaigns durably (migratestore.DriverCampaigns).
 type CampaignStore interface {
 	List(ctx context.Context) ([]Campaign, error)
-	// Update writes c if the stored revision is still c.Revision.
-	Update(ctx context.Context, c Campaign) (Campaign, error)
+	// ModifyAudited reads the campaign, applies fn and writes fn's event
+	// to the audit log before the record's compare-and-set (which stores
+	// the event's sequence in Audit and opID in LastOp), so that no
+	// decision lands without its event and an event whose write never
+	// landed is dropped by the log's reader. A repeat (the record's LastOp
+	// is opID) writes nothing; fn's error writes nothing and is returned.
+	ModifyAudited(ctx context.Context, name, opID string, fn func(Campaign) (Campaign, AuditEvent, error)) (Campaign, error)
 	// Frozen reports whether the global freeze is on.
 	Frozen(ctx context.Context) (bool, error)
 }
@@ -88,7 +95,8 @@ type DriverConfig struct {
 	// Logger gets the driver's logs, tagged component=campaign-driver.
 	Logger *slog.Logger
 	// OnTransition, if set, is called after every attempted move with its
-	// result (ResultOK, ResultRefused, ResultError), for metrics.
+	// result (ResultOK, ResultRefused, ResultError, or ResultRepeat for a
+	// move an earlier tick or agent had made), for metrics.
 	OnTransition func(from, to Phase, result string)
 	// OnProgress, if set, is called after each tick of a campaign with its
 	// target (the current step's) and actual basis points, and how many
@@ -447,7 +455,7 @@ func (d *Driver) advance(ctx context.Context, c Campaign, frozen bool) error {
 		// repeat harmlessly under the same op id): their tokens go back.
 		failed := 0
 		for _, r := range results {
-			if r != nil && !errors.Is(r, ErrIllegalTransition) {
+			if r != nil && !errors.Is(r, ErrIllegalTransition) && !errors.Is(r, ErrRepeated) {
 				failed++
 			}
 		}
@@ -487,6 +495,13 @@ func (d *Driver) recordResults(ctx context.Context, c Campaign, moves []Move, ev
 		result := ResultOK
 		switch {
 		case err == nil:
+		case errors.Is(err, ErrRepeated):
+			// Moved by an earlier tick (or the agent this one took the
+			// campaign over from), which counted and audited it.
+			if d.cfg.OnTransition != nil {
+				d.cfg.OnTransition(m.From, m.To, ResultRepeat)
+			}
+			continue
 		case errors.Is(err, ErrIllegalTransition):
 			result = ResultRefused // the user changed since the snapshot
 		default:
@@ -552,11 +567,36 @@ func (d *Driver) stepDone(ctx context.Context, c Campaign, sv Survey, now time.T
 		}
 		ev.From, ev.To, ev.Reason = string(c.State), string(next.State), next.Reason
 	}
-	if _, err := d.cfg.Campaigns.Update(ctx, next); err != nil {
+	if err := d.decide(ctx, c, "step-"+ev.To, next, ev); err != nil {
 		return err // another writer changed the campaign: look again next tick
 	}
 	d.log.Info("campaign step", "campaign", c.Name, "step", c.Step, "from", ev.From, "to", ev.To)
-	return d.cfg.Audit.Record(ctx, ev)
+	return nil
+}
+
+// decide writes next, the driver's decision on c, with its event ev,
+// audit-first (CampaignStore.ModifyAudited), and only if the campaign is
+// still at the revision the decision was taken on: otherwise it returns an
+// error wrapping ErrConflict and the next tick judges afresh. The
+// operation id is derived from the campaign, its step, the decision's kind
+// and that revision, so a tick retried after a crash or a lost reply
+// writes the decision, and its event, at most once.
+func (d *Driver) decide(ctx context.Context, c Campaign, kind string, next Campaign, ev AuditEvent) error {
+	opID := DecisionOpID(c, kind)
+	_, err := d.cfg.Campaigns.ModifyAudited(ctx, c.Name, opID, func(cur Campaign) (Campaign, AuditEvent, error) {
+		if cur.Revision != c.Revision {
+			return Campaign{}, AuditEvent{}, fmt.Errorf("campaign %s changed since revision %d: %w", c.Name, c.Revision, ErrConflict)
+		}
+		return next, ev, nil
+	})
+	return err
+}
+
+// DecisionOpID is the operation id of the driver's decision of kind
+// (step-soaking, step-N, completed, guardrail-pause, …) on c as read at
+// c.Revision.
+func DecisionOpID(c Campaign, kind string) string {
+	return fmt.Sprintf("driver.%s.step%d.%s.r%d", c.Name, c.Step, strings.ReplaceAll(kind, " ", ""), c.Revision)
 }
 
 // rollback moves the users the campaign moved to ready or cloud back to
@@ -588,10 +628,7 @@ func (d *Driver) rollback(ctx context.Context, c Campaign) error {
 		if err != nil {
 			return err
 		}
-		if _, err := d.cfg.Campaigns.Update(ctx, next); err != nil {
-			return err
-		}
-		return d.cfg.Audit.Record(ctx, AuditEvent{At: now, Kind: AuditCampaign, Actor: ActorDriver, Campaign: c.Name, Step: c.Step,
+		return d.decide(ctx, c, string(done), next, AuditEvent{At: now, Kind: AuditCampaign, Actor: ActorDriver, Campaign: c.Name, Step: c.Step,
 			From: string(c.State), To: string(next.State), Reason: next.Reason, Result: ResultOK})
 	}
 	ops := make([]UserOp, len(moves))

@@ -76,16 +76,16 @@ func (d *Driver) guard(ctx context.Context, c Campaign, now time.Time) (outcome 
 	if err != nil {
 		return outcome, true, err
 	}
-	if _, err := d.cfg.Campaigns.Update(ctx, next); err != nil {
+	cev := ev
+	cev.Kind, cev.From, cev.To, cev.Reason = AuditCampaign, string(c.State), string(next.State), next.Reason
+	if err := d.decide(ctx, c, "guardrail-"+string(cmd), next, cev); err != nil {
 		return outcome, true, err // changed meanwhile: judged again next tick
 	}
 	d.mu.Lock()
 	delete(d.evals, c.Name) // a resumed campaign is judged afresh
 	d.mu.Unlock()
 	d.log.Warn("guardrail failed", "campaign", c.Name, "step", c.Step, "action", cmd, "detail", ev.Reason)
-	cev := ev
-	cev.Kind, cev.From, cev.To, cev.Reason = AuditCampaign, string(c.State), string(next.State), next.Reason
-	return outcome, true, d.cfg.Audit.Record(ctx, cev)
+	return outcome, true, nil
 }
 
 // describeGuardrails is a one-line account of the evaluations, for the

@@ -34,6 +34,7 @@ type memCampaigns struct {
 	mu     sync.Mutex
 	cs     map[string]Campaign
 	frozen bool
+	audit  Auditor
 }
 
 func (m *memCampaigns) List(context.Context) ([]Campaign, error) {
@@ -46,15 +47,26 @@ func (m *memCampaigns) List(context.Context) ([]Campaign, error) {
 	return out, nil
 }
 
-func (m *memCampaigns) Update(_ context.Context, c Campaign) (Campaign, error) {
+// ModifyAudited writes fn's event to audit first, then the record, as
+// migratestore.Campaigns does (a repeat writes nothing).
+func (m *memCampaigns) ModifyAudited(ctx context.Context, name, opID string, fn func(Campaign) (Campaign, AuditEvent, error)) (Campaign, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.cs[c.Name].Revision != c.Revision {
-		return Campaign{}, fmt.Errorf("revision %d is stale", c.Revision)
+	cur := m.cs[name].Clone()
+	if opID != "" && cur.LastOp == opID {
+		return cur, nil
 	}
-	c.Revision++
-	m.cs[c.Name] = c.Clone()
-	return c, nil
+	next, ev, err := fn(cur)
+	if err != nil {
+		return Campaign{}, err
+	}
+	ev.Campaign, ev.OpID = name, opID
+	if err := m.audit.Record(ctx, ev); err != nil {
+		return Campaign{}, err
+	}
+	next.Revision, next.LastOp = cur.Revision+1, opID
+	m.cs[name] = next.Clone()
+	return next, nil
 }
 
 func (m *memCampaigns) Frozen(context.Context) (bool, error) {
@@ -134,7 +146,8 @@ func newRig(t *testing.T, n int, c Campaign) *driverRig {
 			t.Fatal(err)
 		}
 	}
-	r := &driverRig{st: st, cs: &memCampaigns{cs: map[string]Campaign{c.Name: c}}, audit: &memAudit{}}
+	r := &driverRig{st: st, audit: &memAudit{}}
+	r.cs = &memCampaigns{cs: map[string]Campaign{c.Name: c}, audit: r.audit}
 	r.d, err = NewDriver(DriverConfig{State: st, Users: memMover{st}, Campaigns: r.cs, Audit: r.audit, Tick: time.Second})
 	if err != nil {
 		t.Fatal(err)

@@ -33,6 +33,14 @@ var (
 	// for a device without an id.
 	ErrInvalidDevice = errors.New("migrate: invalid device")
 
+	// ErrRepeated is the result a batch mover (BatchMover, AuditedMover)
+	// gives an op whose id is the one that already set the user's phase:
+	// nothing was written, the move it repeats counted and was audited
+	// when it landed. A driver that retries a tick, or takes a campaign
+	// over from an agent whose last moves its State has not seen yet,
+	// meets these; they are not moves.
+	ErrRepeated = errors.New("migrate: operation already applied")
+
 	// ErrIllegalTransition is matched (errors.Is) by every *TransitionError
 	// that Apply, and the stores that call it, return.
 	ErrIllegalTransition = errors.New("migrate: illegal transition")

@@ -93,6 +93,10 @@ func Decode(b []byte) (Frame, error) {
 		return decodeAs[Call](b, typ, ref)
 	case TypeCallState:
 		return decodeAs[CallState](b, typ, ref)
+	case TypeAct:
+		return decodeAs[Act](b, typ, ref)
+	case TypeActing:
+		return decodeAs[Acting](b, typ, ref)
 	}
 	if len(typ) > 32 {
 		typ = typ[:32]

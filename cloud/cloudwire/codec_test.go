@@ -29,6 +29,7 @@ var goldenFrames = []struct {
 	{"welcome_notice", Welcome{ProtocolVersion: ProtocolVersion, User: "alice", Role: RoleUser, Device: "dev-1", Session: "0190b6d2-0000-7000-8000-000000000001", Head: 57, Notice: "Your android app (version 4.1.0) is no longer supported; please update to 5.2 or later at https://example.test/update. From 2026-03-04 00:00 UTC, new sign-ins and device links with this version will be refused."}},
 	{"send", Send{Ref: "1", To: "bob", MsgID: "0190b6d2-1111-7000-8000-00000000000a", Text: "hi <bob> & co"}},
 	{"send_bridge", Send{Ref: "2", As: "carol", To: "alice", Conv: DirectConversationID("alice", "carol"), MsgID: "01J0000000000000000000000A", Text: "from the overlay"}},
+	{"send_bridge_device", Send{Ref: "3", As: "carol", To: "alice", MsgID: "01J0000000000000000000000B", Text: "from carol's classic app", Device: "12D3KooWGzBkMkHBnWgHqkfvt9gSjK7PrUB8V5q4TfGqTEBZtC4S"}},
 	{"ack", Ack{Ref: "1", MsgID: "0190b6d2-1111-7000-8000-00000000000a", Conv: DirectConversationID("alice", "bob"), Seq: 3, At: at}},
 	{"ack_duplicate", Ack{Ref: "9", MsgID: "0190b6d2-1111-7000-8000-00000000000a", Conv: DirectConversationID("alice", "bob"), Seq: 3, At: at, Duplicate: true}},
 	{"receipt", Receipt{Ref: "3", Conv: DirectConversationID("alice", "bob"), MsgID: "0190b6d2-1111-7000-8000-00000000000a", Status: StatusRead}},
@@ -74,6 +75,10 @@ var goldenFrames = []struct {
 	{"call_state_ended", CallState{CallID: "0190b6d2-3333-7000-8000-000000000001", From: "alice", FromDevice: "dev-1", To: "bob", State: CallEnded, Reason: ReasonTimeout, At: at}},
 	{"error", Error{Ref: "2", Code: CodeForbidden, Message: "may not act for carol"}},
 	{"synced", Synced{Cursor: 57}},
+	{"hello_bridge_no_feed", Hello{Device: "bridge-12D3KooW", Platform: "bridge", ClientVersion: "1.0.0", Cursor: 0, NoFeed: true}},
+	{"act_open", Act{Ref: "30", Op: ActOpen, As: "carol"}},
+	{"act_close", Act{Ref: "31", Op: ActClose, As: "carol"}},
+	{"acting", Acting{Ref: "30", Op: ActOpen, As: "carol", Puppets: 3}},
 }
 
 func TestGolden(t *testing.T) {

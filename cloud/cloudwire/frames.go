@@ -57,7 +57,17 @@ const Subprotocol = "ferry.v1"
 //	   name, size, mime, sha256) naming an attachment uploaded over HTTP
 //	   (PUT /v1/files) and downloaded by conversation members (GET
 //	   /v1/files/ID); Text is its caption. Earlier clients show the text.
-const ProtocolVersion = 9
+//	10: bridge link pools and puppet sessions: Hello.no_feed (a bridge
+//	   session that carries requests only: no inbox replay, no live
+//	   events; Welcome.head is then the hello's cursor), and the act
+//	   request (open or close a puppet for the user named in as, answered
+//	   by acting or a forbidden error; act.go).
+//	11: Send.device: a bridge session acting for a cloud-home user names
+//	   the user's legacy device the message came from; the service checks
+//	   it (Config.ActForDevice) and records the message as sent by the
+//	   user from that device, so it reaches the user's other devices as
+//	   their own sent message.
+const ProtocolVersion = 11
 
 // Size limits. A frame is one WebSocket text message.
 const (
@@ -287,6 +297,10 @@ type Hello struct {
 	// Cursor is the cursor of the last event the device has; the service
 	// replays the inbox after it. Zero replays everything.
 	Cursor uint64 `json:"cursor"`
+	// NoFeed (v10, bridge sessions only) asks for a request-only session:
+	// the service neither replays nor streams inbox events to it. A
+	// bridge keeps one feed session and may add request-only ones.
+	NoFeed bool `json:"no_feed,omitempty"`
 }
 
 // Welcome answers a valid Hello.
@@ -326,6 +340,11 @@ type Send struct {
 	// File (v9) attaches a file uploaded to this conversation by the
 	// sender; the service checks it and stores its own copy of the fields.
 	File *File `json:"file,omitempty"`
+	// Device (v11), on a bridge session only, names the device of As the
+	// message came from: one of a cloud-home user's legacy devices (its
+	// overlay peer id), which the bridge carries as one more device of
+	// the user. Empty otherwise.
+	Device string `json:"device,omitempty"`
 }
 
 // Ack answers a Send (or a Receipt) that was stored.
@@ -641,6 +660,9 @@ func (s Send) Validate() error {
 	}
 	if s.As != "" && !ValidID(s.As) {
 		return invalid("as", "is not a valid user id")
+	}
+	if s.Device != "" && (s.As == "" || !ValidID(s.Device)) {
+		return invalid("device", "must be a valid device id, with as")
 	}
 	if s.Conv != "" && !ValidID(s.Conv) {
 		return invalid("conv", "is not a valid conversation id")

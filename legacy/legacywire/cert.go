@@ -53,6 +53,12 @@ func (c Certificate) Verify(authority ed25519.PublicKey, peerID string, now time
 	if !ed25519.Verify(authority, c.signingBytes(), c.Signature) {
 		return ErrBadSignature
 	}
+	return c.checkUse(peerID, now)
+}
+
+// checkUse is what Verify checks after the signature: the certificate names
+// peerID and has not expired at now.
+func (c Certificate) checkUse(peerID string, now time.Time) error {
 	if c.PeerID != peerID {
 		return fmt.Errorf("%w: certificate for %q presented by %q", ErrPeerMismatch, c.PeerID, peerID)
 	}

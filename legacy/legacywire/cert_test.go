@@ -16,10 +16,23 @@ func testKey(tb testing.TB, seed byte) ed25519.PrivateKey {
 	return ed25519.NewKeyFromSeed(s)
 }
 
-func TestCertificateVerify(t *testing.T) {
-	authority := testKey(t, 1)
-	foreign := testKey(t, 2)
-	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+// verifyCase is one certificate check and the error class it must give.
+type verifyCase struct {
+	name      string
+	cert      Certificate
+	authority ed25519.PublicKey
+	peer      string
+	now       time.Time
+	want      error
+}
+
+// verifyCases are the checks Certificate.Verify (and CertCache.Verify)
+// must pass, with the valid certificate and the authority's key they are
+// made from.
+func verifyCases(tb testing.TB) (signed Certificate, pub ed25519.PublicKey, now time.Time, cases []verifyCase) {
+	authority := testKey(tb, 1)
+	foreign := testKey(tb, 2)
+	now = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	base := Certificate{
 		PeerID:        "12D3KooWpeerA",
 		User:          "alice",
@@ -28,29 +41,28 @@ func TestCertificateVerify(t *testing.T) {
 		Capabilities:  []string{"chat1"},
 		NotAfter:      now.Add(time.Hour),
 	}
-	signed := SignCertificate(authority, base)
-
-	tests := []struct {
-		name      string
-		cert      Certificate
-		authority ed25519.PublicKey
-		peer      string
-		now       time.Time
-		want      error
-	}{
-		{name: "valid", cert: signed, authority: authority.Public().(ed25519.PublicKey), peer: base.PeerID, now: now},
-		{name: "wrong authority", cert: SignCertificate(foreign, base), authority: authority.Public().(ed25519.PublicKey), peer: base.PeerID, now: now, want: ErrBadSignature},
-		{name: "unsigned", cert: base, authority: authority.Public().(ed25519.PublicKey), peer: base.PeerID, now: now, want: ErrBadSignature},
+	signed = SignCertificate(authority, base)
+	pub = authority.Public().(ed25519.PublicKey)
+	return signed, pub, now, []verifyCase{
+		{name: "valid", cert: signed, authority: pub, peer: base.PeerID, now: now},
+		{name: "wrong authority", cert: SignCertificate(foreign, base), authority: pub, peer: base.PeerID, now: now, want: ErrBadSignature},
+		{name: "checked against another authority", cert: signed, authority: foreign.Public().(ed25519.PublicKey), peer: base.PeerID, now: now, want: ErrBadSignature},
+		{name: "unsigned", cert: base, authority: pub, peer: base.PeerID, now: now, want: ErrBadSignature},
 		{name: "no authority key", cert: signed, authority: nil, peer: base.PeerID, now: now, want: ErrBadSignature},
-		{name: "expired", cert: signed, authority: authority.Public().(ed25519.PublicKey), peer: base.PeerID, now: now.Add(time.Hour), want: ErrExpired},
-		{name: "other peer", cert: signed, authority: authority.Public().(ed25519.PublicKey), peer: "12D3KooWpeerB", now: now, want: ErrPeerMismatch},
-		{name: "tampered user", cert: with(signed, func(c *Certificate) { c.User = "mallory" }), authority: authority.Public().(ed25519.PublicKey), peer: base.PeerID, now: now, want: ErrBadSignature},
-		{name: "tampered peer", cert: with(signed, func(c *Certificate) { c.PeerID = "12D3KooWpeerB" }), authority: authority.Public().(ed25519.PublicKey), peer: "12D3KooWpeerB", now: now, want: ErrBadSignature},
-		{name: "tampered capabilities", cert: with(signed, func(c *Certificate) { c.Capabilities = []string{CapBridge} }), authority: authority.Public().(ed25519.PublicKey), peer: base.PeerID, now: now, want: ErrBadSignature},
-		{name: "tampered expiry", cert: with(signed, func(c *Certificate) { c.NotAfter = c.NotAfter.Add(time.Hour) }), authority: authority.Public().(ed25519.PublicKey), peer: base.PeerID, now: now, want: ErrBadSignature},
-		{name: "tampered version", cert: with(signed, func(c *Certificate) { c.ClientVersion = "9.9.9" }), authority: authority.Public().(ed25519.PublicKey), peer: base.PeerID, now: now, want: ErrBadSignature},
-		{name: "field boundary shift", cert: with(signed, func(c *Certificate) { c.User, c.Platform = "alicedesktop", "" }), authority: authority.Public().(ed25519.PublicKey), peer: base.PeerID, now: now, want: ErrBadSignature},
+		{name: "expired", cert: signed, authority: pub, peer: base.PeerID, now: now.Add(time.Hour), want: ErrExpired},
+		{name: "other peer", cert: signed, authority: pub, peer: "12D3KooWpeerB", now: now, want: ErrPeerMismatch},
+		{name: "tampered user", cert: with(signed, func(c *Certificate) { c.User = "mallory" }), authority: pub, peer: base.PeerID, now: now, want: ErrBadSignature},
+		{name: "tampered peer", cert: with(signed, func(c *Certificate) { c.PeerID = "12D3KooWpeerB" }), authority: pub, peer: "12D3KooWpeerB", now: now, want: ErrBadSignature},
+		{name: "tampered capabilities", cert: with(signed, func(c *Certificate) { c.Capabilities = []string{CapBridge} }), authority: pub, peer: base.PeerID, now: now, want: ErrBadSignature},
+		{name: "tampered expiry", cert: with(signed, func(c *Certificate) { c.NotAfter = c.NotAfter.Add(time.Hour) }), authority: pub, peer: base.PeerID, now: now, want: ErrBadSignature},
+		{name: "tampered version", cert: with(signed, func(c *Certificate) { c.ClientVersion = "9.9.9" }), authority: pub, peer: base.PeerID, now: now, want: ErrBadSignature},
+		{name: "tampered signature", cert: with(signed, func(c *Certificate) { c.Signature = append([]byte{c.Signature[0] ^ 1}, c.Signature[1:]...) }), authority: pub, peer: base.PeerID, now: now, want: ErrBadSignature},
+		{name: "field boundary shift", cert: with(signed, func(c *Certificate) { c.User, c.Platform = "alicedesktop", "" }), authority: pub, peer: base.PeerID, now: now, want: ErrBadSignature},
 	}
+}
+
+func TestCertificateVerify(t *testing.T) {
+	_, _, _, tests := verifyCases(t)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := tt.cert.Verify(tt.authority, tt.peer, tt.now)

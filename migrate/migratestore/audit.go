@@ -1,11 +1,14 @@
 package migratestore
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,15 +37,119 @@ const (
 // compare-and-set replaces (the previous link of the user's chain).
 const hdrPrev = "Ferry-Audit-Prev"
 
+// hdrChain names the chain of an intent whose record is not its user's:
+// chainCampaign for a change stored on the campaign record (its state,
+// step, exemptions, opt-ins), whose record carries the intent's sequence in
+// migrate.Campaign.Audit. An intent without it is on its user's chain.
+const hdrChain = "Ferry-Audit-Chain"
+
+// chainCampaign is hdrChain's value for an intent on its campaign's chain.
+const chainCampaign = "campaign"
+
+// hdrBatch marks a batch intent: one message holding the intents of many
+// compare-and-sets (TransitionManyAudited writes one per chunk of moves
+// instead of one per move). Its value is the batch format's version,
+// batchIntentVersion; its body is a batchIntent, and its subject
+// ferry.audit.<campaign token>.batch. Each user's record then carries the
+// batch's sequence in Audit: a chain link is a (user, sequence) pair, and
+// the batch names each user's previous link. Intents without this header
+// (one message per move, the format before it) are read as before.
+const hdrBatch = "Ferry-Audit-Batch"
+
+// batchIntentVersion is the version of the batch intent's body.
+//
+//	1: {"users":[id...],"prev":[seq...],"events":[event...]}, one entry per
+//	   move, users distinct.
+const batchIntentVersion = "1"
+
+// batchToken is the last subject token of a batch intent, in the place of
+// a user token ("u_" + id or "none"), which it cannot be mistaken for.
+const batchToken = "batch"
+
+// batchIntent is the body of a batch intent: Users[i] is moved with the
+// event Events[i] (whose User and From are set), over a record whose
+// Audit was Prev[i].
+type batchIntent struct {
+	Users  []string          `json:"users"`
+	Prev   []uint64          `json:"prev"`
+	Events []json.RawMessage `json:"events"`
+}
+
+// decodeBatchIntent decodes a batch intent's body, refusing one whose
+// lists differ in length or name a user twice, or whose events are not
+// their users' (so that a link can be judged by user and sequence).
+func decodeBatchIntent(data []byte) (batchIntent, []migrate.AuditEvent, error) {
+	var b batchIntent
+	if err := json.Unmarshal(data, &b); err != nil {
+		return batchIntent{}, nil, fmt.Errorf("decode batch intent: %w", err)
+	}
+	if len(b.Prev) != len(b.Users) || len(b.Events) != len(b.Users) {
+		return batchIntent{}, nil, fmt.Errorf("decode batch intent: %d users, %d links, %d events", len(b.Users), len(b.Prev), len(b.Events))
+	}
+	seen := make(map[string]bool, len(b.Users))
+	evs := make([]migrate.AuditEvent, len(b.Users))
+	for i, u := range b.Users {
+		if seen[u] {
+			return batchIntent{}, nil, fmt.Errorf("decode batch intent: user %q twice", u)
+		}
+		seen[u] = true
+		if err := json.Unmarshal(b.Events[i], &evs[i]); err != nil {
+			return batchIntent{}, nil, fmt.Errorf("decode batch intent: event %d: %w", i, err)
+		}
+		if evs[i].User != u {
+			return batchIntent{}, nil, fmt.Errorf("decode batch intent: event %d names user %q, not %q", i, evs[i].User, u)
+		}
+	}
+	return b, evs, nil
+}
+
+// batchPrev returns the previous link of user in the batch intent data, ok
+// false when the batch does not name the user.
+func batchPrev(data []byte, user string) (prev uint64, ok bool, err error) {
+	var b struct {
+		Users []string `json:"users"`
+		Prev  []uint64 `json:"prev"`
+	}
+	if err := json.Unmarshal(data, &b); err != nil {
+		return 0, false, fmt.Errorf("decode batch intent: %w", err)
+	}
+	if len(b.Prev) != len(b.Users) {
+		return 0, false, fmt.Errorf("decode batch intent: %d users, %d links", len(b.Users), len(b.Prev))
+	}
+	for i, u := range b.Users {
+		if u == user {
+			return b.Prev[i], true, nil
+		}
+	}
+	return 0, false, nil
+}
+
+// batchIntentMsg builds the batch intent of the moves whose encoded events
+// (encodeEvent, with User and From set) are events, of users over records
+// whose Audit were prev, all of campaign.
+func batchIntentMsg(campaign string, users []string, prev []uint64, events []json.RawMessage) (*nats.Msg, error) {
+	data, err := json.Marshal(batchIntent{Users: users, Prev: prev, Events: events})
+	if err != nil {
+		return nil, fmt.Errorf("migratestore: encode batch intent: %w", err)
+	}
+	c := noToken
+	if campaign != "" {
+		c = "c_" + campaign
+	}
+	h := nats.Header{hdrBatch: []string{batchIntentVersion}}
+	return &nats.Msg{Subject: auditSubjectPrefix + "." + c + "." + batchToken, Data: data, Header: h}, nil
+}
+
 // Audit is the append-only decision log in a JetStream stream. Record waits
 // for every event's acknowledgement: with the embedded engine an
 // acknowledged event survives kill -9 (see gateway/engine).
 //
 // A transition the store makes with its audit event
-// (Store.TransitionManyAudited) is written as an intent: the event first,
-// acknowledged, then the user's compare-and-set, whose record carries the
-// event's stream sequence in migrate.User.Audit, while the event carries
-// (in a header) the Audit of the record it replaces. So a committed
+// (Store.TransitionManyAudited, Store.TransitionAudited) is written as an
+// intent: the event first, acknowledged, then the user's compare-and-set,
+// whose record carries the event's stream sequence in migrate.User.Audit,
+// while the event carries (in a header, or per user in a batch intent,
+// see hdrBatch) the Audit of the record it replaces. So a committed
 // transition always has its event (the event was durable before the write
 // could land), and the events whose writes landed form, per user, a chain
 // from the current record's Audit back through the events' headers:
@@ -50,6 +157,8 @@ const hdrPrev = "Ferry-Audit-Prev"
 // names the Audit it replaced, or keeps Audit as it was. Query keeps an
 // intent only when it is on its user's chain, and drops the others: their
 // compare-and-set lost, failed, or never went out because the writer died.
+// A batch intent is not on any user's subject: a query by user finds the
+// batches on the user's chain by following it, one message read per link.
 // This was chosen over writing the event after the compare-and-set and
 // reconciling on start, because with one revision kept per key a record
 // overwritten before the reconciliation would take its transition's only
@@ -60,6 +169,9 @@ type Audit struct {
 	stream string
 	// bucket is the users bucket whose records tell which intents landed.
 	bucket string
+	// campaigns is the campaign bucket, whose records do the same for
+	// the intents on campaigns' chains.
+	campaigns string
 }
 
 // NewAudit creates or updates the audit stream (stream "" means
@@ -82,7 +194,7 @@ func NewAudit(ctx context.Context, js jetstream.JetStream, stream string, replic
 	if err != nil {
 		return nil, fmt.Errorf("migratestore: audit stream %s: %w", stream, err)
 	}
-	return &Audit{js: js, stream: stream, bucket: DefaultBucket}, nil
+	return &Audit{js: js, stream: stream, bucket: DefaultBucket, campaigns: DefaultCampaignBucket}, nil
 }
 
 func auditSubject(campaign, user string) string {
@@ -118,19 +230,28 @@ func encodeEvent(ev migrate.AuditEvent) (subject string, data []byte, err error)
 }
 
 // intentMsg is the intent of a compare-and-set of cur's user: ev, from
-// cur's phase, with cur.Audit as its previous link. It carries no message
+// cur's phase, with cur.Audit as its previous link (see chainIntentMsg).
+func intentMsg(ev migrate.AuditEvent, cur migrate.User) (*nats.Msg, error) {
+	ev.User = cur.ID
+	ev.From = string(cur.Phase)
+	return chainIntentMsg(ev, cur.Audit, "")
+}
+
+// chainIntentMsg is the intent ev with prev as its previous link, on the
+// chain named by chain (hdrChain's value; "" for the user's). It carries no message
 // id for the stream's duplicate window: a resent intent is one more intent,
 // and of two intents over one revision at most one can be on the chain
 // (only one write lands over a revision), so the chain, not the window,
 // keeps each transition to one event.
-func intentMsg(ev migrate.AuditEvent, cur migrate.User) (*nats.Msg, error) {
-	ev.User = cur.ID
-	ev.From = string(cur.Phase)
+func chainIntentMsg(ev migrate.AuditEvent, prev uint64, chain string) (*nats.Msg, error) {
 	subject, data, err := encodeEvent(ev)
 	if err != nil {
 		return nil, err
 	}
-	h := nats.Header{hdrPrev: []string{strconv.FormatUint(cur.Audit, 10)}}
+	h := nats.Header{hdrPrev: []string{strconv.FormatUint(prev, 10)}}
+	if chain != "" {
+		h.Set(hdrChain, chain)
+	}
 	return &nats.Msg{Subject: subject, Data: data, Header: h}, nil
 }
 
@@ -141,6 +262,23 @@ func (a *Audit) intend(ctx context.Context, ev *migrate.AuditEvent, cur migrate.
 	if err != nil {
 		return 0, err
 	}
+	return a.publishIntent(ctx, msg)
+}
+
+// intendCampaign writes ev as the intent of a compare-and-set of its
+// campaign's record, whose Audit is prev, and returns its sequence, for
+// the record's Audit.
+func (a *Audit) intendCampaign(ctx context.Context, ev migrate.AuditEvent, prev uint64) (uint64, error) {
+	msg, err := chainIntentMsg(ev, prev, chainCampaign)
+	if err != nil {
+		return 0, err
+	}
+	return a.publishIntent(ctx, msg)
+}
+
+// publishIntent writes an intent, waiting for its acknowledgement, and
+// returns its sequence.
+func (a *Audit) publishIntent(ctx context.Context, msg *nats.Msg) (uint64, error) {
 	ack, err := a.js.PublishMsg(ctx, msg)
 	if err != nil {
 		return 0, fmt.Errorf("migratestore: audit intent: %w", err)
@@ -249,6 +387,7 @@ func (a *Audit) Query(ctx context.Context, q AuditQuery) ([]migrate.AuditEvent, 
 		return nil, fmt.Errorf("migratestore: audit stream: %w", err)
 	}
 	out := []migrate.AuditEvent{}
+	var seqs []uint64 // the stream sequence of each of out
 	var intents []intentRef
 	if info.State.Msgs == 0 {
 		return out, nil
@@ -264,6 +403,9 @@ func (a *Audit) Query(ctx context.Context, q AuditQuery) ([]migrate.AuditEvent, 
 		return nil, fmt.Errorf("migratestore: audit consumer: %w", err)
 	}
 	if cinfo.NumPending == 0 {
+		if q.User != "" {
+			return a.userChain(ctx, s, q, out, seqs, intents)
+		}
 		return out, nil
 	}
 	// Ask for no more than are left: a fetch for more waits its whole
@@ -278,23 +420,36 @@ func (a *Audit) Query(ctx context.Context, q AuditQuery) ([]migrate.AuditEvent, 
 		n := 0
 		for m := range batch.Messages() {
 			n++
-			var ev migrate.AuditEvent
-			if err := json.Unmarshal(m.Data(), &ev); err != nil {
-				return nil, fmt.Errorf("migratestore: decode audit event: %w", err)
-			}
 			md, err := m.Metadata()
 			if err != nil {
 				return nil, fmt.Errorf("migratestore: audit event metadata: %w", err)
 			}
 			pending = md.NumPending
+			if v := m.Headers().Get(hdrBatch); v != "" {
+				b, evs, err := readBatchIntent(md.Sequence.Stream, v, m.Data())
+				if err != nil {
+					return nil, err
+				}
+				for i, ev := range evs {
+					intents = append(intents, intentRef{at: len(out), seq: md.Sequence.Stream, prev: b.Prev[i], owner: ev.User})
+					out = append(out, ev)
+					seqs = append(seqs, md.Sequence.Stream)
+				}
+				continue
+			}
+			var ev migrate.AuditEvent
+			if err := json.Unmarshal(m.Data(), &ev); err != nil {
+				return nil, fmt.Errorf("migratestore: decode audit event: %w", err)
+			}
 			if h := m.Headers().Get(hdrPrev); h != "" {
 				prev, err := strconv.ParseUint(h, 10, 64)
 				if err != nil {
 					return nil, fmt.Errorf("migratestore: audit event %d: header %s: %w", md.Sequence.Stream, hdrPrev, err)
 				}
-				intents = append(intents, intentRef{at: len(out), seq: md.Sequence.Stream, prev: prev})
+				intents = append(intents, intentRef{at: len(out), seq: md.Sequence.Stream, prev: prev, owner: chainOwner(ev, m.Headers().Get(hdrChain))})
 			}
 			out = append(out, ev)
+			seqs = append(seqs, md.Sequence.Stream)
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
 			return nil, fmt.Errorf("migratestore: audit fetch: %w", err)
@@ -303,62 +458,166 @@ func (a *Audit) Query(ctx context.Context, q AuditQuery) ([]migrate.AuditEvent, 
 			break
 		}
 	}
-	return a.landed(ctx, s, out, intents)
+	if q.User != "" {
+		return a.userChain(ctx, s, q, out, seqs, intents)
+	}
+	out, err = a.landed(ctx, s, out, intents)
+	if err != nil {
+		return nil, err
+	}
+	return out[:min(len(out), q.Limit)], nil
+}
+
+// readBatchIntent decodes the batch intent at stream sequence seq, whose
+// hdrBatch header is version.
+func readBatchIntent(seq uint64, version string, data []byte) (batchIntent, []migrate.AuditEvent, error) {
+	if version != batchIntentVersion {
+		return batchIntent{}, nil, fmt.Errorf("migratestore: audit event %d: batch intent version %q unknown", seq, version)
+	}
+	b, evs, err := decodeBatchIntent(data)
+	if err != nil {
+		return batchIntent{}, nil, fmt.Errorf("migratestore: audit event %d: %w", seq, err)
+	}
+	return b, evs, nil
 }
 
 // intentRef is an intent among Query's results: out[at], the event at
-// stream sequence seq, whose previous link is prev.
+// stream sequence seq, whose previous link is prev, on owner's chain (see
+// chainOwner).
 type intentRef struct {
 	at        int
 	seq, prev uint64
+	owner     string
 }
 
-// landed returns out without the intents whose compare-and-set never
-// landed: those not on their user's chain (see Audit), which it follows
-// from the user's current record back through the intents' previous links,
-// reading the links not among out from the stream.
-func (a *Audit) landed(ctx context.Context, s jetstream.Stream, out []migrate.AuditEvent, intents []intentRef) ([]migrate.AuditEvent, error) {
-	if len(intents) == 0 {
-		return out, nil
+// chainOwner names the chain of the intent ev, whose hdrChain header is
+// chain: the user's id, or for a campaign's chain its key in the campaign
+// bucket ("c." + name, which no user id can be: ids have no dot).
+func chainOwner(ev migrate.AuditEvent, chain string) string {
+	if chain == chainCampaign {
+		return campaignKeyPrefix + ev.Campaign
 	}
+	return ev.User
+}
+
+// link is one link of a chain: its owner (see chainOwner) and the sequence
+// of the intent (alone, or a batch naming the user).
+type link struct {
+	owner string
+	seq   uint64
+}
+
+// userChain is Query's answer for one user: out (the events on the user's
+// subject, at stream sequences seqs) without the intents off the user's
+// chain, plus the events of the batch intents on the chain, which are not
+// on the user's subject: it follows the chain from the user's record back
+// to its start (or to an event older than q.Since, or gone), and returns
+// everything in stream order, at most q.Limit.
+func (a *Audit) userChain(ctx context.Context, s jetstream.Stream, q AuditQuery, out []migrate.AuditEvent, seqs []uint64, intents []intentRef) ([]migrate.AuditEvent, error) {
 	kv, err := a.js.KeyValue(ctx, a.bucket)
 	if err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil, fmt.Errorf("migratestore: audit: users bucket: %w", err)
 	}
-	prevOf := make(map[uint64]uint64, len(intents))
-	oldest := map[string]uint64{} // per user, the oldest intent to judge
-	for _, r := range intents {
-		prevOf[r.seq] = r.prev
-		u := out[r.at].User
-		if o, ok := oldest[u]; !ok || r.seq < o {
-			oldest[u] = r.seq
-		}
-	}
-	heads := map[string]uint64{} // no record, so no transition of it stands
+	var head uint64
 	if kv != nil {
-		if heads, err = chainHeads(ctx, kv, oldest); err != nil {
+		cur, found, err := loadFrom(ctx, kv, q.User)
+		if err != nil {
 			return nil, err
 		}
+		if found {
+			head = cur.Audit
+		}
 	}
-	onChain := make(map[uint64]bool, len(intents))
-	for user, head := range heads {
-		floor := oldest[user]
-		for link := head; link >= floor && link != 0; {
-			onChain[link] = true
-			prev, ok := prevOf[link]
-			if !ok {
-				if prev, ok, err = a.prevLink(ctx, s, link); err != nil {
+	// The user's events on a campaign's chain (exemptions) are judged on
+	// that chain; the rest on the user's.
+	prevOf := make(map[uint64]uint64, len(intents))
+	var others []intentRef
+	for _, r := range intents {
+		if r.owner != q.User {
+			others = append(others, r)
+			continue
+		}
+		prevOf[r.seq] = r.prev
+	}
+	onOther, err := a.onChains(ctx, s, others)
+	if err != nil {
+		return nil, err
+	}
+	onChain := map[uint64]bool{}
+	type found struct {
+		seq uint64
+		ev  migrate.AuditEvent
+	}
+	var batched []found
+	for l := head; l != 0; {
+		prev, ok := prevOf[l]
+		if ok {
+			onChain[l] = true
+		} else {
+			m, err := s.GetMsg(ctx, l)
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				break // aged out: the chain ends here
+			}
+			if err != nil {
+				return nil, fmt.Errorf("migratestore: audit event %d: %w", l, err)
+			}
+			if !q.Since.IsZero() && m.Time.Before(q.Since) {
+				break // the rest of the chain is older still
+			}
+			if v := m.Header.Get(hdrBatch); v != "" {
+				b, evs, err := readBatchIntent(l, v, m.Data)
+				if err != nil {
 					return nil, err
 				}
-				if !ok {
-					break
+				i := slices.Index(b.Users, q.User)
+				if i < 0 {
+					return nil, fmt.Errorf("migratestore: audit event %d: the chain of %s leads to a batch without it", l, q.User)
 				}
+				if q.Campaign == "" || evs[i].Campaign == q.Campaign {
+					batched = append(batched, found{seq: l, ev: evs[i]})
+				}
+				prev = b.Prev[i]
+			} else if prev, ok, err = a.prevLink(ctx, s, l, q.User); err != nil {
+				return nil, err
+			} else if !ok {
+				break
 			}
-			if prev >= link {
-				return nil, fmt.Errorf("migratestore: audit event %d: previous link %d is not older", link, prev)
-			}
-			link = prev
 		}
+		if prev >= l {
+			return nil, fmt.Errorf("migratestore: audit event %d: previous link %d is not older", l, prev)
+		}
+		l = prev
+	}
+	all := make([]found, 0, len(out)+len(batched))
+	next := 0
+	for i, ev := range out {
+		if next < len(intents) && intents[next].at == i {
+			r := intents[next]
+			next++
+			if r.owner == q.User && !onChain[r.seq] || r.owner != q.User && !onOther[link{r.owner, r.seq}] {
+				continue
+			}
+		}
+		all = append(all, found{seq: seqs[i], ev: ev})
+	}
+	all = append(all, batched...)
+	slices.SortStableFunc(all, func(x, y found) int { return cmp.Compare(x.seq, y.seq) })
+	kept := make([]migrate.AuditEvent, 0, min(len(all), q.Limit))
+	for _, f := range all[:min(len(all), q.Limit)] {
+		kept = append(kept, f.ev)
+	}
+	return kept, nil
+}
+
+// landed returns out without the intents whose compare-and-set never
+// landed: those not on their owner's chain (see Audit and onChains).
+func (a *Audit) landed(ctx context.Context, s jetstream.Stream, out []migrate.AuditEvent, intents []intentRef) ([]migrate.AuditEvent, error) {
+	if len(intents) == 0 {
+		return out, nil
+	}
+	onChain, err := a.onChains(ctx, s, intents)
+	if err != nil {
+		return nil, err
 	}
 	kept := out[:0]
 	next := 0
@@ -366,7 +625,7 @@ func (a *Audit) landed(ctx context.Context, s jetstream.Stream, out []migrate.Au
 		if next < len(intents) && intents[next].at == i {
 			r := intents[next]
 			next++
-			if !onChain[r.seq] {
+			if !onChain[link{r.owner, r.seq}] {
 				continue
 			}
 		}
@@ -375,43 +634,117 @@ func (a *Audit) landed(ctx context.Context, s jetstream.Stream, out []migrate.Au
 	return kept, nil
 }
 
-// chainReaders is how many users' records landed reads at once.
+// onChains returns which of intents are on their owner's chain, which it
+// follows from the owner's current record (a user's, or a campaign's, see
+// chainOwner) back through the intents' previous links, reading the links
+// not among intents from the stream, down to the oldest intent to judge.
+func (a *Audit) onChains(ctx context.Context, s jetstream.Stream, intents []intentRef) (map[link]bool, error) {
+	onChain := make(map[link]bool, len(intents))
+	if len(intents) == 0 {
+		return onChain, nil
+	}
+	prevOf := make(map[link]uint64, len(intents))
+	oldest := map[string]uint64{} // per owner, the oldest intent to judge
+	for _, r := range intents {
+		prevOf[link{r.owner, r.seq}] = r.prev
+		if o, ok := oldest[r.owner]; !ok || r.seq < o {
+			oldest[r.owner] = r.seq
+		}
+	}
+	heads, err := a.chainHeads(ctx, oldest)
+	if err != nil {
+		return nil, err
+	}
+	for owner, head := range heads {
+		floor := oldest[owner]
+		for l := head; l >= floor && l != 0; {
+			onChain[link{owner, l}] = true
+			prev, ok := prevOf[link{owner, l}]
+			if !ok {
+				if prev, ok, err = a.prevLink(ctx, s, l, owner); err != nil {
+					return nil, err
+				}
+				if !ok {
+					break
+				}
+			}
+			if prev >= l {
+				return nil, fmt.Errorf("migratestore: audit event %d: previous link %d is not older", l, prev)
+			}
+			l = prev
+		}
+	}
+	return onChain, nil
+}
+
+// chainReaders is how many records chainHeads reads at once.
 const chainReaders = 16
 
-// chainHeads reads the current record of every user in users (the keys) and
-// returns its Audit, the head of the user's chain; a user without a record
-// is left out. It reads chainReaders records at a time: a campaign's
-// answer may name thousands of users, each one read.
-func chainHeads(ctx context.Context, kv jetstream.KeyValue, users map[string]uint64) (map[string]uint64, error) {
+// chainHeads reads the current record of every owner in owners (the keys,
+// see chainOwner: users from the users bucket, campaigns from the campaign
+// bucket) and returns its Audit, the head of the owner's chain; an owner
+// without a record (or bucket) is left out, so no change of it stands. It
+// reads chainReaders records at a time: a campaign's answer may name
+// thousands of users, each one read.
+func (a *Audit) chainHeads(ctx context.Context, owners map[string]uint64) (map[string]uint64, error) {
+	users, err := a.js.KeyValue(ctx, a.bucket)
+	if err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("migratestore: audit: users bucket: %w", err)
+	}
+	campaigns, err := a.js.KeyValue(ctx, a.campaigns)
+	if err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("migratestore: audit: campaign bucket: %w", err)
+	}
+	head := func(ctx context.Context, owner string) (uint64, bool, error) {
+		if name, ok := strings.CutPrefix(owner, campaignKeyPrefix); ok {
+			if campaigns == nil {
+				return 0, false, nil
+			}
+			e, err := campaigns.Get(ctx, owner)
+			if errors.Is(err, jetstream.ErrKeyNotFound) {
+				return 0, false, nil
+			}
+			if err != nil {
+				return 0, false, fmt.Errorf("migratestore: read campaign %s: %w", name, err)
+			}
+			c, err := decodeCampaign(e)
+			return c.Audit, err == nil, err
+		}
+		if users == nil {
+			return 0, false, nil
+		}
+		cur, found, err := loadFrom(ctx, users, owner)
+		return cur.Audit, found, err
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	todo := make(chan string)
 	var (
 		mu    sync.Mutex
-		heads = make(map[string]uint64, len(users))
+		heads = make(map[string]uint64, len(owners))
 		errs  []error
 		wg    sync.WaitGroup
 	)
-	for range min(chainReaders, len(users)) {
+	for range min(chainReaders, len(owners)) {
 		wg.Go(func() {
-			for user := range todo {
-				cur, found, err := loadFrom(ctx, kv, user)
+			for owner := range todo {
+				h, found, err := head(ctx, owner)
 				mu.Lock()
 				switch {
 				case err != nil:
 					errs = append(errs, err)
 					cancel()
 				case found:
-					heads[user] = cur.Audit
+					heads[owner] = h
 				}
 				mu.Unlock()
 			}
 		})
 	}
 feed:
-	for user := range users {
+	for owner := range owners {
 		select {
-		case todo <- user:
+		case todo <- owner:
 		case <-ctx.Done():
 			break feed
 		}
@@ -427,15 +760,26 @@ feed:
 	return heads, nil
 }
 
-// prevLink reads the previous link of the intent at seq from the stream; ok
-// is false when that message is gone (aged out) or is not an intent.
-func (a *Audit) prevLink(ctx context.Context, s jetstream.Stream, seq uint64) (prev uint64, ok bool, err error) {
+// prevLink reads the previous link of user's intent at seq from the stream
+// (alone, or in a batch); ok is false when that message is gone (aged
+// out), is not an intent, or is a batch without the user.
+func (a *Audit) prevLink(ctx context.Context, s jetstream.Stream, seq uint64, user string) (prev uint64, ok bool, err error) {
 	m, err := s.GetMsg(ctx, seq)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, false, nil
 	}
 	if err != nil {
 		return 0, false, fmt.Errorf("migratestore: audit event %d: %w", seq, err)
+	}
+	if v := m.Header.Get(hdrBatch); v != "" {
+		if v != batchIntentVersion {
+			return 0, false, fmt.Errorf("migratestore: audit event %d: batch intent version %q unknown", seq, v)
+		}
+		prev, ok, err = batchPrev(m.Data, user)
+		if err != nil {
+			return 0, false, fmt.Errorf("migratestore: audit event %d: %w", seq, err)
+		}
+		return prev, ok, nil
 	}
 	h := m.Header.Get(hdrPrev)
 	if h == "" {

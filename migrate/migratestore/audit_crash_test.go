@@ -1,15 +1,13 @@
 package migratestore
 
 import (
-	"bufio"
 	"context"
+	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,7 +22,7 @@ const checkHistory = jetstream.KeyValueMaxHistory
 
 // auditedRound moves every one of ids to phase to with
 // TransitionManyAudited, op id opID, campaign campaign, and fails on any
-// error.
+// error but a repeat (a round made again after a restart).
 func auditedRound(tb testing.TB, ctx context.Context, s *Store, ids []string, to migrate.Phase, campaign, opID string) {
 	tb.Helper()
 	ops := make([]migrate.UserOp, len(ids))
@@ -35,7 +33,7 @@ func auditedRound(tb testing.TB, ctx context.Context, s *Store, ids []string, to
 			Campaign: campaign, Step: 0, User: id, To: string(to), Result: migrate.ResultOK}
 	}
 	for i, err := range s.TransitionManyAudited(ctx, ops, events) {
-		if err != nil {
+		if err != nil && !errors.Is(err, migrate.ErrRepeated) {
 			tb.Fatalf("op %d (%s): %v", i, ids[i], err)
 		}
 	}
@@ -105,6 +103,13 @@ func checkAuditMatchesHistory(tb testing.TB, ctx context.Context, js jetstream.J
 	if diff := cmp.Diff(committed, audited); diff != "" {
 		tb.Errorf("campaign %s: committed writes (-) vs audit events (+):\n%s", campaign, diff)
 	}
+	return len(evs), storedEvents(tb, ctx, js, campaign)
+}
+
+// storedEvents counts the events the audit stream holds for campaign,
+// landed or not: a batch intent counts one per move it carries.
+func storedEvents(tb testing.TB, ctx context.Context, js jetstream.JetStream, campaign string) int {
+	tb.Helper()
 	s, err := js.Stream(ctx, DefaultAuditStream)
 	if err != nil {
 		tb.Fatal(err)
@@ -113,10 +118,26 @@ func checkAuditMatchesHistory(tb testing.TB, ctx context.Context, js jetstream.J
 	if err != nil {
 		tb.Fatal(err)
 	}
-	for _, n := range info.State.Subjects {
-		stored += int(n)
+	stored := 0
+	for subj, n := range info.State.Subjects {
+		if !strings.HasSuffix(subj, "."+batchToken) {
+			stored += int(n)
+			continue
+		}
+		for seq := uint64(0); n > 0; n-- {
+			m, err := s.GetMsg(ctx, seq+1, jetstream.WithGetMsgSubject(subj))
+			if err != nil {
+				tb.Fatal(err)
+			}
+			seq = m.Sequence
+			b, _, err := decodeBatchIntent(m.Data)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			stored += len(b.Users)
+		}
 	}
-	return len(evs), stored
+	return stored
 }
 
 // TestAuditedLostCompareAndSet moves users whose State is stale behind
@@ -195,45 +216,11 @@ func TestAuditSurvivesKill(t *testing.T) {
 	totalDropped := 0
 	for life := range crashKills {
 		ctx := testContext(t)
-		cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestAuditSurvivesKill$", "-test.v")
-		cmd.Env = append(os.Environ(), crashDirEnv+"="+dir, crashLifeEnv+"="+strconv.Itoa(life))
-		cmd.Stderr = os.Stderr
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		// Wait for the first round, then kill at a random moment of the
-		// following ones.
-		started, read := make(chan struct{}), make(chan struct{})
-		go func() {
-			defer close(read)
-			sc := bufio.NewScanner(out)
-			once := false
-			for sc.Scan() {
-				if strings.HasPrefix(sc.Text(), "round ") && !once {
-					once = true
-					close(started)
-				}
-			}
-		}()
 		t0 := time.Now()
-		select {
-		case <-started:
-		case <-ctx.Done():
-			cmd.Process.Kill()
-			t.Fatalf("life %d: the child never finished a round", life)
-		}
-		time.Sleep(time.Duration(rand.IntN(400)) * time.Millisecond)
-		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		<-read
-		cmd.Wait() // killed: its error says so
+		// Kill at a random moment after the first round.
+		killChild(t, ctx, "TestAuditSurvivesKill", []string{crashDirEnv + "=" + dir, crashLifeEnv + "=" + strconv.Itoa(life)}, "round ", 400*time.Millisecond)
 
-		t.Logf("life %d: first round after %v", life, time.Since(t0))
+		t.Logf("life %d: killed %v after start", life, time.Since(t0))
 		ids := crashIDs(life)
 		e := enginetest.StartIn(t, dir)
 		answered, stored := checkAuditMatchesHistory(t, ctx, e.JS, DefaultBucket, crashCampaign(life), ids)
@@ -275,8 +262,54 @@ func crashChild(t *testing.T, dir, lifeArg string) {
 		if r%2 == 1 {
 			to = migrate.PhaseReady
 		}
-		auditedRound(t, ctx, s.Store, ids, to, crashCampaign(life), "r"+strconv.Itoa(r))
+		// Every third round moves a fifth of the users one by one, as the
+		// admin API's manual changes do (TransitionAudited), the rest in a
+		// batch: a kill lands in either.
+		if r%3 == 2 {
+			manual, batched := splitManual(ids, r)
+			manualRound(t, ctx, s.Store, manual, to, crashCampaign(life), "r"+strconv.Itoa(r))
+			auditedRound(t, ctx, s.Store, batched, to, crashCampaign(life), "r"+strconv.Itoa(r))
+		} else {
+			auditedRound(t, ctx, s.Store, ids, to, crashCampaign(life), "r"+strconv.Itoa(r))
+		}
 		fmt.Printf("round %d\n", r)
 	}
 	<-ctx.Done()
+}
+
+// splitManual splits ids into the fifth round r moves one by one and the
+// rest.
+func splitManual(ids []string, r int) (manual, batched []string) {
+	for i, id := range ids {
+		if i%5 == r%5 {
+			manual = append(manual, id)
+		} else {
+			batched = append(batched, id)
+		}
+	}
+	return manual, batched
+}
+
+// manualRound moves each of ids to phase to with TransitionAudited, as the
+// admin API's manual changes do, a few at a time, and fails on any error.
+func manualRound(tb testing.TB, ctx context.Context, s *Store, ids []string, to migrate.Phase, campaign, opID string) {
+	tb.Helper()
+	var wg sync.WaitGroup
+	errs := make([]error, len(ids))
+	sem := make(chan struct{}, 8)
+	for i, id := range ids {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			ev := migrate.AuditEvent{Kind: migrate.AuditTransition, Actor: "ops@example", OpID: opID,
+				Campaign: campaign, Step: -1, To: string(to), Reason: "manual", Result: migrate.ResultOK}
+			_, errs[i] = s.TransitionAudited(ctx, id, migrate.Op{ID: opID, To: to, Reason: "manual"}, ev)
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			tb.Fatalf("manual %s: %v", ids[i], err)
+		}
+	}
 }

@@ -1,7 +1,12 @@
 package migratestore
 
 import (
+	"errors"
+	"sync"
+	"sync/atomic"
+
 	"encoding/json"
+	"github.com/ferrygw/ferry/gateway/engine/enginetest"
 	"strconv"
 	"testing"
 	"time"
@@ -54,4 +59,175 @@ func FuzzIntentMsg(f *testing.F) {
 			t.Fatalf("previous link %q (%v), want %d", msg.Header.Get(hdrPrev), err, prev)
 		}
 	})
+}
+
+// TestTransitionAuditedWritesIntentFirst checks the path of the admin API's
+// manual changes: the event is on the user's chain (the record's Audit is
+// its sequence, and Query answers it, with the phase moved from), while a
+// repeat and a refusal write no event, and a change whose compare-and-set
+// lost to another writer is answered once.
+func TestTransitionAuditedWritesIntentFirst(t *testing.T) {
+	ctx := testContext(t)
+	e := enginetest.Start(t)
+	s := startStore(t, ctx, e.JS, Config{})
+	ev := func(op string, to migrate.Phase) migrate.AuditEvent {
+		return migrate.AuditEvent{Kind: migrate.AuditTransition, Actor: "ops@example", OpID: op, Step: -1,
+			To: string(to), Reason: "manual", Result: migrate.ResultOK}
+	}
+	u, err := s.TransitionAudited(ctx, "mia", migrate.Op{ID: "m1", To: migrate.PhaseShadow, Reason: "manual"}, ev("m1", migrate.PhaseShadow))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Audit == 0 {
+		t.Fatal("the record does not name its intent")
+	}
+	// A repeat and a refusal (shadow→finalized is illegal) write nothing.
+	if _, err := s.TransitionAudited(ctx, "mia", migrate.Op{ID: "m1", To: migrate.PhaseShadow}, ev("m1", migrate.PhaseShadow)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.TransitionAudited(ctx, "mia", migrate.Op{ID: "m2", To: migrate.PhaseFinalized}, ev("m2", migrate.PhaseFinalized)); err == nil {
+		t.Fatal("shadow→finalized accepted")
+	}
+	// Two writers race to hold mia: when both read the same revision, both
+	// write an intent, one compare-and-set loses, and its retry is refused
+	// (already held). Only the winner's event is answered.
+	var wg sync.WaitGroup
+	var refused atomic.Int32
+	for _, op := range []string{"m3", "m4"} {
+		wg.Go(func() {
+			_, err := s.TransitionAudited(ctx, "mia", migrate.Op{ID: op, To: migrate.PhaseHeld, Reason: "manual"}, ev(op, migrate.PhaseHeld))
+			if errors.Is(err, migrate.ErrIllegalTransition) {
+				refused.Add(1)
+			} else if err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if refused.Load() != 1 {
+		t.Fatalf("%d of the two holds refused, want 1", refused.Load())
+	}
+	evs, err := s.audit.Query(ctx, AuditQuery{User: "mia"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, err := s.Get(ctx, "mia")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range evs {
+		got = append(got, e.OpID+" "+e.From+"→"+e.To)
+	}
+	want := []string{"m1 legacy→shadow", cur.OpID + " shadow→held"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("audit of mia (-want +got):\n%s", diff)
+	}
+}
+
+// FuzzBatchIntent checks that a batch intent decodes to the moves it was
+// built from, and that any body decodes to lists of one length, with
+// distinct users, each event its user's, or to an error.
+func FuzzBatchIntent(f *testing.F) {
+	f.Add("alice", "bob", uint64(0), uint64(7), "c1", []byte(`{"users":["a"],"prev":[1],"events":[{"user":"a"}]}`))
+	f.Add("a", "a", uint64(1), uint64(1), "", []byte(`{"users":["a","a"],"prev":[1,2],"events":[{"user":"a"},{"user":"a"}]}`))
+	f.Add("x", "y", uint64(1<<63), uint64(3), "c", []byte(`{"users":[],"prev":[1],"events":[]}`))
+	f.Fuzz(func(t *testing.T, u1, u2 string, p1, p2 uint64, campaign string, raw []byte) {
+		if b, evs, err := decodeBatchIntent(raw); err == nil {
+			if len(b.Prev) != len(b.Users) || len(evs) != len(b.Users) {
+				t.Fatalf("lists of %d, %d, %d", len(b.Users), len(b.Prev), len(evs))
+			}
+			seen := map[string]bool{}
+			for i, u := range b.Users {
+				if seen[u] || evs[i].User != u {
+					t.Fatalf("user %q twice or event %d of %q", u, i, evs[i].User)
+				}
+				seen[u] = true
+				if prev, ok, err := batchPrev(raw, u); err != nil || !ok || prev != b.Prev[i] {
+					t.Fatalf("batchPrev(%q) = %d, %v, %v; want %d", u, prev, ok, err, b.Prev[i])
+				}
+			}
+		}
+		if u1 == u2 {
+			return
+		}
+		var events []json.RawMessage
+		for _, u := range []string{u1, u2} {
+			_, data, err := encodeEvent(migrate.AuditEvent{Kind: migrate.AuditTransition, Campaign: campaign, User: u, From: "shadow", To: "ready", Result: migrate.ResultOK})
+			if err != nil {
+				return // names the log refuses
+			}
+			events = append(events, data)
+		}
+		msg, err := batchIntentMsg(campaign, []string{u1, u2}, []uint64{p1, p2}, events)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if msg.Header.Get(hdrBatch) != batchIntentVersion {
+			t.Fatalf("header %q", msg.Header.Get(hdrBatch))
+		}
+		b, evs, err := decodeBatchIntent(msg.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff([]uint64{p1, p2}, b.Prev); diff != "" {
+			t.Fatalf("links (-want +got):\n%s", diff)
+		}
+		if evs[0].User != u1 || evs[1].User != u2 || evs[1].Campaign != campaign {
+			t.Fatalf("events %+v", evs)
+		}
+	})
+}
+
+// TestQueryUserFollowsBatches checks a query by user against moves made in
+// batch intents, which are not on the user's subject: Query finds them by
+// following the user's chain, mixed in stream order with the user's own
+// events (a manual change, a plain record), and answers a move whose
+// compare-and-set lost nothing.
+func TestQueryUserFollowsBatches(t *testing.T) {
+	ctx := testContext(t)
+	e := enginetest.Start(t)
+	cfg := Config{History: checkHistory}
+	s := startStore(t, ctx, e.JS, cfg)
+	ids := []string{"qa", "qb", "qc"}
+	auditedRound(t, ctx, s.Store, ids, migrate.PhaseShadow, "q", "b1")
+	if _, err := s.TransitionAudited(ctx, "qa", migrate.Op{ID: "m1", To: migrate.PhaseHeld, Reason: "manual"},
+		migrate.AuditEvent{Kind: migrate.AuditTransition, Actor: "ops", OpID: "m1", Step: -1, To: "held", Result: migrate.ResultOK}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.audit.Record(ctx, migrate.AuditEvent{Kind: migrate.AuditExempt, Actor: "ops", User: "qa", Campaign: "q", Step: -1, Result: migrate.ResultOK}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.TransitionAudited(ctx, "qa", migrate.Op{ID: "m2", To: migrate.PhaseShadow, Reason: "manual"},
+		migrate.AuditEvent{Kind: migrate.AuditTransition, Actor: "ops", OpID: "m2", Step: -1, To: "shadow", Result: migrate.ResultOK}); err != nil {
+		t.Fatal(err)
+	}
+	// A stale batcher's move of qa loses to the manual changes; qb's lands.
+	batcher := staleBatcher(t, ctx, e.JS, s.Store, []string{"qb"}, cfg)
+	st := batcher.st
+	old, _ := s.st.Get("qa")
+	old.Revision, old.Phase, old.OpID = 1, migrate.PhaseShadow, "b1"
+	st.Put(old)
+	auditedRound(t, ctx, batcher, []string{"qa", "qb"}, migrate.PhaseReady, "q", "b2")
+
+	evs, err := s.audit.Query(ctx, AuditQuery{User: "qa"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, ev := range evs {
+		got = append(got, ev.Kind+" "+ev.OpID+" "+ev.From+"→"+ev.To)
+	}
+	want := []string{"transition b1 legacy→shadow", "transition m1 shadow→held", "exempt  →",
+		"transition m2 held→shadow", "transition b2 shadow→ready"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("audit of qa (-want +got):\n%s", diff)
+	}
+	evs, err = s.audit.Query(ctx, AuditQuery{User: "qb", Campaign: "q", Limit: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 1 || evs[0].OpID != "b1" {
+		t.Errorf("first event of qb: %+v, want b1", evs)
+	}
 }

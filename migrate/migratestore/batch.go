@@ -18,6 +18,16 @@ import (
 // server always has work queued while the oldest acknowledgement comes back.
 const batchWindow = 2000
 
+// intentChunk is how many moves one batch intent of TransitionManyAudited
+// carries at most, and intentBytes about how many bytes of events: one
+// audit message (one stored message, one acknowledgement) per chunk
+// instead of one per move, well under the server's payload limit (1 MiB
+// by default).
+const (
+	intentChunk = 256
+	intentBytes = 256 << 10
+)
+
 // applyChunk is how many acknowledged records TransitionMany puts into the
 // State at once: the State's transaction size, so each Put is one
 // transaction.
@@ -39,8 +49,9 @@ const applyChunk = 500
 // A user the State does not have, or whose revision in the State is behind
 // the bucket's (the publish fails with a wrong last sequence), takes the
 // one-by-one path of Transition, which reads the bucket. The result has one
-// entry per op, nil when the op was applied (or was a repeat), else what
-// Transition would have returned. Ops for the same user in one batch are
+// entry per op: nil when the op was applied, migrate.ErrRepeated when it
+// was a repeat (nothing written), else what Transition would have
+// returned. Ops for the same user in one batch are
 // not supported: the second sees a stale revision and takes the slow path.
 func (s *Store) TransitionMany(ctx context.Context, ops []migrate.UserOp) []error {
 	return s.transitionMany(ctx, ops, nil)
@@ -48,13 +59,15 @@ func (s *Store) TransitionMany(ctx context.Context, ops []migrate.UserOp) []erro
 
 // TransitionManyAudited is TransitionMany writing events[i], the audit event
 // of ops[i], to the audit log (Config.AuditStream) as the intent of each
-// compare-and-set it sends, before sending it (migrate.AuditedMover): the
-// intents are pipelined like the writes, and a write goes out when its
-// intent is acknowledged, carrying the intent's sequence in its record's
-// Audit. No transition can so commit without its event; Audit.Query drops
-// the events whose write did not land (see Audit). An op that needs no
-// write (a repeat, a refusal) writes no event. Each event gets the user and
-// the phase the user is moved from.
+// compare-and-set it sends, before sending it (migrate.AuditedMover). The
+// intents of up to intentChunk moves of one campaign go in one batch intent
+// (see hdrBatch), pipelined like the writes; the chunk's writes go out when
+// it is acknowledged, each record carrying the batch's sequence in Audit.
+// No transition can so commit without its event; Audit.Query drops the
+// events whose write did not land (see Audit). An op that needs no write (a
+// repeat, a refusal) writes no event. Each event gets the user and the
+// phase the user is moved from. A user already in the chunk being filled
+// takes the one-by-one path, with an intent of its own.
 func (s *Store) TransitionManyAudited(ctx context.Context, ops []migrate.UserOp, events []migrate.AuditEvent) []error {
 	if len(events) != len(ops) {
 		errs := make([]error, len(ops))
@@ -82,6 +95,9 @@ func (s *Store) transitionMany(ctx context.Context, ops []migrate.UserOp, events
 		b.publish(next)
 		next++
 	}
+	if ctx.Err() == nil {
+		b.sendChunk()
+	}
 	for b.inFlight() > 0 && b.settle(ctx) {
 	}
 	b.abandon(ctx)
@@ -102,7 +118,11 @@ func (s *Store) transitionMany(ctx context.Context, ops []migrate.UserOp, events
 		if events != nil {
 			ev = &events[i]
 		}
-		_, b.errs[i] = s.transition(ctx, ops[i].User, ops[i].Op, ev)
+		var repeated bool
+		_, repeated, b.errs[i] = s.transition(ctx, ops[i].User, ops[i].Op, ev)
+		if repeated && b.errs[i] == nil {
+			b.errs[i] = fmt.Errorf("migratestore: user %s: %w", ops[i].User, migrate.ErrRepeated)
+		}
 	}
 	return b.errs
 }
@@ -114,9 +134,14 @@ type batch struct {
 	events []migrate.AuditEvent // nil: not audited
 	errs   []error
 	slow   []int // indices of ops for the one-by-one path, in order
-	iq     ring  // intents in flight (audited batches), oldest first
-	q      ring  // compare-and-sets in flight, oldest first
-	acked  []migrate.User
+	// chunk is the moves of the batch intent being filled (audited
+	// batches), not yet sent; iq the batch intents in flight, oldest
+	// first, and iqMoves how many moves they carry.
+	chunk   intentFill
+	iq      []*intentFill
+	iqMoves int
+	q       ring // compare-and-sets in flight, oldest first
+	acked   []migrate.User
 	// written counts the records put into the State.
 	written int
 	debug   bool
@@ -137,9 +162,28 @@ type pending struct {
 	note  *localWrite // for the watch; nil when not noted
 }
 
-// inFlight is how many publishes (intents and compare-and-sets) are
-// waiting for their acknowledgement.
-func (b *batch) inFlight() int { return b.iq.len() + b.q.len() }
+// intentFill is one batch intent: its moves, their encoded events and
+// previous links, and, once sent, its acknowledgement.
+type intentFill struct {
+	campaign string
+	moves    []pending
+	users    []string
+	prev     []uint64
+	events   []json.RawMessage
+	bytes    int
+	seen     map[string]struct{} // users
+	f        jetstream.PubAckFuture
+}
+
+// has reports whether the chunk holds a move of user.
+func (c *intentFill) has(user string) bool {
+	_, ok := c.seen[user]
+	return ok
+}
+
+// inFlight is how many moves wait for an acknowledgement: of their
+// intent (sent or being filled) or of their compare-and-set.
+func (b *batch) inFlight() int { return len(b.chunk.moves) + b.iqMoves + b.q.len() }
 
 // publish starts the compare-and-set of ops[i], or settles it at once when
 // it needs no write, takes the slow path or cannot be written.
@@ -166,23 +210,63 @@ func (b *batch) publish(i int) {
 		return
 	}
 	if op.ID != "" && op.ID == cur.OpID {
-		return // a repeat: nothing to write
+		b.errs[i] = fmt.Errorf("migratestore: user %s: %w", id, migrate.ErrRepeated) // nothing to write
+		return
 	}
 	p := pending{i: i, from: cur.Phase, after: cur.Revision, next: next}
 	if b.events == nil {
 		b.write(p)
 		return
 	}
-	msg, err := intentMsg(b.events[i], cur)
+	ev := b.events[i]
+	ev.User, ev.From = id, string(cur.Phase)
+	if b.chunk.has(id) {
+		b.slow = append(b.slow, i) // one link per user and batch
+		return
+	}
+	_, data, err := encodeEvent(ev)
 	if err != nil {
 		b.errs[i] = fmt.Errorf("migratestore: user %s: %w", id, err)
 		return
 	}
-	if p.f, err = s.js.PublishMsgAsync(msg); err != nil {
-		b.errs[i] = fmt.Errorf("migratestore: user %s: audit intent: %w", id, err)
+	if len(b.chunk.moves) > 0 && (ev.Campaign != b.chunk.campaign || b.chunk.bytes+len(data) > intentBytes) {
+		b.sendChunk()
+	}
+	c := &b.chunk
+	c.campaign = ev.Campaign
+	c.moves = append(c.moves, p)
+	if c.seen == nil {
+		c.seen = make(map[string]struct{}, intentChunk)
+	}
+	c.seen[id] = struct{}{}
+	c.users = append(c.users, id)
+	c.prev = append(c.prev, cur.Audit)
+	c.events = append(c.events, data)
+	c.bytes += len(data)
+	if len(c.moves) == intentChunk {
+		b.sendChunk()
+	}
+}
+
+// sendChunk publishes the batch intent being filled, if it holds a move.
+func (b *batch) sendChunk() {
+	c := b.chunk
+	b.chunk = intentFill{}
+	if len(c.moves) == 0 {
 		return
 	}
-	b.iq.push(p)
+	msg, err := batchIntentMsg(c.campaign, c.users, c.prev, c.events)
+	if err == nil {
+		c.f, err = b.s.js.PublishMsgAsync(msg)
+	}
+	if err != nil {
+		for _, p := range c.moves {
+			b.errs[p.i] = fmt.Errorf("migratestore: user %s: audit intent: %w", p.next.ID, err)
+		}
+		return
+	}
+	b.iq = append(b.iq, &c)
+	b.iqMoves += len(c.moves)
 }
 
 // write publishes p's compare-and-set.
@@ -211,10 +295,16 @@ func (b *batch) write(p pending) {
 // acknowledged intent sends its compare-and-set); it returns false, leaving
 // both in flight, when ctx ends first.
 func (b *batch) settle(ctx context.Context) bool {
+	if len(b.iq) == 0 && b.q.len() == 0 {
+		b.sendChunk() // nothing else to wait for
+		if len(b.iq) == 0 {
+			return true // it failed: nothing is in flight
+		}
+	}
 	var intentOk, writeOk <-chan *jetstream.PubAck
 	var intentErr, writeErr <-chan error
-	if b.iq.len() > 0 {
-		f := b.iq.peek().f
+	if len(b.iq) > 0 {
+		f := b.iq[0].f
 		intentOk, intentErr = f.Ok(), f.Err()
 	}
 	if b.q.len() > 0 {
@@ -223,12 +313,16 @@ func (b *batch) settle(ctx context.Context) bool {
 	}
 	select {
 	case ack := <-intentOk:
-		p := b.iq.pop()
-		p.next.Audit = ack.Sequence
-		b.write(p)
+		c := b.popIntent()
+		for _, p := range c.moves {
+			p.next.Audit = ack.Sequence
+			b.write(p)
+		}
 	case err := <-intentErr:
-		p := b.iq.pop()
-		b.errs[p.i] = fmt.Errorf("migratestore: user %s: audit intent: %w", p.next.ID, err)
+		c := b.popIntent()
+		for _, p := range c.moves {
+			b.errs[p.i] = fmt.Errorf("migratestore: user %s: audit intent: %w", p.next.ID, err)
+		}
 	case ack := <-writeOk:
 		p := b.q.peek()
 		p.next.Revision = ack.Sequence
@@ -262,15 +356,30 @@ func (b *batch) settle(ctx context.Context) bool {
 // may not have landed; the watch will tell the State, and op ids make a
 // retry safe.
 func (b *batch) abandon(ctx context.Context) {
-	for b.iq.len() > 0 {
-		p := b.iq.pop() // its write never went out; the intent alone is dropped by Query
-		b.errs[p.i] = fmt.Errorf("migratestore: user %s: %w", p.next.ID, ctx.Err())
+	unsent := b.chunk
+	b.chunk = intentFill{}
+	b.iq = append(b.iq, &unsent)
+	b.iqMoves += len(unsent.moves)
+	for len(b.iq) > 0 {
+		c := b.popIntent() // its writes never went out; the intents alone are dropped by Query
+		for _, p := range c.moves {
+			b.errs[p.i] = fmt.Errorf("migratestore: user %s: %w", p.next.ID, ctx.Err())
+		}
 	}
 	for b.q.len() > 0 {
 		p := b.q.pop()
 		b.failed(&p)
 		b.errs[p.i] = fmt.Errorf("migratestore: write user %s: %w", p.next.ID, ctx.Err())
 	}
+}
+
+// popIntent takes the oldest batch intent in flight.
+func (b *batch) popIntent() *intentFill {
+	c := b.iq[0]
+	b.iq[0] = nil
+	b.iq = b.iq[1:]
+	b.iqMoves -= len(c.moves)
+	return c
 }
 
 // applyQueue is how many chunks may wait for the State: enough to ride out

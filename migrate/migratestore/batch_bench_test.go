@@ -30,9 +30,9 @@ const (
 
 // BenchmarkStepTransitions moves a step of benchStep users, out of a State of
 // benchPopulation, with TransitionManyAudited, one audit event each written
-// before its compare-and-set (what the driver does in a tick whose pace
-// allows the whole step), while another
-// goroutine keeps looking users up in the State as route lookups do. Every
+// before its compare-and-set, up to intentChunk to a batch intent (what
+// the driver does in a tick whose pace allows the whole step), while
+// another goroutine keeps looking users up in the State as route lookups do. Every
 // iteration moves the same users one edge (legacy→shadow, then ready and
 // shadow in turn). It reports durable transitions per second, the lookups
 // served meanwhile, and, measured in the same run, bare go-memdb inserting

@@ -87,11 +87,11 @@ func TestTransitionMany(t *testing.T) {
 		t.Errorf("newcomer: %+v, %v", u, err)
 	}
 
-	// Repeating the batch writes nothing.
+	// Repeating the batch writes nothing, and says so.
 	before, _ := s.Get(ctx, "u00001")
 	for i, err := range s.TransitionMany(ctx, ops[:n]) {
-		if err != nil {
-			t.Fatalf("repeat op %d: %v", i, err)
+		if !errors.Is(err, migrate.ErrRepeated) {
+			t.Fatalf("repeat op %d: %v, want ErrRepeated", i, err)
 		}
 	}
 	if after, _ := s.Get(ctx, "u00001"); after.Revision != before.Revision {
@@ -382,5 +382,44 @@ func TestLocalWrites(t *testing.T) {
 	}
 	if l.handled("f", 20, []byte("F")) || l.failed("f", f) != 0 {
 		t.Error("f recognised after stop")
+	}
+}
+
+// TestAuditedBatchAbandonsUnsentIntent checks that moves whose batch intent
+// was still being filled when the context ended fail with the context's
+// error, and that no intent of theirs reaches the log.
+func TestAuditedBatchAbandonsUnsentIntent(t *testing.T) {
+	ctx := testContext(t)
+	e := enginetest.Start(t)
+	s := startStore(t, ctx, e.JS, Config{})
+	ids := []string{"ua", "ub"}
+	ops := make([]migrate.UserOp, len(ids))
+	events := make([]migrate.AuditEvent, len(ids))
+	for i, id := range ids {
+		if _, err := s.Transition(ctx, id, migrate.Op{ID: "seed", To: migrate.PhaseShadow}); err != nil {
+			t.Fatal(err)
+		}
+		ops[i] = migrate.UserOp{User: id, Op: migrate.Op{ID: "x", To: migrate.PhaseReady}}
+		events[i] = migrate.AuditEvent{Kind: migrate.AuditTransition, Actor: migrate.ActorDriver, OpID: "x", Campaign: "unsent", Result: migrate.ResultOK}
+	}
+	b := batch{s: s.Store, ops: ops, events: events, errs: make([]error, len(ops))}
+	b.startApplier()
+	for i := range ops {
+		b.publish(i) // fewer than intentChunk: the batch intent is not sent
+	}
+	if len(b.chunk.moves) != len(ops) || len(b.iq) != 0 {
+		t.Fatalf("%d moves being filled, %d intents sent; want %d and 0", len(b.chunk.moves), len(b.iq), len(ops))
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	b.abandon(cctx)
+	b.stopApplier()
+	for i, err := range b.errs {
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("op %d: %v, want context.Canceled", i, err)
+		}
+	}
+	if n := storedEvents(t, ctx, e.JS, "unsent"); n != 0 {
+		t.Errorf("%d events stored for moves never sent", n)
 	}
 }

@@ -136,6 +136,75 @@ func (s *Campaigns) Modify(ctx context.Context, name string, fn func(migrate.Cam
 	)
 }
 
+// CreateAudited is Create writing ev, the creation's audit event, to audit
+// first, as the intent of the create on the campaign's chain (see Audit):
+// the record carries the event's sequence in Audit, so a kill between the
+// two writes neither loses the event of a campaign that was created nor
+// leaves one for a create that did not land (Query drops it). ev gets the
+// campaign's name and operation id c.LastOp.
+func (s *Campaigns) CreateAudited(ctx context.Context, audit *Audit, c migrate.Campaign, ev migrate.AuditEvent) (migrate.Campaign, error) {
+	if err := c.Validate(); err != nil {
+		return migrate.Campaign{}, err
+	}
+	ev.Campaign, ev.OpID = c.Name, c.LastOp
+	seq, err := audit.intendCampaign(ctx, ev, 0)
+	if err != nil {
+		return migrate.Campaign{}, err
+	}
+	c.Audit = seq
+	return s.Create(ctx, c)
+}
+
+// ModifyAudited is Modify for an audited change of the campaign record
+// (its state, step, exemptions or opt-ins): fn returns the changed
+// campaign and the change's event, which is written to audit first, as
+// the intent of each compare-and-set, on the campaign's chain (see Audit);
+// the record carries the event's sequence in Audit and opID in LastOp. A
+// repeat (the record's LastOp is already opID, not "") returns the record
+// and writes nothing; a refusal (fn's error) writes no event either. ev
+// gets the campaign's name and opID.
+func (s *Campaigns) ModifyAudited(ctx context.Context, audit *Audit, name, opID string, fn func(migrate.Campaign) (migrate.Campaign, migrate.AuditEvent, error)) (migrate.Campaign, error) {
+	var repeat bool
+	return modify(
+		func() (migrate.Campaign, error) { return s.Get(ctx, name) },
+		func(c migrate.Campaign) (migrate.Campaign, error) {
+			if repeat = opID != "" && c.LastOp == opID; repeat {
+				return c, nil
+			}
+			next, ev, err := fn(c)
+			if err != nil {
+				return migrate.Campaign{}, err
+			}
+			ev.Campaign, ev.OpID = c.Name, opID
+			seq, err := audit.intendCampaign(ctx, ev, c.Audit)
+			if err != nil {
+				return migrate.Campaign{}, err
+			}
+			next.Revision, next.Audit, next.LastOp = c.Revision, seq, opID
+			return next, nil
+		},
+		func(c migrate.Campaign) (migrate.Campaign, error) {
+			if repeat {
+				return c, nil
+			}
+			return s.Update(ctx, c)
+		},
+	)
+}
+
+// DriverCampaigns is the campaign store as the campaign driver sees it
+// (migrate.CampaignStore): Campaigns with the audit log its decisions go
+// to first (see ModifyAudited).
+type DriverCampaigns struct {
+	*Campaigns
+	Audit *Audit
+}
+
+// ModifyAudited is Campaigns.ModifyAudited on d's audit log.
+func (d DriverCampaigns) ModifyAudited(ctx context.Context, name, opID string, fn func(migrate.Campaign) (migrate.Campaign, migrate.AuditEvent, error)) (migrate.Campaign, error) {
+	return d.Campaigns.ModifyAudited(ctx, d.Audit, name, opID, fn)
+}
+
 // List returns every campaign, by name.
 func (s *Campaigns) List(ctx context.Context) ([]migrate.Campaign, error) {
 	return listByPrefix(ctx, s.keys, campaignKeyPrefix, migrate.ErrCampaignNotFound,

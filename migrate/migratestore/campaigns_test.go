@@ -156,7 +156,7 @@ func TestDriverSurvivesRestart(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		d, err := migrate.NewDriver(migrate.DriverConfig{State: users.st, Users: users.Store, Campaigns: cs, Audit: audit, MaxPerTick: 100})
+		d, err := migrate.NewDriver(migrate.DriverConfig{State: users.st, Users: users.Store, Campaigns: DriverCampaigns{cs, audit}, Audit: audit, MaxPerTick: 100})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -178,7 +178,7 @@ func TestDriverSurvivesRestart(t *testing.T) {
 	}
 }
 
-var _ migrate.CampaignStore = (*Campaigns)(nil)
+var _ migrate.CampaignStore = DriverCampaigns{}
 var _ migrate.Auditor = (*Audit)(nil)
 var _ migrate.UserMover = (*Store)(nil)
 

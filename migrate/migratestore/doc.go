@@ -21,8 +21,11 @@
 // TransitionManyAudited, what the campaign driver calls, is TransitionMany
 // with an audit event per op, written to the audit stream as an intent
 // before the op's compare-and-set is sent (pipelined the same way): the
-// record then carries the intent's stream sequence (migrate.User.Audit)
-// and the intent the Audit of the record it replaces. A transition can
+// intents of up to 256 moves go in one batch intent message, the records
+// then carry its stream sequence (migrate.User.Audit) and the batch, per
+// user, the Audit of the record it replaces. TransitionAudited does the
+// same for one change with an intent of its own (the admin API's manual
+// changes). A transition can
 // therefore never commit without its event, and Audit.Query tells the
 // intents that landed from those that did not (a lost compare-and-set, a
 // writer killed in between) by following that chain from the user's

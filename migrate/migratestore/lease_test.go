@@ -94,7 +94,7 @@ func newAgentDriver(t *testing.T, ctx context.Context, js jetstream.JetStream, h
 		t.Fatal(err)
 	}
 	a := &agentDriver{st: users.st}
-	a.d, err = migrate.NewDriver(migrate.DriverConfig{State: users.st, Users: users.Store, Campaigns: cs, Audit: audit,
+	a.d, err = migrate.NewDriver(migrate.DriverConfig{State: users.st, Users: users.Store, Campaigns: DriverCampaigns{cs, audit}, Audit: audit,
 		Leases: cs.Leases(), Holder: holder, LeaseTTL: ttl, Tick: tick, Now: now, MaxPerTick: 20,
 		OnTransition: func(_, _ migrate.Phase, result string) {
 			if result == migrate.ResultOK {

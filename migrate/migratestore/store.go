@@ -110,14 +110,29 @@ func (s *Store) Get(ctx context.Context, id string) (migrate.User, error) {
 //
 // The returned record carries its new Revision and is already in the State.
 func (s *Store) Transition(ctx context.Context, id string, op migrate.Op) (migrate.User, error) {
-	return s.transition(ctx, id, op, nil)
+	u, _, err := s.transition(ctx, id, op, nil)
+	return u, err
+}
+
+// TransitionAudited is Transition writing ev, the change's audit event, to
+// the audit log as the intent of each compare-and-set it sends, before
+// sending it, on the user's chain (see Audit), as TransitionManyAudited does
+// for the driver's moves: the admin API's manual changes go through it, so
+// that a kill between the two writes can neither lose the event of a change
+// that landed nor leave one for a change that did not. The event gets the
+// user and the phase the user is moved from. A repeat or a refusal writes
+// no event: the caller records a refusal itself.
+func (s *Store) TransitionAudited(ctx context.Context, id string, op migrate.Op, ev migrate.AuditEvent) (migrate.User, error) {
+	u, _, err := s.transition(ctx, id, op, &ev)
+	return u, err
 }
 
 // transition is Transition, writing ev (when not nil) to the audit log as
 // the intent of every compare-and-set it sends (see TransitionManyAudited).
-func (s *Store) transition(ctx context.Context, id string, op migrate.Op, ev *migrate.AuditEvent) (migrate.User, error) {
+// repeated says op had set the user's phase before: nothing was written.
+func (s *Store) transition(ctx context.Context, id string, op migrate.Op, ev *migrate.AuditEvent) (u migrate.User, repeated bool, err error) {
 	if err := migrate.CheckUserID(id); err != nil {
-		return migrate.User{}, err
+		return migrate.User{}, false, err
 	}
 	if op.At.IsZero() {
 		op.At = s.cfg.Now()
@@ -131,19 +146,19 @@ func (s *Store) transition(ctx context.Context, id string, op migrate.Op, ev *mi
 			return err
 		}
 	}
-	u, err := s.update(ctx, id, op.At, func(cur migrate.User) (migrate.User, bool, error) {
+	u, err = s.update(ctx, id, op.At, func(cur migrate.User) (migrate.User, bool, error) {
 		next, err := migrate.Apply(cur, op)
 		if err != nil {
 			return migrate.User{}, false, err
 		}
-		repeat := op.ID != "" && op.ID == cur.OpID
-		return next, !repeat, nil
+		repeated = op.ID != "" && op.ID == cur.OpID // the last try's answer counts
+		return next, !repeated, nil
 	}, intent)
 	if err != nil {
 		s.log.Debug("transition refused", "user", id, "to", op.To, "op", op.ID, "err", err)
-		return migrate.User{}, err
+		return migrate.User{}, false, err
 	}
-	return u, nil
+	return u, repeated, nil
 }
 
 // SeeDevice records that the user's device was active, creating the user (in
