@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -78,7 +79,10 @@ func finalized(u migrate.User) bool {
 // Results of gateway_bridge_own_device_items_total, and its kind for
 // what is read back from a device's history (syncSent).
 const (
-	kindOwnHistory     = "history"
+	kindOwnHistory = "history"
+	// kindMirror: a shadow copy the device sent to a mirrored
+	// recipient's mirror (shadow.go).
+	kindMirror         = "mirror"
 	ownResultFinalized = "finalized"
 	ownResultNoRecord  = "not_on_record"
 )
@@ -94,7 +98,7 @@ type ownDeviceMetrics struct {
 func newOwnDeviceMetrics(reg prometheus.Registerer) (*ownDeviceMetrics, error) {
 	m := &ownDeviceMetrics{items: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gateway_bridge_own_device_items_total",
-		Help: "Items a cloud-home user's own legacy device sent, written into the cloud as the user from that device, by kind (msg, file: through the bridge; history: sent device to device to a legacy user, read back from the device's history) and result (ok, finalized: refused with upgrade_required, not_on_record: the device is not on the user's record, refused: the cloud will never take it, error).",
+		Help: "Items a cloud-home user's own legacy device sent, written into the cloud as the user from that device, by kind (msg, file, receipt: through the bridge; mirror: a shadow copy to a mirrored legacy recipient; history: sent device to device to a legacy user, read back from the device's history) and result (ok, finalized: refused with upgrade_required, not_on_record: the device is not on the user's record, refused: the cloud will never take it, error).",
 	}, []string{"kind", "result"}),
 		presence: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gateway_bridge_own_device_presence_total",
@@ -105,8 +109,8 @@ func newOwnDeviceMetrics(reg prometheus.Registerer) (*ownDeviceMetrics, error) {
 			Help: "Legacy devices of cloud-home users the bridge shows online in the cloud.",
 		}),
 	}
-	for _, k := range []string{kindMsg, kindFile, kindOwnHistory} {
-		for _, r := range []string{resultOK, ownResultFinalized, ownResultNoRecord, resultError} {
+	for _, k := range []string{kindMsg, kindFile, kindReceipt, kindMirror, kindOwnHistory} {
+		for _, r := range []string{resultOK, ownResultFinalized, ownResultNoRecord, resultRefused, resultError} {
 			m.items.WithLabelValues(k, r)
 		}
 	}
@@ -123,16 +127,26 @@ func newOwnDeviceMetrics(reg prometheus.Registerer) (*ownDeviceMetrics, error) {
 // under kind).
 func (b *Bridge) sendAs(from legacywire.Certificate, s *cloudwire.Send, kind string) (refusal *legacywire.ChatAck) {
 	s.As = from.User
+	s.Device, refusal = b.ownDevice(from, s.MsgID, kind)
+	return refusal
+}
+
+// ownDevice returns the device a request of from's user (a send, a
+// receipt: kind) is written into the cloud from: none when the user's
+// home is the overlay (the bridge acts for them as a user), from's own
+// device when the home is the cloud and CheckOwnDevice allows it. A
+// refusal comes as the chat ack (with id) to give the device, counted
+// under kind.
+func (b *Bridge) ownDevice(from legacywire.Certificate, id, kind string) (device string, refusal *legacywire.ChatAck) {
 	u, ok := b.cfg.State.Get(from.User)
 	if !ok || !u.CloudHome() {
-		return nil
+		return "", nil
 	}
 	err := CheckOwnDevice(u, from.PeerID)
-	ack := legacywire.ChatAck{ID: s.MsgID, Status: legacywire.StatusRefused}
+	ack := legacywire.ChatAck{ID: id, Status: legacywire.StatusRefused}
 	switch {
 	case err == nil:
-		s.Device = from.PeerID
-		return nil
+		return from.PeerID, nil
 	case errors.Is(err, ErrFinalized):
 		b.own.items.WithLabelValues(kind, ownResultFinalized).Inc()
 		ack.Code = legacywire.CodeUpgradeRequired
@@ -145,8 +159,8 @@ func (b *Bridge) sendAs(from legacywire.Certificate, s *cloudwire.Send, kind str
 		ack.Code = CodeUnavailable
 		ack.Error = "this device is not (yet) on record as one of " + from.User + "'s devices; retry later"
 	}
-	b.log.Info("own legacy device refused", "msg_id", s.MsgID, "reason", err)
-	return &ack
+	b.log.Info("own legacy device refused", "id", id, "kind", kind, "reason", err)
+	return "", &ack
 }
 
 // The cloud shows a cloud-home user's legacy device as online while the
@@ -171,6 +185,10 @@ const (
 	// ownProbeQueue bounds the users waiting for a probe; beyond it a
 	// probe is dropped (the periodic probe catches up).
 	ownProbeQueue = 4096
+	// ownProbeWorkers bounds the looks in flight (probeAll), and
+	// ownProbeJitter is the most a look waits before it starts.
+	ownProbeWorkers = 4
+	ownProbeJitter  = 100 * time.Millisecond
 )
 
 // ownDevices shows cloud-home users' legacy devices in the cloud.
@@ -255,9 +273,13 @@ func (d *ownDevices) probe(user string) {
 }
 
 // run heartbeats the bridge's node lease and works the probes until ctx
-// ends, then marks the devices it shows offline.
+// ends, then marks the devices it shows offline. The looks run apart from
+// the heartbeat (work), so a long batch never delays the lease.
 func (d *ownDevices) run(ctx context.Context) error {
 	defer d.stop()
+	var wg sync.WaitGroup
+	defer wg.Wait() // before stop: no look is left to show a device again
+	wg.Go(func() { d.work(ctx) })
 	beat := time.NewTimer(0)
 	defer beat.Stop()
 	tick := time.NewTicker(ownProbeEvery)
@@ -280,6 +302,21 @@ func (d *ownDevices) run(ctx context.Context) error {
 				d.queued[user] = true
 			}
 			d.mu.Unlock()
+			select {
+			case d.wake <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// work takes the queued users in batches until ctx ends: each batch is
+// looked at by probeAll, and what is queued meanwhile waits for the next.
+func (d *ownDevices) work(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
 		case <-d.wake:
 		}
 		d.mu.Lock()
@@ -289,13 +326,46 @@ func (d *ownDevices) run(ctx context.Context) error {
 		}
 		clear(d.queued)
 		d.mu.Unlock()
-		for _, u := range users {
-			if ctx.Err() != nil {
-				return nil
+		probeAll(ctx, users, ownProbeWorkers, ownProbeJitter, d.look)
+	}
+}
+
+// probeAll runs look for each of users, in random order, at most workers
+// at a time, each after a random wait of up to jitter, and returns when
+// all are done or ctx ends. A look costs a directory lookup, connection
+// checks and history reads: a batch of thousands (at start, every user
+// with a legacy device queues one) must neither open thousands of them at
+// once nor, on several bridges started together, run in step.
+func probeAll(ctx context.Context, users []string, workers int, jitter time.Duration, look func(context.Context, string)) {
+	rand.Shuffle(len(users), func(i, j int) { users[i], users[j] = users[j], users[i] })
+	next := make(chan string)
+	var wg sync.WaitGroup
+	for range min(workers, len(users)) {
+		wg.Go(func() {
+			for u := range next {
+				if jitter > 0 {
+					t := time.NewTimer(rand.N(jitter))
+					select {
+					case <-ctx.Done():
+						t.Stop()
+						continue // drain: the sender stops too
+					case <-t.C:
+					}
+				}
+				look(ctx, u)
 			}
-			d.look(ctx, u)
+		})
+	}
+feed:
+	for _, u := range users {
+		select {
+		case next <- u:
+		case <-ctx.Done():
+			break feed
 		}
 	}
+	close(next)
+	wg.Wait()
 }
 
 // look shows user's legacy devices as the bridge finds them now.

@@ -1,8 +1,14 @@
 package bridge
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"slices"
+	"sync"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/ferrygw/ferry/migrate"
 )
@@ -37,4 +43,48 @@ func TestCheckOwnDevice(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestProbeAllBounded: a batch of looks runs every user once, never more
+// than the workers at a time, and stops early when its context ends.
+func TestProbeAllBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		users := make([]string, 200)
+		for i := range users {
+			users[i] = fmt.Sprintf("u%d", i)
+		}
+		var mu sync.Mutex
+		seen, inFlight, most := map[string]int{}, 0, 0
+		look := func(_ context.Context, u string) {
+			mu.Lock()
+			seen[u]++
+			inFlight++
+			most = max(most, inFlight)
+			mu.Unlock()
+			time.Sleep(20 * time.Millisecond) // a lookup and a history read
+			mu.Lock()
+			inFlight--
+			mu.Unlock()
+		}
+		probeAll(t.Context(), slices.Clone(users), 4, 100*time.Millisecond, look)
+		if len(seen) != len(users) || most > 4 || most < 2 {
+			t.Fatalf("looked at %d of %d users, at most %d at a time; want all, 2 to 4 at a time", len(seen), len(users), most)
+		}
+		for u, n := range seen {
+			if n != 1 {
+				t.Fatalf("%s looked at %d times", u, n)
+			}
+		}
+
+		ctx, cancel := context.WithCancel(t.Context())
+		clear(seen)
+		go func() {
+			time.Sleep(200 * time.Millisecond)
+			cancel()
+		}()
+		probeAll(ctx, slices.Clone(users), 4, 100*time.Millisecond, look)
+		if len(seen) == 0 || len(seen) >= len(users) {
+			t.Fatalf("a cancelled batch looked at %d of %d users", len(seen), len(users))
+		}
+	})
 }

@@ -138,18 +138,34 @@
 // user's own sent message, their other devices. The device is
 // acknowledged once the cloud stored it, idempotent by message id; a
 // finalized user's device is refused with upgrade_required, a device not
-// (yet) on record with unavailable, both counted. What it sends to a
-// legacy-home user goes device to device; the bridge reads it back from
-// the device's history at each probe and writes it into the cloud the same
-// way (up to a probe period late, at the end of its conversation); the
-// recipient's devices drop the cloud's copy as a repeat. Closing that
-// delay needs the sender to mirror to its own user's mirror route, a
-// legacy/ change. The device shows in the cloud's presence (device record
+// (yet) on record with unavailable, both counted. A chat v2+ device's
+// receipt for a message mirrored to it (see above) reaches the bridge
+// through the sender's route when the sender's home is the cloud, and is
+// written as the user's receipt from that device (cloudwire.Receipt.Device,
+// v11): the cloud takes it once per message, and receipts are never
+// mirrored to a cloud-home user's legacy devices, so it is not echoed
+// back. What it sends to a legacy-home user goes device to device. When
+// the recipient is in shadow or ready, the device's shadow copy to the
+// recipient's mirror is written at once as the user's from that device,
+// marked so the feed does not carry the cloud's copy to the recipient
+// again, and compared like any mirror copy (the recipient's summary). For
+// other legacy-home recipients the bridge reads it back from the device's
+// history at each probe and writes it into the cloud the same way (up to
+// a probe period late, at the end of its conversation); the recipient's
+// devices drop the cloud's copy as a repeat. Closing that delay needs the
+// sender to mirror to its own user's mirror route, a legacy/ change. A
+// receipt the device gives a legacy-home sender goes device to device and
+// does not reach the cloud (the same legacy/ change would carry it). The device shows in the cloud's presence (device record
 // platform legacy, its client version; live presence and snapshots) while
 // the bridge reaches it, checked on its sends, on mirror copies it takes,
 // on registrations and phase changes, when its connection closes and every
 // 30 s; the records name the bridge's own node lease, so the cloud marks
-// them offline if the bridge dies. A legacy text waits for the file offers
+// them offline if the bridge dies. The looks (a directory lookup,
+// connection checks and a history read per device) run apart from the
+// lease heartbeat, on 4 workers, in random order, each after a random
+// wait of up to 100 ms (probeAll): a start with thousands of such users
+// (at most 4,096 queued) never opens thousands of lookups at once, and
+// bridges started together do not look in step. A legacy text waits for the file offers
 // its sender made before it (their transfers are asynchronous), so a
 // file then a text reach the cloud in that order.
 //

@@ -170,7 +170,11 @@ func groupText(name, text string) string {
 
 // onFrame is the bridge's ChatConfig.OnFrame: chat v2 frames from legacy
 // devices to cloud-home users. A read or delivered receipt becomes a cloud
-// receipt acting for the reader. Typing, presence and presence
+// receipt acting for the reader; one from a cloud-home reader's own legacy
+// device (for a mirror copy) is the reader's, from that device
+// (Receipt.Device, v11): the cloud takes it once per message (its inbox
+// ids), and the bridge's feed carries no receipt to a cloud-home user's
+// legacy devices, so it is not echoed back. Typing, presence and presence
 // subscriptions go to liveFromLegacy (live.go).
 func (b *Bridge) onFrame(ctx context.Context, from legacywire.Certificate, f legacywire.ChatFrame) legacywire.ChatAck {
 	refuse := func(code, text string) legacywire.ChatAck {
@@ -193,6 +197,13 @@ func (b *Bridge) onFrame(ctx context.Context, from legacywire.Certificate, f leg
 		count(resultRefused)
 		return refuse(legacywire.CodeBadFrame, "unknown receipt status")
 	}
+	// A cloud-home reader's own legacy device (a mirror copy it showed,
+	// mirror.go) gives the receipt as one of the reader's devices.
+	device, refusal := b.ownDevice(from, f.ID, kindReceipt)
+	if refusal != nil {
+		count(resultRefused)
+		return *refusal
+	}
 	link, lerr := b.linkAs(ctx, r.Reader)
 	if lerr != nil {
 		count(resultError)
@@ -212,12 +223,26 @@ func (b *Bridge) onFrame(ctx context.Context, from legacywire.Certificate, f leg
 	}
 	rctx, cancel := context.WithTimeout(ctx, b.cfg.DeliveryTimeout)
 	defer cancel()
-	if err := link.Receipt(rctx, cloudwire.Receipt{As: r.Reader, Conv: conv, MsgID: r.MsgID, Status: status}); err != nil {
-		count(resultError)
+	if err := link.Receipt(rctx, cloudwire.Receipt{As: r.Reader, Device: device, Conv: conv, MsgID: r.MsgID, Status: status}); err != nil {
 		b.log.Warn("legacy receipt to cloud", "msg_id", r.MsgID, "err", err)
+		if device != "" && refusedForGood(err) {
+			// The cloud will never take it (a message it does not hold,
+			// one not to this user): a retry would not help.
+			count(resultRefused)
+			b.own.items.WithLabelValues(kindReceipt, resultRefused).Inc()
+			return refuse(legacywire.CodeBadRequest, "the cloud does not take this receipt")
+		}
+		count(resultError)
+		if device != "" {
+			b.own.items.WithLabelValues(kindReceipt, resultError).Inc()
+		}
 		return refuse(CodeUnavailable, "cloud did not take the receipt")
 	}
 	count(resultOK)
+	if device != "" {
+		b.own.items.WithLabelValues(kindReceipt, resultOK).Inc()
+		b.devices.seen(from)
+	}
 	b.decide(kindReceipt, pathInterop)
 	return legacywire.ChatAck{ID: f.ID, Status: legacywire.StatusDelivered}
 }

@@ -78,7 +78,7 @@ func linkIndex(user string, n int) int {
 	}
 	h := fnv.New32a()
 	h.Write([]byte(user))
-	return int(h.Sum32() % uint32(n))
+	return int(h.Sum32() % uint32(n)) // #nosec G115 -- n is the pool size, 2..MaxLinks here
 }
 
 // linkOf returns the link that carries user's requests.

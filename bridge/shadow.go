@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -145,7 +146,12 @@ func (s *shadow) run(ctx context.Context) error {
 
 // take is the mirror protocol's Deliver: one shadow copy from the sender's
 // device. The ack only tells the sender the mirror took it.
-func (s *shadow) take(ctx context.Context, _ legacywire.Certificate, msg legacywire.ChatMessage) legacywire.ChatAck {
+//
+// A copy from a cloud-home user's own legacy device (devices.go) to a
+// mirrored recipient is that user's message from that device: it is
+// written as theirs (Send.Device), so it reaches the cloud live rather
+// than at the device's next history read, which then finds it there.
+func (s *shadow) take(ctx context.Context, from legacywire.Certificate, msg legacywire.ChatMessage) legacywire.ChatAck {
 	if f := s.fault.Load(); f != nil {
 		if err := (*f)(msg.ID); err != nil {
 			s.m.copies.WithLabelValues(sourceMirror, resultError).Inc()
@@ -157,9 +163,21 @@ func (s *shadow) take(ctx context.Context, _ legacywire.Certificate, msg legacyw
 		return legacywire.ChatAck{ID: msg.ID, Status: legacywire.StatusRefused, Code: CodeNotHere,
 			Error: "neither end of the message is mirrored; look the user up again"}
 	}
+	device, refusal := s.b.ownDevice(from, msg.ID, kindMirror)
+	if refusal != nil {
+		s.m.copies.WithLabelValues(sourceMirror, resultRefused).Inc()
+		return *refusal
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.b.cfg.DeliveryTimeout)
 	defer cancel()
-	if err := s.write(ctx, msg, sourceMirror); err != nil {
+	err := s.writeFrom(ctx, msg, sourceMirror, device)
+	if device != "" {
+		s.b.own.items.WithLabelValues(kindMirror, resultOf(err)).Inc()
+		if err == nil {
+			s.b.devices.seen(from)
+		}
+	}
+	if err != nil {
 		s.b.log.Warn("shadow copy", "msg_id", msg.ID, "err", err)
 		return legacywire.ChatAck{ID: msg.ID, Status: legacywire.StatusRefused, Code: CodeUnavailable, Error: "the mirror could not store the copy"}
 	}
@@ -195,8 +213,19 @@ var errCloudHome = errors.New("bridge: a message with a cloud-home end is not sh
 // the copy would land behind newer messages, so it is left out (result
 // "late") and stays a hole rather than a message out of order.
 func (s *shadow) write(ctx context.Context, msg legacywire.ChatMessage, source string) error {
+	return s.writeFrom(ctx, msg, source, "")
+}
+
+// writeFrom is write for a copy whose sender may be a cloud-home user,
+// from their legacy device device (checked by the caller with
+// CheckOwnDevice): it is written as theirs from that device. With no
+// device it is write.
+func (s *shadow) writeFrom(ctx context.Context, msg legacywire.ChatMessage, source, device string) error {
 	b := s.b
 	ends, sources := []string{msg.From, msg.To}, []string{source}
+	if device != "" {
+		ends = ends[1:] // the sender's home is the cloud: they send from device
+	}
 	if source == sourceDelta {
 		ends, sources = ends[:1], []string{sourceMirror, sourceBackfill, sourceDelta}
 		if u, ok := b.cfg.State.Get(msg.To); ok && u.CloudHome() && b.flip.released(msg.To) {
@@ -226,7 +255,7 @@ func (s *shadow) write(ctx context.Context, msg legacywire.ChatMessage, source s
 	if _, err := s.kv.Put(ctx, "mark."+msg.ID, []byte(source)); err != nil {
 		return s.failed(source, fmt.Errorf("mark copy: %w", err))
 	}
-	ack, err := link.Send(ctx, cloudwire.Send{As: msg.From, To: msg.To, MsgID: msg.ID, Text: msg.Text})
+	ack, err := link.Send(ctx, cloudwire.Send{As: msg.From, Device: device, To: msg.To, MsgID: msg.ID, Text: msg.Text})
 	if err != nil {
 		return s.failed(source, fmt.Errorf("write copy: %w", err))
 	}
@@ -305,15 +334,18 @@ func sameCopy(c cloudwire.Message, conv string, l legacywire.ChatMessage) bool {
 }
 
 // suppress reports whether the cloud event ev is a shadow copy the bridge
-// wrote itself: a one-to-one message between two overlay-home users that
-// carries a mark. Such a copy is delivered natively on the overlay and must
-// not be carried there again.
+// wrote itself: a one-to-one message between two overlay-home users, or
+// from a cloud-home user's legacy device, that carries a mark. Such a copy
+// is delivered natively on the overlay and must not be carried there
+// again. Other cloud senders' messages are never marks: they cost no look.
 func (s *shadow) suppress(ctx context.Context, ev cloudwire.Event) (bool, error) {
 	if ev.Kind != cloudwire.KindMsg || cloudwire.IsGroupID(ev.Conv) {
 		return false, nil
 	}
 	if u, ok := s.b.cfg.State.Get(ev.From); ok && u.CloudHome() {
-		return false, nil
+		if _, err := peer.Decode(ev.FromDevice); ev.FromDevice == "" || err != nil {
+			return false, nil // from a cloud device
+		}
 	}
 	_, err := s.kv.Get(ctx, "mark."+ev.MsgID)
 	switch {

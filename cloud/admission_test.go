@@ -27,29 +27,11 @@ import (
 // Retry-After.
 func TestAdmissionShedsHandshakeFlood(t *testing.T) {
 	const slots, flood = 4, 64
-	hold := make(chan struct{})
-	var held atomic.Int64
-	reg := prometheus.NewRegistry()
-	f := newFixture(t, func(c *Config) {
+	st := newStuckSetUp(t, func(c *Config) {
 		c.MaxHandshakes = slots
 		c.ShedRetry = time.Second
-		c.Registerer = reg
-		c.Admit = func(ctx context.Context, user string) error {
-			if user != "slow" {
-				return nil
-			}
-			held.Add(1)
-			select {
-			case <-hold:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
 	})
-	var releaseOnce sync.Once
-	release := func() { releaseOnce.Do(func() { close(hold) }) }
-	t.Cleanup(release)
+	f, release := st.f, st.release
 
 	// Healthy sessions, open and synced before the flood.
 	alice := f.dial(t, "alice", "a1", 0)
@@ -60,25 +42,7 @@ func TestAdmissionShedsHandshakeFlood(t *testing.T) {
 	collect(alice)
 
 	// Fill every set-up slot with sessions stuck in admission.
-	d := websocket.Dialer{Subprotocols: []string{cloudwire.Subprotocol}}
-	hello, _ := cloudwire.Encode(cloudwire.Hello{Device: "stuck"})
-	for range slots {
-		conn, _, err := d.Dial(f.url, http.Header{"Authorization": {"Bearer " + token(t, "slow", cloudwire.RoleUser)}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		if err := conn.WriteMessage(websocket.TextMessage, hello); err != nil {
-			t.Fatal(err)
-		}
-	}
-	deadline := time.Now().Add(waitFor)
-	for held.Load() < slots {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d sessions reached admission", held.Load(), slots)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	deadline := st.fill(t, slots)
 
 	// The flood: every handshake is shed before the upgrade.
 	var wg sync.WaitGroup
@@ -324,43 +288,10 @@ func TestAdmissionRetryAfterFollowsDrain(t *testing.T) {
 // service starts shutting down is answered 503 as shutting down, not as
 // shed.
 func TestAdmissionLineEndsAtShutdown(t *testing.T) {
-	hold := make(chan struct{})
-	var held atomic.Int64
-	reg := prometheus.NewRegistry()
-	f := newFixture(t, func(c *Config) {
-		c.MaxHandshakes = 1
-		c.Registerer = reg
-		c.Admit = func(ctx context.Context, user string) error {
-			held.Add(1)
-			select {
-			case <-hold:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-	})
-	var releaseOnce sync.Once
-	release := func() { releaseOnce.Do(func() { close(hold) }) }
-	t.Cleanup(release)
+	st := newStuckSetUp(t, func(c *Config) { c.MaxHandshakes = 1 })
+	f, release := st.f, st.release
 	// The one slot: a session stuck in its admission check.
-	d := websocket.Dialer{Subprotocols: []string{cloudwire.Subprotocol}}
-	conn, _, err := d.Dial(f.url, http.Header{"Authorization": {"Bearer " + token(t, "slow", cloudwire.RoleUser)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	hello, _ := cloudwire.Encode(cloudwire.Hello{Device: "stuck"})
-	if err := conn.WriteMessage(websocket.TextMessage, hello); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(waitFor)
-	for held.Load() < 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("the stuck session never reached admission")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	deadline := st.fill(t, 1)
 	// A handshake in line behind it.
 	dialed := make(chan error, 1)
 	go func() {
@@ -389,7 +320,7 @@ func TestAdmissionLineEndsAtShutdown(t *testing.T) {
 		defer cancel()
 		f.svc.Shutdown(ctx) //nolint:errcheck // the stuck session is released below
 	}()
-	err = <-dialed
+	err := <-dialed
 	release()
 	var de *DialError
 	if !errors.As(err, &de) || de.StatusCode != http.StatusServiceUnavailable || !strings.Contains(de.Body, "shutting down") {
@@ -401,4 +332,67 @@ func TestAdmissionLineEndsAtShutdown(t *testing.T) {
 	if got := testutil.ToFloat64(f.svc.m.handshakes.WithLabelValues("shed")); got != 0 {
 		t.Errorf("gateway_cloud_handshakes_total{result=shed} = %v, want 0", got)
 	}
+}
+
+// stuckSetUp is a fixture whose admission check (Config.Admit) holds
+// every session of user "slow" until release.
+type stuckSetUp struct {
+	f    *fixture
+	held atomic.Int64 // sessions of "slow" in the admission check
+	hold chan struct{}
+	once sync.Once
+}
+
+// newStuckSetUp starts the fixture, with mutate applied to its Config,
+// and releases the stuck sessions at the end of the test.
+func newStuckSetUp(t *testing.T, mutate func(*Config)) *stuckSetUp {
+	t.Helper()
+	st := &stuckSetUp{hold: make(chan struct{})}
+	st.f = newFixture(t, func(c *Config) {
+		c.Registerer = prometheus.NewRegistry()
+		c.Admit = func(ctx context.Context, user string) error {
+			if user != "slow" {
+				return nil
+			}
+			st.held.Add(1)
+			select {
+			case <-st.hold:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		mutate(c)
+	})
+	t.Cleanup(st.release)
+	return st
+}
+
+func (st *stuckSetUp) release() { st.once.Do(func() { close(st.hold) }) }
+
+// fill opens n sessions of "slow" and waits until all are held in the
+// admission check, each holding a set-up slot; it returns the deadline
+// of the waits that follow.
+func (st *stuckSetUp) fill(t *testing.T, n int) time.Time {
+	t.Helper()
+	d := websocket.Dialer{Subprotocols: []string{cloudwire.Subprotocol}}
+	hello, _ := cloudwire.Encode(cloudwire.Hello{Device: "stuck"})
+	for range n {
+		conn, _, err := d.Dial(st.f.url, http.Header{"Authorization": {"Bearer " + token(t, "slow", cloudwire.RoleUser)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		if err := conn.WriteMessage(websocket.TextMessage, hello); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(waitFor)
+	for st.held.Load() < int64(n) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d sessions reached admission", st.held.Load(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return deadline
 }

@@ -30,8 +30,16 @@ import (
 // or, for a bridge send naming a device, that user's device if
 // ActForDevice allows it.
 func (s *session) sender(ctx context.Context, f cloudwire.Send) (user, device string, err error) {
-	if f.Device == "" {
-		user, err = s.actor(ctx, f.As)
+	return s.actorDevice(ctx, f.As, f.Device)
+}
+
+// actorDevice returns the user and device a request naming as and device
+// acts as (sends and receipts, Send.Device and Receipt.Device): the
+// session's own device when device is empty, else as's device if
+// ActForDevice allows it.
+func (s *session) actorDevice(ctx context.Context, as, device string) (string, string, error) {
+	if device == "" {
+		user, err := s.actor(ctx, as)
 		return user, s.device, err
 	}
 	if !s.bridge {
@@ -39,12 +47,12 @@ func (s *session) sender(ctx context.Context, f cloudwire.Send) (user, device st
 	}
 	fn := s.svc.cfg.ActForDevice
 	if fn == nil {
-		return "", "", fmt.Errorf("%w: this service takes no sends from bridged devices", errForbidden)
+		return "", "", fmt.Errorf("%w: this service takes nothing from bridged devices", errForbidden)
 	}
-	if err := fn(ctx, f.As, f.Device); err != nil {
-		return "", "", fmt.Errorf("%w: may not send as %s from device %s: %w", errForbidden, f.As, f.Device, err)
+	if err := fn(ctx, as, device); err != nil {
+		return "", "", fmt.Errorf("%w: may not act as %s from device %s: %w", errForbidden, as, device, err)
 	}
-	return f.As, f.Device, nil
+	return as, device, nil
 }
 
 // BridgedPlatform is the platform of the device records of bridged

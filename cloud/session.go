@@ -871,14 +871,14 @@ func (s *session) handleSend(f cloudwire.Send) {
 func (s *session) handleReceipt(f cloudwire.Receipt) {
 	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
 	defer cancel()
-	by, err := s.actor(ctx, f.As)
+	by, device, err := s.actorDevice(ctx, f.As, f.Device)
 	var ack cloudwire.Ack
 	if err == nil {
 		if f.UpTo > 0 {
-			ack, err = s.svc.store.receiptUpTo(ctx, by, s.device, f, s.svc.cfg.Now())
+			ack, err = s.svc.store.receiptUpTo(ctx, by, device, f, s.svc.cfg.Now())
 		} else {
 			var rec sendRecord
-			rec, err = s.svc.store.receipt(ctx, by, s.device, f, s.svc.cfg.Now())
+			rec, err = s.svc.store.receipt(ctx, by, device, f, s.svc.cfg.Now())
 			ack = rec.ack("", false)
 		}
 	}

@@ -33,8 +33,10 @@ type benchOptions struct {
 }
 
 // benchTarget is what a row must reach. Of says which figure it applies to:
-// "ratio" (case median / floor median) or "case" (the case median itself,
-// for absolute targets such as bytes per connection). Op is ">=" or "<=".
+// "ratio" (case median / floor median), "case" (the case median itself,
+// for absolute targets such as bytes per connection) or "difference" (case
+// median minus floor median, read as 0 when negative, for an added cost
+// such as the bridge's latency). Op is ">=" or "<=".
 type benchTarget struct {
 	Of    string  `json:"of"`
 	Op    string  `json:"op"`
@@ -103,6 +105,9 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if len(args) > 0 && args[0] == reconnectDialerArg {
 		return reconnectDialer(ctx, args[1:], stdout)
 	}
+	if len(args) > 0 && args[0] == bridgeLoadArg {
+		return bridgeLoad(ctx, os.Stdin, stdout)
+	}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -119,7 +124,7 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.DurationVar(&o.Duration, "duration", 2*time.Second, "length of one timed run")
 	fs.IntVar(&o.Conns, "conns", 8, "concurrent connections in throughput runs")
 	fs.IntVar(&o.N, "n", 1000, "idle connections in cloud-idle (10000 for the real figure); group members in cloud-fanout (at most 200); clients in sim (at most 2000); clients in reconnect (default 10000)")
-	fs.IntVar(&o.Procs, "procs", 0, "client processes for cloud-idle and reconnect (0: one per 2,500 connections)")
+	fs.IntVar(&o.Procs, "procs", 0, "load processes: for cloud-idle and reconnect, 0 means one per 2,500 connections; for bridge and bridge-intake, the sender pairs are split over them, 0 means one")
 	fs.BoolVar(&o.Smoke, "smoke", false, "tiny sizes, to check that the harness works; the figures mean nothing")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	pin := fs.Bool("pin", false, "pin this process (the server side) to CPU 0 and load processes to CPU 1 with taskset, when it is installed and 2 CPUs are available")
@@ -261,8 +266,11 @@ func newRow(name, measure, caseName, floorName, unit string, cs, fs []float64, t
 	}
 	if target != nil {
 		v := r.Ratio
-		if target.Of == "case" {
+		switch target.Of {
+		case "case":
 			v = r.Medians.Case
+		case "difference":
+			v = max(0, r.Medians.Case-r.Medians.Floor)
 		}
 		met := v <= target.Value
 		if target.Op == ">=" {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"os"
@@ -12,7 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/ferrygw/ferry/cloud"
 	"github.com/ferrygw/ferry/cloud/cloudwire"
@@ -79,43 +82,33 @@ func (ba *benchAgent) toCloud(ctx context.Context, users ...string) error {
 	return nil
 }
 
-// legacyDevice starts a registered legacy device of user on a host of its
-// own. The caller closes the host.
-func (ba *benchAgent) legacyDevice(ctx context.Context, user string) (*legacy.Device, host.Host, legacywire.Certificate, error) {
-	h, err := legacy.NewHost(legacy.HostConfig{})
+// legacyDevice starts a registered legacy device on a host of its own,
+// with the identity key and certificate the bench process made for it. The
+// caller closes the host.
+func legacyDevice(ctx context.Context, key crypto.PrivKey, cert legacywire.Certificate, authority ed25519.PublicKey, sn peer.AddrInfo) (*legacy.Device, host.Host, error) {
+	h, err := legacy.NewHost(legacy.HostConfig{PrivKey: key})
 	if err != nil {
-		return nil, nil, legacywire.Certificate{}, err
+		return nil, nil, err
 	}
-	fail := func(err error) (*legacy.Device, host.Host, legacywire.Certificate, error) {
+	d, err := legacy.NewDevice(legacy.DeviceConfig{Host: h, Cert: cert, Authority: authority, Supernode: sn})
+	if err == nil {
+		err = d.Register(ctx)
+	}
+	if err != nil {
 		h.Close()
-		return nil, nil, legacywire.Certificate{}, err
+		return nil, nil, fmt.Errorf("register %s: %w", cert.User, err)
 	}
-	cert, err := ba.a.authority.Certify(h.ID(), user, "desktop", "7.4.1", nil, time.Hour)
-	if err != nil {
-		return fail(err)
-	}
-	sn, err := ba.a.supernodeInfo()
-	if err != nil {
-		return fail(err)
-	}
-	d, err := legacy.NewDevice(legacy.DeviceConfig{Host: h, Cert: cert, Authority: ba.a.authority.PublicKey(), Supernode: sn})
-	if err != nil {
-		return fail(err)
-	}
-	if err := d.Register(ctx); err != nil {
-		return fail(fmt.Errorf("register %s: %w", user, err))
-	}
-	return d, h, cert, nil
+	return d, h, nil
 }
 
 // waitRoute waits until a lookup of user from d resolves to the bridge.
-func (ba *benchAgent) waitRoute(ctx context.Context, d *legacy.Device, user string) error {
+func waitRoute(ctx context.Context, d *legacy.Device, user string, bridge peer.ID) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		look, err := d.Directory().Lookup(lctx, user)
 		cancel()
-		if err == nil && look.Route != nil && !look.Route.Withdrawn && look.Route.PeerID == ba.a.brHost.ID().String() {
+		if err == nil && look.Route != nil && !look.Route.Withdrawn && look.Route.PeerID == bridge.String() {
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -126,24 +119,20 @@ func (ba *benchAgent) waitRoute(ctx context.Context, d *legacy.Device, user stri
 	return fmt.Errorf("a lookup of %s did not resolve to the bridge within 30s", user)
 }
 
-// cloudClient dials the agent's cloud service as a device of user and waits
+// cloudClient dials the cloud service at url with the token tok and waits
 // for its sync to finish.
-func (ba *benchAgent) cloudClient(ctx context.Context, user string) (*cloud.Client, error) {
-	tok, err := ba.a.tokens.issue(user, cloudwire.RoleUser, 24*time.Hour)
-	if err != nil {
-		return nil, err
-	}
-	c, err := cloud.Dial(ctx, cloud.ClientConfig{URL: ba.a.cloudURL(), Token: tok,
+func cloudClient(ctx context.Context, url, tok string) (*cloud.Client, error) {
+	c, err := cloud.Dial(ctx, cloud.ClientConfig{URL: url, Token: tok,
 		Hello: cloudwire.Hello{Device: "bench", Platform: "bench", ClientVersion: version}})
 	if err != nil {
-		return nil, fmt.Errorf("dial cloud as %s: %w", user, err)
+		return nil, fmt.Errorf("dial cloud: %w", err)
 	}
 	select {
 	case <-c.Synced():
 		return c, nil
 	case <-time.After(30 * time.Second):
 		c.Close()
-		return nil, fmt.Errorf("cloud sync of %s did not finish within 30s", user)
+		return nil, errors.New("cloud sync did not finish within 30s")
 	case <-ctx.Done():
 		c.Close()
 		return nil, ctx.Err()

@@ -16,7 +16,7 @@ import (
 // benchmark's load process ("gateway bench internal-..."), which the
 // benchmark starts from os.Executable.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 2 && os.Args[1] == "bench" && (os.Args[2] == reconnectDialerArg || os.Args[2] == idleDialerArg) {
+	if len(os.Args) > 2 && os.Args[1] == "bench" && (os.Args[2] == reconnectDialerArg || os.Args[2] == idleDialerArg || os.Args[2] == bridgeLoadArg) {
 		if err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)

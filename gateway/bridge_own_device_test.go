@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/libp2p/go-libp2p/core/host"
 
 	"github.com/ferrygw/ferry/cloud"
 	"github.com/ferrygw/ferry/cloud/cloudwire"
@@ -32,10 +33,7 @@ func TestBridgeOwnLegacyDevice(t *testing.T) {
 	ta := startAgent(t, t.TempDir(), agentPorts(t))
 	phone := newFilePhone(t, ta, "vera", 3)
 	lars := newLegacyPhone(t, ta, "lars")
-	waitDevice(t, ta, "vera")
-	setPhases(t, ta.admin(), "vera", migrate.PhaseShadow, migrate.PhaseReady, migrate.PhaseCloud)
-	setPhases(t, ta.admin(), "walt", migrate.PhaseShadow, migrate.PhaseReady, migrate.PhaseCloud)
-	phone.waitRoute(t, "walt", ta.a.brHost)
+	flipWithPhone(t, ta, phone, "vera", "walt")
 	web := dialCloud(t, ta, "vera", "vera-web", 0)
 	walt := dialCloud(t, ta, "walt", "walt-web", 0)
 	waltLive := walt.c.Live()
@@ -159,6 +157,19 @@ func TestBridgeOwnLegacyDeviceFinalized(t *testing.T) {
 	}
 	waitMetric(t, ta, `gateway_bridge_own_device_items_total{kind="msg",result="finalized"}`)
 	walt.quiet(t, time.Second)
+}
+
+// flipWithPhone moves user, whose legacy phone is recording, and their
+// contact peer to the cloud, and waits until the phone's lookup of peer
+// reaches the bridge.
+func flipWithPhone(t *testing.T, ta *testAgent, phone interface {
+	waitRoute(*testing.T, string, host.Host)
+}, user, peer string) {
+	t.Helper()
+	waitDevice(t, ta, user)
+	setPhases(t, ta.admin(), user, migrate.PhaseShadow, migrate.PhaseReady, migrate.PhaseCloud)
+	setPhases(t, ta.admin(), peer, migrate.PhaseShadow, migrate.PhaseReady, migrate.PhaseCloud)
+	phone.waitRoute(t, peer, ta.a.brHost)
 }
 
 // waitPresence waits for a live presence frame of user's device in state.

@@ -313,19 +313,26 @@ func (a *agent) getFreeze(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, f)
 }
 
+// freezeRequest is the body of POST /v1/admin/freeze.
+type freezeRequest struct {
+	On     bool   `json:"on"`
+	Reason string `json:"reason,omitempty"`
+	OpID   string `json:"op_id,omitempty"`
+}
+
+// setFreeze turns the freeze on or off, audited first (see
+// migratestore.Campaigns.SetFreezeAudited).
 func (a *agent) setFreeze(w http.ResponseWriter, r *http.Request) {
-	var f migratestore.Freeze
-	if !readJSON(w, r, &f) {
+	var req freezeRequest
+	if !readJSON(w, r, &req) {
 		return
 	}
-	f.Actor, f.Since = actor(r), time.Now().UTC()
-	if err := a.control.campaigns.SetFreeze(r.Context(), f); err != nil {
-		writeCampaignError(w, err)
-		return
+	if req.OpID == "" {
+		req.OpID = uuid.Must(uuid.NewV7()).String()
 	}
-	to := map[bool]string{true: "on", false: "off"}[f.On]
-	if err := a.control.audit.Record(r.Context(), migrate.AuditEvent{At: f.Since, Kind: migrate.AuditFreeze, Actor: f.Actor,
-		OpID: uuid.Must(uuid.NewV7()).String(), Step: -1, To: to, Reason: f.Reason, Result: migrate.ResultOK}); err != nil {
+	f := migratestore.Freeze{On: req.On, Reason: req.Reason, Actor: actor(r), Since: time.Now().UTC()}
+	f, err := a.control.campaigns.SetFreezeAudited(r.Context(), a.control.audit, f, req.OpID)
+	if err != nil {
 		writeCampaignError(w, err)
 		return
 	}

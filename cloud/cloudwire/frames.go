@@ -375,6 +375,10 @@ type Receipt struct {
 	MsgID  string `json:"msg_id,omitempty"`
 	UpTo   uint64 `json:"up_to,omitempty"`
 	Status string `json:"status"`
+	// Device (v11), on a bridge session only, names the device of As the
+	// receipt came from: one of a cloud-home user's legacy devices, as in
+	// Send.Device. Empty otherwise.
+	Device string `json:"device,omitempty"`
 }
 
 // Event is one entry of a user's inbox, pushed during sync and live.
@@ -697,6 +701,9 @@ func (r Receipt) Validate() error {
 	}
 	if r.As != "" && !ValidID(r.As) {
 		return invalid("as", "is not a valid user id")
+	}
+	if r.Device != "" && (r.As == "" || !ValidID(r.Device)) {
+		return invalid("device", "must be a valid device id, with as")
 	}
 	if !ValidID(r.Conv) {
 		return invalid("conv", "is not a valid conversation id")

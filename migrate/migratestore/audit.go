@@ -40,11 +40,17 @@ const hdrPrev = "Ferry-Audit-Prev"
 // hdrChain names the chain of an intent whose record is not its user's:
 // chainCampaign for a change stored on the campaign record (its state,
 // step, exemptions, opt-ins), whose record carries the intent's sequence in
-// migrate.Campaign.Audit. An intent without it is on its user's chain.
+// migrate.Campaign.Audit; chainFreeze for a change of the global freeze,
+// whose record carries it in Freeze.Audit. An intent without it is on its
+// user's chain.
 const hdrChain = "Ferry-Audit-Chain"
 
-// chainCampaign is hdrChain's value for an intent on its campaign's chain.
-const chainCampaign = "campaign"
+// Values of hdrChain: an intent on its campaign's chain, or on the
+// freeze's.
+const (
+	chainCampaign = "campaign"
+	chainFreeze   = "freeze"
+)
 
 // hdrBatch marks a batch intent: one message holding the intents of many
 // compare-and-sets (TransitionManyAudited writes one per chunk of moves
@@ -170,7 +176,7 @@ type Audit struct {
 	// bucket is the users bucket whose records tell which intents landed.
 	bucket string
 	// campaigns is the campaign bucket, whose records do the same for
-	// the intents on campaigns' chains.
+	// the intents on campaigns' chains and the freeze's.
 	campaigns string
 }
 
@@ -265,11 +271,12 @@ func (a *Audit) intend(ctx context.Context, ev *migrate.AuditEvent, cur migrate.
 	return a.publishIntent(ctx, msg)
 }
 
-// intendCampaign writes ev as the intent of a compare-and-set of its
-// campaign's record, whose Audit is prev, and returns its sequence, for
-// the record's Audit.
-func (a *Audit) intendCampaign(ctx context.Context, ev migrate.AuditEvent, prev uint64) (uint64, error) {
-	msg, err := chainIntentMsg(ev, prev, chainCampaign)
+// intendOn writes ev as the intent of a compare-and-set of a record of the
+// campaign bucket (its campaign's, or the freeze's: chain is hdrChain's
+// value) whose Audit is prev, and returns its sequence, for the record's
+// Audit.
+func (a *Audit) intendOn(ctx context.Context, chain string, ev migrate.AuditEvent, prev uint64) (uint64, error) {
+	msg, err := chainIntentMsg(ev, prev, chain)
 	if err != nil {
 		return 0, err
 	}
@@ -491,13 +498,24 @@ type intentRef struct {
 }
 
 // chainOwner names the chain of the intent ev, whose hdrChain header is
-// chain: the user's id, or for a campaign's chain its key in the campaign
-// bucket ("c." + name, which no user id can be: ids have no dot).
+// chain: the user's id, or for a campaign's chain and the freeze's their
+// keys in the campaign bucket ("c." + name, freezeKey), which no user id
+// can be: ids have no dot (see inCampaignBucket).
 func chainOwner(ev migrate.AuditEvent, chain string) string {
-	if chain == chainCampaign {
+	switch chain {
+	case chainCampaign:
 		return campaignKeyPrefix + ev.Campaign
+	case chainFreeze:
+		return freezeKey
 	}
 	return ev.User
+}
+
+// inCampaignBucket reports whether the chain owner's record is in the
+// campaign bucket (a campaign's or the freeze's) rather than the users
+// bucket.
+func inCampaignBucket(owner string) bool {
+	return owner == freezeKey || strings.HasPrefix(owner, campaignKeyPrefix)
 }
 
 // link is one link of a chain: its owner (see chainOwner) and the sequence
@@ -681,9 +699,10 @@ func (a *Audit) onChains(ctx context.Context, s jetstream.Stream, intents []inte
 const chainReaders = 16
 
 // chainHeads reads the current record of every owner in owners (the keys,
-// see chainOwner: users from the users bucket, campaigns from the campaign
-// bucket) and returns its Audit, the head of the owner's chain; an owner
-// without a record (or bucket) is left out, so no change of it stands. It
+// see chainOwner: users from the users bucket, campaigns and the freeze
+// from the campaign bucket) and returns its Audit, the head of the
+// owner's chain; an owner without a record (or bucket) is left out, so no
+// change of it stands. It
 // reads chainReaders records at a time: a campaign's answer may name
 // thousands of users, each one read.
 func (a *Audit) chainHeads(ctx context.Context, owners map[string]uint64) (map[string]uint64, error) {
@@ -696,7 +715,7 @@ func (a *Audit) chainHeads(ctx context.Context, owners map[string]uint64) (map[s
 		return nil, fmt.Errorf("migratestore: audit: campaign bucket: %w", err)
 	}
 	head := func(ctx context.Context, owner string) (uint64, bool, error) {
-		if name, ok := strings.CutPrefix(owner, campaignKeyPrefix); ok {
+		if inCampaignBucket(owner) {
 			if campaigns == nil {
 				return 0, false, nil
 			}
@@ -705,10 +724,17 @@ func (a *Audit) chainHeads(ctx context.Context, owners map[string]uint64) (map[s
 				return 0, false, nil
 			}
 			if err != nil {
-				return 0, false, fmt.Errorf("migratestore: read campaign %s: %w", name, err)
+				return 0, false, fmt.Errorf("migratestore: read %s: %w", owner, err)
 			}
-			c, err := decodeCampaign(e)
-			return c.Audit, err == nil, err
+			// Both records (migrate.Campaign, Freeze) keep their head in
+			// "audit".
+			var r struct {
+				Audit uint64 `json:"audit"`
+			}
+			if err := json.Unmarshal(e.Value(), &r); err != nil {
+				return 0, false, fmt.Errorf("migratestore: decode %s: %w", owner, err)
+			}
+			return r.Audit, true, nil
 		}
 		if users == nil {
 			return 0, false, nil

@@ -49,11 +49,18 @@ func exemptChange(user string, remove bool) func(migrate.Campaign) (migrate.Camp
 // landed or not.
 func campaignStored(tb testing.TB, ctx context.Context, js jetstream.JetStream, campaign string) uint64 {
 	tb.Helper()
+	return auditStored(tb, ctx, js, auditSubjectPrefix+".c_"+campaign+".>")
+}
+
+// auditStored counts the messages the audit stream holds on subjects
+// matching filter, landed or not.
+func auditStored(tb testing.TB, ctx context.Context, js jetstream.JetStream, filter string) uint64 {
+	tb.Helper()
 	s, err := js.Stream(ctx, DefaultAuditStream)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter(auditSubjectPrefix+".c_"+campaign+".>"))
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(filter))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -174,12 +181,20 @@ func TestCampaignAuditSurvivesKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kills child processes")
 	}
+	killLives(t, "TestCampaignAuditSurvivesKill", campaignCrashDirEnv, "changing", checkCampaignAudit)
+}
+
+// killLives runs test in a child process (env dirEnv naming the engine's
+// directory) and kills it once it printed marker, campaignCrashKills
+// times; after each kill, check checks the engine's state and returns
+// how many changes landed.
+func killLives(t *testing.T, test, dirEnv, marker string, check func(testing.TB, context.Context, jetstream.JetStream) int) {
 	dir := t.TempDir()
 	for life := range campaignCrashKills {
 		ctx := testContext(t)
-		killChild(t, ctx, "TestCampaignAuditSurvivesKill", []string{campaignCrashDirEnv + "=" + dir}, "changing", 300*time.Millisecond)
+		killChild(t, ctx, test, []string{dirEnv + "=" + dir}, marker, 300*time.Millisecond)
 		e := enginetest.StartIn(t, dir)
-		n := checkCampaignAudit(t, ctx, e.JS)
+		n := check(t, ctx, e.JS)
 		t.Logf("life %d: %d changes landed and audited", life, n)
 		e.Close()
 		if t.Failed() {

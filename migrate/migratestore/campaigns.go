@@ -28,6 +28,18 @@ type Freeze struct {
 	Reason string    `json:"reason,omitempty"`
 	Actor  string    `json:"actor,omitempty"`
 	Since  time.Time `json:"since,omitzero"`
+	// LastOp is the id of the operation that last changed the freeze.
+	LastOp string `json:"last_op,omitempty"`
+	// Audit is the audit log's sequence of the event written (before the
+	// record) for that change: the head of the freeze's chain (see Audit).
+	// Records written before audited freezes have neither.
+	Audit uint64 `json:"audit,omitempty"`
+}
+
+// freezeRecord is the stored freeze with its key's revision (0: never set).
+type freezeRecord struct {
+	Freeze
+	rev uint64
 }
 
 // Campaigns keeps campaigns in a JetStream KV bucket, every write a
@@ -147,7 +159,7 @@ func (s *Campaigns) CreateAudited(ctx context.Context, audit *Audit, c migrate.C
 		return migrate.Campaign{}, err
 	}
 	ev.Campaign, ev.OpID = c.Name, c.LastOp
-	seq, err := audit.intendCampaign(ctx, ev, 0)
+	seq, err := audit.intendOn(ctx, chainCampaign, ev, 0)
 	if err != nil {
 		return migrate.Campaign{}, err
 	}
@@ -164,30 +176,54 @@ func (s *Campaigns) CreateAudited(ctx context.Context, audit *Audit, c migrate.C
 // and writes nothing; a refusal (fn's error) writes no event either. ev
 // gets the campaign's name and opID.
 func (s *Campaigns) ModifyAudited(ctx context.Context, audit *Audit, name, opID string, fn func(migrate.Campaign) (migrate.Campaign, migrate.AuditEvent, error)) (migrate.Campaign, error) {
-	var repeat bool
-	return modify(
+	return modifyAudited(ctx, audit, chainCampaign, opID,
+		func(c *migrate.Campaign) (*uint64, *string, *uint64) { return &c.Audit, &c.LastOp, &c.Revision },
 		func() (migrate.Campaign, error) { return s.Get(ctx, name) },
-		func(c migrate.Campaign) (migrate.Campaign, error) {
-			if repeat = opID != "" && c.LastOp == opID; repeat {
-				return c, nil
-			}
+		func(c migrate.Campaign) (migrate.Campaign, migrate.AuditEvent, error) {
 			next, ev, err := fn(c)
-			if err != nil {
-				return migrate.Campaign{}, err
+			ev.Campaign = c.Name
+			return next, ev, err
+		},
+		func(c migrate.Campaign) (migrate.Campaign, error) { return s.Update(ctx, c) },
+	)
+}
+
+// modifyAudited is the loop behind the audited changes of a record of the
+// campaign bucket on chain (hdrChain's value): modify, where each
+// compare-and-set (put) is preceded by its intent, fn's event with opID,
+// whose previous link is the record's Audit; the record written carries
+// the intent's sequence in Audit and opID in LastOp. links returns a
+// record's Audit, LastOp and revision. A repeat (the record's LastOp is
+// already opID, not "") returns the record and writes nothing; a refusal
+// (fn's error) writes no event either.
+func modifyAudited[T any](ctx context.Context, audit *Audit, chain, opID string, links func(*T) (auditSeq *uint64, lastOp *string, rev *uint64),
+	get func() (T, error), fn func(T) (T, migrate.AuditEvent, error), put func(T) (T, error)) (T, error) {
+	var repeat bool
+	return modify(get,
+		func(cur T) (T, error) {
+			var zero T
+			curAudit, curOp, curRev := links(&cur)
+			if repeat = opID != "" && *curOp == opID; repeat {
+				return cur, nil
 			}
-			ev.Campaign, ev.OpID = c.Name, opID
-			seq, err := audit.intendCampaign(ctx, ev, c.Audit)
+			next, ev, err := fn(cur)
 			if err != nil {
-				return migrate.Campaign{}, err
+				return zero, err
 			}
-			next.Revision, next.Audit, next.LastOp = c.Revision, seq, opID
+			ev.OpID = opID
+			seq, err := audit.intendOn(ctx, chain, ev, *curAudit)
+			if err != nil {
+				return zero, err
+			}
+			nextAudit, nextOp, nextRev := links(&next)
+			*nextAudit, *nextOp, *nextRev = seq, opID, *curRev
 			return next, nil
 		},
-		func(c migrate.Campaign) (migrate.Campaign, error) {
+		func(next T) (T, error) {
 			if repeat {
-				return c, nil
+				return next, nil
 			}
-			return s.Update(ctx, c)
+			return put(next)
 		},
 	)
 }
@@ -219,30 +255,85 @@ func (s *Campaigns) Frozen(ctx context.Context) (bool, error) {
 
 // Freeze returns the global freeze (off when never set).
 func (s *Campaigns) Freeze(ctx context.Context) (Freeze, error) {
+	r, err := s.getFreeze(ctx)
+	return r.Freeze, err
+}
+
+// getFreeze reads the freeze with its revision (0 when never set).
+func (s *Campaigns) getFreeze(ctx context.Context) (freezeRecord, error) {
 	e, err := s.kv.Get(ctx, freezeKey)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return Freeze{}, nil
+		return freezeRecord{}, nil
 	}
 	if err != nil {
-		return Freeze{}, fmt.Errorf("migratestore: read freeze: %w", err)
+		return freezeRecord{}, fmt.Errorf("migratestore: read freeze: %w", err)
 	}
 	var f Freeze
 	if err := json.Unmarshal(e.Value(), &f); err != nil {
-		return Freeze{}, fmt.Errorf("migratestore: decode freeze: %w", err)
+		return freezeRecord{}, fmt.Errorf("migratestore: decode freeze: %w", err)
 	}
-	return f, nil
+	return freezeRecord{Freeze: f, rev: e.Revision()}, nil
 }
 
-// SetFreeze turns the global freeze on or off.
-func (s *Campaigns) SetFreeze(ctx context.Context, f Freeze) error {
-	data, err := json.Marshal(f)
+// putFreeze writes r if the stored freeze's revision is still r.rev (0:
+// if there is none); otherwise it returns an error wrapping
+// migrate.ErrConflict.
+func (s *Campaigns) putFreeze(ctx context.Context, r freezeRecord) (freezeRecord, error) {
+	data, err := json.Marshal(r.Freeze)
 	if err != nil {
-		return err
+		return freezeRecord{}, fmt.Errorf("migratestore: encode freeze: %w", err)
 	}
-	if _, err := s.kv.Put(ctx, freezeKey, data); err != nil {
-		return fmt.Errorf("migratestore: write freeze: %w", err)
+	var rev uint64
+	if r.rev == 0 {
+		rev, err = s.kv.Create(ctx, freezeKey, data)
+	} else {
+		rev, err = s.kv.Update(ctx, freezeKey, data, r.rev)
 	}
-	return nil
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+		return freezeRecord{}, fmt.Errorf("migratestore: freeze changed since revision %d: %w", r.rev, migrate.ErrConflict)
+	}
+	if err != nil {
+		return freezeRecord{}, fmt.Errorf("migratestore: write freeze: %w", err)
+	}
+	r.rev = rev
+	return r, nil
+}
+
+// SetFreezeAudited turns the global freeze on or off as f says (On,
+// Reason, Actor, Since), writing its audit event (kind migrate.AuditFreeze,
+// from and to "on" or "off") to audit first, as the intent of the
+// compare-and-set on the freeze's chain (see Audit and modifyAudited): the
+// record carries the event's sequence in Audit and opID in LastOp. A
+// repeat (the stored LastOp is already opID) returns the stored freeze and
+// writes no event.
+func (s *Campaigns) SetFreezeAudited(ctx context.Context, audit *Audit, f Freeze, opID string) (Freeze, error) {
+	return s.modifyFreeze(ctx, audit, opID, func(cur Freeze) (Freeze, migrate.AuditEvent, error) {
+		return f, migrate.AuditEvent{At: f.Since, Kind: migrate.AuditFreeze, Actor: f.Actor, Step: -1,
+			From: onOff(cur.On), To: onOff(f.On), Reason: f.Reason, Result: migrate.ResultOK}, nil
+	})
+}
+
+// modifyFreeze is the audited change of the freeze: fn returns the new
+// freeze and its event (see modifyAudited).
+func (s *Campaigns) modifyFreeze(ctx context.Context, audit *Audit, opID string, fn func(Freeze) (Freeze, migrate.AuditEvent, error)) (Freeze, error) {
+	r, err := modifyAudited(ctx, audit, chainFreeze, opID,
+		func(r *freezeRecord) (*uint64, *string, *uint64) { return &r.Audit, &r.LastOp, &r.rev },
+		func() (freezeRecord, error) { return s.getFreeze(ctx) },
+		func(cur freezeRecord) (freezeRecord, migrate.AuditEvent, error) {
+			f, ev, err := fn(cur.Freeze)
+			return freezeRecord{Freeze: f}, ev, err
+		},
+		func(r freezeRecord) (freezeRecord, error) { return s.putFreeze(ctx, r) },
+	)
+	return r.Freeze, err
+}
+
+// onOff is the freeze's state as its audit events name it.
+func onOff(on bool) string {
+	if on {
+		return "on"
+	}
+	return "off"
 }
 
 func encodeCampaign(c migrate.Campaign) ([]byte, error) {

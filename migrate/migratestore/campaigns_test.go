@@ -54,7 +54,11 @@ func TestCampaignsStore(t *testing.T) {
 	if _, err := s.Create(ctx, migrate.Campaign{Name: "autumn", Steps: []migrate.Step{{TargetBP: 5}}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SetFreeze(ctx, Freeze{On: true, Reason: "holiday"}); err != nil {
+	audit, err := NewAudit(ctx, e.JS, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetFreezeAudited(ctx, audit, Freeze{On: true, Reason: "holiday"}, "freeze-1"); err != nil {
 		t.Fatal(err)
 	}
 	all, err := s.List(ctx)
