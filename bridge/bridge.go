@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -138,10 +139,13 @@ type Bridge struct {
 
 	// links is the pool of cloud links, link 0 the feed's (pool.go);
 	// puppets the per-user sessions multiplexed over them (puppets.go).
-	links   []*cloudLink
-	puppets *puppetTable
-	calls   *callRelay // calls across the boundary (calls.go)
-	files   *fileRelay // files across the boundary (files.go)
+	links []*cloudLink
+	// linkUpMu makes setLink's install, survey and gauge write one step,
+	// so two links changing at once cannot leave the gauge stale.
+	linkUpMu sync.Mutex
+	puppets  *puppetTable
+	calls    *callRelay // calls across the boundary (calls.go)
+	files    *fileRelay // files across the boundary (files.go)
 	// own and devices: cloud-home users' own legacy devices (devices.go).
 	own     *ownDeviceMetrics
 	devices *ownDevices

@@ -68,7 +68,7 @@
 // /v1/admin/bridge?puppets=N&state=S, gateway_bridge_puppets{state},
 // gateway_bridge_puppet_opens_total{result}). A puppet idle for
 // Config.PuppetIdle (10 min) is closed with act close and reopened on
-// demand; one closed for six idle periods is forgotten. When a link drops
+// demand; one unused for six idle periods is forgotten. When a link drops
 // its puppets turn reconnecting and are reopened lazily, at their user's
 // next request on the new session: reopens follow traffic, so a cloud
 // restart brings no reopen storm. A refused puppet is asked again at each

@@ -201,14 +201,36 @@ func (r *fileRelay) run(ctx context.Context) error {
 
 // startDue starts a transfer for every pending job whose time has come.
 func (r *fileRelay) startDue(ctx context.Context, wg *sync.WaitGroup) {
+	tracked := r.trackedKeys()
 	keys, err := r.keys.Keys(ctx, "in.")
 	if err != nil {
 		r.b.log.Warn("file jobs", "err", err)
 		return
 	}
+	// Tracked before the listing, so after its Create: a tracked key the
+	// listing lacks has left the bucket (its job expired).
+	listed := make(map[string]bool, len(tracked))
+	for _, key := range keys {
+		if _, ok := tracked[key]; ok {
+			listed[key] = true
+		}
+	}
+	for key, sender := range tracked {
+		if !listed[key] {
+			r.untrack(sender, key)
+		}
+	}
 	for _, key := range keys {
 		job, _, err := r.load(ctx, key)
-		if err != nil || job.State != filePending {
+		if errors.Is(err, jetstream.ErrKeyNotFound) || (err == nil && job.State != filePending) {
+			// Carried or given up (by another node too), or expired: a
+			// text of its sender no longer waits for it.
+			if sender, ok := tracked[key]; ok {
+				r.untrack(sender, key)
+			}
+			continue
+		}
+		if err != nil {
 			continue
 		}
 		r.track(job.Offer.From, key)
@@ -376,6 +398,20 @@ func (r *fileRelay) track(sender, key string) {
 	r.pendingBy[sender][key] = true
 }
 
+// trackedKeys maps the keys of the offers tracked as pending to their
+// senders.
+func (r *fileRelay) trackedKeys() map[string]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	keys := map[string]string{}
+	for sender, ks := range r.pendingBy {
+		for k := range ks {
+			keys[k] = sender
+		}
+	}
+	return keys
+}
+
 // untrack records that sender's offer under key is done (carried or given
 // up) and wakes the texts waiting for it.
 func (r *fileRelay) untrack(sender, key string) {
@@ -396,7 +432,9 @@ func (r *fileRelay) untrack(sender, key string) {
 // that is failing waits for its backoff); the caller then refuses the
 // text with unavailable, which the device retries, order kept. An offer
 // taken by another bridge node, or left by a run before this one and not
-// yet listed, is not waited for.
+// yet listed, is not waited for; one that left the bucket (carried by
+// another node, expired) stops being waited for at the next listing
+// (startDue, which the wait kicks).
 func (r *fileRelay) waitSender(ctx context.Context, sender string) error {
 	for {
 		r.mu.Lock()

@@ -6,8 +6,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peerstore"
 
 	"github.com/ferrygw/ferry/cloud/cloudwire"
+	"github.com/ferrygw/ferry/gateway/engine/enginetest"
 	"github.com/ferrygw/ferry/legacy"
 	"github.com/ferrygw/ferry/legacy/legacywire"
 )
@@ -179,5 +183,59 @@ func TestWaitSender(t *testing.T) {
 	r.untrack("lena", "in.f2")
 	if err := <-done; err != nil {
 		t.Fatalf("waitSender after the last file = %v", err)
+	}
+}
+
+// TestWaitSenderForgetsGoneOffers: an offer tracked as pending whose job
+// has left the bucket (carried and deleted by another bridge node, or a
+// resend acknowledged as the job finished) or is no longer pending stops
+// holding its sender's texts at the next listing, while a pending one
+// still does.
+func TestWaitSenderForgetsGoneOffers(t *testing.T) {
+	eng := enginetest.Start(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	b := &Bridge{cfg: Config{JS: eng.JS, Replicas: 1}, log: slog.New(slog.DiscardHandler), now: time.Now}
+	r, err := newFileRelay(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(id, from, state string) {
+		t.Helper()
+		job := fileJob{Offer: legacywire.FileOffer{ID: id, From: from, To: "cleo"}, State: state, NextAt: time.Now().Add(time.Hour)}
+		data, err := json.Marshal(job)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.kv.Put(ctx, "in."+id, data); err != nil {
+			t.Fatal(err)
+		}
+		r.track(from, "in."+id)
+	}
+	put("f1", "lena", filePending)
+	put("f2", "lena", filePending)
+	put("f3", "lars", filePending)
+	if err := r.kv.Delete(ctx, "in.f1"); err != nil { // carried by another node
+		t.Fatal(err)
+	}
+	if err := r.kv.Delete(ctx, "in.f3"); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	r.startDue(ctx, &wg)
+	wg.Wait()
+	if err := r.waitSender(ctx, "lars"); err != nil {
+		t.Fatalf("lars's only offer is gone, yet his text waits: %v", err)
+	}
+	short, stop := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer stop()
+	if err := r.waitSender(short, "lena"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("waitSender with lena's f2 pending = %v, want the deadline", err)
+	}
+	put("f2", "lena", fileDone)
+	r.startDue(ctx, &wg)
+	wg.Wait()
+	if err := r.waitSender(ctx, "lena"); err != nil {
+		t.Fatalf("lena's offers are all done, yet her text waits: %v", err)
 	}
 }

@@ -118,6 +118,8 @@ func (b *Bridge) linkAs(ctx context.Context, user string) (*cloud.Client, error)
 // setLink installs or clears link l's session and keeps
 // gateway_bridge_cloud_link_up (1 while every link is up) current.
 func (b *Bridge) setLink(l *cloudLink, c *cloud.Client) {
+	b.linkUpMu.Lock()
+	defer b.linkUpMu.Unlock()
 	l.set(c)
 	up := true
 	for _, k := range b.links {

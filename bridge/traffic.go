@@ -70,6 +70,15 @@ func (b *Bridge) fromLegacy(ctx context.Context, from legacywire.Certificate, ms
 	if send.Device != "" {
 		b.devices.seen(from) // it just reached the bridge: show it
 	}
+	// A text waits for the files its sender offered before it (files.go),
+	// so that the cloud has them in the order they were sent, whether the
+	// text then goes to the cloud or into a flipping recipient's hold.
+	wctx, wcancel := context.WithTimeout(ctx, b.cfg.DeliveryTimeout)
+	err := b.files.waitSender(wctx, msg.From)
+	wcancel()
+	if err != nil {
+		return refuse(CodeUnavailable, "an earlier file of yours is still on its way; retry", resultError)
+	}
 	if b.holding(msg.To) {
 		// The recipient is flipping, or what was held for them has not
 		// drained yet: queue behind it (flip.go) instead of refusing.
@@ -83,13 +92,7 @@ func (b *Bridge) fromLegacy(ctx context.Context, from legacywire.Certificate, ms
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.DeliveryTimeout)
 	defer cancel()
-	// A text waits for the files its sender offered before it (files.go),
-	// so that the cloud has them in the order they were sent.
-	if err := b.files.waitSender(ctx, msg.From); err != nil {
-		return refuse(CodeUnavailable, "an earlier file of yours is still on its way; retry", resultError)
-	}
-	_, err := link.Send(ctx, send)
-	if err != nil {
+	if _, err := link.Send(ctx, send); err != nil {
 		b.log.Warn("legacy to cloud", "msg_id", msg.ID, "err", err)
 		if send.Device != "" {
 			b.own.items.WithLabelValues(kindMsg, resultError).Inc()

@@ -177,6 +177,11 @@ func TestBridgeGroupMessage(t *testing.T) {
 	}
 	waitMetric(t, ta, `gateway_bridge_items_total{direction="cloud_to_legacy",kind="group_msg",result="ok"}`)
 	waitMetric(t, ta, `gateway_bridge_items_total{direction="legacy_to_cloud",kind="receipt",result="ok"}`)
+	// Both group messages are in the id map (their conversations), so
+	// the gauge read from its bucket counts at least those two.
+	if n := seriesValue(t, ta, "gateway_bridge_id_map_entries"); n < float64(len(ids)) {
+		t.Fatalf("gateway_bridge_id_map_entries %v, want at least the %d group messages carried", n, len(ids))
+	}
 }
 
 // TestBridgeReceiptsDegrade: a chat v2 device and a chat v1 device talk to a

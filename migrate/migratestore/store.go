@@ -221,6 +221,14 @@ func (s *Store) update(ctx context.Context, id string, now time.Time, change cha
 		if err != nil {
 			return migrate.User{}, err
 		}
+		if known, ok := s.st.Get(id); ok && found && cur.Revision < known.Revision {
+			// A KV get is a direct get, which a replica may answer before
+			// it has a write this agent made (or saw through its watch):
+			// deciding on it could refuse a change the newer record
+			// allows. Read again.
+			s.log.Debug("stale read", "user", id, "read", cur.Revision, "known", known.Revision, "attempt", attempt+1)
+			continue
+		}
 		if !found {
 			cur = migrate.NewUser(id, now)
 		}
