@@ -151,6 +151,10 @@ type commandRequest struct {
 	// Step, on rollback, rolls back only the current step: the users it
 	// moved return to shadow and the campaign pauses at the step.
 	Step bool `json:"step,omitempty"`
+	// OpID makes a retried command idempotent: the same id as the
+	// campaign's last change changes and audits nothing and answers the
+	// campaign as it is. Empty: a new id.
+	OpID string `json:"op_id,omitempty"`
 }
 
 func (a *agent) listCampaigns(w http.ResponseWriter, r *http.Request) {
@@ -226,6 +230,9 @@ func (a *agent) campaignCommand(w http.ResponseWriter, r *http.Request) {
 		}
 		cmd = migrate.CmdRollbackStep
 	}
+	if req.OpID == "" {
+		req.OpID = uuid.Must(uuid.NewV7()).String()
+	}
 	now := time.Now().UTC()
 	if cmd == migrate.CmdPlan {
 		// Plan from one snapshot; a draft becomes planned, other states
@@ -237,7 +244,7 @@ func (a *agent) campaignCommand(w http.ResponseWriter, r *http.Request) {
 		}
 		salt := c.Salt
 		if c.State == migrate.CampaignDraft {
-			c, err = a.control.campaigns.ModifyAudited(r.Context(), a.control.audit, name, uuid.Must(uuid.NewV7()).String(), func(c migrate.Campaign) (migrate.Campaign, migrate.AuditEvent, error) {
+			c, err = a.control.campaigns.ModifyAudited(r.Context(), a.control.audit, name, req.OpID, func(c migrate.Campaign) (migrate.Campaign, migrate.AuditEvent, error) {
 				if c.Salt == "" {
 					c.Salt = migrate.NewSalt() // fixed now, so the plan is what start will do
 				}
@@ -255,7 +262,7 @@ func (a *agent) campaignCommand(w http.ResponseWriter, r *http.Request) {
 	}
 	// The event goes first, as the intent of the compare-and-set, on the
 	// campaign's audit chain (Campaigns.ModifyAudited).
-	c, err := a.control.campaigns.ModifyAudited(r.Context(), a.control.audit, name, uuid.Must(uuid.NewV7()).String(), func(c migrate.Campaign) (migrate.Campaign, migrate.AuditEvent, error) {
+	c, err := a.control.campaigns.ModifyAudited(r.Context(), a.control.audit, name, req.OpID, func(c migrate.Campaign) (migrate.Campaign, migrate.AuditEvent, error) {
 		next, err := c.Lifecycle(cmd, req.Reason, migrate.NewSalt(), now)
 		return next, campaignEvent(r, next, string(c.State), string(next.State), req.Reason), err
 	})

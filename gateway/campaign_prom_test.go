@@ -233,3 +233,49 @@ func FuzzParsePromScalar(f *testing.F) {
 		}
 	})
 }
+
+// TestCampaignCommandRetried: a pause sent twice with one op_id (a client
+// retrying after a lost answer) pauses once: the second answers 200 with
+// the paused campaign, and the audit log has one pause.
+func TestCampaignCommandRetried(t *testing.T) {
+	ta := startAgent(t, t.TempDir(), agentPorts(t))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := ta.admin()
+	def := migrate.Campaign{Name: "retry", Steps: []migrate.Step{{TargetBP: 100}}}
+	var out migrate.Campaign
+	if err := c.do(ctx, http.MethodPost, "/v1/admin/campaigns", def, &out); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.do(ctx, http.MethodPost, "/v1/admin/campaigns/retry/start", commandRequest{Reason: "go"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if err := c.do(ctx, http.MethodPost, "/v1/admin/campaigns/retry/pause", commandRequest{Reason: "lunch", OpID: "pause-1"}, &out); err != nil {
+			t.Fatalf("pause %d: %v", i+1, err)
+		}
+		if out.State != migrate.CampaignPaused {
+			t.Fatalf("pause %d: campaign %s", i+1, out.State)
+		}
+	}
+	// A new pause (another op id) is refused: the campaign is paused.
+	if err := c.do(ctx, http.MethodPost, "/v1/admin/campaigns/retry/pause", commandRequest{Reason: "again"}, &out); err == nil {
+		t.Fatal("a second pause with a new op_id was accepted")
+	}
+	var audit map[string][]migrate.AuditEvent
+	if err := c.do(ctx, http.MethodGet, "/v1/admin/audit?campaign=retry", nil, &audit); err != nil {
+		t.Fatal(err)
+	}
+	pauses := 0
+	for _, e := range audit["events"] {
+		if e.Kind == migrate.AuditCampaign && e.To == string(migrate.CampaignPaused) {
+			pauses++
+			if e.OpID != "pause-1" {
+				t.Errorf("pause audited with op id %q, want pause-1", e.OpID)
+			}
+		}
+	}
+	if pauses != 1 {
+		t.Fatalf("%d pauses audited, want 1: %+v", pauses, audit["events"])
+	}
+}
