@@ -79,14 +79,7 @@ func opsOf(evs []migrate.AuditEvent) []string {
 func TestCampaignModifyAuditedIntentFirst(t *testing.T) {
 	ctx := testContext(t)
 	e := enginetest.Start(t)
-	cs, err := NewCampaigns(ctx, e.JS, "", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	audit, err := NewAudit(ctx, e.JS, "", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cs, audit := campaignStores(t, ctx, e.JS)
 	c, err := cs.CreateAudited(ctx, audit, testAuditedCampaign("spring"), migrate.AuditEvent{Kind: migrate.AuditCampaign, Actor: "test", To: "draft", Result: migrate.ResultOK})
 	if err != nil {
 		t.Fatal(err)
@@ -283,14 +276,7 @@ func landedOps(tb testing.TB, ctx context.Context, cs *Campaigns) int {
 // changes that landed, each once, and returns how many did.
 func checkCampaignAudit(tb testing.TB, ctx context.Context, js jetstream.JetStream) int {
 	tb.Helper()
-	cs, err := NewCampaigns(ctx, js, "", 0)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	audit, err := NewAudit(ctx, js, "", 0)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	cs, audit := campaignStores(tb, ctx, js)
 	n := landedOps(tb, ctx, cs)
 	var want []string
 	for i := -1; i < n; i++ {
@@ -315,14 +301,7 @@ func campaignCrashChild(t *testing.T, dir string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	e := enginetest.StartIn(t, dir)
-	cs, err := NewCampaigns(ctx, e.JS, "", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	audit, err := NewAudit(ctx, e.JS, "", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cs, audit := campaignStores(t, ctx, e.JS)
 	fmt.Println("changing")
 	next := landedOps(t, ctx, cs)
 	if next < 0 {

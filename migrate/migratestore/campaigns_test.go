@@ -140,14 +140,7 @@ func TestDriverSurvivesRestart(t *testing.T) {
 	runFor := func(ticks int) (*migrate.State, func()) {
 		e := enginetest.StartIn(t, dir)
 		users := startStore(t, ctx, e.JS, Config{})
-		cs, err := NewCampaigns(ctx, e.JS, "", 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		audit, err := NewAudit(ctx, e.JS, "", 0)
-		if err != nil {
-			t.Fatal(err)
-		}
+		cs, audit := campaignStores(t, ctx, e.JS)
 		if _, err := cs.Get(ctx, "r"); errors.Is(err, migrate.ErrCampaignNotFound) {
 			for i := range n {
 				if _, err := users.SeeDevice(ctx, fmt.Sprintf("u%03d", i), migrate.Device{ID: "d"}); err != nil {

@@ -51,14 +51,7 @@ func TestDriverDecisionsAuditedFirst(t *testing.T) {
 	ctx := testContext(t)
 	e := enginetest.Start(t)
 	users := startStore(t, ctx, e.JS, Config{})
-	cs, err := NewCampaigns(ctx, e.JS, "", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	audit, err := NewAudit(ctx, e.JS, "", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cs, audit := campaignStores(t, ctx, e.JS)
 	now := time.Now()
 	steps := []migrate.Step{{TargetBP: 100}, {TargetBP: 200}}
 	plain, _ := migrate.Campaign{Name: "plain", Steps: steps}.Lifecycle(migrate.CmdStart, "test", "salt", now)

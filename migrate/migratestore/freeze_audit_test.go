@@ -27,7 +27,7 @@ var freezeSubject = auditSubject("", "")
 func TestFreezeAuditedIntentFirst(t *testing.T) {
 	ctx := testContext(t)
 	e := enginetest.Start(t)
-	cs, audit := freezeStores(t, ctx, e.JS)
+	cs, audit := campaignStores(t, ctx, e.JS)
 	// A freeze stored before audited freezes: no audit link, no op id.
 	if _, err := cs.kv.Put(ctx, freezeKey, []byte(`{"on":true,"reason":"old","actor":"admin"}`)); err != nil {
 		t.Fatal(err)
@@ -126,7 +126,7 @@ func TestFreezeAuditSurvivesKill(t *testing.T) {
 // changes that landed, each once, and returns how many did.
 func checkFreezeAudit(tb testing.TB, ctx context.Context, js jetstream.JetStream) int {
 	tb.Helper()
-	cs, audit := freezeStores(tb, ctx, js)
+	cs, audit := campaignStores(tb, ctx, js)
 	n := landedFreezes(tb, ctx, cs)
 	want := []string{}
 	for i := range n {
@@ -163,8 +163,8 @@ func landedFreezes(tb testing.TB, ctx context.Context, cs *Campaigns) int {
 	return n + 1
 }
 
-// freezeStores opens the campaign bucket and the audit log on js.
-func freezeStores(tb testing.TB, ctx context.Context, js jetstream.JetStream) (*Campaigns, *Audit) {
+// campaignStores opens the campaign bucket and the audit log on js.
+func campaignStores(tb testing.TB, ctx context.Context, js jetstream.JetStream) (*Campaigns, *Audit) {
 	tb.Helper()
 	cs, err := NewCampaigns(ctx, js, "", 0)
 	if err != nil {
@@ -184,7 +184,7 @@ func freezeCrashChild(t *testing.T, dir string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	e := enginetest.StartIn(t, dir)
-	cs, audit := freezeStores(t, ctx, e.JS)
+	cs, audit := campaignStores(t, ctx, e.JS)
 	fmt.Println("freezing")
 	next := landedFreezes(t, ctx, cs)
 	for i := next; i < next+campaignCrashOps; i++ {

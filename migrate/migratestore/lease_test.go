@@ -85,15 +85,9 @@ type agentDriver struct {
 func newAgentDriver(t *testing.T, ctx context.Context, js jetstream.JetStream, holder string, now func() time.Time, tick, ttl time.Duration) *agentDriver {
 	t.Helper()
 	users := startStore(t, ctx, js, Config{})
-	cs, err := NewCampaigns(ctx, js, "", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	audit, err := NewAudit(ctx, js, "", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cs, audit := campaignStores(t, ctx, js)
 	a := &agentDriver{st: users.st}
+	var err error
 	a.d, err = migrate.NewDriver(migrate.DriverConfig{State: users.st, Users: users.Store, Campaigns: DriverCampaigns{cs, audit}, Audit: audit,
 		Leases: cs.Leases(), Holder: holder, LeaseTTL: ttl, Tick: tick, Now: now, MaxPerTick: 20,
 		OnTransition: func(_, _ migrate.Phase, result string) {
