@@ -124,13 +124,34 @@ func (a *admission) release() {
 	}
 	a.busy--
 	if len(a.waiting) > 0 && !a.full() {
-		a.busy++
-		close(a.waiting[0])
-		a.waiting[0] = nil
-		a.waiting = a.waiting[1:]
+		a.handOver()
 		return
 	}
 	a.gauge.Dec()
+}
+
+// sessionEnded hands slots to the head of the line while there is room,
+// called right after a welcomed session ended (the welcomed counter
+// dropped). With MaxSessions set, a handshake may wait in line for a
+// session to end rather than for a set-up slot; release alone would
+// leave it asleep until handshakeWait shed it, with room on the node.
+func (a *admission) sessionEnded() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for len(a.waiting) > 0 && !a.full() {
+		a.handOver()
+		a.gauge.Inc() // a slot taken, not passed on from a releaser
+	}
+}
+
+// handOver gives a slot to the first in line, counted in busy; a.mu is
+// held. The gauge is the caller's: a slot passed from a releaser stays
+// counted.
+func (a *admission) handOver() {
+	a.busy++
+	close(a.waiting[0])
+	a.waiting[0] = nil
+	a.waiting = a.waiting[1:]
 }
 
 // retryAfter is the Retry-After, in whole seconds, of a handshake shed

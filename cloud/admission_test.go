@@ -293,28 +293,7 @@ func TestAdmissionLineEndsAtShutdown(t *testing.T) {
 	// The one slot: a session stuck in its admission check.
 	deadline := st.fill(t, 1)
 	// A handshake in line behind it.
-	dialed := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-		defer cancel()
-		c, err := Dial(ctx, ClientConfig{URL: f.url, Token: token(t, "carol", cloudwire.RoleUser), Hello: cloudwire.Hello{Device: "c1"}})
-		if c != nil {
-			c.Close()
-		}
-		dialed <- err
-	}()
-	for {
-		f.svc.adm.mu.Lock()
-		n := len(f.svc.adm.waiting)
-		f.svc.adm.mu.Unlock()
-		if n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the handshake never waited in line")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	dialed := dialInLine(t, f, "carol", deadline)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 		defer cancel()
@@ -395,4 +374,97 @@ func (st *stuckSetUp) fill(t *testing.T, n int) time.Time {
 		time.Sleep(5 * time.Millisecond)
 	}
 	return deadline
+}
+
+// TestAdmissionSessionEndWakesLine: with MaxSessions reached by welcomed
+// sessions and no set-up slot held, a handshake in line takes the room a
+// session leaves as soon as it ends, not when its wait runs out.
+func TestAdmissionSessionEndWakesLine(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "in_flight"})
+		welcomed := new(atomic.Int64)
+		a := newAdmission(100, 1, welcomed, g)
+		welcomed.Add(1) // one welcomed session, its set-up done
+		admitted := make(chan time.Duration, 1)
+		go func() {
+			start := time.Now()
+			if _, ok := a.acquire(nil, nil, time.Minute); !ok {
+				t.Error("shed with room on the node")
+			}
+			admitted <- time.Since(start)
+		}()
+		synctest.Wait()
+		if len(admitted) != 0 {
+			t.Fatal("admitted past MaxSessions")
+		}
+		welcomed.Add(-1)
+		a.sessionEnded()
+		synctest.Wait()
+		select {
+		case d := <-admitted:
+			if d != 0 {
+				t.Errorf("admitted after %s, want at the session's end", d)
+			}
+		default:
+			t.Error("the session's end left the line asleep")
+			<-admitted // its wait runs out; the bubble ends clean
+		}
+		if v := testutil.ToFloat64(g); v != 1 {
+			t.Errorf("in flight %v, want 1 (the handed slot)", v)
+		}
+		a.sessionEnded() // no one in line: takes nothing
+		if v := testutil.ToFloat64(g); v != 1 {
+			t.Errorf("in flight %v after an idle sessionEnded, want 1", v)
+		}
+	})
+}
+
+// TestMaxSessionsLineTakesEndedSessionsRoom: on a Service at MaxSessions
+// 1, a second client's handshake waits in line while the first session
+// is open and gets in once that session closes, instead of being shed
+// when its wait in line runs out.
+func TestMaxSessionsLineTakesEndedSessionsRoom(t *testing.T) {
+	f := newFixture(t, func(c *Config) {
+		c.Registerer = prometheus.NewRegistry()
+		c.MaxSessions = 1
+	})
+	alice := f.dial(t, "alice", "a1", 0)
+	dialed := dialInLine(t, f, "bob", time.Now().Add(waitFor))
+	alice.Close()
+	if err := <-dialed; err != nil {
+		t.Fatalf("dial in line after the open session closed: %v, want admitted", err)
+	}
+	if got := testutil.ToFloat64(f.svc.m.handshakes.WithLabelValues("shed")); got != 0 {
+		t.Errorf("gateway_cloud_handshakes_total{result=shed} = %v, want 0", got)
+	}
+}
+
+// dialInLine dials f as user in the background and waits, until
+// deadline, for the handshake to be the one waiting in admission's line;
+// the dial's result (nil: admitted) comes on the channel returned.
+func dialInLine(t *testing.T, f *fixture, user string, deadline time.Time) <-chan error {
+	t.Helper()
+	dialed := make(chan error, 1)
+	tok := token(t, user, cloudwire.RoleUser)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		defer cancel()
+		c, err := Dial(ctx, ClientConfig{URL: f.url, Token: tok, Hello: cloudwire.Hello{Device: user + "-1"}})
+		if c != nil {
+			c.Close()
+		}
+		dialed <- err
+	}()
+	for {
+		f.svc.adm.mu.Lock()
+		n := len(f.svc.adm.waiting)
+		f.svc.adm.mu.Unlock()
+		if n == 1 {
+			return dialed
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the handshake of %s never waited in line", user)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

@@ -117,7 +117,9 @@ type Config struct {
 	// already open. 0 means DefaultMaxHandshakes.
 	MaxHandshakes int
 	// MaxSessions bounds this node's sessions (open and being set up);
-	// above it handshakes are answered 503 the same way. 0 means no bound.
+	// at it, handshakes wait in the same line (a session that ends lets
+	// the first one in) and are answered 503 the same way. 0 means no
+	// bound.
 	MaxSessions int
 	// ShedRetry bounds the window of the Retry-After sent with a 503: a
 	// random whole number of seconds from 1 to the time the line takes to

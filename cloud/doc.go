@@ -141,7 +141,8 @@
 // upgrade to the end of its initial sync (hello, admission checks, head,
 // replay: what costs the engine in a reconnect storm). With every slot
 // taken, or Config.MaxSessions sessions on the node, a handshake waits
-// in a bounded line for the next free slot (admission.go); beyond the
+// in a bounded line for the next free slot, or for a session to end
+// (admission.go); beyond the
 // line, or after its wait, it is answered 503 before the upgrade with a
 // Retry-After sized by how fast slots free up, and counted
 // (gateway_cloud_handshakes_total{result="shed"}); open sessions are

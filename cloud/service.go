@@ -396,6 +396,7 @@ func (s *Service) endSession(sess *session) {
 			cancel()
 		}
 		s.welcomed.Add(-1)
+		s.adm.sessionEnded()
 		s.m.sessions.WithLabelValues(sess.kind).Dec()
 	} else if sess.token != "" {
 		s.hub.remove(sess)

@@ -239,16 +239,20 @@ type agent struct {
 	brHost     host.Host
 	netStats   *legacy.NetStats // overlay hosts' paths, relay circuits, hole punches
 	supernode  *legacy.Supernode
-	cloud      *cloud.Service
-	bridge     *bridge.Bridge
-	shadowGate shadowGate // the campaign gates' view of the bridge's shadow compare
-	devices    *deviceRecorder
-	control    *campaignControl
-	versions   *versionControl
-	cloudLn    net.Listener
-	adminLn    net.Listener
-	cloudSrv   *http.Server
-	adminSrv   *http.Server
+	// revocations is the gateway's record of the legacy revocations it
+	// made (nil without the supernode role): given to the supernode again
+	// at every start, since its own list lives in memory.
+	revocations *migratestore.Revocations
+	cloud       *cloud.Service
+	bridge      *bridge.Bridge
+	shadowGate  shadowGate // the campaign gates' view of the bridge's shadow compare
+	devices     *deviceRecorder
+	control     *campaignControl
+	versions    *versionControl
+	cloudLn     net.Listener
+	adminLn     net.Listener
+	cloudSrv    *http.Server
+	adminSrv    *http.Server
 
 	// Version plane (versions_gate.go, versions_bridge.go).
 	censusGate   censusGate       // the device gates' view of the device census
@@ -467,6 +471,9 @@ func (a *agent) startSupernode(g *errgroup.Group, gctx context.Context) error {
 		return err
 	}
 	relayAccess.UseDevices(a.supernode)
+	if err := a.restoreRevocations(gctx); err != nil {
+		return err
+	}
 	g.Go(func() error { return a.supernode.Run(gctx) })
 	return nil
 }

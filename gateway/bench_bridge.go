@@ -140,7 +140,7 @@ func (r *bridgeRig) setup(ctx context.Context, procs int) error {
 			su.Pairs = append(su.Pairs, pair)
 			i++
 		}
-		cmd, in, out, err := startLoadProcess(ctx, a.tokenKey, bridgeLoadArg)
+		cmd, in, out, err := startLoadProcess(ctx, nil, bridgeLoadArg)
 		if err != nil {
 			return err
 		}
@@ -251,9 +251,21 @@ func benchBridge(ctx context.Context, o benchOptions) ([]benchRow, error) {
 			latDur = o.Duration
 		}
 		var bridgedP50, bridgedP99, directP50, directP99, samples []float64
+		// The agent's own histograms over each path's runs: the bridge's
+		// segment (taking a message to the cloud's ack) and the cloud's
+		// storing of a send, to say where the bridged path's tail is.
+		var bridgeSeg, bridgedStore, directStore histSum
 		atHalf := func(path string, p50s, p99s *[]float64) measureFunc {
 			return func(ctx context.Context) (float64, error) {
+				seg0, store0 := r.ba.histogram(bridgeDeliveryHist, "legacy_to_cloud"), r.ba.histogram(cloudSendHist, "")
 				res, err := r.run(ctx, bridgeLoadCmd{Op: "open", Path: path, Duration: latDur, PerSec: half})
+				store := r.ba.histogram(cloudSendHist, "").minus(store0)
+				if path == "bridge" {
+					bridgeSeg.add(r.ba.histogram(bridgeDeliveryHist, "legacy_to_cloud").minus(seg0))
+					bridgedStore.add(store)
+				} else {
+					directStore.add(store)
+				}
 				*p50s, *p99s = append(*p50s, micros(res.quantile(0.5))), append(*p99s, micros(res.quantile(0.99)))
 				samples = append(samples, float64(len(res.Lat)))
 				return 0, err
@@ -274,7 +286,10 @@ func benchBridge(ctx context.Context, o benchOptions) ([]benchRow, error) {
 					fmtNum(median(caseP99)), fmtNum(median(floorP99)))),
 			addedRow("added-p50", "p50", bridgedP50, directP50, 100, schedule+"; "+setup),
 			addedRow("added-p99", "p99", bridgedP99, directP99, 1000,
-				"the bridged path includes the legacy client's directory lookup and its own chat stream (two libp2p round trips the direct path does not make); measured once every recipient's flip to the cloud had ended (no message held)"),
+				"the bridged path includes the legacy client's directory lookup and its own chat stream (two libp2p round trips the direct path does not make); measured once every recipient's flip to the cloud had ended (no message held)",
+				fmt.Sprintf("inside the agent at half load (from its histograms, linear within buckets): the bridge's segment, taking a message to the cloud's ack (%s), p50 %s µs, p99 %s µs; the cloud storing a send (%s) p99 %s µs on the bridged runs, %s µs on the direct ones",
+					bridgeDeliveryHist, fmtNum(bridgeSeg.quantileMicros(0.5)), fmtNum(bridgeSeg.quantileMicros(0.99)),
+					cloudSendHist, fmtNum(bridgedStore.quantileMicros(0.99)), fmtNum(directStore.quantileMicros(0.99)))),
 		}, nil
 	}()
 	return rows, errors.Join(err, r.close())
@@ -306,13 +321,38 @@ const (
 	bridgeHeldCounter  = "gateway_bridge_flip_held_total"
 )
 
-// histSum is a histogram's sample sum (seconds) and count.
+// histSum is a histogram's sample sum (seconds) and count, and its
+// cumulative bucket counts (by upper bound, in seconds) for quantiles.
 type histSum struct {
-	sum   float64
-	count uint64
+	sum    float64
+	count  uint64
+	bounds []float64
+	cum    []uint64
 }
 
-func (h histSum) minus(o histSum) histSum { return histSum{h.sum - o.sum, h.count - o.count} }
+func (h histSum) minus(o histSum) histSum {
+	d := histSum{sum: h.sum - o.sum, count: h.count - o.count, bounds: h.bounds, cum: slices.Clone(h.cum)}
+	if len(o.cum) == len(d.cum) {
+		for i := range d.cum {
+			d.cum[i] -= o.cum[i]
+		}
+	}
+	return d
+}
+
+// add adds o's samples to h (the same buckets; h may be empty).
+func (h *histSum) add(o histSum) {
+	if h.bounds == nil {
+		h.bounds, h.cum = o.bounds, make([]uint64, len(o.cum))
+	}
+	h.sum += o.sum
+	h.count += o.count
+	if len(o.cum) == len(h.cum) {
+		for i := range h.cum {
+			h.cum[i] += o.cum[i]
+		}
+	}
+}
 
 func (h histSum) meanMicros() float64 {
 	if h.count == 0 {
@@ -321,13 +361,40 @@ func (h histSum) meanMicros() float64 {
 	return h.sum / float64(h.count) * 1e6
 }
 
+// quantileMicros estimates the q-quantile in microseconds as Prometheus's
+// histogram_quantile does: linear within the bucket that holds it. A
+// quantile beyond the last finite bucket reads as that bucket's bound.
+func (h histSum) quantileMicros(q float64) float64 {
+	if h.count == 0 || len(h.cum) == 0 {
+		return math.NaN()
+	}
+	rank := q * float64(h.count)
+	lower, below := 0.0, uint64(0)
+	for i, c := range h.cum {
+		if float64(c) >= rank {
+			in := c - below
+			if in == 0 {
+				return h.bounds[i] * 1e6
+			}
+			return (lower + (h.bounds[i]-lower)*(rank-float64(below))/float64(in)) * 1e6
+		}
+		lower, below = h.bounds[i], c
+	}
+	return lower * 1e6
+}
+
 // histogram sums the series of the histogram name in the agent's registry
 // whose labels include the value label (every series when label is "").
 func (ba *benchAgent) histogram(name, label string) histSum {
 	var h histSum
 	for _, m := range ba.series(name, label) {
-		h.sum += m.GetHistogram().GetSampleSum()
-		h.count += m.GetHistogram().GetSampleCount()
+		mh := m.GetHistogram()
+		one := histSum{sum: mh.GetSampleSum(), count: mh.GetSampleCount()}
+		for _, b := range mh.GetBucket() {
+			one.bounds = append(one.bounds, b.GetUpperBound())
+			one.cum = append(one.cum, b.GetCumulativeCount())
+		}
+		h.add(one)
 	}
 	return h
 }

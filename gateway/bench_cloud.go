@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -171,10 +170,6 @@ func benchCloudRTT(ctx context.Context, o benchOptions) ([]benchRow, error) {
 // "ready", and holds them until its standard input closes.
 const idleDialerArg = "internal-idle-dialer"
 
-// idleKeyEnv carries the token key's seed to load processes, kept out of
-// their command lines.
-const idleKeyEnv = "FERRY_BENCH_TOKEN_SEED"
-
 func idleDialer(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("idle-dialer", flag.ContinueOnError)
 	url := fs.String("url", "", "WebSocket URL")
@@ -184,11 +179,10 @@ func idleDialer(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	seed, err := hex.DecodeString(os.Getenv(idleKeyEnv))
-	if err != nil || len(seed) != ed25519.SeedSize {
-		return fmt.Errorf("%s: want a hex ed25519 seed", idleKeyEnv)
+	key, err := readLoadKey(os.Stdin)
+	if err != nil {
+		return err
 	}
-	key := ed25519.NewKeyFromSeed(seed)
 	d := &websocket.Dialer{
 		NetDialContext:   (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(*src)}}).DialContext,
 		Subprotocols:     []string{cloudwire.Subprotocol},

@@ -13,7 +13,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/ed25519"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -142,14 +141,27 @@ func (c *rcClient) observe(ev cloudwire.Event) (first, second bool) {
 	return false, false
 }
 
-// tokenKeyFromEnv is the token key whose seed the bench process passed in
-// idleKeyEnv.
-func tokenKeyFromEnv() (ed25519.PrivateKey, error) {
-	seed, err := hex.DecodeString(os.Getenv(idleKeyEnv))
-	if err != nil || len(seed) != ed25519.SeedSize {
-		return nil, fmt.Errorf("%s: want a hex ed25519 seed", idleKeyEnv)
+// loadKey is the first message the bench process writes to a cloud-idle
+// or reconnect load process's standard input: the token key's seed. Like
+// bridgeLoadSetup it never goes on the command line nor in the
+// environment, both of which other users' processes can read
+// (/proc/PID/cmdline, /proc/PID/environ).
+type loadKey struct {
+	Seed []byte `json:"seed"`
+}
+
+// readLoadKey reads the loadKey at the start of stdin. Only that message
+// is read: what follows (nothing, then the end that means stop) stays for
+// the caller.
+func readLoadKey(stdin io.Reader) (ed25519.PrivateKey, error) {
+	var k loadKey
+	if err := json.NewDecoder(stdin).Decode(&k); err != nil {
+		return nil, fmt.Errorf("load process: read token key: %w", err)
 	}
-	return ed25519.NewKeyFromSeed(seed), nil
+	if len(k.Seed) != ed25519.SeedSize {
+		return nil, fmt.Errorf("load process: token key seed of %d bytes, want %d", len(k.Seed), ed25519.SeedSize)
+	}
+	return ed25519.NewKeyFromSeed(k.Seed), nil
 }
 
 // reconnectDialer is a load process of the reconnect benchmark.
@@ -164,7 +176,7 @@ func reconnectDialer(ctx context.Context, args []string, stdout io.Writer) error
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	key, err := tokenKeyFromEnv()
+	key, err := readLoadKey(os.Stdin)
 	if err != nil {
 		return err
 	}
@@ -255,15 +267,16 @@ func reconnectDialer(ctx context.Context, args []string, stdout io.Writer) error
 }
 
 // startLoadProcess starts this binary as a load process ("gateway bench
-// ARGS..."), with the token key's seed in its environment rather than on
-// its command line.
+// ARGS..."). With a key, it writes the token key's seed as the first
+// message on the process's standard input (loadKey), never on its
+// command line or in its environment; the bridge load process, which
+// gets its tokens in its setup, is started without one.
 func startLoadProcess(ctx context.Context, key ed25519.PrivateKey, args ...string) (*exec.Cmd, io.WriteCloser, io.ReadCloser, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	cmd := pinLoad(exec.CommandContext(ctx, exe, append([]string{"bench"}, args...)...))
-	cmd.Env = append(os.Environ(), idleKeyEnv+"="+hex.EncodeToString(key.Seed()))
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {
@@ -278,6 +291,12 @@ func startLoadProcess(ctx context.Context, key ed25519.PrivateKey, args ...strin
 		in.Close()
 		out.Close()
 		return nil, nil, nil, fmt.Errorf("start load process: %w", err)
+	}
+	if key != nil {
+		if err := json.NewEncoder(in).Encode(loadKey{Seed: key.Seed()}); err != nil {
+			in.Close()
+			return nil, nil, nil, errors.Join(fmt.Errorf("load process: write token key: %w", err), cmd.Wait())
+		}
 	}
 	return cmd, in, out, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"slices"
 	"sync"
@@ -97,6 +98,15 @@ func benchWave(ctx context.Context, o benchOptions) ([]benchRow, error) {
 		return nil, fmt.Errorf("state holds %d users, want %d", n, population)
 	}
 
+	// Route lookups all along each step, as the bridge and the cloud make
+	// them (State.Get), to show they keep being served (issue 6, point 8).
+	lookupID := func(i int) string {
+		if i < step {
+			return ids[i]
+		}
+		return fmt.Sprintf("pop-%07d", i-step)
+	}
+	var stepLookups, stepServed []float64
 	round := 0
 	transitions := func(ctx context.Context) (float64, error) {
 		to := migrate.PhaseReady
@@ -118,17 +128,40 @@ func benchWave(ctx context.Context, o benchOptions) ([]benchRow, error) {
 			events[i] = migrate.AuditEvent{At: at, Kind: migrate.AuditTransition, Actor: migrate.ActorDriver, OpID: opID,
 				Campaign: "bench", User: id, To: string(to), Result: migrate.ResultOK}
 		}
-		for i, err := range s.TransitionManyAudited(ctx, ops, events) {
+		look := startLookups(st, population, lookupID)
+		errs := s.TransitionManyAudited(ctx, ops, events)
+		took := time.Since(start)
+		lat, err := look.stop()
+		if err != nil {
+			return 0, err
+		}
+		for i, err := range errs {
 			if err != nil {
 				return 0, fmt.Errorf("op %d: %w", i, err)
 			}
 		}
-		return float64(len(ids)) / time.Since(start).Seconds(), nil
+		if len(lat) == 0 {
+			return 0, errors.New("no route lookup was served during the step")
+		}
+		stepLookups = append(stepLookups, micros((&latencyLog{xs: lat}).quantile(0.99)))
+		stepServed = append(stepServed, float64(len(lat))/took.Seconds())
+		return float64(len(ids)) / took.Seconds(), nil
 	}
 	floor := func(context.Context) (float64, error) { return memdbFloor(step) }
 	cs, fs, err := alternate(ctx, o.Runs, transitions, floor)
 	if err != nil {
 		return nil, fmt.Errorf("step: %w", err)
+	}
+	// The same lookups with no step running, for as long as a step took.
+	var idleLookups []float64
+	for _, rate := range cs {
+		look := startLookups(st, population, lookupID)
+		time.Sleep(time.Duration(float64(step) / rate * float64(time.Second)))
+		lat, err := look.stop()
+		if err != nil {
+			return nil, err
+		}
+		idleLookups = append(idleLookups, micros((&latencyLog{xs: lat}).quantile(0.99)))
 	}
 
 	c := migrate.Campaign{Name: "bench", Salt: "s1", Filter: migrate.Filter{Platforms: []string{"android", "ios", "windows"}},
@@ -166,6 +199,8 @@ func benchWave(ctx context.Context, o benchOptions) ([]benchRow, error) {
 			fmt.Sprintf("a step of %d users out of %d, one edge each run (legacy→shadow, then ready and shadow in turn), compare-and-set per user, one audit event each, written as batch intents of up to 256; engine file store, sync every %s", step, population, engine.DefaultSyncInterval)),
 		newRow("wave", "transitions-abs", "TransitionManyAudited, durable", fmt.Sprintf("bare go-memdb, %d objects/txn", waveFloorTxn), "transitions/s", cs, fs,
 			&benchTarget{Of: "case", Op: ">=", Value: 50_000}),
+		newRow("wave", "lookups", "route lookup p99 during the step", "route lookup p99, no step running", "µs", stepLookups, idleLookups, nil,
+			fmt.Sprintf("State.Get of a random user of the %d, %d every millisecond (paced, not a spin) all along each step; %s lookups/s served during the steps (median); a step with none served fails the benchmark", population, waveLookupsPerMs, fmtNum(median(stepServed)))),
 		newRow("wave", "plan", "PlanCampaign, 3 steps", "full list of the snapshot", "seconds", ps, ss,
 			&benchTarget{Of: "case", Op: "<=", Value: 1},
 			fmt.Sprintf("%d users, one device each, platform filter and a version gate", population)),
@@ -266,4 +301,53 @@ func memdbFloorPass(n int) (float64, error) {
 		txn.Commit()
 	}
 	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// waveLookupsPerMs is how many route lookups lookups makes each
+// millisecond: a busy gateway's routing (20,000 a second), paced so that it
+// does not take a core from the step it runs alongside.
+const waveLookupsPerMs = 20
+
+// lookups looks random users up in a State, waveLookupsPerMs each
+// millisecond, timing each lookup, until stop.
+type lookups struct {
+	done chan struct{}
+	quit chan struct{}
+	lat  []time.Duration
+	err  error
+}
+
+// startLookups starts looking up users id(0) to id(n-1) in st.
+func startLookups(st *migrate.State, n int, id func(int) string) *lookups {
+	l := &lookups{done: make(chan struct{}), quit: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+			case <-l.quit:
+				return
+			}
+			for range waveLookupsPerMs {
+				u := id(rand.IntN(n))
+				t := time.Now()
+				_, ok := st.Get(u)
+				l.lat = append(l.lat, time.Since(t))
+				if !ok {
+					l.err = fmt.Errorf("route lookup of %s: not found", u)
+					return
+				}
+			}
+		}
+	}()
+	return l
+}
+
+// stop ends the lookups and returns their latencies.
+func (l *lookups) stop() ([]time.Duration, error) {
+	close(l.quit)
+	<-l.done
+	return l.lat, l.err
 }

@@ -292,6 +292,10 @@ func (a *agent) queryAudit(w http.ResponseWriter, r *http.Request) {
 		aq.Since = t
 	}
 	evs, err := a.control.audit.Query(r.Context(), aq)
+	if errors.Is(err, migratestore.ErrChainTooLong) {
+		writeError(w, http.StatusUnprocessableEntity, "chain_too_long", err.Error())
+		return
+	}
 	if err != nil {
 		writeCampaignError(w, err)
 		return

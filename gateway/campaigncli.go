@@ -31,8 +31,7 @@ func confirm(yes bool, stderr io.Writer, what string) error {
 	if yes {
 		return nil
 	}
-	fi, err := os.Stdin.Stat()
-	if err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+	if !isTerminal(os.Stdin) {
 		return errNotConfirmed
 	}
 	fmt.Fprintf(stderr, "%s? [y/N] ", what)
@@ -258,13 +257,20 @@ func watchStatus(ctx context.Context, c *adminClient, name, format string, inter
 	}
 }
 
+// isTerminal reports whether w is a character device other than the null
+// device: stdin from </dev/null (cron, systemd, CI) is a character device too,
+// and a prompt there would read EOF instead of failing with the -yes hint.
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	if !ok {
 		return false
 	}
 	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	if err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+		return false
+	}
+	null, err := os.Stat(os.DevNull)
+	return err != nil || !os.SameFile(fi, null)
 }
 
 // printStatus prints a campaign's status for people, with a progress bar.
@@ -273,9 +279,9 @@ func printStatus(w io.Writer, st campaignStatus) {
 	fmt.Fprintf(w, "campaign %s: %s, step %d of %d (target %d bp), actual %d bp\n", cp.Name, cp.State, cp.Step+1, len(cp.Steps), st.TargetBP, st.ActualBP)
 	fmt.Fprintf(w, "  %s\n", bar(st.ActualBP, st.TargetBP))
 	if cp.RollbackStep != nil {
-		fmt.Fprintf(w, "  rolling back step %d only\n", *cp.RollbackStep)
+		fmt.Fprintf(w, "  rolling back step %d only\n", *cp.RollbackStep+1)
 	}
-	fmt.Fprintf(w, "  eligible %d, done %d, pending %d, held back %v, frozen %v, in window %v\n", st.Eligible, st.Done, st.Pending, st.HeldBack, st.Frozen, st.InWindow)
+	fmt.Fprintf(w, "  eligible %d, done %d, pending %d, held back %s, frozen %v, in window %v\n", st.Eligible, st.Done, st.Pending, counts(st.HeldBack), st.Frozen, st.InWindow)
 	if st.Driver.HeldAt(time.Now()) {
 		fmt.Fprintf(w, "  driver %s (lease until %s)\n", st.Driver.Holder, st.Driver.Expires.Format(time.RFC3339))
 	} else {
@@ -371,7 +377,7 @@ func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 }
 
 func freezeCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	const sub = "usage: gateway freeze on|off|status [-reason TEXT] [-yes]"
+	const sub = "usage: gateway freeze on|off|status [-reason TEXT]"
 	if len(args) == 0 || (args[0] != "on" && args[0] != "off" && args[0] != "status") {
 		fmt.Fprintln(stderr, sub)
 		return errUsage
@@ -399,8 +405,21 @@ func freezeCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if o.format == "json" {
 		return printJSON(stdout, f)
 	}
-	fmt.Fprintf(stdout, "freeze on=%v reason=%v actor=%v since=%v\n", f["on"], f["reason"], f["actor"], f["since"])
+	fmt.Fprintln(stdout, "freeze", freezeLine(f))
 	return nil
+}
+
+// freezeLine prints the freeze's fields as key=value, leaving out the ones
+// the agent did not send (an unset reason or a freeze never set) rather than
+// printing <nil>.
+func freezeLine(f map[string]any) string {
+	parts := []string{fmt.Sprintf("on=%v", f["on"] == true)}
+	for _, k := range []string{"reason", "actor", "since"} {
+		if v, ok := f[k]; ok && v != nil && v != "" {
+			parts = append(parts, fmt.Sprintf("%s=%v", k, v))
+		}
+	}
+	return strings.Join(parts, " ")
 }
 
 // userControlCommand runs `users hold|resume|exempt`.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -119,7 +118,7 @@ func (o *outputFlags) register(fs *flag.FlagSet) {
 
 func (o *outputFlags) check() error {
 	if o.format != "text" && o.format != "json" {
-		return fmt.Errorf("-format must be text or json, not %q", o.format)
+		return fmt.Errorf("%w: -format must be text or json, not %q", errUsage, o.format)
 	}
 	return nil
 }
@@ -207,7 +206,7 @@ func usersCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return printUsers(stdout, o.format, all, all, false)
 	default: // set-phase
 		if strings.TrimSpace(reason) == "" {
-			return errors.New("set-phase: -reason is required")
+			return fmt.Errorf("%w: set-phase: -reason is required", errUsage)
 		}
 		var u migrate.User
 		req := phaseRequest{Phase: pos[1], Reason: reason, OpID: op, BreakGlass: breakGlass}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -59,13 +60,27 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
+	if code := exitCode(err, os.Stderr); code != 0 {
+		os.Exit(code)
+	}
+}
+
+// exitCode maps run's error to the documented exit code and says why on
+// stderr: a usage error that carries its own message ("-reason is
+// required", "not confirmed") prints it too, since a bare exit 2 leaves an
+// operator guessing; bare errUsage and -h already printed the usage.
+func exitCode(err error, stderr io.Writer) int {
 	switch {
 	case err == nil:
-	case errors.Is(err, errUsage), errors.Is(err, flag.ErrHelp):
-		os.Exit(2)
+		return 0
+	case errors.Is(err, flag.ErrHelp), err == errUsage:
+		return 2
+	case errors.Is(err, errUsage):
+		fmt.Fprintln(stderr, "gateway:", strings.TrimPrefix(err.Error(), errUsage.Error()+": "))
+		return 2
 	default:
-		fmt.Fprintln(os.Stderr, "gateway:", err)
-		os.Exit(1)
+		fmt.Fprintln(stderr, "gateway:", err)
+		return 1
 	}
 }
 

@@ -15,9 +15,13 @@ import (
 // TestRevokeLegacyDevice revokes a registered legacy device through the
 // CLI: a revocation without a reason is refused; with one, the device
 // disappears from lookups, its next registration is refused as revoked,
-// and the audit log has the revocation.
+// and the audit log has the revocation. Repeated with its op id (a retry
+// after a lost answer) it answers the same signed revocation and audits
+// nothing more. After a restart of the agent, whose supernode keeps its
+// revocation list in memory, the device is still revoked.
 func TestRevokeLegacyDevice(t *testing.T) {
-	ta := startAgent(t, t.TempDir(), agentPorts(t))
+	dir, cfg := t.TempDir(), agentPorts(t)
+	ta := startAgent(t, dir, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	rita := newLegacyPhone(t, ta, "rita")
@@ -38,8 +42,12 @@ func TestRevokeLegacyDevice(t *testing.T) {
 	if _, err := cli("legacy", "revoke", "-user", "rita", "-peer", peerID); !errors.As(err, &re) || re.Code != "reason_required" {
 		t.Fatalf("revoke without a reason: %v", err)
 	}
-	if out, err := cli("legacy", "revoke", "-user", "rita", "-peer", peerID, "-reason", "stolen phone"); err != nil || !strings.Contains(out, "revoked "+peerID) {
-		t.Fatalf("revoke: %v\n%s", err, out)
+	first, err := cli("legacy", "revoke", "-user", "rita", "-peer", peerID, "-reason", "stolen phone", "-op", "rev-1")
+	if err != nil || !strings.Contains(first, "revoked "+peerID) {
+		t.Fatalf("revoke: %v\n%s", err, first)
+	}
+	if again, err := cli("legacy", "revoke", "-user", "rita", "-peer", peerID, "-reason", "stolen phone", "-op", "rev-1"); err != nil || again != first {
+		t.Fatalf("repeated revoke: %v\n%s\nwant\n%s", err, again, first)
 	}
 	look, err = ron.dir.Lookup(ctx, "rita")
 	if err != nil || len(look.Devices) != 0 {
@@ -51,11 +59,19 @@ func TestRevokeLegacyDevice(t *testing.T) {
 	}
 
 	events := auditEvents(t, cli, "-user", "rita")
-	found := false
+	found := 0
 	for _, e := range events {
-		found = found || (e.Kind == migrate.AuditRevocation && e.Reason == "stolen phone" && e.Actor != "")
+		if e.Kind == migrate.AuditRevocation && e.Reason == "stolen phone" && e.Actor != "" && e.OpID == "rev-1" && e.To == "revoked" {
+			found++
+		}
 	}
-	if !found {
-		t.Fatalf("no revocation in rita's audit: %+v", events)
+	if found != 1 {
+		t.Fatalf("%d revocations in rita's audit, want 1: %+v", found, events)
+	}
+
+	ta.stop()
+	ta = startAgent(t, dir, cfg)
+	if !ta.a.supernode.Revocations().Revoked(peerID) {
+		t.Fatal("after a restart the supernode no longer holds rita's revocation")
 	}
 }

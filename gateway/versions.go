@@ -353,6 +353,10 @@ type retireRequest struct {
 	Unknown      migrate.UnknownAction `json:"unknown,omitempty"`
 	Reason       string                `json:"reason"`
 	DryRun       bool                  `json:"dry_run"`
+	// OpID makes a retried change idempotent: the same id as the policy's
+	// last change changes and audits nothing and answers the policy as it
+	// is. Empty: a new id.
+	OpID string `json:"op_id,omitempty"`
 }
 
 // retireResponse answers a retire: the policy (saved unless dry run) and
@@ -410,15 +414,13 @@ func (a *agent) retireVersions(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, retireResponse{Policy: p, Impact: a.dryRun(&p, now)})
 		return
 	}
-	out, err := a.versions.policies.Modify(r.Context(), req.Platform, func(p migrate.VersionPolicy) (migrate.VersionPolicy, error) {
+	out, im, err := a.saveVersions(r, req.Platform, req.OpID, "retire below "+req.Below, req.Reason, now, func(p migrate.VersionPolicy) (migrate.VersionPolicy, error) {
 		return req.apply(p, now), nil
 	})
 	if err != nil {
 		writeVersionError(w, err)
 		return
 	}
-	im := a.dryRun(&out, now)
-	a.auditVersions(r, out, "retire below "+req.Below, req.Reason, im)
 	writeJSON(w, http.StatusOK, retireResponse{Policy: out, Impact: im, Saved: true})
 }
 
@@ -429,6 +431,8 @@ type blockRequest struct {
 	Version  string `json:"version"`
 	Reason   string `json:"reason"`
 	DryRun   bool   `json:"dry_run"`
+	// OpID: as retireRequest's.
+	OpID string `json:"op_id,omitempty"`
 }
 
 func (a *agent) blockVersion(w http.ResponseWriter, r *http.Request) {
@@ -467,13 +471,11 @@ func (a *agent) blockVersion(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, retireResponse{Policy: p, Impact: a.dryRun(&p, now)})
 		return
 	}
-	out, err := a.versions.policies.Modify(r.Context(), req.Platform, add)
+	out, im, err := a.saveVersions(r, req.Platform, req.OpID, "block "+req.Version, req.Reason, now, add)
 	if err != nil {
 		writeVersionError(w, err)
 		return
 	}
-	im := a.dryRun(&out, now)
-	a.auditVersions(r, out, "block "+req.Version, req.Reason, im)
 	writeJSON(w, http.StatusOK, retireResponse{Policy: out, Impact: im, Saved: true})
 }
 
@@ -496,22 +498,50 @@ func (a *agent) versionReport(w http.ResponseWriter, r *http.Request) {
 
 func (a *agent) dryRun(p *migrate.VersionPolicy, now time.Time) migrate.Impact {
 	im := migrate.DryRun(a.state.Snapshot(), p, 0, now)
+	a.impactGauges(p, im)
+	return im
+}
+
+// impactGauges exports a saved policy's impact.
+func (a *agent) impactGauges(p *migrate.VersionPolicy, im migrate.Impact) {
 	if p.Revision != 0 {
 		a.versions.pending.WithLabelValues(p.Platform).Set(float64(im.Pending))
 		a.versions.enforced.WithLabelValues(p.Platform).Set(float64(im.Enforced))
 	}
-	return im
 }
 
-func (a *agent) auditVersions(r *http.Request, p migrate.VersionPolicy, to, reason string, im migrate.Impact) {
-	stage, _ := p.StageAt(time.Now())
-	ev := migrate.AuditEvent{At: time.Now(), Kind: migrate.AuditVersions, Actor: actor(r), OpID: uuid.Must(uuid.NewV7()).String(),
-		Step: -1, From: p.Platform + ":" + string(stage), To: to, Reason: reason, Result: migrate.ResultOK,
-		Values: map[string]float64{"affected_devices": float64(im.AffectedDevices), "affected_users": float64(im.AffectedUsers),
-			"pending": float64(im.Pending), "enforced": float64(im.Enforced), "revision": float64(p.Revision)}}
-	if err := a.control.audit.Record(r.Context(), ev); err != nil {
-		a.log.Error("audit", "versions", p.Platform, "err", err)
+// saveVersions saves the platform's policy as change makes it, its audit
+// event (kind versions: from the platform and its stage before, to what
+// changed, with the new policy's impact and the revision it replaces)
+// written first, as the intent of the compare-and-set on the policy's
+// chain (migratestore.Policies.ModifyAudited). A repeated opID changes and
+// audits nothing and returns the policy as it is; opID "" means a new id.
+func (a *agent) saveVersions(r *http.Request, platform, opID, to, reason string, now time.Time, change func(migrate.VersionPolicy) (migrate.VersionPolicy, error)) (migrate.VersionPolicy, migrate.Impact, error) {
+	if opID == "" {
+		opID = uuid.Must(uuid.NewV7()).String()
 	}
+	var im migrate.Impact
+	changed := false
+	out, err := a.versions.policies.ModifyAudited(r.Context(), a.control.audit, platform, opID, func(cur migrate.VersionPolicy) (migrate.VersionPolicy, migrate.AuditEvent, error) {
+		next, err := change(cur)
+		if err != nil {
+			return next, migrate.AuditEvent{}, err
+		}
+		im, changed = migrate.DryRun(a.state.Snapshot(), &next, 0, now), true
+		stage, _ := cur.StageAt(now)
+		return next, migrate.AuditEvent{At: now, Kind: migrate.AuditVersions, Actor: actor(r),
+			Step: -1, From: platform + ":" + string(stage), To: to, Reason: reason, Result: migrate.ResultOK,
+			Values: map[string]float64{"affected_devices": float64(im.AffectedDevices), "affected_users": float64(im.AffectedUsers),
+				"pending": float64(im.Pending), "enforced": float64(im.Enforced), "from_revision": float64(cur.Revision)}}, nil
+	})
+	if err != nil {
+		return migrate.VersionPolicy{}, migrate.Impact{}, err
+	}
+	if !changed { // a repeat: the policy as it is
+		return out, a.dryRun(&out, now), nil
+	}
+	a.impactGauges(&out, im)
+	return out, im, nil
 }
 
 // writeVersionError maps the version plane's errors to HTTP at the edge.

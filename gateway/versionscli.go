@@ -14,9 +14,19 @@ import (
 	"github.com/ferrygw/ferry/migrate"
 )
 
+// stageFlag is the flag of `versions retire` that dates stage st: its name
+// with dashes, except the dry-run stage's, -dry-run-at, since -dry-run is
+// the switch that saves nothing.
+func stageFlag(st migrate.Stage) string {
+	if st == migrate.StageDryRun {
+		return "dry-run-at"
+	}
+	return strings.ReplaceAll(string(st), "_", "-")
+}
+
 // versionsCommand runs `gateway versions list|policy|retire|block|report`.
 func versionsCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	const sub = "usage: gateway versions list [-platform P] [-active D] | policy | retire -platform P -below V [-recommended V] [-warning T] [-soft-block T] [-hard-block T] [-retired T] [-jitter D] [-scope cloud,finalized] [-update-url U] -reason TEXT [-dry-run] [-yes] | block -platform P -version V -reason TEXT [-dry-run] [-yes] | report"
+	const sub = "usage: gateway versions list [-platform P] [-active D] | policy | retire -platform P -below V [-recommended V] [-dry-run-at T] [-announced T] [-warning T] [-soft-block T] [-hard-block T] [-retired T] [-jitter D] [-scope cloud,finalized] [-update-url U] -reason TEXT [-op ID] [-dry-run] [-yes] | block -platform P -version V -reason TEXT [-op ID] [-dry-run] [-yes] | report"
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, sub)
 		return errUsage
@@ -25,7 +35,7 @@ func versionsCommand(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.SetOutput(stderr)
 	var o outputFlags
 	o.register(fs)
-	var platform, active, below, recommended, version, reason, scope, updateURL, jitter string
+	var platform, active, below, recommended, version, reason, scope, updateURL, jitter, op string
 	var yes, dry bool
 	dates := map[migrate.Stage]*string{}
 	switch args[0] {
@@ -38,6 +48,7 @@ func versionsCommand(ctx context.Context, args []string, stdout, stderr io.Write
 		fs.StringVar(&reason, "reason", "", "why (required; kept in the audit log)")
 		fs.BoolVar(&dry, "dry-run", false, "show who would be affected; save nothing")
 		fs.BoolVar(&yes, "yes", false, "do not ask for confirmation")
+		fs.StringVar(&op, "op", "", "operation id: repeating a change with the same id changes nothing (default: a new id)")
 		if args[0] == "block" {
 			fs.StringVar(&version, "version", "", "the exact version to block now (required)")
 			break
@@ -48,7 +59,7 @@ func versionsCommand(ctx context.Context, args []string, stdout, stderr io.Write
 		fs.StringVar(&scope, "scope", "", "only users in these phases, comma-separated (cloud,finalized)")
 		fs.StringVar(&updateURL, "update-url", "", "where notices send people")
 		for _, st := range []migrate.Stage{migrate.StageDryRun, migrate.StageAnnounced, migrate.StageWarning, migrate.StageSoftBlock, migrate.StageHardBlock, migrate.StageRetired} {
-			dates[st] = fs.String(strings.ReplaceAll(string(st), "_", "-"), "", "RFC 3339 date of the "+string(st)+" stage")
+			dates[st] = fs.String(stageFlag(st), "", "RFC 3339 date of the "+string(st)+" stage")
 		}
 	default:
 		fmt.Fprintln(stderr, sub)
@@ -67,12 +78,12 @@ func versionsCommand(ctx context.Context, args []string, stdout, stderr io.Write
 		if below == "" {
 			return fmt.Errorf("%w: -below is required", errUsage)
 		}
-		rreq = retireRequest{Platform: platform, Below: below, Recommended: recommended, UpdateURL: updateURL, Reason: reason, DryRun: dry}
+		rreq = retireRequest{Platform: platform, Below: below, Recommended: recommended, UpdateURL: updateURL, Reason: reason, DryRun: dry, OpID: op}
 		for _, st := range migrate.Stages() {
 			if s := dates[st]; s != nil && *s != "" {
 				t, err := time.Parse(time.RFC3339, *s)
 				if err != nil {
-					return fmt.Errorf("%w: -%s: %v", errUsage, st, err)
+					return fmt.Errorf("%w: -%s: %v", errUsage, stageFlag(st), err)
 				}
 				rreq.Schedule = append(rreq.Schedule, migrate.StageAt{Stage: st, At: t})
 			}
@@ -162,7 +173,7 @@ func versionsCommand(ctx context.Context, args []string, stdout, stderr io.Write
 	// retire or block: a dry run first, then confirmation, then the write.
 	path, body := "/v1/admin/versions/retire", any(&rreq)
 	what := fmt.Sprintf("retire %s below %s", platform, below)
-	breq := blockRequest{Platform: platform, Version: version, Reason: reason, DryRun: true}
+	breq := blockRequest{Platform: platform, Version: version, Reason: reason, DryRun: true, OpID: op}
 	if args[0] == "block" {
 		if version == "" {
 			return fmt.Errorf("%w: -version is required", errUsage)

@@ -29,8 +29,8 @@ var (
 	// ErrInvalidUserID too.
 	ErrReservedUserID = fmt.Errorf("%w: reserved for the system", ErrInvalidUserID)
 
-	// ErrInvalidDevice is returned by stores (migratestore.Store.SeeDevice)
-	// for a device without an id.
+	// ErrInvalidDevice is returned by stores (migratestore.Store.SeeDevice,
+	// migratestore.Revocations) for a device without a usable id.
 	ErrInvalidDevice = errors.New("migrate: invalid device")
 
 	// ErrRepeated is the result a batch mover (BatchMover, AuditedMover)

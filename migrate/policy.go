@@ -176,8 +176,16 @@ type VersionPolicy struct {
 	// means a default built from the fields above.
 	Notice string `json:"notice,omitempty"`
 
-	Updated  time.Time `json:"updated,omitzero"`
-	Revision uint64    `json:"revision"`
+	Updated time.Time `json:"updated,omitzero"`
+	// LastOp is the id of the operation that last changed the policy: a
+	// change repeated with it changes and audits nothing.
+	LastOp string `json:"last_op,omitempty"`
+	// Audit is the audit log's sequence of the event written (before the
+	// record) for that change: the head of the policy's audit chain
+	// (migratestore.Policies.ModifyAudited). Policies saved before audited
+	// changes have neither.
+	Audit    uint64 `json:"audit,omitempty"`
+	Revision uint64 `json:"revision"`
 }
 
 // maxLegacyChatProtocol is the highest legacy chat protocol version

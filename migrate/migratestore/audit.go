@@ -32,6 +32,36 @@ const (
 	MaxAuditQuery = 10000
 )
 
+// maxChainReads bounds the audit events one Query reads from the stream
+// one at a time while it follows chains back (userChain, onChains): one
+// read per link that is not among the events the query fetched anyway
+// (batch intents in a user's answer, a user's manual changes in a
+// campaign's). Without it, a user with thousands of changes made one query
+// read thousands of messages. Past it, Query fails with ErrChainTooLong.
+// A var so that tests can lower it.
+var maxChainReads = 10000
+
+// chainWalk counts one Query's reads of chain links against
+// maxChainReads.
+type chainWalk struct{ reads int }
+
+// read takes one read of link seq on owner's chain from the budget, or
+// returns ErrChainTooLong when it is spent.
+func (w *chainWalk) read(owner string, seq uint64) error {
+	if w.reads >= maxChainReads {
+		return fmt.Errorf("%w: chain of %s (%d links read, still at event %d); narrow the query with since", ErrChainTooLong, owner, w.reads, seq)
+	}
+	w.reads++
+	return nil
+}
+
+// notOlder is the error of a chain whose link seq names prev, which is
+// not older, as previous link: a corrupt or crafted intent, which would
+// otherwise make the walk loop or go forward.
+func notOlder(owner string, seq, prev uint64) error {
+	return fmt.Errorf("migratestore: audit event %d on the chain of %s: previous link %d is not older", seq, owner, prev)
+}
+
 // hdrPrev marks an intent: an audit event TransitionManyAudited writes
 // before a compare-and-set. Its value is the Audit field of the record the
 // compare-and-set replaces (the previous link of the user's chain).
@@ -41,16 +71,33 @@ const hdrPrev = "Ferry-Audit-Prev"
 // chainCampaign for a change stored on the campaign record (its state,
 // step, exemptions, opt-ins), whose record carries the intent's sequence in
 // migrate.Campaign.Audit; chainFreeze for a change of the global freeze,
-// whose record carries it in Freeze.Audit. An intent without it is on its
-// user's chain.
+// whose record carries it in Freeze.Audit; policyChain(platform) for a
+// change of a platform's client-version policy, whose record (in the
+// policy bucket) carries it in migrate.VersionPolicy.Audit;
+// revocationChain(peer) for a legacy device's revocation, whose record (in
+// the revocation bucket) carries it in Revocation.Audit. An intent without
+// it is on its user's chain.
 const hdrChain = "Ferry-Audit-Chain"
 
 // Values of hdrChain: an intent on its campaign's chain, or on the
-// freeze's.
+// freeze's; an intent on a policy's chain has chainPolicy + "." +
+// platform, on a revocation's chainRevocation + "." + peer, which is also
+// the chain's owner (see chainOwner).
 const (
-	chainCampaign = "campaign"
-	chainFreeze   = "freeze"
+	chainCampaign   = "campaign"
+	chainFreeze     = "freeze"
+	chainPolicy     = "policy"
+	chainRevocation = "revocation"
 )
+
+// policyChain is the hdrChain value, and the chain owner, of platform's
+// version policy: "policy.<platform>", which no user id (no dot), campaign
+// key ("c.") or the freeze's key can be.
+func policyChain(platform string) string { return chainPolicy + "." + platform }
+
+// revocationChain is the hdrChain value, and the chain owner, of the
+// revocation of the legacy device peer: "revocation.<peer>".
+func revocationChain(peer string) string { return chainRevocation + "." + peer }
 
 // hdrBatch marks a batch intent: one message holding the intents of many
 // compare-and-sets (TransitionManyAudited writes one per chunk of moves
@@ -178,6 +225,10 @@ type Audit struct {
 	// campaigns is the campaign bucket, whose records do the same for
 	// the intents on campaigns' chains and the freeze's.
 	campaigns string
+	// policies and revocations are the policy and revocation buckets,
+	// whose records do the same for the intents on version policies' and
+	// revocations' chains.
+	policies, revocations string
 }
 
 // NewAudit creates or updates the audit stream (stream "" means
@@ -200,7 +251,7 @@ func NewAudit(ctx context.Context, js jetstream.JetStream, stream string, replic
 	if err != nil {
 		return nil, fmt.Errorf("migratestore: audit stream %s: %w", stream, err)
 	}
-	return &Audit{js: js, stream: stream, bucket: DefaultBucket, campaigns: DefaultCampaignBucket}, nil
+	return &Audit{js: js, stream: stream, bucket: DefaultBucket, campaigns: DefaultCampaignBucket, policies: DefaultPolicyBucket, revocations: DefaultRevocationBucket}, nil
 }
 
 func auditSubject(campaign, user string) string {
@@ -271,10 +322,10 @@ func (a *Audit) intend(ctx context.Context, ev *migrate.AuditEvent, cur migrate.
 	return a.publishIntent(ctx, msg)
 }
 
-// intendOn writes ev as the intent of a compare-and-set of a record of the
-// campaign bucket (its campaign's, or the freeze's: chain is hdrChain's
-// value) whose Audit is prev, and returns its sequence, for the record's
-// Audit.
+// intendOn writes ev as the intent of a compare-and-set of a record that
+// is not a user's (a campaign's, the freeze's or a version policy's: chain
+// is hdrChain's value) whose Audit is prev, and returns its sequence, for
+// the record's Audit.
 func (a *Audit) intendOn(ctx context.Context, chain string, ev migrate.AuditEvent, prev uint64) (uint64, error) {
 	msg, err := chainIntentMsg(ev, prev, chain)
 	if err != nil {
@@ -358,6 +409,14 @@ type AuditQuery struct {
 }
 
 // Query returns the matching events in the order they were recorded.
+//
+// To tell which intents landed, it follows the chains of their owners
+// back from the owners' records, reading at most maxChainReads links that
+// are not among the matching events. A query that needs more fails with
+// ErrChainTooLong (nothing is returned rather than an answer that cannot
+// tell landed changes from lost ones); a narrower Since shortens the
+// walk. A link that is not older than the one naming it fails the query
+// with an error naming the chain and both events.
 func (a *Audit) Query(ctx context.Context, q AuditQuery) ([]migrate.AuditEvent, error) {
 	if q.Campaign != "" {
 		if err := migrate.CheckCampaignName(q.Campaign); err != nil {
@@ -411,7 +470,7 @@ func (a *Audit) Query(ctx context.Context, q AuditQuery) ([]migrate.AuditEvent, 
 	}
 	if cinfo.NumPending == 0 {
 		if q.User != "" {
-			return a.userChain(ctx, s, q, out, seqs, intents)
+			return a.userChain(ctx, s, &chainWalk{}, q, out, seqs, intents)
 		}
 		return out, nil
 	}
@@ -466,9 +525,9 @@ func (a *Audit) Query(ctx context.Context, q AuditQuery) ([]migrate.AuditEvent, 
 		}
 	}
 	if q.User != "" {
-		return a.userChain(ctx, s, q, out, seqs, intents)
+		return a.userChain(ctx, s, &chainWalk{}, q, out, seqs, intents)
 	}
-	out, err = a.landed(ctx, s, out, intents)
+	out, err = a.landed(ctx, s, &chainWalk{}, out, intents)
 	if err != nil {
 		return nil, err
 	}
@@ -499,23 +558,37 @@ type intentRef struct {
 
 // chainOwner names the chain of the intent ev, whose hdrChain header is
 // chain: the user's id, or for a campaign's chain and the freeze's their
-// keys in the campaign bucket ("c." + name, freezeKey), which no user id
-// can be: ids have no dot (see inCampaignBucket).
+// keys in the campaign bucket ("c." + name, freezeKey), or for a version
+// policy's or a revocation's chain the header itself (policyChain,
+// revocationChain), none of which a user id can be: ids have no dot (see
+// ownerRecord).
 func chainOwner(ev migrate.AuditEvent, chain string) string {
-	switch chain {
-	case chainCampaign:
+	switch kind, _, _ := strings.Cut(chain, "."); {
+	case chain == chainCampaign:
 		return campaignKeyPrefix + ev.Campaign
-	case chainFreeze:
+	case chain == chainFreeze:
 		return freezeKey
+	case kind == chainPolicy, kind == chainRevocation:
+		return chain
 	}
 	return ev.User
 }
 
-// inCampaignBucket reports whether the chain owner's record is in the
-// campaign bucket (a campaign's or the freeze's) rather than the users
-// bucket.
-func inCampaignBucket(owner string) bool {
-	return owner == freezeKey || strings.HasPrefix(owner, campaignKeyPrefix)
+// ownerRecord returns the bucket and key of the chain owner's record when
+// it is not a user's: a campaign's or the freeze's in the campaign bucket,
+// a version policy's in the policy bucket, a revocation's in the
+// revocation bucket. ok is false for a user.
+func (a *Audit) ownerRecord(owner string) (bucket, key string, ok bool) {
+	if owner == freezeKey || strings.HasPrefix(owner, campaignKeyPrefix) {
+		return a.campaigns, owner, true
+	}
+	if platform, found := strings.CutPrefix(owner, chainPolicy+"."); found {
+		return a.policies, policyKeyPrefix + platform, true
+	}
+	if peer, found := strings.CutPrefix(owner, chainRevocation+"."); found {
+		return a.revocations, revocationKeyPrefix + peer, true
+	}
+	return "", "", false
 }
 
 // link is one link of a chain: its owner (see chainOwner) and the sequence
@@ -531,7 +604,7 @@ type link struct {
 // on the user's subject: it follows the chain from the user's record back
 // to its start (or to an event older than q.Since, or gone), and returns
 // everything in stream order, at most q.Limit.
-func (a *Audit) userChain(ctx context.Context, s jetstream.Stream, q AuditQuery, out []migrate.AuditEvent, seqs []uint64, intents []intentRef) ([]migrate.AuditEvent, error) {
+func (a *Audit) userChain(ctx context.Context, s jetstream.Stream, w *chainWalk, q AuditQuery, out []migrate.AuditEvent, seqs []uint64, intents []intentRef) ([]migrate.AuditEvent, error) {
 	kv, err := a.js.KeyValue(ctx, a.bucket)
 	if err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil, fmt.Errorf("migratestore: audit: users bucket: %w", err)
@@ -557,7 +630,7 @@ func (a *Audit) userChain(ctx context.Context, s jetstream.Stream, q AuditQuery,
 		}
 		prevOf[r.seq] = r.prev
 	}
-	onOther, err := a.onChains(ctx, s, others)
+	onOther, err := a.onChains(ctx, s, w, others)
 	if err != nil {
 		return nil, err
 	}
@@ -572,6 +645,9 @@ func (a *Audit) userChain(ctx context.Context, s jetstream.Stream, q AuditQuery,
 		if ok {
 			onChain[l] = true
 		} else {
+			if err := w.read(q.User, l); err != nil {
+				return nil, err
+			}
 			m, err := s.GetMsg(ctx, l)
 			if errors.Is(err, jetstream.ErrMsgNotFound) {
 				break // aged out: the chain ends here
@@ -602,7 +678,7 @@ func (a *Audit) userChain(ctx context.Context, s jetstream.Stream, q AuditQuery,
 			}
 		}
 		if prev >= l {
-			return nil, fmt.Errorf("migratestore: audit event %d: previous link %d is not older", l, prev)
+			return nil, notOlder(q.User, l, prev)
 		}
 		l = prev
 	}
@@ -629,11 +705,11 @@ func (a *Audit) userChain(ctx context.Context, s jetstream.Stream, q AuditQuery,
 
 // landed returns out without the intents whose compare-and-set never
 // landed: those not on their owner's chain (see Audit and onChains).
-func (a *Audit) landed(ctx context.Context, s jetstream.Stream, out []migrate.AuditEvent, intents []intentRef) ([]migrate.AuditEvent, error) {
+func (a *Audit) landed(ctx context.Context, s jetstream.Stream, w *chainWalk, out []migrate.AuditEvent, intents []intentRef) ([]migrate.AuditEvent, error) {
 	if len(intents) == 0 {
 		return out, nil
 	}
-	onChain, err := a.onChains(ctx, s, intents)
+	onChain, err := a.onChains(ctx, s, w, intents)
 	if err != nil {
 		return nil, err
 	}
@@ -656,7 +732,7 @@ func (a *Audit) landed(ctx context.Context, s jetstream.Stream, out []migrate.Au
 // follows from the owner's current record (a user's, or a campaign's, see
 // chainOwner) back through the intents' previous links, reading the links
 // not among intents from the stream, down to the oldest intent to judge.
-func (a *Audit) onChains(ctx context.Context, s jetstream.Stream, intents []intentRef) (map[link]bool, error) {
+func (a *Audit) onChains(ctx context.Context, s jetstream.Stream, w *chainWalk, intents []intentRef) (map[link]bool, error) {
 	onChain := make(map[link]bool, len(intents))
 	if len(intents) == 0 {
 		return onChain, nil
@@ -679,6 +755,9 @@ func (a *Audit) onChains(ctx context.Context, s jetstream.Stream, intents []inte
 			onChain[link{owner, l}] = true
 			prev, ok := prevOf[link{owner, l}]
 			if !ok {
+				if err := w.read(owner, l); err != nil {
+					return nil, err
+				}
 				if prev, ok, err = a.prevLink(ctx, s, l, owner); err != nil {
 					return nil, err
 				}
@@ -687,7 +766,7 @@ func (a *Audit) onChains(ctx context.Context, s jetstream.Stream, intents []inte
 				}
 			}
 			if prev >= l {
-				return nil, fmt.Errorf("migratestore: audit event %d: previous link %d is not older", l, prev)
+				return nil, notOlder(owner, l, prev)
 			}
 			l = prev
 		}
@@ -700,39 +779,50 @@ const chainReaders = 16
 
 // chainHeads reads the current record of every owner in owners (the keys,
 // see chainOwner: users from the users bucket, campaigns and the freeze
-// from the campaign bucket) and returns its Audit, the head of the
-// owner's chain; an owner without a record (or bucket) is left out, so no
-// change of it stands. It
-// reads chainReaders records at a time: a campaign's answer may name
-// thousands of users, each one read.
+// from the campaign bucket, version policies from the policy bucket) and
+// returns its Audit, the head of the owner's chain; an owner without a
+// record (or bucket) is left out, so no change of it stands. It reads
+// chainReaders records at a time: a campaign's answer may name thousands
+// of users, each one read.
 func (a *Audit) chainHeads(ctx context.Context, owners map[string]uint64) (map[string]uint64, error) {
 	users, err := a.js.KeyValue(ctx, a.bucket)
 	if err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil, fmt.Errorf("migratestore: audit: users bucket: %w", err)
 	}
-	campaigns, err := a.js.KeyValue(ctx, a.campaigns)
-	if err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, fmt.Errorf("migratestore: audit: campaign bucket: %w", err)
+	// The other owners' buckets, opened once each (nil: no such bucket).
+	records := map[string]jetstream.KeyValue{}
+	for owner := range owners {
+		bucket, _, ok := a.ownerRecord(owner)
+		if _, open := records[bucket]; !ok || open {
+			continue
+		}
+		kv, err := a.js.KeyValue(ctx, bucket)
+		if err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
+			return nil, fmt.Errorf("migratestore: audit: bucket %s: %w", bucket, err)
+		}
+		records[bucket] = kv
 	}
 	head := func(ctx context.Context, owner string) (uint64, bool, error) {
-		if inCampaignBucket(owner) {
-			if campaigns == nil {
+		if bucket, key, ok := a.ownerRecord(owner); ok {
+			kv := records[bucket]
+			if kv == nil {
 				return 0, false, nil
 			}
-			e, err := campaigns.Get(ctx, owner)
+			e, err := kv.Get(ctx, key)
 			if errors.Is(err, jetstream.ErrKeyNotFound) {
 				return 0, false, nil
 			}
 			if err != nil {
-				return 0, false, fmt.Errorf("migratestore: read %s: %w", owner, err)
+				return 0, false, fmt.Errorf("migratestore: read %s: %w", key, err)
 			}
-			// Both records (migrate.Campaign, Freeze) keep their head in
+			// Every such record (migrate.Campaign, Freeze,
+			// migrate.VersionPolicy, Revocation) keeps its head in
 			// "audit".
 			var r struct {
 				Audit uint64 `json:"audit"`
 			}
 			if err := json.Unmarshal(e.Value(), &r); err != nil {
-				return 0, false, fmt.Errorf("migratestore: decode %s: %w", owner, err)
+				return 0, false, fmt.Errorf("migratestore: decode %s: %w", key, err)
 			}
 			return r.Audit, true, nil
 		}

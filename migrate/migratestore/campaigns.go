@@ -53,23 +53,8 @@ type Campaigns struct {
 // NewCampaigns creates or opens the campaign bucket (bucket "" means
 // DefaultCampaignBucket) with the given replica count (0 means 1).
 func NewCampaigns(ctx context.Context, js jetstream.JetStream, bucket string, replicas int) (*Campaigns, error) {
-	if bucket == "" {
-		bucket = DefaultCampaignBucket
-	}
-	if replicas == 0 {
-		replicas = DefaultReplicas
-	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      bucket,
-		Description: "Ferry campaigns (c.<name>: JSON of migrate.Campaign) and the global freeze",
-		History:     1,
-		Replicas:    replicas,
-		Storage:     jetstream.FileStorage,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("migratestore: bucket %s: %w", bucket, err)
-	}
-	keys, err := OpenKeyIndex(ctx, js, bucket)
+	kv, keys, err := openBucket(ctx, js, bucket, DefaultCampaignBucket,
+		"Ferry campaigns (c.<name>: JSON of migrate.Campaign) and the global freeze", 1, replicas)
 	if err != nil {
 		return nil, err
 	}

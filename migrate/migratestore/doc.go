@@ -31,7 +31,14 @@
 // writer killed in between) by following that chain from the user's
 // current record; see Audit for why this design and not a reconciliation
 // after the fact. TestAuditSurvivesKill SIGKILLs a writer several times and
-// compares the log with every revision the bucket kept.
+// compares the log with every revision the bucket kept. Changes stored on
+// other records are audited first the same way, each on a chain of its own
+// (the hdrChain header): a campaign's and the freeze's in the campaign
+// bucket (Campaigns.ModifyAudited, SetFreezeAudited), a platform's version
+// policy in the policy bucket (Policies.ModifyAudited) and a legacy
+// device's revocation in the revocation bucket (Revocations.RevokeAudited);
+// each record keeps its intent's sequence (Audit) and operation id
+// (LastOp), so a change repeated with the same op id writes nothing.
 //
 // A record the watch cannot decode is not skipped silently: the State shows
 // the user held with reason ReasonCorruptRecord (the last good phase kept as

@@ -39,6 +39,30 @@ func modify[T any](get func() (T, error), change func(T) (T, error), put func(T)
 	return zero, err
 }
 
+// openBucket creates or opens the file-backed KV bucket (bucket "" means
+// def) with its description, the revisions kept per key and the replica
+// count (0 means DefaultReplicas), and its key index.
+func openBucket(ctx context.Context, js jetstream.JetStream, bucket, def, description string, history uint8, replicas int) (jetstream.KeyValue, KeyIndex, error) {
+	if bucket == "" {
+		bucket = def
+	}
+	if replicas == 0 {
+		replicas = DefaultReplicas
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      bucket,
+		Description: description,
+		History:     history,
+		Replicas:    replicas,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, KeyIndex{}, fmt.Errorf("migratestore: bucket %s: %w", bucket, err)
+	}
+	keys, err := OpenKeyIndex(ctx, js, bucket)
+	return kv, keys, err
+}
+
 // KeyIndex lists a KV bucket's keys from its stream's per-subject state,
 // which the server keeps under one lock: a key being rewritten is never
 // missing from it. (kv.ListKeys reads through a consumer that can

@@ -26,23 +26,8 @@ type Policies struct {
 // NewPolicies creates or opens the policy bucket (bucket "" means
 // DefaultPolicyBucket) with the given replica count (0 means 1).
 func NewPolicies(ctx context.Context, js jetstream.JetStream, bucket string, replicas int) (*Policies, error) {
-	if bucket == "" {
-		bucket = DefaultPolicyBucket
-	}
-	if replicas == 0 {
-		replicas = DefaultReplicas
-	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      bucket,
-		Description: "Ferry client-version policies (p.<platform>: JSON of migrate.VersionPolicy)",
-		History:     5,
-		Replicas:    replicas,
-		Storage:     jetstream.FileStorage,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("migratestore: bucket %s: %w", bucket, err)
-	}
-	keys, err := OpenKeyIndex(ctx, js, bucket)
+	kv, keys, err := openBucket(ctx, js, bucket, DefaultPolicyBucket,
+		"Ferry client-version policies (p.<platform>: JSON of migrate.VersionPolicy)", 5, replicas)
 	if err != nil {
 		return nil, err
 	}
@@ -108,13 +93,7 @@ func (s *Policies) Put(ctx context.Context, p migrate.VersionPolicy) (migrate.Ve
 // another writer got there first.
 func (s *Policies) Modify(ctx context.Context, platform string, fn func(migrate.VersionPolicy) (migrate.VersionPolicy, error)) (migrate.VersionPolicy, error) {
 	return modify(
-		func() (migrate.VersionPolicy, error) {
-			cur, err := s.Get(ctx, platform)
-			if errors.Is(err, migrate.ErrPolicyNotFound) {
-				return migrate.VersionPolicy{Platform: platform}, nil
-			}
-			return cur, err
-		},
+		func() (migrate.VersionPolicy, error) { return s.getOrNew(ctx, platform) },
 		func(cur migrate.VersionPolicy) (migrate.VersionPolicy, error) {
 			next, err := fn(cur.Clone())
 			next.Platform, next.Revision = platform, cur.Revision
@@ -122,6 +101,42 @@ func (s *Policies) Modify(ctx context.Context, platform string, fn func(migrate.
 		},
 		func(p migrate.VersionPolicy) (migrate.VersionPolicy, error) { return s.Put(ctx, p) },
 	)
+}
+
+// ModifyAudited is Modify for an audited change: fn returns the changed
+// policy and the change's event, which is written to audit first, as the
+// intent of each compare-and-set, on the policy's chain (see Audit and
+// modifyAudited); the record carries the event's sequence in Audit and
+// opID in LastOp. A repeat (the record's LastOp is already opID, not "")
+// returns the record and writes nothing; a refusal (fn's error, or a
+// policy that does not validate) writes no event either.
+func (s *Policies) ModifyAudited(ctx context.Context, audit *Audit, platform, opID string, fn func(migrate.VersionPolicy) (migrate.VersionPolicy, migrate.AuditEvent, error)) (migrate.VersionPolicy, error) {
+	if err := migrate.CheckPlatform(platform); err != nil {
+		return migrate.VersionPolicy{}, err
+	}
+	return modifyAudited(ctx, audit, policyChain(platform), opID,
+		func(p *migrate.VersionPolicy) (*uint64, *string, *uint64) { return &p.Audit, &p.LastOp, &p.Revision },
+		func() (migrate.VersionPolicy, error) { return s.getOrNew(ctx, platform) },
+		func(cur migrate.VersionPolicy) (migrate.VersionPolicy, migrate.AuditEvent, error) {
+			next, ev, err := fn(cur.Clone())
+			if err != nil {
+				return migrate.VersionPolicy{}, ev, err
+			}
+			next.Platform = platform
+			return next, ev, next.Validate()
+		},
+		func(p migrate.VersionPolicy) (migrate.VersionPolicy, error) { return s.Put(ctx, p) },
+	)
+}
+
+// getOrNew reads a platform's policy, or a fresh one (revision 0) when it
+// has none.
+func (s *Policies) getOrNew(ctx context.Context, platform string) (migrate.VersionPolicy, error) {
+	cur, err := s.Get(ctx, platform)
+	if errors.Is(err, migrate.ErrPolicyNotFound) {
+		return migrate.VersionPolicy{Platform: platform}, nil
+	}
+	return cur, err
 }
 
 // List returns every policy, by platform.
