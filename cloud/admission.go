@@ -70,7 +70,7 @@ func (a *admission) full() bool {
 // slot back (or hands it to the first in line); it is idempotent.
 func (a *admission) acquire(gone, shutdown <-chan struct{}, wait time.Duration) (release func(), ok bool) {
 	a.mu.Lock()
-	if !a.full() {
+	if len(a.waiting) == 0 && !a.full() { // never ahead of those in line
 		a.busy++
 		a.mu.Unlock()
 		a.gauge.Inc()

@@ -150,9 +150,9 @@ type loadKey struct {
 	Seed []byte `json:"seed"`
 }
 
-// readLoadKey reads the loadKey at the start of stdin. Only that message
-// is read: what follows (nothing, then the end that means stop) stays for
-// the caller.
+// readLoadKey reads the loadKey at the start of stdin. Its decoder may
+// read ahead past that message: the callers want nothing more from stdin
+// but its end, which means stop (and which a later read still sees).
 func readLoadKey(stdin io.Reader) (ed25519.PrivateKey, error) {
 	var k loadKey
 	if err := json.NewDecoder(stdin).Decode(&k); err != nil {

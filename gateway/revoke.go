@@ -118,8 +118,8 @@ func revokeCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 
 // restoreRevocations opens the gateway's revocation records and hands each
 // to the supernode, whose own list starts empty at every start: a revoked
-// device stays revoked across restarts. Expired ones are skipped by the
-// supernode; one that does not verify (the authority key changed) is
+// device stays revoked across restarts. Expired ones are skipped; one
+// that does not verify (the authority key changed) is
 // logged and skipped, so that it cannot keep the agent from starting.
 func (a *agent) restoreRevocations(ctx context.Context) error {
 	var err error
@@ -130,11 +130,15 @@ func (a *agent) restoreRevocations(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("revocations: %w", err)
 	}
-	restored := 0
+	restored, expired, now := 0, 0, time.Now()
 	for _, rec := range recs {
 		var rev legacywire.Revocation
 		if err := json.Unmarshal(rec.Signed, &rev); err != nil {
 			a.cfg.Logger.Warn("stored revocation not restored", "peer", rec.PeerID, "err", err)
+			continue
+		}
+		if !rev.Needed(now) {
+			expired++ // the revoked certificate has expired on its own
 			continue
 		}
 		if err := a.supernode.Revoke(rev); err != nil {
@@ -144,7 +148,7 @@ func (a *agent) restoreRevocations(ctx context.Context) error {
 		restored++
 	}
 	if len(recs) > 0 {
-		a.cfg.Logger.Info("revocations restored", "restored", restored, "stored", len(recs))
+		a.cfg.Logger.Info("revocations restored", "restored", restored, "expired", expired, "stored", len(recs))
 	}
 	return nil
 }

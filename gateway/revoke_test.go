@@ -17,8 +17,9 @@ import (
 // disappears from lookups, its next registration is refused as revoked,
 // and the audit log has the revocation. Repeated with its op id (a retry
 // after a lost answer) it answers the same signed revocation and audits
-// nothing more. After a restart of the agent, whose supernode keeps its
-// revocation list in memory, the device is still revoked.
+// nothing more. A new op id renews it, in the running supernode too. After
+// a restart of the agent, whose supernode keeps its revocation list in
+// memory, the device is still revoked, by the renewal.
 func TestRevokeLegacyDevice(t *testing.T) {
 	dir, cfg := t.TempDir(), agentPorts(t)
 	ta := startAgent(t, dir, cfg)
@@ -69,9 +70,26 @@ func TestRevokeLegacyDevice(t *testing.T) {
 		t.Fatalf("%d revocations in rita's audit, want 1: %+v", found, events)
 	}
 
+	// A new op id renews the revocation, in the running supernode too.
+	time.Sleep(5 * time.Millisecond) // a later end, at the wire's millisecond precision
+	if _, err := cli("legacy", "revoke", "-user", "rita", "-peer", peerID, "-reason", "renewed", "-op", "rev-2"); err != nil {
+		t.Fatalf("renewal: %v", err)
+	}
+	heldReason := func() string {
+		for _, r := range ta.a.supernode.Revocations().List(time.Now()) {
+			if r.PeerID == peerID {
+				return r.Reason
+			}
+		}
+		return ""
+	}
+	if got := heldReason(); got != "renewed" {
+		t.Fatalf("the supernode holds rita's revocation with reason %q, want the renewal", got)
+	}
+
 	ta.stop()
 	ta = startAgent(t, dir, cfg)
-	if !ta.a.supernode.Revocations().Revoked(peerID) {
-		t.Fatal("after a restart the supernode no longer holds rita's revocation")
+	if got := heldReason(); got != "renewed" {
+		t.Fatalf("after a restart the supernode holds rita's revocation with reason %q, want the renewal", got)
 	}
 }

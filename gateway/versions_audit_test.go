@@ -17,7 +17,8 @@ import (
 
 // TestVersionChangeRetried: a retire and an emergency block sent twice
 // each with one op_id (a client retrying after a lost answer) change the
-// policy once each: the repeat answers 200 with the policy as it is, and
+// policy once each: the repeat answers 200 with the policy as it is; the
+// retire retried after the block is refused (409), and
 // the audit log has one event per change, with the actor, the op id, the
 // platform's stage before and what changed.
 func TestVersionChangeRetried(t *testing.T) {
@@ -51,8 +52,13 @@ func TestVersionChangeRetried(t *testing.T) {
 			t.Fatalf("block %d: %+v", i+1, out.Policy)
 		}
 	}
-	// The same op id as an older change is a new change: it is not the
-	// policy's last.
+	// The op id of an older change, retried after the block, is refused:
+	// applied again it would undo what changed since.
+	var re *remoteError
+	if err := c.do(ctx, http.MethodPost, "/v1/admin/versions/retire", retire, &retireResponse{}); !errors.As(err, &re) || re.Status != http.StatusConflict || re.Code != "conflict" {
+		t.Fatalf("retire-1 retried after block-1: %v, want 409 conflict", err)
+	}
+	// A new op id is a new change.
 	retire.Below, retire.OpID = "5.1", "retire-2"
 	var out retireResponse
 	if err := c.do(ctx, http.MethodPost, "/v1/admin/versions/retire", retire, &out); err != nil || out.Policy.Minimum != "5.1" {

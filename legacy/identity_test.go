@@ -136,6 +136,19 @@ func TestRevocationsList(t *testing.T) {
 	if added, err := l.Add(auth.Revoke(c1, "again"), now); added || err != nil {
 		t.Errorf("Add of a known peer = %v, %v; want not new", added, err)
 	}
+	// A renewal (a later end) replaces the revocation held; an older one
+	// does not.
+	longer := c1
+	longer.NotAfter = c1.NotAfter.Add(time.Hour)
+	if added, err := l.Add(auth.Revoke(longer, "renewed"), now); !added || err != nil {
+		t.Errorf("Add of a renewal = %v, %v; want replaced", added, err)
+	}
+	if added, _ := l.Add(auth.Revoke(c1, "older"), now); added {
+		t.Error("Add of an older revocation replaced the renewal")
+	}
+	if got := l.List(now); len(got) != 1 || got[0].Reason != "renewed" {
+		t.Errorf("after the renewal: %+v, want the renewal alone", got)
+	}
 	if _, err := l.Add(foreign.Revoke(c2, ""), now); !errors.Is(err, legacywire.ErrBadSignature) {
 		t.Errorf("foreign revocation: %v, want ErrBadSignature", err)
 	}
@@ -144,7 +157,7 @@ func TestRevocationsList(t *testing.T) {
 	}
 	// Once the revoked certificate has expired on its own the revocation is
 	// forgotten: lists stay bounded by live certificates.
-	if got := l.List(c1.NotAfter.Add(time.Second)); len(got) != 0 || l.Len() != 0 {
+	if got := l.List(longer.NotAfter.Add(time.Second)); len(got) != 0 || l.Len() != 0 {
 		t.Errorf("after the certificate's expiry: List = %v, Len = %d; want empty", got, l.Len())
 	}
 }

@@ -33,7 +33,8 @@ func NewRevocations(authority ed25519.PublicKey) *Revocations {
 }
 
 // Add verifies r against the authority and stores it. It reports whether r
-// was new. A revocation whose certificate has already expired is verified
+// was new, or replaced the peer's revocation because it lasts longer (a
+// renewal). A revocation whose certificate has already expired is verified
 // and ignored.
 func (l *Revocations) Add(r legacywire.Revocation, now time.Time) (bool, error) {
 	if err := r.Verify(l.authority); err != nil {
@@ -44,8 +45,12 @@ func (l *Revocations) Add(r legacywire.Revocation, now time.Time) (bool, error) 
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if _, ok := l.m[r.PeerID]; ok {
-		return false, nil
+	if held, ok := l.m[r.PeerID]; ok {
+		if !r.NotAfter.After(held.NotAfter) {
+			return false, nil
+		}
+		l.m[r.PeerID] = r // a renewal: no new entry, nothing to bound
+		return true, nil
 	}
 	if len(l.m) >= MaxRevocations {
 		l.sweepLocked(now)

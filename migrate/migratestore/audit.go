@@ -32,22 +32,27 @@ const (
 	MaxAuditQuery = 10000
 )
 
-// maxChainReads bounds the audit events one Query reads from the stream
-// one at a time while it follows chains back (userChain, onChains): one
-// read per link that is not among the events the query fetched anyway
-// (batch intents in a user's answer, a user's manual changes in a
-// campaign's). Without it, a user with thousands of changes made one query
-// read thousands of messages. Past it, Query fails with ErrChainTooLong.
-// A var so that tests can lower it.
+// maxChainReads bounds the audit events a query by user reads from the
+// stream one at a time while it follows chains back (userChain): one read
+// per link that is not among the events the query fetched anyway (the
+// batch intents of the user's moves, which are not on the user's
+// subject). The user's chain has no lower bound but its start, so without
+// it a user with thousands of batch moves made one query read thousands
+// of messages. Past it, Query fails with ErrChainTooLong. Queries by
+// campaign or of everything are not capped: their walks end at the oldest
+// event they judge. A var so that tests can lower it.
 var maxChainReads = 10000
 
-// chainWalk counts one Query's reads of chain links against
-// maxChainReads.
+// chainWalk counts one query's reads of chain links against
+// maxChainReads; a nil walk is not capped.
 type chainWalk struct{ reads int }
 
 // read takes one read of link seq on owner's chain from the budget, or
 // returns ErrChainTooLong when it is spent.
 func (w *chainWalk) read(owner string, seq uint64) error {
+	if w == nil {
+		return nil
+	}
 	if w.reads >= maxChainReads {
 		return fmt.Errorf("%w: chain of %s (%d links read, still at event %d); narrow the query with since", ErrChainTooLong, owner, w.reads, seq)
 	}
@@ -334,6 +339,49 @@ func (a *Audit) intendOn(ctx context.Context, chain string, ev migrate.AuditEven
 	return a.publishIntent(ctx, msg)
 }
 
+// recentOps is how many of a record's latest changes appliedBefore checks
+// an operation id against.
+const recentOps = 8
+
+// appliedBefore reports whether opID is the operation of one of the
+// recentOps latest changes on the chain whose head is head (a record's
+// Audit): a command retried late, after another change of the record,
+// which must not apply a second time. A chain whose events have aged out
+// of the log ends there.
+func (a *Audit) appliedBefore(ctx context.Context, head uint64, opID string) (bool, error) {
+	if head == 0 || opID == "" {
+		return false, nil
+	}
+	s, err := a.js.Stream(ctx, a.stream)
+	if err != nil {
+		return false, fmt.Errorf("migratestore: audit stream %s: %w", a.stream, err)
+	}
+	for l, n := head, 0; l != 0 && n < recentOps; n++ {
+		m, err := s.GetMsg(ctx, l)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("migratestore: audit event %d: %w", l, err)
+		}
+		var ev struct {
+			OpID string `json:"op_id"`
+		}
+		if err := json.Unmarshal(m.Data, &ev); err != nil {
+			return false, fmt.Errorf("migratestore: audit event %d: %w", l, err)
+		}
+		if ev.OpID == opID {
+			return true, nil
+		}
+		prev, err := strconv.ParseUint(m.Header.Get(hdrPrev), 10, 64)
+		if err != nil || prev >= l {
+			return false, nil // the chain's start, or not a chain link
+		}
+		l = prev
+	}
+	return false, nil
+}
+
 // publishIntent writes an intent, waiting for its acknowledgement, and
 // returns its sequence.
 func (a *Audit) publishIntent(ctx context.Context, msg *nats.Msg) (uint64, error) {
@@ -411,12 +459,13 @@ type AuditQuery struct {
 // Query returns the matching events in the order they were recorded.
 //
 // To tell which intents landed, it follows the chains of their owners
-// back from the owners' records, reading at most maxChainReads links that
-// are not among the matching events. A query that needs more fails with
-// ErrChainTooLong (nothing is returned rather than an answer that cannot
-// tell landed changes from lost ones); a narrower Since shortens the
-// walk. A link that is not older than the one naming it fails the query
-// with an error naming the chain and both events.
+// back from the owners' records. A query by user reads at most
+// maxChainReads links that are not among the matching events; one that
+// needs more fails with ErrChainTooLong (nothing is returned rather than
+// an answer that cannot tell landed changes from lost ones), and a
+// narrower Since shortens the walk. A link that is not older than the one
+// naming it fails the query with an error naming the chain and both
+// events.
 func (a *Audit) Query(ctx context.Context, q AuditQuery) ([]migrate.AuditEvent, error) {
 	if q.Campaign != "" {
 		if err := migrate.CheckCampaignName(q.Campaign); err != nil {
@@ -527,7 +576,7 @@ func (a *Audit) Query(ctx context.Context, q AuditQuery) ([]migrate.AuditEvent, 
 	if q.User != "" {
 		return a.userChain(ctx, s, &chainWalk{}, q, out, seqs, intents)
 	}
-	out, err = a.landed(ctx, s, &chainWalk{}, out, intents)
+	out, err = a.landed(ctx, s, nil, out, intents)
 	if err != nil {
 		return nil, err
 	}

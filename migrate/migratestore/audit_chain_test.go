@@ -64,8 +64,9 @@ func TestQueryStopsAtLinkNotOlder(t *testing.T) {
 
 // TestQueryChainReadsCapped: a user's query reads each batch intent on
 // the user's chain from the stream; past maxChainReads it fails with
-// ErrChainTooLong naming the chain, at the cap it answers in full, and
-// a query of everything, which fetches every intent anyway, reads none.
+// ErrChainTooLong naming the chain, at the cap it answers in full; a
+// query of everything or by campaign is not capped, even when cut short
+// so that it reads the later links.
 func TestQueryChainReadsCapped(t *testing.T) {
 	ctx := testContext(t)
 	e := enginetest.Start(t)
@@ -95,6 +96,14 @@ func TestQueryChainReadsCapped(t *testing.T) {
 	evs, err = s.audit.Query(ctx, AuditQuery{})
 	if err != nil || len(evs) != len(phases) {
 		t.Errorf("query of everything with no reads allowed: %d events, %v; want %d", len(evs), err, len(phases))
+	}
+	// Queries by campaign or of everything are not capped: cut at one
+	// event, they must read the later links from the stream to judge it,
+	// and still answer.
+	for _, q := range []AuditQuery{{Limit: 1}, {Campaign: "q", Limit: 1}} {
+		if evs, err := s.audit.Query(ctx, q); err != nil || len(evs) != 1 {
+			t.Errorf("query %+v with no reads allowed: %d events, %v; want 1", q, len(evs), err)
+		}
 	}
 }
 

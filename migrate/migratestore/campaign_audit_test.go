@@ -130,6 +130,15 @@ func TestCampaignModifyAuditedIntentFirst(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	// op-1 retried after op-3 (a late retry) is refused and writes
+	// nothing: applied again, it would undo op-3.
+	before := campaignStored(t, ctx, e.JS, "spring")
+	if _, err := cs.ModifyAudited(ctx, audit, "spring", "op-1", exemptChange("u1", false)); !errors.Is(err, migrate.ErrConflict) {
+		t.Fatalf("op-1 retried after op-3: %v, want ErrConflict", err)
+	}
+	if n := campaignStored(t, ctx, e.JS, "spring"); n != before {
+		t.Errorf("the late retry wrote %d events", n-before)
+	}
 	evs, err := audit.Query(ctx, AuditQuery{Campaign: "spring"})
 	if err != nil {
 		t.Fatal(err)

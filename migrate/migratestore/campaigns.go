@@ -180,7 +180,10 @@ func (s *Campaigns) ModifyAudited(ctx context.Context, audit *Audit, name, opID 
 // the intent's sequence in Audit and opID in LastOp. links returns a
 // record's Audit, LastOp and revision. A repeat (the record's LastOp is
 // already opID, not "") returns the record and writes nothing; a refusal
-// (fn's error) writes no event either.
+// (fn's error) writes no event either. An opID of an earlier change among
+// the record's latest recentOps (a command retried after another change
+// of the record) is refused with migrate.ErrConflict: applied again, it
+// would undo the change made since.
 func modifyAudited[T any](ctx context.Context, audit *Audit, chain, opID string, links func(*T) (auditSeq *uint64, lastOp *string, rev *uint64),
 	get func() (T, error), fn func(T) (T, migrate.AuditEvent, error), put func(T) (T, error)) (T, error) {
 	var repeat bool
@@ -190,6 +193,11 @@ func modifyAudited[T any](ctx context.Context, audit *Audit, chain, opID string,
 			curAudit, curOp, curRev := links(&cur)
 			if repeat = opID != "" && *curOp == opID; repeat {
 				return cur, nil
+			}
+			if stale, err := audit.appliedBefore(ctx, *curAudit, opID); err != nil {
+				return zero, err
+			} else if stale {
+				return zero, fmt.Errorf("migratestore: operation %s was applied before the last change (operation %s): %w", opID, *curOp, migrate.ErrConflict)
 			}
 			next, ev, err := fn(cur)
 			if err != nil {
