@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ferrygw/ferry/gateway/engine"
@@ -82,8 +83,18 @@ func TestStorageFullRecovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got []string
+	retryUntil := time.Now().Add(10 * time.Second)
 	for len(got) < len(acked) {
 		m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if errors.Is(err, nats.ErrNoResponders) && time.Now().Before(retryUntil) {
+			// Seen once, under the whole suite's load, after every
+			// publish had been acknowledged: the JetStream API answered
+			// no request for a moment. A client retries; so does the
+			// test, bounded. Lost or repeated messages still fail below.
+			t.Logf("read back after %d of %d: %v; again", len(got), len(acked), err)
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
 		if err != nil {
 			t.Fatalf("read back after %d of %d: %v", len(got), len(acked), err)
 		}

@@ -346,9 +346,11 @@ const recentOps = 8
 // appliedBefore reports whether opID is the operation of one of the
 // recentOps latest changes on the chain whose head is head (a record's
 // Audit): a command retried late, after another change of the record,
-// which must not apply a second time. A chain whose events have aged out
-// of the log ends there.
-func (a *Audit) appliedBefore(ctx context.Context, head uint64, opID string) (bool, error) {
+// which must not apply a second time. user names the chain's owner when
+// it is a user's, whose links may be batch intents (see hdrBatch); "" for
+// the other chains. A chain whose events have aged out of the log ends
+// there.
+func (a *Audit) appliedBefore(ctx context.Context, head uint64, opID, user string) (bool, error) {
 	if head == 0 || opID == "" {
 		return false, nil
 	}
@@ -364,22 +366,47 @@ func (a *Audit) appliedBefore(ctx context.Context, head uint64, opID string) (bo
 		if err != nil {
 			return false, fmt.Errorf("migratestore: audit event %d: %w", l, err)
 		}
-		var ev struct {
-			OpID string `json:"op_id"`
-		}
-		if err := json.Unmarshal(m.Data, &ev); err != nil {
+		op, prev, ok, err := linkOp(m, user)
+		if err != nil {
 			return false, fmt.Errorf("migratestore: audit event %d: %w", l, err)
 		}
-		if ev.OpID == opID {
+		if op == opID {
 			return true, nil
 		}
-		prev, err := strconv.ParseUint(m.Header.Get(hdrPrev), 10, 64)
-		if err != nil || prev >= l {
+		if !ok || prev >= l {
 			return false, nil // the chain's start, or not a chain link
 		}
 		l = prev
 	}
 	return false, nil
+}
+
+// linkOp returns the operation id of the chain link m (of user's chain
+// when m is a batch intent) and its previous link; ok is false when m
+// names none.
+func linkOp(m *jetstream.RawStreamMsg, user string) (op string, prev uint64, ok bool, err error) {
+	if v := m.Header.Get(hdrBatch); v != "" {
+		if v != batchIntentVersion {
+			return "", 0, false, fmt.Errorf("batch intent version %q unknown", v)
+		}
+		b, evs, err := decodeBatchIntent(m.Data)
+		if err != nil {
+			return "", 0, false, err
+		}
+		i := slices.Index(b.Users, user)
+		if i < 0 {
+			return "", 0, false, nil
+		}
+		return evs[i].OpID, b.Prev[i], true, nil
+	}
+	var ev struct {
+		OpID string `json:"op_id"`
+	}
+	if err := json.Unmarshal(m.Data, &ev); err != nil {
+		return "", 0, false, err
+	}
+	prev, perr := strconv.ParseUint(m.Header.Get(hdrPrev), 10, 64)
+	return ev.OpID, prev, perr == nil, nil
 }
 
 // publishIntent writes an intent, waiting for its acknowledgement, and

@@ -231,3 +231,56 @@ func TestQueryUserFollowsBatches(t *testing.T) {
 		t.Errorf("first event of qb: %+v, want b1", evs)
 	}
 }
+
+// TestTransitionAuditedLateRetry: a manual change retried after other
+// changes of the user (here a driver's batch move, a hold and a resume)
+// is refused with ErrConflict and writes nothing: applied again it
+// would undo them. The check follows the user's chain through the batch
+// intent. A new operation id is a new change.
+func TestTransitionAuditedLateRetry(t *testing.T) {
+	ctx := testContext(t)
+	e := enginetest.Start(t)
+	s := startStore(t, ctx, e.JS, Config{})
+	manual := func(op string, to migrate.Phase) error {
+		_, err := s.TransitionAudited(ctx, "noa", migrate.Op{ID: op, To: to, Reason: "manual"},
+			migrate.AuditEvent{Kind: migrate.AuditTransition, Actor: "ops@example", OpID: op, Step: -1, To: string(to), Reason: "manual", Result: migrate.ResultOK})
+		return err
+	}
+	if err := manual("n1", migrate.PhaseShadow); err != nil {
+		t.Fatal(err)
+	}
+	auditedRound(t, ctx, s.Store, []string{"noa"}, migrate.PhaseReady, "late", "drv-1")
+	if err := manual("n2", migrate.PhaseHeld); err != nil {
+		t.Fatal(err)
+	}
+	if err := manual("n3", migrate.PhaseReady); err != nil { // resumed
+		t.Fatal(err)
+	}
+	before, err := s.Get(ctx, "noa")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// ready→shadow is a legal move: only the operation id tells that this
+	// is n1 again.
+	if err := manual("n1", migrate.PhaseShadow); !errors.Is(err, migrate.ErrConflict) {
+		t.Fatalf("n1 retried after drv-1, n2 and n3: %v, want ErrConflict", err)
+	}
+	after, err := s.Get(ctx, "noa")
+	if err != nil || after.Revision != before.Revision || after.Phase != migrate.PhaseReady {
+		t.Fatalf("the late retry changed noa: %+v → %+v (%v)", before, after, err)
+	}
+	if err := manual("n4", migrate.PhaseShadow); err != nil {
+		t.Fatalf("a new operation after the refusal: %v", err)
+	}
+	evs, err := s.audit.Query(ctx, AuditQuery{User: "noa"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range evs {
+		got = append(got, e.OpID)
+	}
+	if diff := cmp.Diff([]string{"n1", "drv-1", "n2", "n3", "n4"}, got); diff != "" {
+		t.Errorf("audit of noa (-want +got):\n%s", diff)
+	}
+}

@@ -69,6 +69,9 @@ func auditStored(tb testing.TB, ctx context.Context, js jetstream.JetStream, fil
 
 // opsOf lists the op ids of evs, in order.
 func opsOf(evs []migrate.AuditEvent) []string {
+	if len(evs) == 0 {
+		return nil // as the kill tests' want is when nothing landed
+	}
 	ops := make([]string, len(evs))
 	for i, ev := range evs {
 		ops[i] = ev.OpID

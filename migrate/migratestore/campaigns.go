@@ -194,7 +194,7 @@ func modifyAudited[T any](ctx context.Context, audit *Audit, chain, opID string,
 			if repeat = opID != "" && *curOp == opID; repeat {
 				return cur, nil
 			}
-			if stale, err := audit.appliedBefore(ctx, *curAudit, opID); err != nil {
+			if stale, err := audit.appliedBefore(ctx, *curAudit, opID, ""); err != nil {
 				return zero, err
 			} else if stale {
 				return zero, fmt.Errorf("migratestore: operation %s was applied before the last change (operation %s): %w", opID, *curOp, migrate.ErrConflict)

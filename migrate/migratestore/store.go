@@ -152,6 +152,20 @@ func (s *Store) transition(ctx context.Context, id string, op migrate.Op, ev *mi
 			return migrate.User{}, false, err
 		}
 		repeated = op.ID != "" && op.ID == cur.OpID // the last try's answer counts
+		if !repeated && ev != nil && ev.Actor != migrate.ActorDriver {
+			// A manual change keyed by the operation of an earlier change
+			// of the user (a command retried after another change) would
+			// undo what changed since. (The driver's operations are
+			// decisions of one tick; one it sends again goes through the
+			// state machine as before.)
+			stale, err := s.audit.appliedBefore(ctx, cur.Audit, op.ID, id)
+			if err != nil {
+				return migrate.User{}, false, err
+			}
+			if stale {
+				return migrate.User{}, false, fmt.Errorf("operation %s was applied before the last change (operation %s): %w", op.ID, cur.OpID, migrate.ErrConflict)
+			}
+		}
 		return next, !repeated, nil
 	}, intent)
 	if err != nil {
