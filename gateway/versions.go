@@ -520,12 +520,13 @@ func (a *agent) saveVersions(r *http.Request, platform, opID, to, reason string,
 	if opID == "" {
 		opID = uuid.Must(uuid.NewV7()).String()
 	}
-	out, err := a.versions.policies.ModifyAudited(r.Context(), a.control.audit, platform, opID, func(cur migrate.VersionPolicy) (migrate.VersionPolicy, migrate.AuditEvent, error) {
+	var im migrate.Impact // of the policy the last attempt wrote
+	out, wrote, err := a.versions.policies.ModifyAudited(r.Context(), a.control.audit, platform, opID, func(cur migrate.VersionPolicy) (migrate.VersionPolicy, migrate.AuditEvent, error) {
 		next, err := change(cur)
 		if err != nil {
 			return next, migrate.AuditEvent{}, err
 		}
-		im := migrate.DryRun(a.state.Snapshot(), &next, 0, now)
+		im = migrate.DryRun(a.state.Snapshot(), &next, 0, now)
 		stage, _ := cur.StageAt(now)
 		return next, migrate.AuditEvent{At: now, Kind: migrate.AuditVersions, Actor: actor(r),
 			Step: -1, From: platform + ":" + string(stage), To: to, Reason: reason, Result: migrate.ResultOK,
@@ -535,10 +536,14 @@ func (a *agent) saveVersions(r *http.Request, platform, opID, to, reason string,
 	if err != nil {
 		return migrate.VersionPolicy{}, migrate.Impact{}, err
 	}
-	// The impact (and its gauges) of the policy as stored: the one
-	// written, or, for a repeat, the one an earlier request (or this one's
-	// first attempt, which lost its compare-and-set) wrote.
-	return out, a.dryRun(&out, now), nil
+	if !wrote {
+		// A repeat: the impact of the policy as stored, which an earlier
+		// request (or this one's first attempt, whose compare-and-set
+		// lost) wrote.
+		return out, a.dryRun(&out, now), nil
+	}
+	a.impactGauges(&out, im)
+	return out, im, nil
 }
 
 // writeVersionError maps the version plane's errors to HTTP at the edge.

@@ -161,25 +161,25 @@ func decodeBatchIntent(data []byte) (batchIntent, []migrate.AuditEvent, error) {
 	return b, evs, nil
 }
 
-// batchPrev returns the previous link of user in the batch intent data, ok
-// false when the batch does not name the user.
-func batchPrev(data []byte, user string) (prev uint64, ok bool, err error) {
+// batchLink returns user's event in the batch intent data (raw JSON) and
+// its previous link, ok false when the batch does not name the user.
+func batchLink(data []byte, user string) (event json.RawMessage, prev uint64, ok bool, err error) {
 	var b struct {
-		Users []string `json:"users"`
-		Prev  []uint64 `json:"prev"`
+		Users  []string          `json:"users"`
+		Prev   []uint64          `json:"prev"`
+		Events []json.RawMessage `json:"events"`
 	}
 	if err := json.Unmarshal(data, &b); err != nil {
-		return 0, false, fmt.Errorf("decode batch intent: %w", err)
+		return nil, 0, false, fmt.Errorf("decode batch intent: %w", err)
 	}
-	if len(b.Prev) != len(b.Users) {
-		return 0, false, fmt.Errorf("decode batch intent: %d users, %d links", len(b.Users), len(b.Prev))
+	if len(b.Prev) != len(b.Users) || len(b.Events) != len(b.Users) {
+		return nil, 0, false, fmt.Errorf("decode batch intent: %d users, %d links, %d events", len(b.Users), len(b.Prev), len(b.Events))
 	}
-	for i, u := range b.Users {
-		if u == user {
-			return b.Prev[i], true, nil
-		}
+	i := slices.Index(b.Users, user)
+	if i < 0 {
+		return nil, 0, false, nil
 	}
-	return 0, false, nil
+	return b.Events[i], b.Prev[i], true, nil
 }
 
 // batchIntentMsg builds the batch intent of the moves whose encoded events
@@ -224,6 +224,7 @@ func batchIntentMsg(campaign string, users []string, prev []uint64, events []jso
 // for the check (one record read per user in the answer).
 type Audit struct {
 	js     jetstream.JetStream
+	st     jetstream.Stream // the stream's handle, for reads by sequence
 	stream string
 	// bucket is the users bucket whose records tell which intents landed.
 	bucket string
@@ -245,7 +246,7 @@ func NewAudit(ctx context.Context, js jetstream.JetStream, stream string, replic
 	if replicas == 0 {
 		replicas = DefaultReplicas
 	}
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        stream,
 		Description: "Ferry audit log: every migration decision (JSON of migrate.AuditEvent)",
 		Subjects:    []string{auditSubjectPrefix + ".>"},
@@ -256,7 +257,7 @@ func NewAudit(ctx context.Context, js jetstream.JetStream, stream string, replic
 	if err != nil {
 		return nil, fmt.Errorf("migratestore: audit stream %s: %w", stream, err)
 	}
-	return &Audit{js: js, stream: stream, bucket: DefaultBucket, campaigns: DefaultCampaignBucket, policies: DefaultPolicyBucket, revocations: DefaultRevocationBucket}, nil
+	return &Audit{js: js, st: st, stream: stream, bucket: DefaultBucket, campaigns: DefaultCampaignBucket, policies: DefaultPolicyBucket, revocations: DefaultRevocationBucket}, nil
 }
 
 func auditSubject(campaign, user string) string {
@@ -354,23 +355,20 @@ func (a *Audit) appliedBefore(ctx context.Context, head uint64, opID, user strin
 	if head == 0 || opID == "" {
 		return false, nil
 	}
-	s, err := a.js.Stream(ctx, a.stream)
-	if err != nil {
-		return false, fmt.Errorf("migratestore: audit stream %s: %w", a.stream, err)
-	}
 	for l, n := head, 0; l != 0 && n < recentOps; n++ {
-		m, err := s.GetMsg(ctx, l)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return false, nil
-		}
+		event, prev, ok, err := a.readLink(ctx, a.st, l, user)
 		if err != nil {
-			return false, fmt.Errorf("migratestore: audit event %d: %w", l, err)
+			return false, err
 		}
-		op, prev, ok, err := linkOp(m, user)
-		if err != nil {
-			return false, fmt.Errorf("migratestore: audit event %d: %w", l, err)
+		var ev struct {
+			OpID string `json:"op_id"`
 		}
-		if op == opID {
+		if event != nil {
+			if err := json.Unmarshal(event, &ev); err != nil {
+				return false, fmt.Errorf("migratestore: audit event %d: %w", l, err)
+			}
+		}
+		if ev.OpID == opID {
 			return true, nil
 		}
 		if !ok || prev >= l {
@@ -379,34 +377,6 @@ func (a *Audit) appliedBefore(ctx context.Context, head uint64, opID, user strin
 		l = prev
 	}
 	return false, nil
-}
-
-// linkOp returns the operation id of the chain link m (of user's chain
-// when m is a batch intent) and its previous link; ok is false when m
-// names none.
-func linkOp(m *jetstream.RawStreamMsg, user string) (op string, prev uint64, ok bool, err error) {
-	if v := m.Header.Get(hdrBatch); v != "" {
-		if v != batchIntentVersion {
-			return "", 0, false, fmt.Errorf("batch intent version %q unknown", v)
-		}
-		b, evs, err := decodeBatchIntent(m.Data)
-		if err != nil {
-			return "", 0, false, err
-		}
-		i := slices.Index(b.Users, user)
-		if i < 0 {
-			return "", 0, false, nil
-		}
-		return evs[i].OpID, b.Prev[i], true, nil
-	}
-	var ev struct {
-		OpID string `json:"op_id"`
-	}
-	if err := json.Unmarshal(m.Data, &ev); err != nil {
-		return "", 0, false, err
-	}
-	prev, perr := strconv.ParseUint(m.Header.Get(hdrPrev), 10, 64)
-	return ev.OpID, prev, perr == nil, nil
 }
 
 // publishIntent writes an intent, waiting for its acknowledgement, and
@@ -603,7 +573,7 @@ func (a *Audit) Query(ctx context.Context, q AuditQuery) ([]migrate.AuditEvent, 
 	if q.User != "" {
 		return a.userChain(ctx, s, &chainWalk{}, q, out, seqs, intents)
 	}
-	out, err = a.landed(ctx, s, nil, out, intents)
+	out, err = a.landed(ctx, s, out, intents)
 	if err != nil {
 		return nil, err
 	}
@@ -747,7 +717,7 @@ func (a *Audit) userChain(ctx context.Context, s jetstream.Stream, w *chainWalk,
 					batched = append(batched, found{seq: l, ev: evs[i]})
 				}
 				prev = b.Prev[i]
-			} else if prev, ok, err = a.prevLink(ctx, s, l, q.User); err != nil {
+			} else if _, prev, ok, err = a.readLink(ctx, s, l, q.User); err != nil {
 				return nil, err
 			} else if !ok {
 				break
@@ -781,11 +751,11 @@ func (a *Audit) userChain(ctx context.Context, s jetstream.Stream, w *chainWalk,
 
 // landed returns out without the intents whose compare-and-set never
 // landed: those not on their owner's chain (see Audit and onChains).
-func (a *Audit) landed(ctx context.Context, s jetstream.Stream, w *chainWalk, out []migrate.AuditEvent, intents []intentRef) ([]migrate.AuditEvent, error) {
+func (a *Audit) landed(ctx context.Context, s jetstream.Stream, out []migrate.AuditEvent, intents []intentRef) ([]migrate.AuditEvent, error) {
 	if len(intents) == 0 {
 		return out, nil
 	}
-	onChain, err := a.onChains(ctx, s, w, intents)
+	onChain, err := a.onChains(ctx, s, nil, intents) // not capped: the walks end at the oldest intent judged
 	if err != nil {
 		return nil, err
 	}
@@ -834,7 +804,7 @@ func (a *Audit) onChains(ctx context.Context, s jetstream.Stream, w *chainWalk, 
 				if err := w.read(owner, l); err != nil {
 					return nil, err
 				}
-				if prev, ok, err = a.prevLink(ctx, s, l, owner); err != nil {
+				if _, prev, ok, err = a.readLink(ctx, s, l, owner); err != nil {
 					return nil, err
 				}
 				if !ok {
@@ -952,34 +922,36 @@ feed:
 	return heads, nil
 }
 
-// prevLink reads the previous link of user's intent at seq from the stream
-// (alone, or in a batch); ok is false when that message is gone (aged
-// out), is not an intent, or is a batch without the user.
-func (a *Audit) prevLink(ctx context.Context, s jetstream.Stream, seq uint64, user string) (prev uint64, ok bool, err error) {
+// readLink reads user's intent at seq from the stream (alone, or in a
+// batch): its event (raw JSON) and its previous link. event is nil when
+// the message is gone (aged out) or is a batch without the user; ok is
+// false when there is no previous link to follow (also when the message
+// is not an intent).
+func (a *Audit) readLink(ctx context.Context, s jetstream.Stream, seq uint64, user string) (event json.RawMessage, prev uint64, ok bool, err error) {
 	m, err := s.GetMsg(ctx, seq)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return 0, false, nil
+		return nil, 0, false, nil
 	}
 	if err != nil {
-		return 0, false, fmt.Errorf("migratestore: audit event %d: %w", seq, err)
+		return nil, 0, false, fmt.Errorf("migratestore: audit event %d: %w", seq, err)
 	}
 	if v := m.Header.Get(hdrBatch); v != "" {
 		if v != batchIntentVersion {
-			return 0, false, fmt.Errorf("migratestore: audit event %d: batch intent version %q unknown", seq, v)
+			return nil, 0, false, fmt.Errorf("migratestore: audit event %d: batch intent version %q unknown", seq, v)
 		}
-		prev, ok, err = batchPrev(m.Data, user)
+		event, prev, ok, err = batchLink(m.Data, user)
 		if err != nil {
-			return 0, false, fmt.Errorf("migratestore: audit event %d: %w", seq, err)
+			return nil, 0, false, fmt.Errorf("migratestore: audit event %d: %w", seq, err)
 		}
-		return prev, ok, nil
+		return event, prev, ok, nil
 	}
 	h := m.Header.Get(hdrPrev)
 	if h == "" {
-		return 0, false, nil
+		return m.Data, 0, false, nil
 	}
 	prev, err = strconv.ParseUint(h, 10, 64)
 	if err != nil {
-		return 0, false, fmt.Errorf("migratestore: audit event %d: header %s: %w", seq, hdrPrev, err)
+		return nil, 0, false, fmt.Errorf("migratestore: audit event %d: header %s: %w", seq, hdrPrev, err)
 	}
-	return prev, true, nil
+	return m.Data, prev, true, nil
 }

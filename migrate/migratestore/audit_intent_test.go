@@ -143,8 +143,8 @@ func FuzzBatchIntent(f *testing.F) {
 					t.Fatalf("user %q twice or event %d of %q", u, i, evs[i].User)
 				}
 				seen[u] = true
-				if prev, ok, err := batchPrev(raw, u); err != nil || !ok || prev != b.Prev[i] {
-					t.Fatalf("batchPrev(%q) = %d, %v, %v; want %d", u, prev, ok, err, b.Prev[i])
+				if _, prev, ok, err := batchLink(raw, u); err != nil || !ok || prev != b.Prev[i] {
+					t.Fatalf("batchLink(%q) = %d, %v, %v; want %d", u, prev, ok, err, b.Prev[i])
 				}
 			}
 		}

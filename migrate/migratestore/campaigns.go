@@ -161,7 +161,7 @@ func (s *Campaigns) CreateAudited(ctx context.Context, audit *Audit, c migrate.C
 // and writes nothing; a refusal (fn's error) writes no event either. ev
 // gets the campaign's name and opID.
 func (s *Campaigns) ModifyAudited(ctx context.Context, audit *Audit, name, opID string, fn func(migrate.Campaign) (migrate.Campaign, migrate.AuditEvent, error)) (migrate.Campaign, error) {
-	return modifyAudited(ctx, audit, chainCampaign, opID,
+	c, _, err := modifyAudited(ctx, audit, chainCampaign, opID,
 		func(c *migrate.Campaign) (*uint64, *string, *uint64) { return &c.Audit, &c.LastOp, &c.Revision },
 		func() (migrate.Campaign, error) { return s.Get(ctx, name) },
 		func(c migrate.Campaign) (migrate.Campaign, migrate.AuditEvent, error) {
@@ -171,6 +171,7 @@ func (s *Campaigns) ModifyAudited(ctx context.Context, audit *Audit, name, opID 
 		},
 		func(c migrate.Campaign) (migrate.Campaign, error) { return s.Update(ctx, c) },
 	)
+	return c, err
 }
 
 // modifyAudited is the loop behind the audited changes of a record of the
@@ -180,14 +181,15 @@ func (s *Campaigns) ModifyAudited(ctx context.Context, audit *Audit, name, opID 
 // the intent's sequence in Audit and opID in LastOp. links returns a
 // record's Audit, LastOp and revision. A repeat (the record's LastOp is
 // already opID, not "") returns the record and writes nothing; a refusal
-// (fn's error) writes no event either. An opID of an earlier change among
+// (fn's error) writes no event either. wrote tells a write from a repeat
+// (the last attempt's outcome). An opID of an earlier change among
 // the record's latest recentOps (a command retried after another change
 // of the record) is refused with migrate.ErrConflict: applied again, it
 // would undo the change made since.
 func modifyAudited[T any](ctx context.Context, audit *Audit, chain, opID string, links func(*T) (auditSeq *uint64, lastOp *string, rev *uint64),
-	get func() (T, error), fn func(T) (T, migrate.AuditEvent, error), put func(T) (T, error)) (T, error) {
+	get func() (T, error), fn func(T) (T, migrate.AuditEvent, error), put func(T) (T, error)) (out T, wrote bool, err error) {
 	var repeat bool
-	return modify(get,
+	out, err = modify(get,
 		func(cur T) (T, error) {
 			var zero T
 			curAudit, curOp, curRev := links(&cur)
@@ -219,6 +221,7 @@ func modifyAudited[T any](ctx context.Context, audit *Audit, chain, opID string,
 			return put(next)
 		},
 	)
+	return out, err == nil && !repeat, err
 }
 
 // DriverCampaigns is the campaign store as the campaign driver sees it
@@ -276,17 +279,9 @@ func (s *Campaigns) putFreeze(ctx context.Context, r freezeRecord) (freezeRecord
 	if err != nil {
 		return freezeRecord{}, fmt.Errorf("migratestore: encode freeze: %w", err)
 	}
-	var rev uint64
-	if r.rev == 0 {
-		rev, err = s.kv.Create(ctx, freezeKey, data)
-	} else {
-		rev, err = s.kv.Update(ctx, freezeKey, data, r.rev)
-	}
-	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
-		return freezeRecord{}, fmt.Errorf("migratestore: freeze changed since revision %d: %w", r.rev, migrate.ErrConflict)
-	}
+	rev, err := putRecord(ctx, s.kv, freezeKey, "freeze", data, r.rev)
 	if err != nil {
-		return freezeRecord{}, fmt.Errorf("migratestore: write freeze: %w", err)
+		return freezeRecord{}, err
 	}
 	r.rev = rev
 	return r, nil
@@ -309,7 +304,7 @@ func (s *Campaigns) SetFreezeAudited(ctx context.Context, audit *Audit, f Freeze
 // modifyFreeze is the audited change of the freeze: fn returns the new
 // freeze and its event (see modifyAudited).
 func (s *Campaigns) modifyFreeze(ctx context.Context, audit *Audit, opID string, fn func(Freeze) (Freeze, migrate.AuditEvent, error)) (Freeze, error) {
-	r, err := modifyAudited(ctx, audit, chainFreeze, opID,
+	r, _, err := modifyAudited(ctx, audit, chainFreeze, opID,
 		func(r *freezeRecord) (*uint64, *string, *uint64) { return &r.Audit, &r.LastOp, &r.rev },
 		func() (freezeRecord, error) { return s.getFreeze(ctx) },
 		func(cur freezeRecord) (freezeRecord, migrate.AuditEvent, error) {

@@ -63,6 +63,28 @@ func openBucket(ctx context.Context, js jetstream.JetStream, bucket, def, descri
 	return kv, keys, err
 }
 
+// putRecord writes data at key with a compare-and-set: created when rev
+// is 0 (no record yet), else updated over revision rev. A writer that got
+// there first makes it fail with an error wrapping migrate.ErrConflict.
+// what names the record in errors ("policy android"). It returns the new
+// revision.
+func putRecord(ctx context.Context, kv jetstream.KeyValue, key, what string, data []byte, rev uint64) (uint64, error) {
+	var out uint64
+	var err error
+	if rev == 0 {
+		out, err = kv.Create(ctx, key, data)
+	} else {
+		out, err = kv.Update(ctx, key, data, rev)
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return 0, fmt.Errorf("migratestore: %s changed since revision %d: %w", what, rev, migrate.ErrConflict)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("migratestore: write %s: %w", what, err)
+	}
+	return out, nil
+}
+
 // KeyIndex lists a KV bucket's keys from its stream's per-subject state,
 // which the server keeps under one lock: a key being rewritten is never
 // missing from it. (kv.ListKeys reads through a consumer that can

@@ -71,18 +71,9 @@ func (s *Policies) Put(ctx context.Context, p migrate.VersionPolicy) (migrate.Ve
 	if err != nil {
 		return migrate.VersionPolicy{}, fmt.Errorf("migratestore: encode policy %s: %w", p.Platform, err)
 	}
-	key := policyKeyPrefix + p.Platform
-	var out uint64
-	if rev == 0 {
-		out, err = s.kv.Create(ctx, key, data)
-	} else {
-		out, err = s.kv.Update(ctx, key, data, rev)
-	}
-	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-		return migrate.VersionPolicy{}, fmt.Errorf("migratestore: policy %s changed since revision %d: %w", p.Platform, rev, migrate.ErrConflict)
-	}
+	out, err := putRecord(ctx, s.kv, policyKeyPrefix+p.Platform, "policy "+p.Platform, data, rev)
 	if err != nil {
-		return migrate.VersionPolicy{}, fmt.Errorf("migratestore: write policy %s: %w", p.Platform, err)
+		return migrate.VersionPolicy{}, err
 	}
 	p.Revision = out
 	return p, nil
@@ -108,11 +99,11 @@ func (s *Policies) Modify(ctx context.Context, platform string, fn func(migrate.
 // intent of each compare-and-set, on the policy's chain (see Audit and
 // modifyAudited); the record carries the event's sequence in Audit and
 // opID in LastOp. A repeat (the record's LastOp is already opID, not "")
-// returns the record and writes nothing; a refusal (fn's error, or a
-// policy that does not validate) writes no event either.
-func (s *Policies) ModifyAudited(ctx context.Context, audit *Audit, platform, opID string, fn func(migrate.VersionPolicy) (migrate.VersionPolicy, migrate.AuditEvent, error)) (migrate.VersionPolicy, error) {
+// returns the record and writes nothing (wrote is false); a refusal (fn's
+// error, or a policy that does not validate) writes no event either.
+func (s *Policies) ModifyAudited(ctx context.Context, audit *Audit, platform, opID string, fn func(migrate.VersionPolicy) (migrate.VersionPolicy, migrate.AuditEvent, error)) (p migrate.VersionPolicy, wrote bool, err error) {
 	if err := migrate.CheckPlatform(platform); err != nil {
-		return migrate.VersionPolicy{}, err
+		return migrate.VersionPolicy{}, false, err
 	}
 	return modifyAudited(ctx, audit, policyChain(platform), opID,
 		func(p *migrate.VersionPolicy) (*uint64, *string, *uint64) { return &p.Audit, &p.LastOp, &p.Revision },

@@ -52,9 +52,9 @@ func TestPolicyAuditedIntentFirst(t *testing.T) {
 			return next, policyEvent(now, cur, minimum), nil
 		}
 	}
-	p, err := ps.ModifyAudited(ctx, audit, "android", "op-1", retire("2.0"))
-	if err != nil {
-		t.Fatal(err)
+	p, wrote, err := ps.ModifyAudited(ctx, audit, "android", "op-1", retire("2.0"))
+	if err != nil || !wrote {
+		t.Fatalf("op 1: wrote %v, %v", wrote, err)
 	}
 	if p.Minimum != "2.0" || p.LastOp != "op-1" || p.Audit == 0 {
 		t.Fatalf("policy after op 1: %+v", p)
@@ -65,15 +65,15 @@ func TestPolicyAuditedIntentFirst(t *testing.T) {
 	stored := auditStored(t, ctx, e.JS, freezeSubject)
 
 	// A repeat writes no event and changes nothing.
-	again, err := ps.ModifyAudited(ctx, audit, "android", "op-1", retire("3.0"))
-	if err != nil {
-		t.Fatal(err)
+	again, wrote, err := ps.ModifyAudited(ctx, audit, "android", "op-1", retire("3.0"))
+	if err != nil || wrote {
+		t.Fatalf("repeat of op 1: wrote %v, %v", wrote, err)
 	}
 	if again.Minimum != "2.0" || again.Audit != p.Audit || again.Revision != p.Revision {
 		t.Errorf("a repeated op id changed the policy: %+v", again)
 	}
 	// A policy that does not validate is refused before its intent.
-	if _, err := ps.ModifyAudited(ctx, audit, "android", "op-bad", retire("not a version")); err == nil {
+	if _, _, err := ps.ModifyAudited(ctx, audit, "android", "op-bad", retire("not a version")); err == nil {
 		t.Error("an invalid policy was saved")
 	}
 	if n := auditStored(t, ctx, e.JS, freezeSubject); n != stored {
@@ -81,14 +81,14 @@ func TestPolicyAuditedIntentFirst(t *testing.T) {
 	}
 
 	// A new platform's first policy (a create), on its own chain.
-	if _, err := ps.ModifyAudited(ctx, audit, "ios", "op-ios", retire("5.0")); err != nil {
+	if _, _, err := ps.ModifyAudited(ctx, audit, "ios", "op-ios", retire("5.0")); err != nil {
 		t.Fatal(err)
 	}
 
 	// A compare-and-set that loses (another writer lands between the
 	// intent and it) leaves an intent off the chain; the retry's is on it.
 	lose := true
-	p, err = ps.ModifyAudited(ctx, audit, "android", "op-2", func(cur migrate.VersionPolicy) (migrate.VersionPolicy, migrate.AuditEvent, error) {
+	p, _, err = ps.ModifyAudited(ctx, audit, "android", "op-2", func(cur migrate.VersionPolicy) (migrate.VersionPolicy, migrate.AuditEvent, error) {
 		if lose {
 			lose = false
 			other := cur.Clone()
@@ -133,7 +133,7 @@ func TestPolicyIntentNeverLanded(t *testing.T) {
 	e := enginetest.Start(t)
 	ps, audit := policyStores(t, ctx, e.JS)
 	now := time.Now().UTC()
-	p, err := ps.ModifyAudited(ctx, audit, "android", "landed", func(cur migrate.VersionPolicy) (migrate.VersionPolicy, migrate.AuditEvent, error) {
+	p, _, err := ps.ModifyAudited(ctx, audit, "android", "landed", func(cur migrate.VersionPolicy) (migrate.VersionPolicy, migrate.AuditEvent, error) {
 		cur.Minimum = "2.0"
 		return cur, policyEvent(now, cur, "2.0"), nil
 	})
@@ -159,7 +159,7 @@ func TestPolicyIntentNeverLanded(t *testing.T) {
 		t.Errorf("events (-want +got):\n%s", diff)
 	}
 	// The retry of the lost change, with its op id, lands and is audited.
-	if _, err := ps.ModifyAudited(ctx, audit, "android", "lost", func(cur migrate.VersionPolicy) (migrate.VersionPolicy, migrate.AuditEvent, error) {
+	if _, _, err := ps.ModifyAudited(ctx, audit, "android", "lost", func(cur migrate.VersionPolicy) (migrate.VersionPolicy, migrate.AuditEvent, error) {
 		cur.Minimum = "3.0"
 		return cur, policyEvent(now, cur, "3.0"), nil
 	}); err != nil {

@@ -113,18 +113,9 @@ func (s *Revocations) put(ctx context.Context, r Revocation) (Revocation, error)
 	if err != nil {
 		return Revocation{}, fmt.Errorf("migratestore: encode revocation %s: %w", r.PeerID, err)
 	}
-	key := revocationKeyPrefix + r.PeerID
-	var rev uint64
-	if r.Revision == 0 {
-		rev, err = s.kv.Create(ctx, key, data)
-	} else {
-		rev, err = s.kv.Update(ctx, key, data, r.Revision)
-	}
-	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-		return Revocation{}, fmt.Errorf("migratestore: revocation %s changed since revision %d: %w", r.PeerID, r.Revision, migrate.ErrConflict)
-	}
+	rev, err := putRecord(ctx, s.kv, revocationKeyPrefix+r.PeerID, "revocation "+r.PeerID, data, r.Revision)
 	if err != nil {
-		return Revocation{}, fmt.Errorf("migratestore: write revocation %s: %w", r.PeerID, err)
+		return Revocation{}, err
 	}
 	r.Revision = rev
 	return r, nil
@@ -142,7 +133,7 @@ func (s *Revocations) RevokeAudited(ctx context.Context, audit *Audit, peer, opI
 	if err := checkPeerKey(peer); err != nil {
 		return Revocation{}, err
 	}
-	return modifyAudited(ctx, audit, revocationChain(peer), opID,
+	r, _, err := modifyAudited(ctx, audit, revocationChain(peer), opID,
 		func(r *Revocation) (*uint64, *string, *uint64) { return &r.Audit, &r.LastOp, &r.Revision },
 		func() (Revocation, error) {
 			r, _, err := s.Get(ctx, peer)
@@ -158,4 +149,5 @@ func (s *Revocations) RevokeAudited(ctx context.Context, audit *Audit, peer, opI
 		},
 		func(r Revocation) (Revocation, error) { return s.put(ctx, r) },
 	)
+	return r, err
 }
