@@ -263,7 +263,9 @@ func (r *callRelay) inviteLegacy(ctx context.Context, c *bridgedCall) {
 		r.setup(c, setupOK)
 		r.b.countItem(dirCloudToLegacy, kindCall, resultOK)
 		if state == callStateEnded {
-			r.tellLegs(c, legacywire.FrameCallCancel, reason)
+			// Ended while the invites were in flight, maybe after a
+			// device answered: that device is hung up, not cancelled.
+			r.tellEnd(c, reason)
 		}
 		return
 	case unsupported > 0:
@@ -305,18 +307,26 @@ func (r *callRelay) toLegacyState(c *bridgedCall, st cloudwire.CallState) {
 		reason = legacywire.CallReasonTimeout
 	}
 	c.mu.Lock()
-	was, here, inviting, winner := c.state, c.endedHere, c.inviting, c.winner
+	inviting := c.inviting
 	c.state, c.reason = callStateEnded, reason
 	c.mu.Unlock()
-	switch {
-	case inviting:
-		// inviteLegacy tells the devices once their invites are settled.
-	case was == callStateActive && !here:
-		r.goCallFrame(addrOf(r.b, winner), legacywire.FrameCallHangUp, c.signal(""))
-	case was != callStateActive:
-		// Every device not yet told: a reject on one device rejects the
-		// call on the others, as between legacy devices.
+	if !inviting { // else inviteLegacy tells the devices once their invites are settled
+		r.tellEnd(c, reason)
+	}
+}
+
+// tellEnd tells the callee's devices that the cloud call ended: the one
+// that answered gets a hang-up (unless the end came from it), or, when
+// none answered, every device not yet told gets a cancel (a reject on one
+// device rejects the call on the others, as between legacy devices).
+func (r *callRelay) tellEnd(c *bridgedCall, reason string) {
+	c.mu.Lock()
+	winner, here := c.winner, c.endedHere
+	c.mu.Unlock()
+	if winner == "" {
 		r.tellLegs(c, legacywire.FrameCallCancel, reason)
+	} else if !here {
+		r.goCallFrame(addrOf(r.b, winner), legacywire.FrameCallHangUp, c.signal(""))
 	}
 }
 
