@@ -36,11 +36,8 @@ func schema() *memdb.DBSchema {
 		tableUsers: {
 			Name: tableUsers,
 			Indexes: map[string]*memdb.IndexSchema{
-				indexID: {Name: indexID, Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
-				indexPhase: {Name: indexPhase, Unique: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
-					&memdb.StringFieldIndex{Field: "Phase"},
-					&memdb.StringFieldIndex{Field: "ID"},
-				}}},
+				indexID:    {Name: indexID, Unique: true, Indexer: userIDIndex{}},
+				indexPhase: {Name: indexPhase, Unique: true, Indexer: phaseIDIndex{}},
 			},
 		},
 		tableCounts: {

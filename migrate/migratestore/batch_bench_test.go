@@ -3,8 +3,11 @@ package migratestore
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -27,6 +30,30 @@ const (
 	// the step runs (at most 20,000 a second).
 	benchLookupsPerMs = 20
 )
+
+// stepProfile, when set, is where BenchmarkStepTransitions writes a CPU
+// profile of its steps alone (not of loading the million users):
+//
+//	go test ./migrate/migratestore/ -run '^$' -bench StepTransitions -benchtime 5x -args -stepprofile /tmp/step.prof
+var stepProfile = flag.String("stepprofile", "", "write a CPU profile of BenchmarkStepTransitions' steps to this file")
+
+// startCPUProfile starts a CPU profile into path and returns what stops it.
+func startCPUProfile(tb testing.TB, path string) (stop func()) {
+	tb.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		tb.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			tb.Error(err)
+		}
+	}
+}
 
 // BenchmarkStepTransitions moves a step of benchStep users, out of a State of
 // benchPopulation, with TransitionManyAudited, one audit event each written
@@ -123,6 +150,10 @@ func BenchmarkStepTransitions(b *testing.B) {
 	})
 
 	cpu0 := processCPU(b)
+	if *stepProfile != "" {
+		stop := startCPUProfile(b, *stepProfile)
+		defer stop()
+	}
 	var moved int
 	var busy time.Duration
 	_, skipped0 := s.local.stats()
