@@ -188,6 +188,7 @@ func agentCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.IntVar(&cfg.CloudMaxSessions, "cloud-max-sessions", 0, "cloud sessions on this agent before handshakes get 503 + Retry-After (0: no bound)")
 	fs.DurationVar(&cfg.StopTimeout, "stop-timeout", defaultStopTimeout, "deadline for a clean stop after SIGINT/SIGTERM")
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	gcPercent := fs.Int("gc-percent", defaultGCPercent, "the garbage collector's GOGC, under a soft memory limit of 3/4 of the usable memory; $GOGC and $GOMEMLIMIT take precedence (0: Go's default)")
 	if _, err := parseArgs(fs, args); err != nil {
 		return errUsage
 	}
@@ -196,6 +197,7 @@ func agentCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return fmt.Errorf("-log-level: %w", err)
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	cfg.Logger.Info("garbage collector", "setting", tuneGC(*gcPercent).String())
 	cfg.AllowedOrigins = splitList(origins)
 	cfg.Roles = splitList(roles)
 	cfg.SupernodePeers = splitList(snPeers)

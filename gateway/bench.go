@@ -127,6 +127,7 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.IntVar(&o.Procs, "procs", 0, "load processes: for cloud-idle and reconnect, 0 means one per 2,500 connections; for bridge and bridge-intake, the sender pairs are split over them, 0 means one")
 	fs.BoolVar(&o.Smoke, "smoke", false, "tiny sizes, to check that the harness works; the figures mean nothing")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
+	gcPercent := fs.Int("gc-percent", defaultGCPercent, "the garbage collector's GOGC for this process, as the agent sets it (see agent -h); $GOGC and $GOMEMLIMIT take precedence (0: Go's default)")
 	pin := fs.Bool("pin", false, "pin this process (the server side) to CPU 0 and load processes to CPU 1 with taskset, when it is installed and 2 CPUs are available")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
@@ -161,6 +162,7 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return fmt.Errorf("%w: unknown benchmark %q (run gateway bench -h)", errUsage, pos[0])
 	}
 	o.Pin = newBenchPin(*pin)
+	gc := tuneGC(*gcPercent)
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
@@ -183,6 +185,9 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	rows = o.Pin.note(rows, *format == "json")
 	if *format == "json" {
+		for i := range rows {
+			rows[i].Notes = append(rows[i].Notes, "gc: "+gc.String())
+		}
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(rows)
@@ -190,7 +195,7 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err := printBenchTable(stdout, rows); err != nil {
 		return err
 	}
-	_, err = fmt.Fprintln(stdout, "pinning:", o.Pin)
+	_, err = fmt.Fprintf(stdout, "pinning: %s\ngc: %s\n", o.Pin, gc)
 	return err
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -117,10 +118,18 @@ func (a *agent) registerCampaignRoutes(mux *http.ServeMux) {
 	mux.Handle("POST /v1/admin/users/{id}/exempt", a.authed(a.exemptUser))
 }
 
+// actor is who the audit log says made the request: "admin:NAME" for an
+// actorHeader of 1 to 64 letters, digits, '_', '-', '.' or '@' (login
+// names such as "ann.lee"), else "admin".
 func actor(r *http.Request) string {
 	name := r.Header.Get(actorHeader)
-	if migrate.CheckUserID(name) != nil {
+	if len(name) == 0 || len(name) > 64 {
 		return "admin"
+	}
+	for _, ch := range name {
+		if !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || strings.ContainsRune("_-.@", ch)) {
+			return "admin"
+		}
 	}
 	return "admin:" + name
 }
@@ -326,7 +335,9 @@ func (a *agent) getFreeze(w http.ResponseWriter, r *http.Request) {
 
 // freezeRequest is the body of POST /v1/admin/freeze.
 type freezeRequest struct {
-	On     bool   `json:"on"`
+	// On is required: a body without it (`{"reason": "holiday"}`) used to
+	// lift the freeze.
+	On     *bool  `json:"on"`
 	Reason string `json:"reason,omitempty"`
 	OpID   string `json:"op_id,omitempty"`
 }
@@ -338,10 +349,14 @@ func (a *agent) setFreeze(w http.ResponseWriter, r *http.Request) {
 	if !readJSON(w, r, &req) {
 		return
 	}
+	if req.On == nil {
+		writeError(w, http.StatusBadRequest, "bad_request", `"on" is required: true turns the freeze on, false lifts it`)
+		return
+	}
 	if req.OpID == "" {
 		req.OpID = uuid.Must(uuid.NewV7()).String()
 	}
-	f := migratestore.Freeze{On: req.On, Reason: req.Reason, Actor: actor(r), Since: time.Now().UTC()}
+	f := migratestore.Freeze{On: *req.On, Reason: req.Reason, Actor: actor(r), Since: time.Now().UTC()}
 	f, err := a.control.campaigns.SetFreezeAudited(r.Context(), a.control.audit, f, req.OpID)
 	if err != nil {
 		writeCampaignError(w, err)

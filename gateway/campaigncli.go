@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -22,6 +23,9 @@ import (
 // refused it or could not be reached), 2 the command line was wrong or a
 // destructive command was not confirmed.
 var errNotConfirmed = fmt.Errorf("%w: not confirmed (pass -yes when stdin is not a terminal)", errUsage)
+
+// opUsage is the help of every command's -op flag.
+const opUsage = "operation id: repeating a command with the same id changes nothing (default: a new id)"
 
 // destructive commands ask for confirmation.
 var destructive = map[string]bool{"start": true, "abort": true, "rollback": true}
@@ -69,7 +73,7 @@ func printJSON(w io.Writer, v any) error {
 }
 
 func campaignCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	const sub = "usage: gateway campaign create -f FILE | plan NAME | start|pause|resume|abort NAME [-reason TEXT] [-yes] | rollback NAME [-step] [-reason TEXT] [-yes] | status NAME [-watch] [-interval D] | list"
+	const sub = "usage: gateway campaign create -f FILE | plan NAME | start|pause|resume|abort NAME [-reason TEXT] [-op ID] [-yes] | rollback NAME [-step] [-reason TEXT] [-op ID] [-yes] | status NAME [-watch] [-interval D] | list"
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, sub)
 		return errUsage
@@ -78,7 +82,7 @@ func campaignCommand(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.SetOutput(stderr)
 	var o outputFlags
 	o.register(fs)
-	var file, reason string
+	var file, reason, op string
 	var yes, step, watch bool
 	var interval, watchFor time.Duration
 	want := 1
@@ -95,6 +99,7 @@ func campaignCommand(ctx context.Context, args []string, stdout, stderr io.Write
 		fs.DurationVar(&watchFor, "for", defaultWatchFor, "stop -watch after this long at most")
 	case "start", "pause", "resume", "abort", "rollback":
 		fs.StringVar(&reason, "reason", "", "why (kept in the audit log)")
+		fs.StringVar(&op, "op", "", opUsage)
 		fs.BoolVar(&yes, "yes", false, "do not ask for confirmation")
 		if args[0] == "rollback" {
 			fs.BoolVar(&step, "step", false, "roll back only the current step: the users it moved return to shadow, then the campaign pauses")
@@ -170,7 +175,8 @@ func campaignCommand(ctx context.Context, args []string, stdout, stderr io.Write
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "STEP\tTARGET_BP\tCOHORT\tDONE\tMOVE\tBY_PHASE\tBY_PLATFORM\tBY_VERSION\tHELD_BACK")
 		for _, s := range p.Steps {
-			fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\n", s.Step, s.TargetBP, s.Cohort, s.Done, s.Move,
+			// 1-based, like status and list ("step 1 of 3"); JSON keeps the index.
+			fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\n", s.Step+1, s.TargetBP, s.Cohort, s.Done, s.Move,
 				counts(s.ByPhase), counts(s.ByPlatform), counts(s.ByVersionBand), counts(s.HeldBack))
 		}
 		return tw.Flush()
@@ -185,7 +191,7 @@ func campaignCommand(ctx context.Context, args []string, stdout, stderr io.Write
 			}
 		}
 		var out migrate.Campaign
-		if err := c.do(ctx, http.MethodPost, "/v1/admin/campaigns/"+url.PathEscape(pos[0])+"/"+args[0], commandRequest{Reason: reason, Step: step}, &out); err != nil {
+		if err := c.do(ctx, http.MethodPost, "/v1/admin/campaigns/"+url.PathEscape(pos[0])+"/"+args[0], commandRequest{Reason: reason, Step: step, OpID: op}, &out); err != nil {
 			return fmt.Errorf("campaign %s %s: %w", args[0], pos[0], err)
 		}
 		return printCampaigns(stdout, o.format, out, []migrate.Campaign{out})
@@ -371,13 +377,17 @@ func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "AT\tKIND\tACTOR\tCAMPAIGN\tSTEP\tUSER\tFROM\tTO\tRESULT\tREASON")
 	for _, e := range out["events"] {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", e.At.UTC().Format(time.RFC3339Nano), e.Kind, e.Actor, e.Campaign, e.Step, e.User, e.From, e.To, e.Result, e.Reason)
+		step := "-" // not about a step (the JSON says -1)
+		if e.Step >= 0 {
+			step = strconv.Itoa(e.Step)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.At.UTC().Format(time.RFC3339Nano), e.Kind, e.Actor, e.Campaign, step, e.User, e.From, e.To, e.Result, e.Reason)
 	}
 	return tw.Flush()
 }
 
 func freezeCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	const sub = "usage: gateway freeze on|off|status [-reason TEXT]"
+	const sub = "usage: gateway freeze on|off|status [-reason TEXT] [-op ID]"
 	if len(args) == 0 || (args[0] != "on" && args[0] != "off" && args[0] != "status") {
 		fmt.Fprintln(stderr, sub)
 		return errUsage
@@ -386,8 +396,9 @@ func freezeCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.SetOutput(stderr)
 	var o outputFlags
 	o.register(fs)
-	var reason string
+	var reason, op string
 	fs.StringVar(&reason, "reason", "", "why (kept in the audit log)")
+	fs.StringVar(&op, "op", "", opUsage)
 	if pos, err := parseArgs(fs, args[1:]); err != nil || len(pos) != 0 {
 		fmt.Fprintln(stderr, sub)
 		return errUsage
@@ -397,7 +408,7 @@ func freezeCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if args[0] == "status" {
 		err = adminDo(ctx, &o, http.MethodGet, "/v1/admin/freeze", nil, &f)
 	} else {
-		err = adminDo(ctx, &o, http.MethodPost, "/v1/admin/freeze", map[string]any{"on": args[0] == "on", "reason": reason}, &f)
+		err = adminDo(ctx, &o, http.MethodPost, "/v1/admin/freeze", freezeRequest{On: new(args[0] == "on"), Reason: reason, OpID: op}, &f)
 	}
 	if err != nil {
 		return err
@@ -424,7 +435,7 @@ func freezeLine(f map[string]any) string {
 
 // userControlCommand runs `users hold|resume|exempt`.
 func userControlCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	const sub = "usage: gateway users hold|resume ID -reason TEXT [-op ID] | users exempt ID -campaign NAME -reason TEXT [-until T] [-remove]"
+	const sub = "usage: gateway users hold|resume ID -reason TEXT [-op ID] | users exempt ID -campaign NAME -reason TEXT [-until T] [-remove] [-op ID]"
 	fs := flag.NewFlagSet("users "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o outputFlags
@@ -432,12 +443,11 @@ func userControlCommand(ctx context.Context, args []string, stdout, stderr io.Wr
 	var reason, op, campaign, until string
 	var remove bool
 	fs.StringVar(&reason, "reason", "", "why (required; kept in the audit log)")
+	fs.StringVar(&op, "op", "", opUsage)
 	if args[0] == "exempt" {
 		fs.StringVar(&campaign, "campaign", "", "the campaign (required)")
 		fs.StringVar(&until, "until", "", "RFC 3339 time the exemption lapses (default never)")
 		fs.BoolVar(&remove, "remove", false, "lift the exemption")
-	} else {
-		fs.StringVar(&op, "op", "", "operation id: repeating a command with the same id changes nothing")
 	}
 	pos, err := parseArgs(fs, args[1:])
 	if err != nil || len(pos) != 1 {
@@ -447,6 +457,9 @@ func userControlCommand(ctx context.Context, args []string, stdout, stderr io.Wr
 	if strings.TrimSpace(reason) == "" {
 		return fmt.Errorf("%w: -reason is required", errUsage)
 	}
+	if args[0] == "exempt" && campaign == "" {
+		return fmt.Errorf("%w: exempt: -campaign is required", errUsage)
+	}
 	c, err := adminSetup(&o)
 	if err != nil {
 		return err
@@ -455,7 +468,7 @@ func userControlCommand(ctx context.Context, args []string, stdout, stderr io.Wr
 	defer cancel()
 	path := "/v1/admin/users/" + url.PathEscape(pos[0]) + "/" + args[0]
 	if args[0] == "exempt" {
-		req := exemptRequest{Campaign: campaign, Reason: reason, Remove: remove}
+		req := exemptRequest{Campaign: campaign, Reason: reason, Remove: remove, OpID: op}
 		if until != "" {
 			if req.Until, err = time.Parse(time.RFC3339, until); err != nil {
 				return fmt.Errorf("%w: -until: %v", errUsage, err)

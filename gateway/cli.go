@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/user"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -29,7 +30,22 @@ const (
 type adminClient struct {
 	base  string
 	token string
+	// actor is the operator's name ($USER), sent as actorHeader so that
+	// the audit log says who made a change (admin:NAME), not only "admin".
+	actor string
 	http  *http.Client
+}
+
+// operatorName is who runs the CLI, for the audit log: $USER, else the
+// account's name ("" when neither is known).
+func operatorName() string {
+	if u := os.Getenv("USER"); u != "" {
+		return u
+	}
+	if u, err := user.Current(); err == nil {
+		return u.Username
+	}
+	return ""
 }
 
 func newAdminClient(addr, token string) (*adminClient, error) {
@@ -48,7 +64,7 @@ func newAdminClient(addr, token string) (*adminClient, error) {
 	if token == "" {
 		return nil, fmt.Errorf("no admin token: set %s (the dev agent prints it and writes it to <data-dir>/admin-token)", envToken)
 	}
-	return &adminClient{base: strings.TrimRight(addr, "/"), token: token, http: &http.Client{Timeout: cliTimeout}}, nil
+	return &adminClient{base: strings.TrimRight(addr, "/"), token: token, actor: operatorName(), http: &http.Client{Timeout: cliTimeout}}, nil
 }
 
 // remoteError is an error answer of the admin API.
@@ -75,6 +91,9 @@ func (c *adminClient) do(ctx context.Context, method, path string, body, out any
 		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
+	if c.actor != "" {
+		req.Header.Set(actorHeader, c.actor)
+	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -229,11 +248,15 @@ func printUsers(w io.Writer, format string, v any, users []migrate.User, detail 
 	for _, u := range users {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", u.ID, u.Phase, u.PhaseSince.UTC().Format(time.RFC3339), len(u.Devices), u.Revision, u.Reason)
 	}
-	if detail {
-		for _, u := range users {
-			for _, d := range u.Devices {
-				fmt.Fprintf(tw, "  device %s\t%s\t%s\tlast seen %s\t\t\n", d.ID, d.Platform, d.ClientVersion, d.LastSeen.UTC().Format(time.RFC3339))
-			}
+	if err := tw.Flush(); err != nil || !detail {
+		return err
+	}
+	// The devices get a table of their own: in the users' table, a peer id
+	// of 52 characters widened the USER column for every row.
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, u := range users {
+		for _, d := range u.Devices {
+			fmt.Fprintf(tw, "  device %s\t%s\t%s\tlast seen %s\n", d.ID, d.Platform, d.ClientVersion, d.LastSeen.UTC().Format(time.RFC3339))
 		}
 	}
 	return tw.Flush()

@@ -25,17 +25,17 @@ Usage:
                                             move a user to another phase
   gateway users hold|resume ID -reason TEXT
                                             park a user in held, or return it to its prior phase
-  gateway users exempt ID -campaign NAME -reason TEXT [-until T] [-remove]
+  gateway users exempt ID -campaign NAME -reason TEXT [-until T] [-remove] [-op ID]
   gateway campaign create -f FILE | list | plan NAME
   gateway campaign status NAME [-watch] [-interval 5s] [-for 24h]
                                             progress; -watch refreshes until completed or aborted
-  gateway campaign start|pause|resume|abort|rollback NAME [-reason TEXT] [-yes]
+  gateway campaign start|pause|resume|abort|rollback NAME [-reason TEXT] [-op ID] [-yes]
   gateway campaign rollback NAME -step      roll back only the current step's users, then pause
   gateway status [-format json]             the agent at a glance: engine, users per phase, campaigns, parts
   gateway healthcheck [-addr URL] [-timeout D]
                                             exit 0 if the agent's /healthz answers ok in time, else 1 with the reason
   gateway audit [-user ID] [-campaign NAME] [-since T]
-  gateway freeze on|off|status [-reason TEXT]
+  gateway freeze on|off|status [-reason TEXT] [-op ID]
   gateway versions list|policy|retire|block|report   client versions: census, policies, retirement (gateway versions -h)
   gateway legacy sim -users N -duration D   run simulated legacy clients against an agent
   gateway legacy revoke -user ID -peer PEER_ID -reason TEXT
@@ -45,8 +45,9 @@ Usage:
 
 The admin commands read FERRY_ADDR (default http://127.0.0.1:7071) and
 FERRY_TOKEN (the dev agent prints it and writes it to <data-dir>/admin-token).
-Read commands take -format json. start, abort and rollback ask for
-confirmation on a terminal and need -yes otherwise.
+Read commands take -format json; commands that change something take
+-op ID (a retry with the same id changes nothing). start, abort and
+rollback ask for confirmation on a terminal and need -yes otherwise.
 Exit codes: 0 done; 1 the agent refused the command or could not be
 reached; 2 the command line was wrong or a destructive command was not
 confirmed.

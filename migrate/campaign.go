@@ -341,8 +341,8 @@ func CheckCampaignName(name string) error {
 // Validate reports a campaign definition that cannot run.
 func (c Campaign) Validate() error {
 	var errs []error
-	if err := CheckCampaignName(c.Name); err != nil {
-		errs = append(errs, err)
+	if CheckUserID(c.Name) != nil { // CheckCampaignName's rule, without its ErrInvalidCampaign prefix: the join below adds it once
+		errs = append(errs, fmt.Errorf("name %q: 1 to 64 letters, digits, '_' or '-'", c.Name))
 	}
 	if c.State != "" && !c.State.Valid() {
 		errs = append(errs, fmt.Errorf("state %q is not a campaign state", c.State))

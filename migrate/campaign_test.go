@@ -299,3 +299,13 @@ func FuzzVersion(f *testing.F) {
 		VersionBand(a)
 	})
 }
+
+// TestValidateSaysInvalidOnce: a bad name made the error read "migrate:
+// invalid campaign: migrate: invalid campaign: name ..." (the name check's
+// own ErrInvalidCampaign, wrapped again by Validate).
+func TestValidateSaysInvalidOnce(t *testing.T) {
+	err := Campaign{Name: "x y", Steps: []Step{{TargetBP: 1}}}.Validate()
+	if !errors.Is(err, ErrInvalidCampaign) || strings.Count(err.Error(), ErrInvalidCampaign.Error()) != 1 {
+		t.Errorf("Validate = %q, want ErrInvalidCampaign said once", err)
+	}
+}

@@ -164,6 +164,9 @@ type guardrailEval struct {
 	at      time.Time
 	outcome GuardrailOutcome
 	results []GuardrailResult
+	// event is the evaluation's audit event; a fail whose pause or
+	// rollback did not land is acted on again from it.
+	event AuditEvent
 }
 
 type bucket struct {

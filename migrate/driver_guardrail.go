@@ -23,6 +23,12 @@ func (d *Driver) guard(ctx context.Context, c Campaign, now time.Time) (outcome 
 	last, ok := d.evals[c.Name]
 	d.mu.Unlock()
 	if ok && now.Sub(last.at) < d.cfg.GuardrailEvery {
+		if last.outcome == GuardrailFail {
+			// The fail's pause or rollback did not land (another writer
+			// changed the campaign, the engine failed): act on it again
+			// rather than move anyone until the next evaluation.
+			return last.outcome, true, d.stopOnFail(ctx, c, last.event, now)
+		}
 		return last.outcome, false, nil
 	}
 	results := make([]GuardrailResult, 0, len(c.Guardrails))
@@ -42,10 +48,6 @@ func (d *Driver) guard(ctx context.Context, c Campaign, now time.Time) (outcome 
 		}
 	}
 	outcome = CombineGuardrails(results)
-	d.mu.Lock()
-	d.evals[c.Name] = guardrailEval{at: now, outcome: outcome, results: results}
-	d.mu.Unlock()
-
 	ev := AuditEvent{At: now, Kind: AuditGuardrail, Actor: ActorDriver, Campaign: c.Name, Step: c.Step,
 		To: string(outcome), Reason: describeGuardrails(results), Result: ResultOK,
 		Values: map[string]float64{}, Thresholds: map[string]float64{}}
@@ -58,13 +60,23 @@ func (d *Driver) guard(ctx context.Context, c Campaign, now time.Time) (outcome 
 		ev.Thresholds[r.Guardrail+".max_excess"] = r.Threshold
 		ev.Thresholds[r.Guardrail+".min_samples"] = float64(r.MinSamples)
 	}
+	d.mu.Lock()
+	d.evals[c.Name] = guardrailEval{at: now, outcome: outcome, results: results, event: ev}
+	d.mu.Unlock()
 	if err := d.cfg.Audit.Record(ctx, ev); err != nil {
-		return outcome, false, fmt.Errorf("audit: %w", err)
+		return outcome, outcome == GuardrailFail, fmt.Errorf("audit: %w", err)
 	}
 	if outcome != GuardrailFail {
 		return outcome, false, nil
 	}
+	return outcome, true, d.stopOnFail(ctx, c, ev, now)
+}
 
+// stopOnFail pauses c or starts its rollback (OnGuardrailFail) for the
+// failed evaluation ev, audited first with ev's values and thresholds. On
+// an error the evaluation stays cached as a fail, so that every tick until
+// the next evaluation tries again and moves nobody.
+func (d *Driver) stopOnFail(ctx context.Context, c Campaign, ev AuditEvent, now time.Time) error {
 	cmd := CmdPause
 	switch c.OnGuardrailFail {
 	case OnFailRollback:
@@ -74,18 +86,19 @@ func (d *Driver) guard(ctx context.Context, c Campaign, now time.Time) (outcome 
 	}
 	next, err := c.Lifecycle(cmd, "guardrail failed: "+ev.Reason, "", now)
 	if err != nil {
-		return outcome, true, err
+		return err
 	}
 	cev := ev
+	cev.At, cev.Step = now, c.Step
 	cev.Kind, cev.From, cev.To, cev.Reason = AuditCampaign, string(c.State), string(next.State), next.Reason
 	if err := d.decide(ctx, c, "guardrail-"+string(cmd), next, cev); err != nil {
-		return outcome, true, err // changed meanwhile: judged again next tick
+		return err // changed meanwhile: tried again next tick
 	}
 	d.mu.Lock()
 	delete(d.evals, c.Name) // a resumed campaign is judged afresh
 	d.mu.Unlock()
 	d.log.Warn("guardrail failed", "campaign", c.Name, "step", c.Step, "action", cmd, "detail", ev.Reason)
-	return outcome, true, nil
+	return nil
 }
 
 // describeGuardrails is a one-line account of the evaluations, for the

@@ -24,10 +24,11 @@ const (
 // Freeze is the global change freeze: while On, no campaign moves anyone
 // forward.
 type Freeze struct {
-	On     bool      `json:"on"`
-	Reason string    `json:"reason,omitempty"`
-	Actor  string    `json:"actor,omitempty"`
-	Since  time.Time `json:"since,omitzero"`
+	On     bool   `json:"on"`
+	Reason string `json:"reason,omitempty"`
+	Actor  string `json:"actor,omitempty"`
+	// Since is when the freeze turned on (or off): a repeated "on" keeps it.
+	Since time.Time `json:"since,omitzero"`
 	// LastOp is the id of the operation that last changed the freeze.
 	LastOp string `json:"last_op,omitempty"`
 	// Audit is the audit log's sequence of the event written (before the
@@ -296,7 +297,11 @@ func (s *Campaigns) putFreeze(ctx context.Context, r freezeRecord) (freezeRecord
 // writes no event.
 func (s *Campaigns) SetFreezeAudited(ctx context.Context, audit *Audit, f Freeze, opID string) (Freeze, error) {
 	return s.modifyFreeze(ctx, audit, opID, func(cur Freeze) (Freeze, migrate.AuditEvent, error) {
-		return f, migrate.AuditEvent{At: f.Since, Kind: migrate.AuditFreeze, Actor: f.Actor, Step: -1,
+		at := f.Since
+		if cur.On && f.On && !cur.Since.IsZero() {
+			f.Since = cur.Since // frozen since the first "on", not the latest
+		}
+		return f, migrate.AuditEvent{At: at, Kind: migrate.AuditFreeze, Actor: f.Actor, Step: -1,
 			From: onOff(cur.On), To: onOff(f.On), Reason: f.Reason, Result: migrate.ResultOK}, nil
 	})
 }
