@@ -413,7 +413,7 @@ func (a *agent) holdOrResume(w http.ResponseWriter, r *http.Request, hold bool) 
 	u, err := a.store.TransitionAudited(r.Context(), id, migrate.Op{ID: req.OpID, To: to, Reason: req.Reason}, ev)
 	if err != nil {
 		ev.Result = migrate.ResultRefused
-		ev.Reason = err.Error()
+		ev.Reason = req.Reason + ": " + err.Error() // as set-phase keeps it
 		if aerr := a.control.audit.Record(r.Context(), ev); aerr != nil {
 			a.log.Error("audit", "user", id, "err", aerr)
 		}

@@ -275,12 +275,32 @@ func (d *Driver) holdLease(ctx context.Context) (bool, error) {
 	return held, nil
 }
 
+// leaseLeft is how long a tick may work under the lease it holds: until
+// its expiry, by this driver's clock, less a fifth of the TTL for the
+// agents' clocks to disagree by (they must agree to well within the TTL:
+// Lease.Expires).
+func (d *Driver) leaseLeft() time.Duration {
+	d.mu.Lock()
+	expires := d.lease.Expires
+	d.mu.Unlock()
+	return expires.Sub(d.cfg.Now()) - d.cfg.LeaseTTL/5
+}
+
 // Tick takes or renews the driver lease, then looks at every campaign once;
 // it does nothing while another driver holds the lease.
 func (d *Driver) Tick(ctx context.Context) error {
 	held, err := d.holdLease(ctx)
 	if err != nil || !held {
 		return err
+	}
+	if d.cfg.Leases != nil {
+		// The tick's work ends before the lease it renewed can lapse, so
+		// that a driver taking the lease over never moves users beside
+		// this one, however long a step takes: what is still in flight
+		// then is abandoned, and op ids make the next tick's retry safe.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d.leaseLeft())
+		defer cancel()
 	}
 	cs, err := d.cfg.Campaigns.List(ctx)
 	if err != nil {
