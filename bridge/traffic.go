@@ -19,7 +19,7 @@ import (
 // Refusal codes the bridge puts in a chat ack. A legacy client retries
 // "unavailable" later and looks the user up again after "not_here".
 const (
-	CodeNotHere     = "not_here"
+	CodeNotHere     = legacy.CodeNotHere
 	CodeUnavailable = "unavailable"
 )
 

@@ -490,7 +490,7 @@ func writeCampaignError(w http.ResponseWriter, err error) {
 	case errors.Is(err, migrate.ErrCampaignNotFound):
 		writeError(w, http.StatusNotFound, "not_found", err.Error())
 	case errors.Is(err, migrate.ErrCampaignExists):
-		writeError(w, http.StatusConflict, "exists", err.Error())
+		writeError(w, http.StatusConflict, "exists", err.Error()+" (a campaign's name is for good: pick another, or see gateway campaign list)")
 	case errors.Is(err, migrate.ErrInvalidCampaign):
 		writeError(w, http.StatusBadRequest, "invalid_campaign", err.Error())
 	case errors.Is(err, migrate.ErrCampaignState):

@@ -37,6 +37,12 @@ func SendChatFrame(ctx context.Context, h host.Host, self legacywire.Certificate
 	if err != nil {
 		return legacywire.ChatAck{}, 0, err
 	}
+	return chatOnce(ctx, s, version, self, to.ID, f)
+}
+
+// chatOnce is SendChatFrame on the fresh chat stream s of version: it
+// sends f, reads the ack and ends the stream.
+func chatOnce(ctx context.Context, s network.Stream, version int, self legacywire.Certificate, to peer.ID, f legacywire.ChatFrame) (legacywire.ChatAck, int, error) {
 	stop := resetOnCancel(ctx, s)
 	defer stop()
 	dl, _ := ctx.Deadline()
@@ -45,7 +51,10 @@ func SendChatFrame(ctx context.Context, h host.Host, self legacywire.Certificate
 	if version < 3 && f.Type == legacywire.FrameFileOffer {
 		f = FileNoticeFrame(*f.FileOffer)
 	}
-	var ack legacywire.ChatAck
+	var (
+		ack legacywire.ChatAck
+		err error
+	)
 	switch {
 	case version == 3 || (version == 2 && !legacywire.V3Only(f.Type)):
 		r := getReader(s) // nothing is read after the ack
@@ -55,7 +64,7 @@ func SendChatFrame(ctx context.Context, h host.Host, self legacywire.Certificate
 		ack, err = chatExchange(s, self, *f.Msg)
 	case version == 1 || version == 2:
 		_ = s.Reset()
-		return legacywire.ChatAck{}, version, fmt.Errorf("%w: %s to %s speaks chat v%d", ErrNotSupported, f.Type, to.ID, version)
+		return legacywire.ChatAck{}, version, fmt.Errorf("%w: %s to %s speaks chat v%d", ErrNotSupported, f.Type, to, version)
 	default:
 		_ = s.Reset()
 		return legacywire.ChatAck{}, 0, fmt.Errorf("%w: negotiated unknown protocol %q", ErrProtocol, s.Protocol())
@@ -65,7 +74,7 @@ func SendChatFrame(ctx context.Context, h host.Host, self legacywire.Certificate
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w (%w)", err, ctx.Err())
 		}
-		return legacywire.ChatAck{}, version, fmt.Errorf("chat with %s: %w", to.ID, err)
+		return legacywire.ChatAck{}, version, fmt.Errorf("chat with %s: %w", to, err)
 	}
 	_ = s.Close()
 	return ack, version, nil
@@ -103,24 +112,34 @@ func chatExchangeV2(s network.Stream, r *bufio.Reader, self legacywire.Certifica
 	if err := s.CloseWrite(); err != nil {
 		return legacywire.ChatAck{}, fmt.Errorf("close write: %w", err)
 	}
+	ack, _, err := readChatAck(r, f.ID)
+	return ack, err
+}
+
+// readChatAck reads the ack frame answering the frame with ID id from r.
+// answered reports that the ack names id: a refusal of the whole stream
+// (its hello) carries no ID, is returned with id filled in, and ends the
+// stream.
+func readChatAck(r *bufio.Reader, id string) (ack legacywire.ChatAck, answered bool, err error) {
 	var resp legacywire.ChatFrame
 	if err := legacywire.ReadFrame(r, &resp); err != nil {
 		if errors.Is(err, io.EOF) {
-			return legacywire.ChatAck{}, fmt.Errorf("%w: stream ended without an ack", ErrProtocol)
+			return legacywire.ChatAck{}, false, fmt.Errorf("%w: stream ended without an ack", ErrProtocol)
 		}
-		return legacywire.ChatAck{}, fmt.Errorf("read ack: %w", err)
+		return legacywire.ChatAck{}, false, fmt.Errorf("read ack: %w", err)
 	}
 	if resp.Type != legacywire.FrameAck || resp.Ack == nil {
-		return legacywire.ChatAck{}, fmt.Errorf("%w: answer of type %q, want an ack", ErrProtocol, resp.Type)
+		return legacywire.ChatAck{}, false, fmt.Errorf("%w: answer of type %q, want an ack", ErrProtocol, resp.Type)
 	}
-	ack := *resp.Ack
+	ack = *resp.Ack
 	switch {
 	case ack.ID == "" && ack.Status == legacywire.StatusRefused:
-		ack.ID = f.ID
-	case ack.ID != f.ID:
-		return legacywire.ChatAck{}, fmt.Errorf("%w: ack for %q, sent %q", ErrProtocol, ack.ID, f.ID)
+		ack.ID = id
+		return ack, false, nil
+	case ack.ID != id:
+		return legacywire.ChatAck{}, false, fmt.Errorf("%w: ack for %q, sent %q", ErrProtocol, ack.ID, id)
 	case ack.Status != legacywire.StatusDelivered && ack.Status != legacywire.StatusRefused:
-		return legacywire.ChatAck{}, fmt.Errorf("%w: ack status %q", ErrProtocol, ack.Status)
+		return legacywire.ChatAck{}, false, fmt.Errorf("%w: ack status %q", ErrProtocol, ack.Status)
 	}
-	return ack, nil
+	return ack, true, nil
 }

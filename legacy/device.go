@@ -121,8 +121,10 @@ type Device struct {
 	revoked *Revocations
 	files   *fileTable
 	calls   *callTable
-	media   *Media   // nil without DeviceConfig.Media
-	history *History // nil on a v1-only device
+	media   *Media      // nil without DeviceConfig.Media
+	history *History    // nil on a v1-only device
+	routes  routeCache  // lookups of users behind a live route (chat_reuse.go)
+	chats   chatStreams // idle chat v2+ streams per peer (chat_reuse.go)
 
 	mu          sync.Mutex
 	subscribers map[peer.ID]string // presence subscribers: device → its user
@@ -262,14 +264,33 @@ func isRefusal(err error, code string) bool {
 // legacywire.StatusStored. When none of that works, it returns the last refusal as a *RefusedError
 // (with its ack), ErrUndeliverable when every attempt failed in transport,
 // or ErrNoRoute when there was nobody to try.
+//
+// A lookup that resolved to a live route is remembered for RouteCacheTTL,
+// and chat v2+ streams are kept open for the next message to the same peer
+// (chat_reuse.go): a device sending to a user behind the bridge then makes
+// no directory round trip and opens no stream per message.
 func (d *Device) SendMessage(ctx context.Context, msg legacywire.ChatMessage) (legacywire.ChatAck, error) {
 	if msg.ID == "" || msg.To == "" {
 		return legacywire.ChatAck{}, errors.New("legacy: message needs an ID and a recipient")
 	}
-	look, err := d.dir.Lookup(ctx, msg.To)
+	look, cached, err := d.lookup(ctx, msg.To)
 	if err != nil {
 		return legacywire.ChatAck{}, err
 	}
+	ack, err := d.sendTo(ctx, look, msg)
+	if cached && ctx.Err() == nil && (isRefusal(err, CodeNotHere) || (err != nil && !errors.Is(err, ErrRefused))) {
+		// The remembered route moved or its peer went away: look again.
+		d.routes.forget(msg.To)
+		if look, _, err = d.lookup(ctx, msg.To); err != nil {
+			return legacywire.ChatAck{}, err
+		}
+		return d.sendTo(ctx, look, msg)
+	}
+	return ack, err
+}
+
+// sendTo is SendMessage to the targets of look.
+func (d *Device) sendTo(ctx context.Context, look Lookup, msg legacywire.ChatMessage) (legacywire.ChatAck, error) {
 	targets, err := look.Targets()
 	if err != nil {
 		return legacywire.ChatAck{}, err
@@ -285,7 +306,7 @@ func (d *Device) SendMessage(ctx context.Context, msg legacywire.ChatMessage) (l
 		if t.ID == d.cfg.Host.ID() {
 			continue
 		}
-		ack, _, err := SendChatFrame(ctx, d.cfg.Host, d.cfg.Cert, t, d.cfg.MaxChatVersion, frame)
+		ack, err := d.sendFrame(ctx, t, frame)
 		switch {
 		case err != nil:
 			d.log.Debug("chat attempt failed", "to", msg.To, "peer", t.ID, "err", err)

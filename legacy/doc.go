@@ -30,12 +30,27 @@
 // it valid; the certificate says who sent it).
 //
 // The chat handlers and the supernode keep the certificates whose
-// signature they have verified (legacywire.CertCache): a device opens a
-// chat stream per message and sends its certificate with every directory
-// request, and the ed25519 verification was the largest cost of a bridged
+// signature they have verified (legacywire.CertCache): a device opens
+// chat streams and sends its certificate with every directory request,
+// and the ed25519 verification was the largest cost of a bridged
 // message's set-up at the bridge and at the supernode. Only the signature
 // check is remembered; the peer, the expiry and the revocation list are
 // checked on every stream and request.
+//
+// A device (chat_reuse.go) remembers for RouteCacheTTL a lookup that
+// resolved to a live route, and keeps a chat v2/v3 stream open for
+// ChatStreamIdle after its ack, to send its next message on: a run of
+// messages to a user behind the bridge then costs one frame and its ack
+// each, not a directory round trip and a fresh stream (protocol
+// negotiation, hello) each, which halved the bridge agent's CPU per
+// bridged message. This is no change of the wire protocol: every chat
+// handler, of every version, has always read a hello and then frames in
+// a loop until the stream ends; only a v1 stream still carries one
+// message (the old clients' behaviour). A remembered route that answers
+// CodeNotHere (the user's route moved) or fails in transport is dropped
+// and the message retried once after a fresh lookup; a kept stream that
+// fails is dropped and the message resent on a fresh one, under the same
+// message ID, which every receiver deduplicates.
 //
 // # Chat versions
 //
