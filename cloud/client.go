@@ -1,6 +1,7 @@
 package cloud
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -452,15 +453,13 @@ func (c *Client) readLoop() {
 	}()
 	for {
 		_ = c.conn.SetReadDeadline(time.Now().Add(pongWait))
-		_, msg, err := c.conn.ReadMessage()
+		f, err := c.readFrame()
 		if err != nil {
 			c.setErr(closeErr(err))
 			return
 		}
-		f, err := cloudwire.Decode(msg)
-		if err != nil {
-			c.log.Warn("undecodable frame from server", "err", err)
-			continue
+		if f == nil {
+			continue // undecodable, logged
 		}
 		switch f := f.(type) {
 		case cloudwire.Event:
@@ -507,6 +506,28 @@ func (c *Client) answer(ref string, r result) bool {
 		ch <- r
 	}
 	return ok
+}
+
+// readFrame reads one message into a buffer of framePool, which goes back
+// once decoded (decoding copies what it keeps). An undecodable frame is
+// logged and returned as nil; err is a read's error.
+func (c *Client) readFrame() (cloudwire.Frame, error) {
+	_, r, err := c.conn.NextReader()
+	if err != nil {
+		return nil, err
+	}
+	buf := framePool.Get().(*bytes.Buffer)
+	defer framePool.Put(buf)
+	buf.Reset()
+	if _, err := buf.ReadFrom(r); err != nil {
+		return nil, err
+	}
+	f, err := cloudwire.Decode(buf.Bytes())
+	if err != nil {
+		c.log.Warn("undecodable frame from server", "err", err)
+		return nil, nil
+	}
+	return f, nil
 }
 
 // writeLoop is the client's only writer of data frames. On Close it sends

@@ -111,8 +111,15 @@ func (h *hub) dispatchEphemeral(token string, frame []byte, origin, only string)
 // history. frame is nil only when not even the placeholder encodes.
 func (s *Service) eventFrame(cursor uint64, subject string, data []byte) (frame []byte, at time.Time) {
 	var rec inboxRecord
+	err := json.Unmarshal(data, &rec)
+	return s.recordFrame(cursor, subject, rec, err)
+}
+
+// recordFrame is eventFrame of a record already decoded; err is what
+// decoding it returned.
+func (s *Service) recordFrame(cursor uint64, subject string, rec inboxRecord, err error) (frame []byte, at time.Time) {
 	reason := ""
-	if err := json.Unmarshal(data, &rec); err != nil {
+	if err != nil {
 		reason = "corrupt"
 		s.log.Error("corrupt inbox record; sending a placeholder", "cursor", cursor, "err", err)
 		rec = inboxRecord{User: untoken(strings.TrimPrefix(subject, inboxPrefix))}
@@ -127,7 +134,7 @@ func (s *Service) eventFrame(cursor uint64, subject string, data []byte) (frame 
 	if !cloudwire.ValidID(ph.User) || (ph.Conv != "" && !cloudwire.ValidID(ph.Conv)) || (ph.MsgID != "" && !cloudwire.ValidMsgID(ph.MsgID)) {
 		ph.Conv, ph.Seq, ph.MsgID = "", 0, ""
 	}
-	frame, err := cloudwire.Encode(ph)
+	frame, err = cloudwire.Encode(ph)
 	if err != nil {
 		s.log.Error("placeholder not encodable; event skipped", "cursor", cursor, "err", err)
 		return nil, time.Time{}

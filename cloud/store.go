@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -615,13 +616,8 @@ func (enc *inboxEncoder) encode(ev inboxRecord) ([]byte, error) {
 		}
 		enc.shared, enc.tail = ev, data[len(inboxHead):]
 	}
-	quoted, err := json.Marshal(user)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]byte, 0, len(`{"user":`)+len(quoted)+len(enc.tail))
-	out = append(out, `{"user":`...)
-	out = append(out, quoted...)
+	out := make([]byte, 0, len(`{"user":""`)+len(user)+len(enc.tail))
+	out = cloudwire.AppendString(append(out, `{"user":`...), user)
 	return append(out, enc.tail...), nil
 }
 
@@ -630,14 +626,17 @@ func (enc *inboxEncoder) encode(ev inboxRecord) ([]byte, error) {
 // wrote them as one encoding with each user spliced in, so a record whose
 // bytes after its user equal the last one's differs from it only in its
 // user, and its frame is a template made once with its cursor and user
-// spliced in. A record unlike the last one costs a comparison and a copy
-// over eventFrame. The bytes are those of Service.eventFrame
-// (TestFrameCacheMatches).
+// spliced in. A record unlike the last one is decoded once, kept for the
+// template, and costs a copy over eventFrame. The bytes are those of
+// Service.eventFrame (TestFrameCacheMatches).
 type frameCache struct {
-	tail  []byte    // the last record's bytes after its user; nil: none
-	frame []byte    // the template for tail after eventHead; nil: not made yet
-	bad   bool      // tail makes no template
-	at    time.Time // the time of the template's record
+	data    []byte      // a copy of the record that began the run; nil: none
+	tail    []byte      // data after its user
+	rec     inboxRecord // data decoded
+	decoded bool        // data decoded without error
+	frame   []byte      // the template for tail after eventHead; nil: not made yet
+	bad     bool        // tail makes no template
+	at      time.Time   // the time of the template's record
 }
 
 // eventHead is how the frame of an event with cursor 0 and no user starts:
@@ -647,18 +646,22 @@ const eventHead = `{"type":"event","cursor":0,"user":""`
 func (fc *frameCache) frameOf(s *Service, cursor uint64, subject string, data []byte) ([]byte, time.Time) {
 	quoted, tail, ok := splitInboxUser(data)
 	if !ok {
-		fc.tail = nil
+		fc.data = nil
 		return s.eventFrame(cursor, subject, data)
 	}
-	if fc.tail == nil || !bytes.Equal(tail, fc.tail) {
-		fc.tail, fc.frame, fc.bad = append(fc.tail[:0:0], tail...), nil, false
-		return s.eventFrame(cursor, subject, data)
+	if fc.data == nil || !bytes.Equal(tail, fc.tail) {
+		fc.data = append(fc.data[:0:0], data...)
+		fc.tail = fc.data[len(data)-len(tail):]
+		fc.frame, fc.bad, fc.rec = nil, false, inboxRecord{}
+		err := json.Unmarshal(data, &fc.rec)
+		fc.decoded = err == nil
+		return s.recordFrame(cursor, subject, fc.rec, err)
 	}
 	if fc.frame == nil && !fc.bad {
-		fc.bad = !fc.makeTemplate(data)
+		fc.bad = !fc.makeTemplate()
 	}
-	var user string
-	if fc.bad || json.Unmarshal(quoted, &user) != nil {
+	user, ok := plainString(quoted)
+	if fc.bad || !ok && json.Unmarshal(quoted, &user) != nil {
 		return s.eventFrame(cursor, subject, data)
 	}
 	if frame, ok := fc.splice(cursor, user); ok {
@@ -667,42 +670,55 @@ func (fc *frameCache) frameOf(s *Service, cursor uint64, subject string, data []
 	return s.eventFrame(cursor, subject, data)
 }
 
-// makeTemplate makes the frame template of the record data, reporting
-// whether it could. Only a record in the canonical encoding (no repeated
-// or unknown keys) makes one: then every record with the same tail
-// decodes to it with only the user changed.
-func (fc *frameCache) makeTemplate(data []byte) bool {
-	var rec inboxRecord
-	if json.Unmarshal(data, &rec) != nil {
+// makeTemplate makes the frame template of the run's first record,
+// reporting whether it could. Only a record in the canonical encoding (no
+// repeated or unknown keys) makes one: then every record with the same
+// tail decodes to it with only the user changed.
+func (fc *frameCache) makeTemplate() bool {
+	if !fc.decoded {
 		return false
 	}
-	if canon, err := json.Marshal(rec); err != nil || !bytes.Equal(canon, data) {
+	if canon, err := json.Marshal(fc.rec); err != nil || !bytes.Equal(canon, fc.data) {
 		return false
 	}
-	ev := rec.event(0)
+	ev := fc.rec.event(0)
 	ev.User = ""
 	tmpl, err := cloudwire.Encode(ev)
 	if err != nil || !bytes.HasPrefix(tmpl, []byte(eventHead)) {
 		return false
 	}
-	fc.frame, fc.at = tmpl[len(eventHead):], rec.At
+	fc.frame, fc.at = tmpl[len(eventHead):], fc.rec.At
 	return true
 }
 
 // splice returns the cached frame for cursor and user, unless it would be
 // over cloudwire.MaxFrameSize (eventFrame then makes the placeholder).
 func (fc *frameCache) splice(cursor uint64, user string) ([]byte, bool) {
-	quoted, err := json.Marshal(user)
-	if err != nil {
-		return nil, false
-	}
-	out := make([]byte, 0, 64+len(quoted)+len(fc.frame))
+	out := make([]byte, 0, 64+len(user)+len(fc.frame))
 	out = append(out, `{"type":"event","cursor":`...)
 	out = strconv.AppendUint(out, cursor, 10)
-	out = append(out, `,"user":`...)
-	out = append(out, quoted...)
+	out = cloudwire.AppendString(append(out, `,"user":`...), user)
 	out = append(out, fc.frame...)
 	return out, len(out) <= cloudwire.MaxFrameSize
+}
+
+// plainString returns the text of a quoted JSON string that needs no
+// unescaping: no backslash, no control character, valid UTF-8 (what
+// json.Unmarshal would read from it unchanged).
+func plainString(quoted []byte) (string, bool) {
+	if len(quoted) < 2 || quoted[0] != '"' || quoted[len(quoted)-1] != '"' {
+		return "", false
+	}
+	in := quoted[1 : len(quoted)-1]
+	for _, b := range in {
+		if b < 0x20 || b == '\\' || b == '"' {
+			return "", false
+		}
+	}
+	if !utf8.Valid(in) {
+		return "", false
+	}
+	return string(in), true
 }
 
 // splitInboxUser splits a stored inbox record into its user, still a

@@ -1,8 +1,11 @@
 package cloudwire
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"reflect"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -14,6 +17,30 @@ const TimeFormat = "2006-01-02T15:04:05.000Z07:00"
 // only for a frame that cannot be marshalled or whose encoding exceeds
 // MaxFrameSize.
 func Encode(f Frame) ([]byte, error) {
+	var out []byte
+	switch v := f.(type) { // the hot frames, by hand (append.go)
+	case Ack:
+		out = appendAck(make([]byte, 0, 160+len(v.Ref)), v)
+	case Event:
+		if v.File == nil {
+			out = appendEvent(make([]byte, 0, 224+len(v.Text)), v)
+		}
+	case Send:
+		if v.File == nil {
+			out = appendSend(make([]byte, 0, 128+len(v.Text)), v)
+		}
+	}
+	if out == nil {
+		return encodeReflect(f)
+	}
+	if len(out) > MaxFrameSize {
+		return nil, fmt.Errorf("%w: %s frame of %d bytes", ErrFrameTooLarge, f.FrameType(), len(out))
+	}
+	return out, nil
+}
+
+// encodeReflect is Encode by encoding/json, for every frame.
+func encodeReflect(f Frame) ([]byte, error) {
 	body, err := json.Marshal(f)
 	if err != nil {
 		return nil, fmt.Errorf("cloudwire: encode %s: %w", f.FrameType(), err)
@@ -46,6 +73,21 @@ func Decode(b []byte) (Frame, error) {
 	if !utf8.Valid(b) {
 		return nil, ErrInvalidUTF8
 	}
+	if typ, rest, ok := plainHead(b); ok {
+		if f, ok := decodePlain(b, typ, rest); ok {
+			return f, nil
+		}
+		if f, err := decodeType(b, typ, ""); err == nil {
+			return f, nil
+		}
+		// Errors come from the full path, with the frame's ref.
+	}
+	return decodeFull(b)
+}
+
+// decodeFull is Decode past its size and UTF-8 checks, reading the type
+// and ref of any frame first.
+func decodeFull(b []byte) (Frame, error) {
 	var head struct {
 		Type *string `json:"type"`
 		Ref  string  `json:"ref"`
@@ -60,48 +102,107 @@ func Decode(b []byte) (Frame, error) {
 	if len(ref) > MaxRefSize {
 		ref = ""
 	}
-	switch typ {
-	case TypeHello:
-		return decodeAs[Hello](b, typ, ref)
-	case TypeWelcome:
-		return decodeAs[Welcome](b, typ, ref)
-	case TypeSend:
-		return decodeAs[Send](b, typ, ref)
-	case TypeAck:
-		return decodeAs[Ack](b, typ, ref)
-	case TypeReceipt:
-		return decodeAs[Receipt](b, typ, ref)
-	case TypeEvent:
-		return decodeAs[Event](b, typ, ref)
-	case TypeError:
-		return decodeAs[Error](b, typ, ref)
-	case TypeSynced:
-		return decodeAs[Synced](b, typ, ref)
-	case TypeHistory:
-		return decodeAs[History](b, typ, ref)
-	case TypePage:
-		return decodeAs[Page](b, typ, ref)
-	case TypeGroup:
-		return decodeAs[Group](b, typ, ref)
-	case TypePresence:
-		return decodeAs[Presence](b, typ, ref)
-	case TypeTyping:
-		return decodeAs[Typing](b, typ, ref)
-	case TypePresenceSnapshot:
-		return decodeAs[PresenceSnapshot](b, typ, ref)
-	case TypeCall:
-		return decodeAs[Call](b, typ, ref)
-	case TypeCallState:
-		return decodeAs[CallState](b, typ, ref)
-	case TypeAct:
-		return decodeAs[Act](b, typ, ref)
-	case TypeActing:
-		return decodeAs[Acting](b, typ, ref)
+	return decodeType(b, typ, ref)
+}
+
+// decoders decode each frame type; hasRef says whether the type has the
+// top-level string member "ref" itself.
+var decoders = map[string]struct {
+	decode func(b []byte, typ, ref string) (Frame, error)
+	hasRef bool
+}{
+	TypeHello:            {decodeAs[Hello], hasRef[Hello]()},
+	TypeWelcome:          {decodeAs[Welcome], hasRef[Welcome]()},
+	TypeSend:             {decodeAs[Send], hasRef[Send]()},
+	TypeAck:              {decodeAs[Ack], hasRef[Ack]()},
+	TypeReceipt:          {decodeAs[Receipt], hasRef[Receipt]()},
+	TypeEvent:            {decodeAs[Event], hasRef[Event]()},
+	TypeError:            {decodeAs[Error], hasRef[Error]()},
+	TypeSynced:           {decodeAs[Synced], hasRef[Synced]()},
+	TypeHistory:          {decodeAs[History], hasRef[History]()},
+	TypePage:             {decodeAs[Page], hasRef[Page]()},
+	TypeGroup:            {decodeAs[Group], hasRef[Group]()},
+	TypePresence:         {decodeAs[Presence], hasRef[Presence]()},
+	TypeTyping:           {decodeAs[Typing], hasRef[Typing]()},
+	TypePresenceSnapshot: {decodeAs[PresenceSnapshot], hasRef[PresenceSnapshot]()},
+	TypeCall:             {decodeAs[Call], hasRef[Call]()},
+	TypeCallState:        {decodeAs[CallState], hasRef[CallState]()},
+	TypeAct:              {decodeAs[Act], hasRef[Act]()},
+	TypeActing:           {decodeAs[Acting], hasRef[Acting]()},
+}
+
+func decodeType(b []byte, typ, ref string) (Frame, error) {
+	if d, ok := decoders[typ]; ok {
+		return d.decode(b, typ, ref)
 	}
 	if len(typ) > 32 {
 		typ = typ[:32]
 	}
 	return nil, &FrameError{Type: typ, Ref: ref, Err: ErrUnknownFrame}
+}
+
+// hasRef reports whether T has a string field that encoding/json fills
+// from the top-level member "ref".
+func hasRef[T Frame]() bool {
+	f, ok := reflect.TypeFor[T]().FieldByName("Ref")
+	name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+	return ok && len(f.Index) == 1 && name == "ref" && f.Type.Kind() == reflect.String
+}
+
+// plainHead returns the type of a frame that starts as Encode writes it,
+// {"type":"<letters and _>", and where the members after it start, when that is the type the full path would
+// read and decoding the frame as that type alone fails exactly when the
+// full path's head fails: no other member can be named "type" (nor "ref"
+// for a type without a ref of its own, whose decoding would not check it).
+// encoding/json matches member names case-insensitively (Unicode simple
+// folding, which maps no other rune to the letters of either name) and
+// unescaped, so it is enough that no `"type"` or `"ref"` appears in any
+// case and that there is no \u escape at all. Frames this misses, the
+// full path decodes.
+func plainHead(b []byte) (typ string, rest int, ok bool) {
+	const prefix = `{"type":"`
+	if !bytes.HasPrefix(b, []byte(prefix)) {
+		return "", 0, false
+	}
+	end := len(prefix)
+	for end < len(b) && (b[end] >= 'a' && b[end] <= 'z' || b[end] == '_') {
+		end++
+	}
+	if end == len(prefix) || end+1 >= len(b) || b[end] != '"' || (b[end+1] != ',' && b[end+1] != '}') {
+		return "", 0, false
+	}
+	d, ok := decoders[string(b[len(prefix):end])]
+	if !ok {
+		return "", 0, false
+	}
+	for rest, i := b[end+1:], 0; i < len(rest); i++ {
+		switch rest[i] {
+		case '\\':
+			if i+1 < len(rest) && rest[i+1] == 'u' {
+				return "", 0, false
+			}
+			i++
+		case '"':
+			if foldedIs(rest[i+1:], `type"`) || (!d.hasRef && foldedIs(rest[i+1:], `ref"`)) {
+				return "", 0, false
+			}
+		}
+	}
+	return string(b[len(prefix):end]), end + 1, true
+}
+
+// foldedIs reports whether b starts with name in any ASCII case (name is
+// lower case letters and a closing quote).
+func foldedIs(b []byte, name string) bool {
+	if len(b) < len(name) {
+		return false
+	}
+	for i := range len(name) {
+		if b[i]|0x20 != name[i]|0x20 {
+			return false
+		}
+	}
+	return true
 }
 
 func decodeAs[T Frame](b []byte, typ, ref string) (Frame, error) {

@@ -14,6 +14,10 @@
 // than MaxFrameSize, are not valid UTF-8 (the WebSocket library does not check
 // this), are not JSON objects, have an unknown type, or fail their frame's
 // Validate. Unknown members are ignored so that newer peers may add fields.
+// The frames of every send (send, ack, event) are encoded by hand, and
+// decoded by hand when they come in Encode's form, for the CPU of the send
+// path; their bytes and results are encoding/json's, which fuzz targets
+// check against the reflection paths (append.go, plaindecode.go).
 //
 // Times are UTC and carry RFC 3339 with exactly three fractional digits.
 package cloudwire
