@@ -142,6 +142,9 @@ type agentConfig struct {
 	// migrate.DefaultCensusMax.
 	CensusMax int
 	Logger    *slog.Logger
+	// GC, if set, raises the collector's percent while users move in bulk
+	// (gctune.go); nil leaves the collector alone.
+	GC *gcTuner
 	// Out receives the start-up banner; nil prints nothing.
 	Out io.Writer
 }
@@ -188,7 +191,8 @@ func agentCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.IntVar(&cfg.CloudMaxSessions, "cloud-max-sessions", 0, "cloud sessions on this agent before handshakes get 503 + Retry-After (0: no bound)")
 	fs.DurationVar(&cfg.StopTimeout, "stop-timeout", defaultStopTimeout, "deadline for a clean stop after SIGINT/SIGTERM")
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
-	gcPercent := fs.Int("gc-percent", defaultGCPercent, "the garbage collector's GOGC, under a soft memory limit of 3/4 of the usable memory; $GOGC and $GOMEMLIMIT take precedence (0: Go's default)")
+	gcPercent := fs.Int("gc-percent", 0, "the garbage collector's GOGC (0: Go's default, 100); $GOGC takes precedence")
+	gcBulk := fs.Int("gc-percent-bulk", defaultBulkGCPercent, "the GOGC while a campaign step moves users in bulk (0: not raised); the agent runs under a soft memory limit of 3/4 of the usable memory unless $GOMEMLIMIT is set")
 	if _, err := parseArgs(fs, args); err != nil {
 		return errUsage
 	}
@@ -197,7 +201,8 @@ func agentCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return fmt.Errorf("-log-level: %w", err)
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
-	cfg.Logger.Info("garbage collector", "setting", tuneGC(*gcPercent).String())
+	cfg.GC = tuneGC(*gcPercent, *gcBulk)
+	cfg.Logger.Info("garbage collector", "setting", cfg.GC.String())
 	cfg.AllowedOrigins = splitList(origins)
 	cfg.Roles = splitList(roles)
 	cfg.SupernodePeers = splitList(snPeers)
@@ -345,7 +350,7 @@ func (a *agent) start(ctx context.Context, g *errgroup.Group, gctx context.Conte
 	if a.state, err = migrate.NewState(); err != nil {
 		return err
 	}
-	if a.store, err = migratestore.New(ctx, a.eng.JS, a.state, migratestore.Config{Replicas: cfg.NatsReplicas, Logger: cfg.Logger}); err != nil {
+	if a.store, err = migratestore.New(ctx, a.eng.JS, a.state, migratestore.Config{Replicas: cfg.NatsReplicas, Logger: cfg.Logger, Bulk: cfg.GC.bulkHook()}); err != nil {
 		return err
 	}
 	g.Go(func() error { return a.store.Run(gctx) })

@@ -30,6 +30,7 @@ type benchOptions struct {
 	Procs    int           // client processes of cloud-idle and reconnect
 	Smoke    bool          // tiny sizes: checks the harness, measures nothing
 	Pin      benchPin      // where the server and load sides run (bench_pin.go)
+	GC       *gcTuner      // the collector's setting, as the agent's (gctune.go); nil: untouched
 }
 
 // benchTarget is what a row must reach. Of says which figure it applies to:
@@ -127,7 +128,8 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.IntVar(&o.Procs, "procs", 0, "load processes: for cloud-idle and reconnect, 0 means one per 2,500 connections; for bridge and bridge-intake, the sender pairs are split over them, 0 means one")
 	fs.BoolVar(&o.Smoke, "smoke", false, "tiny sizes, to check that the harness works; the figures mean nothing")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
-	gcPercent := fs.Int("gc-percent", defaultGCPercent, "the garbage collector's GOGC for this process, as the agent sets it (see agent -h); $GOGC and $GOMEMLIMIT take precedence (0: Go's default)")
+	gcPercent := fs.Int("gc-percent", 0, "the garbage collector's GOGC, as agent -gc-percent (0: Go's default); $GOGC takes precedence")
+	gcBulk := fs.Int("gc-percent-bulk", defaultBulkGCPercent, "the GOGC while users move in bulk, as agent -gc-percent-bulk (0: not raised)")
 	pin := fs.Bool("pin", false, "pin this process (the server side) to CPU 0 and load processes to CPU 1 with taskset, when it is installed and 2 CPUs are available")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
@@ -162,7 +164,8 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return fmt.Errorf("%w: unknown benchmark %q (run gateway bench -h)", errUsage, pos[0])
 	}
 	o.Pin = newBenchPin(*pin)
-	gc := tuneGC(*gcPercent)
+	gc := tuneGC(*gcPercent, *gcBulk)
+	o.GC = gc
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {

@@ -55,7 +55,7 @@ func benchWave(ctx context.Context, o benchOptions) ([]benchRow, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := migratestore.New(ctx, eng.JS, st, migratestore.Config{})
+	s, err := migratestore.New(ctx, eng.JS, st, migratestore.Config{Bulk: o.GC.bulkHook()})
 	if err != nil {
 		return nil, err
 	}

@@ -21,34 +21,55 @@ func TestTuneGC(t *testing.T) {
 	restoreGC(t)
 	t.Setenv("GOGC", "")
 	t.Setenv("GOMEMLIMIT", "")
-	g := tuneGC(250)
-	if g.Percent != 250 || g.PercentBy != "flag" || currentGCPercent() != 250 {
-		t.Errorf("tuneGC(250) = %+v, runtime percent %d; want 250 from the flag", g, currentGCPercent())
+	debug.SetGCPercent(100)
+	g := tuneGC(150, 300)
+	if g.Percent != 150 || g.PercentBy != "flag" || g.Bulk != 300 || currentGCPercent() != 150 {
+		t.Errorf("tuneGC(150, 300) = %v, runtime percent %d; want 150 from the flag, 300 in bulk", g, currentGCPercent())
 	}
 	if _, _, ok := usableMemory(); ok {
 		if got := debug.SetMemoryLimit(-1); got != g.Limit || g.Limit <= 0 || g.Limit == math.MaxInt64 || !strings.HasPrefix(g.LimitBy, "3/4 of ") {
-			t.Errorf("memory limit %d, setting %+v; want 3/4 of the usable memory", got, g)
+			t.Errorf("memory limit %d, setting %v; want 3/4 of the usable memory", got, g)
 		}
 	}
-	if s := g.String(); !strings.Contains(s, "GOGC=250 (flag)") {
+	if s := g.String(); !strings.Contains(s, "GOGC=150 (flag), 300 while users move in bulk") {
 		t.Errorf("String() = %q", s)
 	}
 
-	// The environment takes precedence over the flag.
-	debug.SetGCPercent(100)
+	// Bulk moves raise the percent; the last one to end puts it back,
+	// and ending one twice counts once.
+	end1 := g.bulkMove()
+	end2 := g.bulkMove()
+	if p := currentGCPercent(); p != 300 {
+		t.Errorf("during two bulk moves: percent %d, want 300", p)
+	}
+	end1()
+	end1()
+	if p := currentGCPercent(); p != 300 {
+		t.Errorf("one bulk move still running: percent %d, want 300", p)
+	}
+	end2()
+	if p := currentGCPercent(); p != 150 {
+		t.Errorf("after the bulk moves: percent %d, want 150", p)
+	}
+
+	// The environment takes precedence over the flags: nothing is raised.
 	debug.SetMemoryLimit(math.MaxInt64)
 	t.Setenv("GOGC", "100")
 	t.Setenv("GOMEMLIMIT", "1GiB")
-	g = tuneGC(400)
-	if g.PercentBy != "GOGC" || currentGCPercent() != 100 || g.LimitBy != "GOMEMLIMIT" || debug.SetMemoryLimit(-1) != math.MaxInt64 {
-		t.Errorf("with $GOGC and $GOMEMLIMIT set: %+v, runtime percent %d; want both left alone", g, currentGCPercent())
+	debug.SetGCPercent(100)
+	g = tuneGC(400, 300)
+	g.bulkMove()()
+	if g.PercentBy != "GOGC" || g.Bulk != 0 || currentGCPercent() != 100 || g.LimitBy != "GOMEMLIMIT" || debug.SetMemoryLimit(-1) != math.MaxInt64 {
+		t.Errorf("with $GOGC and $GOMEMLIMIT set: %v, runtime percent %d; want both left alone", g, currentGCPercent())
 	}
 
-	// 0 leaves the runtime's percent.
+	// 0 leaves the runtime's percent, and raises nothing.
 	t.Setenv("GOGC", "")
-	debug.SetGCPercent(100)
-	if g = tuneGC(0); g.Percent != 100 || g.PercentBy != "default" {
-		t.Errorf("tuneGC(0) = %+v; want the runtime's 100", g)
+	if g = tuneGC(0, 0); g.Percent != 100 || g.PercentBy != "default" || g.Bulk != 0 || g.bulkHook() == nil {
+		t.Errorf("tuneGC(0, 0) = %v; want the runtime's 100, not raised", g)
+	}
+	if (*gcTuner)(nil).bulkHook() != nil {
+		t.Error("a nil tuner gives a bulk hook")
 	}
 }
 

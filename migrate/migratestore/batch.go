@@ -82,6 +82,9 @@ func (s *Store) TransitionManyAudited(ctx context.Context, ops []migrate.UserOp,
 var _ migrate.AuditedMover = (*Store)(nil)
 
 func (s *Store) transitionMany(ctx context.Context, ops []migrate.UserOp, events []migrate.AuditEvent) []error {
+	if s.cfg.Bulk != nil {
+		defer s.cfg.Bulk()()
+	}
 	b := batch{s: s, ops: ops, events: events, errs: make([]error, len(ops)), debug: s.log.Enabled(ctx, slog.LevelDebug)}
 	b.startApplier()
 	next := 0

@@ -41,6 +41,11 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Bulk, if set, is called when TransitionMany starts writing, and the
+	// function it returns when it has ended. The agent raises the garbage
+	// collector's percent in between: a bulk move allocates fast, and the
+	// State it grows is large (gateway/gctune.go).
+	Bulk func() (end func())
 }
 
 // Validate reports a configuration that cannot work.
