@@ -13,7 +13,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -660,7 +659,7 @@ func (fc *frameCache) frameOf(s *Service, cursor uint64, subject string, data []
 	if fc.frame == nil && !fc.bad {
 		fc.bad = !fc.makeTemplate()
 	}
-	user, ok := plainString(quoted)
+	user, ok := cloudwire.UnquotePlain(quoted)
 	if fc.bad || !ok && json.Unmarshal(quoted, &user) != nil {
 		return s.eventFrame(cursor, subject, data)
 	}
@@ -700,25 +699,6 @@ func (fc *frameCache) splice(cursor uint64, user string) ([]byte, bool) {
 	out = cloudwire.AppendString(append(out, `,"user":`...), user)
 	out = append(out, fc.frame...)
 	return out, len(out) <= cloudwire.MaxFrameSize
-}
-
-// plainString returns the text of a quoted JSON string that needs no
-// unescaping: no backslash, no control character, valid UTF-8 (what
-// json.Unmarshal would read from it unchanged).
-func plainString(quoted []byte) (string, bool) {
-	if len(quoted) < 2 || quoted[0] != '"' || quoted[len(quoted)-1] != '"' {
-		return "", false
-	}
-	in := quoted[1 : len(quoted)-1]
-	for _, b := range in {
-		if b < 0x20 || b == '\\' || b == '"' {
-			return "", false
-		}
-	}
-	if !utf8.Valid(in) {
-		return "", false
-	}
-	return string(in), true
 }
 
 // splitInboxUser splits a stored inbox record into its user, still a

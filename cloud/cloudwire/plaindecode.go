@@ -3,6 +3,7 @@ package cloudwire
 import (
 	"strconv"
 	"time"
+	"unicode/utf8"
 )
 
 // The hot frames of a send (send, ack, event) are decoded by hand when
@@ -66,19 +67,43 @@ func (r *plainReader) str() string {
 		r.ok = false
 		return ""
 	}
-	for j := r.i + 1; j < len(r.b); j++ {
-		switch c := r.b[j]; {
+	n, ok := plainLen(r.b[r.i+1:])
+	if !ok {
+		r.ok = false
+		return ""
+	}
+	s := string(r.b[r.i+1 : r.i+1+n])
+	r.i += n + 2
+	return s
+}
+
+// plainLen is the length of the string body at the start of b, up to its
+// closing quote; false at an escape or a control character, or with no
+// closing quote.
+func plainLen(b []byte) (int, bool) {
+	for j, c := range b {
+		switch {
 		case c == '"':
-			s := string(r.b[r.i+1 : j])
-			r.i = j + 1
-			return s
+			return j, true
 		case c == '\\' || c < 0x20:
-			r.ok = false
-			return ""
+			return 0, false
 		}
 	}
-	r.ok = false
-	return ""
+	return 0, false
+}
+
+// UnquotePlain returns the text of quoted, a JSON string that needs no
+// escape (what AppendString writes for such text), and false for any other
+// (encoding/json reads those).
+func UnquotePlain(quoted []byte) (string, bool) {
+	if len(quoted) < 2 || quoted[0] != '"' {
+		return "", false
+	}
+	n, ok := plainLen(quoted[1:])
+	if !ok || n != len(quoted)-2 || !utf8.Valid(quoted[1:1+n]) {
+		return "", false
+	}
+	return string(quoted[1 : 1+n]), true
 }
 
 // optStr reads the string member name if it comes next.
