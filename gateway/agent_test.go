@@ -7,11 +7,9 @@ import (
 	"flag"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/ferrygw/ferry/gateway/engine/enginetest"
 	"github.com/ferrygw/ferry/migrate"
 )
 
@@ -62,44 +61,8 @@ func agentPorts(tb testing.TB) agentConfig {
 
 func freeAddr(tb testing.TB) string { return "127.0.0.1:" + freePort(tb) }
 
-// Ports handed out by freePort come from below the kernel's ephemeral range
-// (32768-60999 on Linux), so a socket bound to port 0 anywhere on the
-// machine (another package's test, a child process) can never take one
-// between the pick and its use; within this process none is handed out
-// twice.
-const (
-	freePortLow  = 20000
-	freePortHigh = 32000
-)
-
-var freePorts struct {
-	sync.Mutex
-	given map[int]bool
-}
-
-func freePort(tb testing.TB) string {
-	tb.Helper()
-	freePorts.Lock()
-	defer freePorts.Unlock()
-	if freePorts.given == nil {
-		freePorts.given = map[int]bool{}
-	}
-	for range 1000 {
-		p := freePortLow + rand.IntN(freePortHigh-freePortLow)
-		if freePorts.given[p] {
-			continue
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
-		if err != nil {
-			continue // in use
-		}
-		ln.Close()
-		freePorts.given[p] = true
-		return strconv.Itoa(p)
-	}
-	tb.Fatal("no free loopback port below the ephemeral range after 1000 tries")
-	return ""
-}
+// freePort is a loopback port no one listens on (enginetest.FreePort).
+func freePort(tb testing.TB) string { return enginetest.FreePort(tb) }
 
 // startAgent runs an agent on dir with cfg's ports until the test ends or
 // stop is called.

@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ferrygw/ferry/gateway/engine/enginetest"
 	"github.com/ferrygw/ferry/migrate"
 	"github.com/ferrygw/ferry/migrate/migratestore"
 )
@@ -28,63 +28,6 @@ const (
 	scalePace     = 40 * time.Millisecond
 )
 
-// natsCluster is a JetStream cluster of in-process nats-servers on loopback.
-type natsCluster struct {
-	servers []*server.Server
-	urls    string // every client URL, comma-separated, as -nats-url takes them
-}
-
-// startNATSCluster starts n clustered JetStream servers on 127.0.0.1 and
-// waits until the cluster has a JetStream meta leader.
-func startNATSCluster(t *testing.T, n int) *natsCluster {
-	t.Helper()
-	routes := make([]string, n)
-	cports := make([]int, n)
-	for i := range n {
-		p := freePort(t)
-		fmt.Sscan(p, &cports[i])
-		routes[i] = "nats://127.0.0.1:" + p
-	}
-	c := &natsCluster{}
-	var urls []string
-	for i := range n {
-		opts := &server.Options{
-			ServerName: fmt.Sprintf("ferry-n%d", i), Host: "127.0.0.1", Port: -1,
-			JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true,
-			Cluster: server.ClusterOpts{Name: "ferry", Host: "127.0.0.1", Port: cports[i]},
-			Routes:  server.RoutesFromStr(strings.Join(routes, ",")),
-		}
-		srv, err := server.NewServer(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		go srv.Start()
-		t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-		if !srv.ReadyForConnections(20 * time.Second) {
-			t.Fatalf("nats server %d not ready", i)
-		}
-		c.servers = append(c.servers, srv)
-		urls = append(urls, srv.ClientURL())
-	}
-	c.urls = strings.Join(urls, ",")
-	nc, err := nats.Connect(c.urls)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitUntil(t, time.Minute, func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_, err := js.AccountInfo(ctx)
-		return err == nil
-	}, func() string { return "no JetStream meta leader in the cluster" })
-	return c
-}
-
 // scaleAgent is an agent process on the cluster with its loopback addresses.
 type scaleAgent struct {
 	name         string
@@ -95,11 +38,11 @@ type scaleAgent struct {
 
 // startScaleAgent starts `gateway agent -roles cloud` on the cluster with
 // replicated streams, in dir.
-func startScaleAgent(t *testing.T, bin, name, dir string, c *natsCluster) *scaleAgent {
+func startScaleAgent(t *testing.T, bin, name, dir string, c *enginetest.Cluster) *scaleAgent {
 	t.Helper()
 	a := &scaleAgent{name: name, cloud: freeAddr(t), admin: freeAddr(t)}
 	args := []string{"agent", "-data-dir", dir, "-roles", roleCloud,
-		"-nats-url", c.urls, "-nats-replicas", "3", "-campaign-tick", "50ms",
+		"-nats-url", c.URLs, "-nats-replicas", "3", "-campaign-tick", "50ms",
 		"-listen", a.cloud, "-admin-listen", a.admin, "-log-level", "warn"}
 	a.proc = startProcess(t, bin, args...)
 	tok, err := os.ReadFile(filepath.Join(dir, "admin-token"))
@@ -149,7 +92,7 @@ func shareKeys(t *testing.T, from, to string) {
 // and the checker must find every acknowledged message once, in order.
 func TestScaleOutSurvivesNodeAndAgentLoss(t *testing.T) {
 	bin := buildGateway(t)
-	cluster := startNATSCluster(t, 3)
+	cluster := enginetest.StartCluster(t, 3)
 	dirA, dirB := t.TempDir(), t.TempDir()
 	agentA := startScaleAgent(t, bin, "a", dirA, cluster)
 	shareKeys(t, dirA, dirB)
@@ -163,7 +106,7 @@ func TestScaleOutSurvivesNodeAndAgentLoss(t *testing.T) {
 
 	// The population, written to the replicated users bucket by a store of
 	// the test's own, which also watches the outcome.
-	nc, err := nats.Connect(cluster.urls, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	nc, err := nats.Connect(cluster.URLs, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +200,7 @@ func TestScaleOutSurvivesNodeAndAgentLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	victim.proc.wait(t, 10*time.Second)
-	cluster.servers[0].Shutdown()
+	cluster.Servers[0].Shutdown()
 	killedAt := time.Now()
 	t.Logf("killed agent %s (lease holder %q) with SIGKILL after %d of %d moves, and shut down NATS server 0",
 		victim.name, st.Driver.Holder, movedAtKill, want)

@@ -477,6 +477,56 @@ func (a *Audit) Query(ctx context.Context, q AuditQuery) ([]migrate.AuditEvent, 
 	if q.Limit <= 0 || q.Limit > MaxAuditQuery {
 		q.Limit = MaxAuditQuery
 	}
+	// A query only reads, so one that meets a cluster changing leaders
+	// (a server lost, a consumer placed on it) is simply asked again. A
+	// request lost with a leader must fail in the client's API timeout, not
+	// wait out ctx's deadline, so each attempt runs without that deadline
+	// (but ends when ctx does).
+	for attempt := 1; ; attempt++ {
+		actx, done := withoutDeadline(ctx)
+		evs, err := a.query(actx, q)
+		done()
+		if err == nil || ctx.Err() != nil || attempt == queryAttempts || !transient(err) {
+			return evs, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(time.Duration(attempt) * queryRetryPause):
+		}
+	}
+}
+
+// withoutDeadline returns a context that ends when ctx does but has no
+// deadline, so that the jetstream client puts its own API timeout on each
+// request made with it.
+func withoutDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	c, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, cancel)
+	return c, func() { stop(); cancel() }
+}
+
+// A query that meets a transient cluster error (see transient) is made
+// queryAttempts times in all, the k-th retry after k×queryRetryPause: about
+// 5 s of pauses, longer than a JetStream leader election takes.
+const (
+	queryAttempts   = 7
+	queryRetryPause = 250 * time.Millisecond
+)
+
+// transient reports whether err is one a JetStream cluster gives while it
+// elects a new leader for a stream, a consumer or its meta layer: nobody
+// answers a request yet, a request times out, a pull gets no heartbeat,
+// or the API says it is unavailable (503).
+func transient(err error) bool {
+	var api *jetstream.APIError
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoHeartbeat) ||
+		errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.As(err, &api) && api.Code == 503
+}
+
+// query is one attempt of Query, on a q already checked.
+func (a *Audit) query(ctx context.Context, q AuditQuery) ([]migrate.AuditEvent, error) {
 	c, u := "*", "*"
 	if q.Campaign != "" {
 		c = "c_" + q.Campaign
