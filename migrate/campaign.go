@@ -215,7 +215,8 @@ type Window struct {
 // Pace limits how fast the driver moves users.
 type Pace struct {
 	// PerMinute is the maximum number of transitions per minute; zero
-	// means DefaultPerMinute.
+	// means DefaultPerMinute. Only transitions that land count: the
+	// driver tries another user in place of a refused one.
 	PerMinute int `json:"per_minute,omitempty"`
 	// Windows are the change windows; none means any time.
 	Windows []Window `json:"windows,omitempty"`

@@ -147,6 +147,8 @@ const DefaultGuardrailEvery = time.Minute
 // Pacing is a token bucket per campaign: PerMinute tokens a minute, holding
 // at most one tick's worth (at least one), so that over any interval of L
 // the driver makes at most PerMinute·L/1m + max(1, PerMinute·Tick/1m) moves.
+// Only moves that land count: one that is refused, already made or failed
+// gives its token back to a candidate tried after it in the same tick.
 // Rollbacks are not paced and ignore windows and the freeze: they are the
 // way out of trouble.
 type Driver struct {
@@ -361,7 +363,8 @@ func (d *Driver) tickCap(c *Campaign) int {
 	return int(max(1, min(perTick, float64(d.cfg.MaxPerTick))))
 }
 
-// giveBack returns tokens taken for moves that did not happen.
+// giveBack returns tokens taken for moves that did not happen (the bucket
+// then holds what it held before they were taken).
 func (d *Driver) giveBack(c *Campaign, n int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -439,7 +442,7 @@ func SurveyCampaign(sn *Snapshot, c *Campaign, now time.Time, limit int, src Sha
 
 func (d *Driver) advance(ctx context.Context, c Campaign, frozen bool) error {
 	now := d.cfg.Now()
-	sv := SurveyCampaign(d.cfg.State.Snapshot(), &c, now, d.tickCap(&c), d.cfg.Shadow)
+	sv := SurveyCampaign(d.cfg.State.Snapshot(), &c, now, 2*d.tickCap(&c), d.cfg.Shadow)
 	defer func() {
 		if d.cfg.OnProgress != nil {
 			d.cfg.OnProgress(c.Name, c.Steps[c.Step].TargetBP, sv.ActualBP(), sv.HeldBack)
@@ -458,33 +461,50 @@ func (d *Driver) advance(ctx context.Context, c Campaign, frozen bool) error {
 		}
 		return d.stepDone(ctx, c, sv, now)
 	}
-	n := d.take(&c, now, len(sv.Moves))
-	moves := sv.Moves[:n]
+	// Every move of a tick is of the current step: its events share the
+	// maps (nothing changes them once built).
+	values := map[string]float64{"actual_bp": float64(sv.ActualBP()), "pending": float64(sv.Pending)}
+	thresholds := map[string]float64{"target_bp": float64(c.Steps[c.Step].TargetBP), "per_minute": float64(c.PerMinute())}
+	// The pace counts users moved. A move that does not land (refused
+	// because the user changed since the snapshot, already made by
+	// whoever counted it, failed) gives its token back, and the next
+	// round tries the survey's next candidates with it; the survey holds
+	// twice a tick's worth, and no candidate is tried twice in a tick.
+	for candidates := sv.Moves; len(candidates) > 0 && ctx.Err() == nil; {
+		n := d.take(&c, now, len(candidates))
+		if n == 0 {
+			return nil
+		}
+		moves := candidates[:n]
+		candidates = candidates[n:]
+		unmoved, err := d.makeMoves(ctx, c, now, moves, values, thresholds)
+		if err != nil || unmoved == 0 {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// makeMoves makes moves (all of c's current step) at now, audits their
+// outcomes, gives back the tokens of those that did not land and returns
+// how many those were.
+func (d *Driver) makeMoves(ctx context.Context, c Campaign, now time.Time, moves []Move, values, thresholds map[string]float64) (unmoved int, err error) {
 	ops := make([]UserOp, len(moves))
 	for i, m := range moves {
 		ops[i] = UserOp{User: m.User, Op: Op{ID: c.OpID(m.Step, m.User, m.To), To: m.To, At: now,
 			Reason: fmt.Sprintf("campaign %s step %d (target %d bp)", c.Name, m.Step, c.Steps[m.Step].TargetBP)}}
 	}
-	// Every move of a tick is of the current step: its events share the
-	// maps (nothing changes them once built).
-	values := map[string]float64{"actual_bp": float64(sv.ActualBP()), "pending": float64(sv.Pending)}
-	thresholds := map[string]float64{"target_bp": float64(c.Steps[c.Step].TargetBP), "per_minute": float64(c.PerMinute())}
 	events := moveEvents(now, c, moves, ops, func(ev *AuditEvent, m Move) {
 		ev.Values, ev.Thresholds = values, thresholds
 	})
 	results, audited := d.apply(ctx, ops, events)
-	if ctx.Err() != nil {
-		// Moves that failed for want of time did not happen (or will
-		// repeat harmlessly under the same op id): their tokens go back.
-		failed := 0
-		for _, r := range results {
-			if r != nil && !errors.Is(r, ErrIllegalTransition) && !errors.Is(r, ErrRepeated) {
-				failed++
-			}
+	for _, r := range results {
+		if r != nil {
+			unmoved++
 		}
-		d.giveBack(&c, failed)
 	}
-	return d.recordResults(ctx, c, moves, events, results, audited)
+	d.giveBack(&c, unmoved)
+	return unmoved, d.recordResults(ctx, c, moves, events, results, audited)
 }
 
 // auditGrace bounds the audit write of moves that landed after ctx ended.

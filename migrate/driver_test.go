@@ -536,3 +536,77 @@ func TestDriverAuditedMoverAuditsOnce(t *testing.T) {
 		}
 	})
 }
+
+// refusingMover refuses the first attempt of every user whose number is
+// even, as the store does when the user changed since the driver's
+// snapshot (its revision bumped, its phase kept); a later attempt goes
+// through.
+type refusingMover struct {
+	memMover
+	mu      sync.Mutex
+	refused map[string]bool
+}
+
+func (m *refusingMover) Transition(ctx context.Context, id string, op Op) (User, error) {
+	var n int
+	fmt.Sscanf(id, "u%05d", &n)
+	m.mu.Lock()
+	first := n%2 == 0 && !m.refused[id]
+	if first {
+		m.refused[id] = true
+	}
+	m.mu.Unlock()
+	if first {
+		cur, _ := m.st.Get(id)
+		cur.Revision++
+		m.st.Put(cur)
+		return User{}, &TransitionError{From: cur.Phase, To: op.To, Reason: "changed since the snapshot"}
+	}
+	return m.memMover.Transition(ctx, id, op)
+}
+
+// TestDriverPaceCountsLandedMoves: a refused move gives its token to the
+// next candidate, so a campaign whose moves are often refused still moves
+// its pace, and never more.
+func TestDriverPaceCountsLandedMoves(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, 1000, Campaign{Name: "pace", Steps: []Step{{TargetBP: BasisPoints}}, Pace: Pace{PerMinute: 120}})
+		m := &refusingMover{memMover: memMover{r.st}, refused: map[string]bool{}}
+		d, err := NewDriver(DriverConfig{State: r.st, Users: m, Campaigns: r.cs, Audit: r.audit, Tick: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.d = d
+		const minutes = 10
+		start := time.Now()
+		r.run(t, minutes*time.Minute+time.Millisecond)
+		m.mu.Lock()
+		refused := len(m.refused)
+		m.mu.Unlock()
+		if refused < 100 {
+			t.Fatalf("only %d moves refused: the test did not test", refused)
+		}
+		moves := r.audit.transitions()
+		if max := 120*minutes + 2; len(moves) > max || len(moves) < max-10 {
+			t.Errorf("%d transitions in %d minutes with %d refusals, want close to and at most %d", len(moves), minutes, refused, max)
+		}
+		perMinute := map[int]int{}
+		for _, e := range moves {
+			perMinute[int(e.At.Sub(start)/time.Minute)]++
+		}
+		for m, n := range perMinute {
+			if n > 122 {
+				t.Errorf("minute %d: %d transitions", m, n)
+			}
+		}
+		refusals := 0
+		for _, e := range r.audit.ev {
+			if e.Kind == AuditTransition && e.Result == ResultRefused {
+				refusals++
+			}
+		}
+		if refusals != refused {
+			t.Errorf("%d refusals audited, the mover refused %d", refusals, refused)
+		}
+	})
+}
