@@ -211,22 +211,27 @@ func TestDriverPacing(t *testing.T) {
 		const minutes = 10
 		start := time.Now()
 		r.run(t, minutes*time.Minute+time.Millisecond)
-		moves := r.audit.transitions()
-		// At most 120 a minute plus one tick's worth of burst (2).
-		if max := 120*minutes + 2; len(moves) > max || len(moves) < max-10 {
-			t.Errorf("%d transitions in %d minutes, want close to and at most %d", len(moves), minutes, max)
-		}
-		// No minute holds more than the pace plus the burst.
-		perMinute := map[int]int{}
-		for _, e := range moves {
-			perMinute[int(e.At.Sub(start)/time.Minute)]++
-		}
-		for m, n := range perMinute {
-			if n > 122 {
-				t.Errorf("minute %d: %d transitions", m, n)
-			}
-		}
+		checkPace(t, r.audit.transitions(), start, minutes)
 	})
+}
+
+// checkPace checks the transitions moves, made from start for minutes at
+// 120 a minute with a one-second tick: close to and at most 120 a minute
+// plus one tick's worth of burst (2) in all, and no minute above that.
+func checkPace(t *testing.T, moves []AuditEvent, start time.Time, minutes int) {
+	t.Helper()
+	if max := 120*minutes + 2; len(moves) > max || len(moves) < max-10 {
+		t.Errorf("%d transitions in %d minutes, want close to and at most %d", len(moves), minutes, max)
+	}
+	perMinute := map[int]int{}
+	for _, e := range moves {
+		perMinute[int(e.At.Sub(start)/time.Minute)]++
+	}
+	for m, n := range perMinute {
+		if n > 122 {
+			t.Errorf("minute %d: %d transitions", m, n)
+		}
+	}
 }
 
 func TestDriverWindowsAndFreeze(t *testing.T) {
@@ -586,19 +591,7 @@ func TestDriverPaceCountsLandedMoves(t *testing.T) {
 		if refused < 100 {
 			t.Fatalf("only %d moves refused: the test did not test", refused)
 		}
-		moves := r.audit.transitions()
-		if max := 120*minutes + 2; len(moves) > max || len(moves) < max-10 {
-			t.Errorf("%d transitions in %d minutes with %d refusals, want close to and at most %d", len(moves), minutes, refused, max)
-		}
-		perMinute := map[int]int{}
-		for _, e := range moves {
-			perMinute[int(e.At.Sub(start)/time.Minute)]++
-		}
-		for m, n := range perMinute {
-			if n > 122 {
-				t.Errorf("minute %d: %d transitions", m, n)
-			}
-		}
+		checkPace(t, r.audit.transitions(), start, minutes)
 		refusals := 0
 		for _, e := range r.audit.ev {
 			if e.Kind == AuditTransition && e.Result == ResultRefused {
