@@ -11,8 +11,10 @@ import (
 	"io"
 	"math"
 	"os/exec"
+	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -191,6 +193,7 @@ func (r *bridgeRig) run(ctx context.Context, c bridgeLoadCmd) (bridgeLoadResult,
 		}
 		total.Rate += res.Rate
 		total.Sent += res.Sent
+		total.CPU += res.CPU
 		total.Lat = append(total.Lat, res.Lat...)
 	}
 	return total, errors.Join(append(errs, ctx.Err())...)
@@ -213,21 +216,52 @@ func (r *bridgeRig) close() error {
 // closedLoop measures messages per second over path ("bridge" or
 // "direct") with every sender sending its next message when the last was
 // acknowledged, and appends the p99 of the recipients' latencies, in
-// microseconds, to p99s.
-// It also appends to cpus the CPU time the bench process (the agent:
-// engine, supernode, cloud, bridge) spent per message sent, in
-// microseconds: unlike a rate, that hardly moves when other work shares
-// the machine, so it says what each path costs the agent.
-func (r *bridgeRig) closedLoop(o benchOptions, path string, p99s, cpus *[]float64) measureFunc {
+// microseconds, to p99s and the run's CPU cost to cost.
+func (r *bridgeRig) closedLoop(o benchOptions, path string, p99s *[]float64, cost *cpuCost) measureFunc {
 	return func(ctx context.Context) (float64, error) {
-		cpu0 := processCPU()
-		res, err := r.run(ctx, bridgeLoadCmd{Op: "closed", Path: path, Duration: o.Duration})
-		if res.Sent > 0 {
-			*cpus = append(*cpus, micros(processCPU()-cpu0)/float64(res.Sent))
-		}
+		res, err := r.measured(ctx, bridgeLoadCmd{Op: "closed", Path: path, Duration: o.Duration}, cost)
 		*p99s = append(*p99s, micros(res.quantile(0.99)))
 		return res.Rate, err
 	}
+}
+
+// measured runs c like run and adds what it cost to cost.
+func (r *bridgeRig) measured(ctx context.Context, c bridgeLoadCmd, cost *cpuCost) (bridgeLoadResult, error) {
+	cpu0, t0 := processCPU(), time.Now()
+	res, err := r.run(ctx, c)
+	cost.add(processCPU()-cpu0, res.CPU, res.Sent, time.Since(t0))
+	return res, err
+}
+
+// cpuCost is the CPU time per message of one path's runs, one entry per
+// run, in microseconds: the bench process's (the agent: engine,
+// supernode, cloud, bridge; and bridge-intake's sink) and the load
+// processes'. Unlike a rate, that hardly moves when other work shares the
+// machine, so it says what each path costs. busy is the share of the
+// machine's cores the bench and load processes used together during the
+// run: near 1, the rate is bounded by CPU and the ratio of two rates is
+// the inverse ratio of their costs.
+type cpuCost struct{ agent, load, busy []float64 }
+
+func (c *cpuCost) add(agent, load time.Duration, sent int, wall time.Duration) {
+	if sent == 0 || wall <= 0 {
+		return
+	}
+	c.agent = append(c.agent, micros(agent)/float64(sent))
+	c.load = append(c.load, micros(load)/float64(sent))
+	c.busy = append(c.busy, float64(agent+load)/float64(wall)/float64(runtime.NumCPU()))
+}
+
+// percent formats a share (0.93) as a percentage ("93%").
+func percent(v float64) string { return fmt.Sprintf("%.0f%%", 100*v) }
+
+// total is the median of the runs' CPU per message over all processes.
+func (c *cpuCost) total() float64 {
+	xs := make([]float64, len(c.agent))
+	for i := range xs {
+		xs[i] = c.agent[i] + c.load[i]
+	}
+	return median(xs)
 }
 
 // processCPU is the CPU time (user and system) this process has used.
@@ -255,7 +289,8 @@ func benchBridge(ctx context.Context, o benchOptions) ([]benchRow, error) {
 		return nil, err
 	}
 	rows, err := func() ([]benchRow, error) {
-		var caseP99, floorP99, caseCPU, floorCPU []float64
+		var caseP99, floorP99 []float64
+		var caseCPU, floorCPU cpuCost
 		cs, fs, err := alternate(ctx, o.Runs, r.closedLoop(o, "bridge", &caseP99, &caseCPU), r.closedLoop(o, "direct", &floorP99, &floorCPU))
 		if err != nil {
 			return nil, fmt.Errorf("throughput: %w", err)
@@ -302,8 +337,8 @@ func benchBridge(ctx context.Context, o benchOptions) ([]benchRow, error) {
 				"closed loop, "+setup,
 				fmt.Sprintf("end-to-end p99 (send to the recipient's device): bridge %s µs, direct %s µs (medians of the runs); equal concurrency, not equal p99",
 					fmtNum(median(caseP99)), fmtNum(median(floorP99))),
-				fmt.Sprintf("agent CPU per message (bench process's CPU time over the closed-loop runs / messages sent, medians): bridge %s µs, direct %s µs; the load processes' CPU is not counted",
-					fmtNum(median(caseCPU)), fmtNum(median(floorCPU)))),
+				fmt.Sprintf("agent CPU per message (bench process's CPU time over the closed-loop runs / messages sent, medians): bridge %s µs, direct %s µs; the load processes' (legacy and cloud clients): bridge %s µs, direct %s µs",
+					fmtNum(median(caseCPU.agent)), fmtNum(median(floorCPU.agent)), fmtNum(median(caseCPU.load)), fmtNum(median(floorCPU.load)))),
 			addedRow("added-p50", "p50", bridgedP50, directP50, 100, schedule+"; "+setup),
 			addedRow("added-p99", "p99", bridgedP99, directP99, 1000,
 				"the bridged path adds a libp2p hop the direct path does not make: the legacy client's chat frame to the bridge and its ack, on a chat stream it keeps open, after a directory lookup it remembers for legacy.RouteCacheTTL; measured once every recipient's flip to the cloud had ended (no message held)",
@@ -329,6 +364,13 @@ func addedRow(measure, q string, bridged, direct []float64, target float64, note
 	if d < 0 {
 		note += ", negative: the bridged path measured faster than the direct one, noise larger than the bridge's cost at this load; read as 0"
 	}
+	// The runs alternate, so each turn's difference shows how far noise
+	// moves the figure.
+	turns := make([]string, min(len(bridged), len(direct)))
+	for i := range turns {
+		turns[i] = fmtNum(bridged[i] - direct[i])
+	}
+	note += fmt.Sprintf("; per turn (bridged run minus the direct run after it): %s µs", strings.Join(turns, ", "))
 	r.Notes = append([]string{note}, r.Notes...)
 	return r
 }
@@ -483,14 +525,15 @@ func benchBridgeIntake(ctx context.Context, o benchOptions) ([]benchRow, error) 
 	rows, err := func() ([]benchRow, error) {
 		// The same client code against both: one chat v2 stream per
 		// message from each legacy device, acknowledged by the other end.
-		intake := func(path string) measureFunc {
+		intake := func(path string, cost *cpuCost) measureFunc {
 			return func(ctx context.Context) (float64, error) {
-				res, err := r.run(ctx, bridgeLoadCmd{Op: "intake", Path: path, Duration: o.Duration})
+				res, err := r.measured(ctx, bridgeLoadCmd{Op: "intake", Path: path, Duration: o.Duration}, cost)
 				return res.Rate, err
 			}
 		}
+		var caseCPU, floorCPU cpuCost
 		bridgeBefore, cloudBefore := r.ba.histogram(bridgeDeliveryHist, "legacy_to_cloud"), r.ba.histogram(cloudSendHist, "")
-		cs, fs, err := alternate(ctx, o.Runs, intake("bridge"), intake("sink"))
+		cs, fs, err := alternate(ctx, o.Runs, intake("bridge", &caseCPU), intake("sink", &floorCPU))
 		if err != nil {
 			return nil, err
 		}
@@ -501,7 +544,11 @@ func benchBridgeIntake(ctx context.Context, o benchOptions) ([]benchRow, error) 
 			&benchTarget{Of: "ratio", Op: ">=", Value: 0.85},
 			fmt.Sprintf("%d legacy devices in %d load process(es), closed loop, one chat v2 stream per message, no directory lookup; agent and sink in the bench process, not pinned", o.Conns, len(r.load)),
 			fmt.Sprintf("per bridged message, mean: %s µs from the bridge taking it to the cloud's ack (%s), of which %s µs in the cloud service storing it (%s, server side); the rest is waiting for the cloud's answer (the cloud link and the cloud's dispatch, cloud/dispatch.go); measured once every recipient's flip to the cloud had ended, so no message was only held",
-				fmtNum(handled.meanMicros()), bridgeDeliveryHist, fmtNum(stored.meanMicros()), cloudSendHist))}, nil
+				fmtNum(handled.meanMicros()), bridgeDeliveryHist, fmtNum(stored.meanMicros()), cloudSendHist),
+			fmt.Sprintf("CPU per message over every process (medians of the runs): bridge %s µs (agent %s, load %s), sink %s µs (sink %s, load %s), a cost ratio of %s; the bench and load processes used %s and %s of the machine's %d cores during the bridge's and the sink's runs",
+				fmtNum(caseCPU.total()), fmtNum(median(caseCPU.agent)), fmtNum(median(caseCPU.load)),
+				fmtNum(floorCPU.total()), fmtNum(median(floorCPU.agent)), fmtNum(median(floorCPU.load)),
+				fmtNum(floorCPU.total()/caseCPU.total()), percent(median(caseCPU.busy)), percent(median(floorCPU.busy)), runtime.NumCPU()))}, nil
 	}()
 	return rows, errors.Join(err, r.close())
 }
@@ -558,6 +605,9 @@ type bridgeLoadResult struct {
 	Rate float64         `json:"rate"`
 	Sent int             `json:"sent"`
 	Lat  []time.Duration `json:"lat,omitempty"`
+	// CPU is the CPU time (user and system) the load process spent on
+	// the command, summed over the load processes by bridgeRig.run.
+	CPU time.Duration `json:"cpu_ns"`
 }
 
 // quantile returns the q quantile (0..1) of res's latencies, 0 when there
@@ -606,7 +656,10 @@ func bridgeLoad(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
 		} else if err != nil {
 			return fmt.Errorf("bridge load: read command: %w", err)
 		}
-		if err := answer(l.do(ctx, c)); err != nil {
+		cpu0 := processCPU()
+		res, err := l.do(ctx, c)
+		res.CPU = processCPU() - cpu0
+		if err := answer(res, err); err != nil {
 			return err
 		}
 	}
@@ -735,7 +788,14 @@ func (l *bridgeLoader) do(ctx context.Context, c bridgeLoadCmd) (bridgeLoadResul
 	case "open":
 		err = openLoop(ctx, c.Duration, c.PerSec, func(n int, due time.Time) error { return counted(n%k, due) })
 	case "intake":
-		res.Rate, err = rate(ctx, c.Duration, k, func(i int) error { return l.intake(ctx, c.Path, i) })
+		res.Rate, err = rate(ctx, c.Duration, k, func(i int) error {
+			if err := l.intake(ctx, c.Path, i); err != nil {
+				return err
+			}
+			sent.Add(1)
+			return nil
+		})
+		res.Sent = int(sent.Load())
 		return res, err
 	default:
 		return res, fmt.Errorf("unknown op %q", c.Op)
