@@ -2,6 +2,7 @@ package cloud
 
 import (
 	"sync"
+	"time"
 
 	"github.com/ferrygw/ferry/cloud/cloudwire"
 )
@@ -27,6 +28,10 @@ const maxBridgeInFlight = 64
 // Only the reader goroutine calls dispatch and wait.
 type dispatcher struct {
 	handle func(cloudwire.Frame)
+	// waited is told how long each request waited from being read to
+	// being handled: behind its user's earlier requests, then for its
+	// worker to run (gateway_cloud_bridge_queue_seconds).
+	waited func(time.Duration)
 	// closing and finished end a wait for a slot: the session is closing
 	// or its connection is gone.
 	closing, finished <-chan struct{}
@@ -38,14 +43,20 @@ type dispatcher struct {
 	// lanes holds, per acting user with a worker, the requests waiting
 	// behind the one being handled; a user is in lanes exactly while its
 	// worker runs.
-	lanes map[string][]cloudwire.Frame
+	lanes map[string][]request
 }
 
-func newDispatcher(handle func(cloudwire.Frame), closing, finished <-chan struct{}, limit int) *dispatcher {
+// request is a frame read from the session and when it was dispatched.
+type request struct {
+	f  cloudwire.Frame
+	at time.Time
+}
+
+func newDispatcher(handle func(cloudwire.Frame), waited func(time.Duration), closing, finished <-chan struct{}, limit int) *dispatcher {
 	return &dispatcher{
-		handle: handle, closing: closing, finished: finished,
+		handle: handle, waited: waited, closing: closing, finished: finished,
 		slots: make(chan struct{}, limit),
-		lanes: make(map[string][]cloudwire.Frame),
+		lanes: make(map[string][]request),
 	}
 }
 
@@ -60,23 +71,25 @@ func (d *dispatcher) dispatch(as string, f cloudwire.Frame) bool {
 		return false
 	}
 	d.wg.Add(1)
+	r := request{f: f, at: time.Now()}
 	d.mu.Lock()
 	if q, running := d.lanes[as]; running {
-		d.lanes[as] = append(q, f)
+		d.lanes[as] = append(q, r)
 		d.mu.Unlock()
 		return true
 	}
 	d.lanes[as] = nil
 	d.mu.Unlock()
-	go d.work(as, f)
+	go d.work(as, r)
 	return true
 }
 
-// work handles f and then the requests queued behind it for as, and exits
+// work handles r and then the requests queued behind it for as, and exits
 // when none is left.
-func (d *dispatcher) work(as string, f cloudwire.Frame) {
+func (d *dispatcher) work(as string, r request) {
 	for {
-		d.handle(f)
+		d.waited(time.Since(r.at))
+		d.handle(r.f)
 		<-d.slots
 		d.wg.Done()
 		d.mu.Lock()
@@ -86,8 +99,8 @@ func (d *dispatcher) work(as string, f cloudwire.Frame) {
 			d.mu.Unlock()
 			return
 		}
-		f = q[0]
-		q[0] = nil
+		r = q[0]
+		q[0] = request{}
 		d.lanes[as] = q[1:]
 		d.mu.Unlock()
 	}

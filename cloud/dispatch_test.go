@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -228,4 +229,40 @@ func TestBridgeInFlightBound(t *testing.T) {
 	if n := entered.Load(); n != users {
 		t.Errorf("%d requests handled, want %d", n, users)
 	}
+}
+
+// TestDispatcherReportsQueueWait: a request read while its user's earlier
+// one is being handled reports the time it waited behind it; another
+// user's request, and a user's first, wait for nothing.
+func TestDispatcherReportsQueueWait(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		var mu sync.Mutex
+		var waits []time.Duration
+		handle := func(f cloudwire.Frame) {
+			if f.(cloudwire.Send).Text == "slow" {
+				<-release
+			}
+		}
+		waited := func(d time.Duration) {
+			mu.Lock()
+			waits = append(waits, d)
+			mu.Unlock()
+		}
+		never := make(chan struct{})
+		d := newDispatcher(handle, waited, never, never, 8)
+		for _, s := range []cloudwire.Send{{As: "a", Text: "slow"}, {As: "a", Text: "next"}, {As: "b", Text: "other"}} {
+			if !d.dispatch(s.As, s) {
+				t.Fatal("dispatch refused")
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+		close(release)
+		d.wait()
+		slices.Sort(waits)
+		want := []time.Duration{0, 0, 10 * time.Millisecond}
+		if !slices.Equal(waits, want) {
+			t.Fatalf("waits %v, want %v", waits, want)
+		}
+	})
 }

@@ -39,6 +39,7 @@ type metrics struct {
 	sends        *prometheus.CounterVec
 	receipts     *prometheus.CounterVec
 	sendSeconds  prometheus.Histogram
+	bridgeQueue  prometheus.Histogram
 	events       *prometheus.CounterVec
 	liveLag      prometheus.Histogram
 	syncSeconds  prometheus.Histogram
@@ -85,6 +86,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		sendSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "gateway_cloud_send_duration_seconds",
 			Help:    "Time from a send frame to its ack being queued (log, inbox and idempotency writes).",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14),
+		}),
+		bridgeQueue: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "gateway_cloud_bridge_queue_seconds",
+			Help:    "Time a bridge session's send or receipt waited from being read to being handled: behind the earlier requests of the same legacy user, which are handled one at a time in order.",
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14),
 		}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -146,7 +152,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, c := range []prometheus.Collector{
 		m.sessions, m.handshakes, m.closes, m.frames, m.sends, m.receipts,
-		m.sendSeconds, m.events, m.liveLag, m.syncSeconds, m.conflicts, m.settingUp,
+		m.sendSeconds, m.bridgeQueue, m.events, m.liveLag, m.syncSeconds, m.conflicts, m.settingUp,
 		m.placeholders, m.framesSent, m.nodes, m.reaped, m.callsReaped, m.puppets,
 	} {
 		if err := reg.Register(c); err != nil {

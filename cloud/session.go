@@ -778,7 +778,8 @@ func (s *session) handleFrame(buf *bytes.Buffer, typ int, err error) bool {
 // creating it at the first; false means stop reading.
 func (s *session) dispatch(as string, f cloudwire.Frame) bool {
 	if s.disp == nil {
-		s.disp = newDispatcher(s.handleRequest, s.closing, s.writerDone, maxBridgeInFlight)
+		waited := func(d time.Duration) { s.svc.m.bridgeQueue.Observe(d.Seconds()) }
+		s.disp = newDispatcher(s.handleRequest, waited, s.closing, s.writerDone, maxBridgeInFlight)
 	}
 	return s.disp.dispatch(as, f)
 }

@@ -307,14 +307,15 @@ func benchBridge(ctx context.Context, o benchOptions) ([]benchRow, error) {
 		// The agent's own histograms over each path's runs: the bridge's
 		// segment (taking a message to the cloud's ack) and the cloud's
 		// storing of a send, to say where the bridged path's tail is.
-		var bridgeSeg, bridgedStore, directStore histSum
+		var bridgeSeg, bridgedQueue, bridgedStore, directStore histSum
 		atHalf := func(path string, p50s, p99s *[]float64) measureFunc {
 			return func(ctx context.Context) (float64, error) {
-				seg0, store0 := r.ba.histogram(bridgeDeliveryHist, "legacy_to_cloud"), r.ba.histogram(cloudSendHist, "")
+				seg0, queue0, store0 := r.ba.histogram(bridgeDeliveryHist, "legacy_to_cloud"), r.ba.histogram(bridgeQueueHist, ""), r.ba.histogram(cloudSendHist, "")
 				res, err := r.run(ctx, bridgeLoadCmd{Op: "open", Path: path, Duration: latDur, PerSec: half})
 				store := r.ba.histogram(cloudSendHist, "").minus(store0)
 				if path == "bridge" {
 					bridgeSeg.add(r.ba.histogram(bridgeDeliveryHist, "legacy_to_cloud").minus(seg0))
+					bridgedQueue.add(r.ba.histogram(bridgeQueueHist, "").minus(queue0))
 					bridgedStore.add(store)
 				} else {
 					directStore.add(store)
@@ -327,6 +328,7 @@ func benchBridge(ctx context.Context, o benchOptions) ([]benchRow, error) {
 		if _, _, err := alternate(ctx, o.Runs, atHalf("bridge", &bridgedP50, &bridgedP99), atHalf("direct", &directP50, &directP99)); err != nil {
 			return nil, fmt.Errorf("latency at half load: %w", err)
 		}
+		queueShare, queueBound := bridgedQueue.shareAbove(0.001)
 		procs := fmt.Sprintf("%d load process(es)", len(r.load))
 		setup := fmt.Sprintf("%d legacy and %d cloud senders, one cloud recipient each, all in %s talking to the agent (engine, supernode, cloud, bridge) over loopback, not pinned", o.Conns, o.Conns, procs)
 		schedule := fmt.Sprintf("open loop at %s messages/s (half the bridge's median throughput, at least 50 a run) for %s a run on both paths, the same schedule, latency from the time each message was due to its arrival at the recipient, %s messages measured a run (median); at most %d messages in flight per sender (the bridge resets streams beyond %d per peer), a message waiting for a slot counts its wait",
@@ -342,8 +344,9 @@ func benchBridge(ctx context.Context, o benchOptions) ([]benchRow, error) {
 			addedRow("added-p50", "p50", bridgedP50, directP50, 100, schedule+"; "+setup),
 			addedRow("added-p99", "p99", bridgedP99, directP99, 1000,
 				"the bridged path adds a libp2p hop the direct path does not make: the legacy client's chat frame to the bridge and its ack, on a chat stream it keeps open, after a directory lookup it remembers for legacy.RouteCacheTTL; measured once every recipient's flip to the cloud had ended (no message held)",
-				fmt.Sprintf("inside the agent at half load (from its histograms, linear within buckets): the bridge's segment, taking a message to the cloud's ack (%s), p50 %s µs, p99 %s µs; the cloud storing a send (%s) p99 %s µs on the bridged runs, %s µs on the direct ones",
+				fmt.Sprintf("inside the agent at half load (from its histograms, linear within buckets): the bridge's segment, taking a message to the cloud's ack (%s), p50 %s µs, p99 %s µs; within it, a send waiting in the cloud behind its legacy user's earlier ones (%s, cloud/dispatch.go) p99 %s µs, %s of sends over %s µs; the cloud storing a send (%s) p99 %s µs on the bridged runs, %s µs on the direct ones; the rest of the segment is the bridge's cloud link, both ways",
 					bridgeDeliveryHist, fmtNum(bridgeSeg.quantileMicros(0.5)), fmtNum(bridgeSeg.quantileMicros(0.99)),
+					bridgeQueueHist, fmtNum(bridgedQueue.quantileMicros(0.99)), percent(queueShare), fmtNum(queueBound*1e6),
 					cloudSendHist, fmtNum(bridgedStore.quantileMicros(0.99)), fmtNum(directStore.quantileMicros(0.99)))),
 		}, nil
 	}()
@@ -380,6 +383,7 @@ func addedRow(measure, q string, bridged, direct []float64, target float64, note
 const (
 	bridgeDeliveryHist = "gateway_bridge_delivery_seconds"
 	cloudSendHist      = "gateway_cloud_send_duration_seconds"
+	bridgeQueueHist    = "gateway_cloud_bridge_queue_seconds"
 	bridgeHeldCounter  = "gateway_bridge_flip_held_total"
 )
 
@@ -421,6 +425,16 @@ func (h histSum) meanMicros() float64 {
 		return math.NaN()
 	}
 	return h.sum / float64(h.count) * 1e6
+}
+
+// shareAbove is the share of h's samples above the first bucket bound at
+// or over b seconds, and that bound (NaN and 0 when there are none).
+func (h histSum) shareAbove(b float64) (share, bound float64) {
+	i, _ := slices.BinarySearch(h.bounds, b)
+	if h.count == 0 || i >= len(h.cum) {
+		return math.NaN(), 0
+	}
+	return 1 - float64(h.cum[i])/float64(h.count), h.bounds[i]
 }
 
 // quantileMicros estimates the q-quantile in microseconds as Prometheus's
