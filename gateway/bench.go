@@ -26,7 +26,7 @@ type benchOptions struct {
 	Duration time.Duration // length of one timed run
 	Conns    int           // concurrent connections of a throughput run
 	N        int           // idle connections of cloud-idle, clients of reconnect, ...
-	NSet     bool          // -n was given (reconnect's default is not N's)
+	NSet     bool          // -n was given (cloud-idle's and reconnect's defaults are not N's)
 	Procs    int           // client processes of cloud-idle and reconnect
 	Smoke    bool          // tiny sizes: checks the harness, measures nothing
 	Pin      benchPin      // where the server and load sides run (bench_pin.go)
@@ -124,7 +124,7 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.IntVar(&o.Runs, "runs", 3, "runs of the case and of the floor each (at least 3)")
 	fs.DurationVar(&o.Duration, "duration", 2*time.Second, "length of one timed run")
 	fs.IntVar(&o.Conns, "conns", 8, "concurrent connections in throughput runs")
-	fs.IntVar(&o.N, "n", 1000, "idle connections in cloud-idle (10000 for the real figure); group members in cloud-fanout (at most 200); clients in sim (at most 2000); clients in reconnect (default 10000)")
+	fs.IntVar(&o.N, "n", 1000, "idle connections in cloud-idle (default 10000); group members in cloud-fanout (at most 200); clients in sim (at most 2000); clients in reconnect (default 10000)")
 	fs.IntVar(&o.Procs, "procs", 0, "load processes: for cloud-idle and reconnect, 0 means one per 2,500 connections; for bridge and bridge-intake, the sender pairs are split over them, 0 means one")
 	fs.BoolVar(&o.Smoke, "smoke", false, "tiny sizes, to check that the harness works; the figures mean nothing")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")

@@ -334,7 +334,15 @@ func waitCount(ctx context.Context, what string, count func() int, want int) err
 	}
 }
 
+// cloudIdleN is cloud-idle's number of idle sessions when -n is not
+// given: its targets are per connection at 10,000 of them (README,
+// Performance).
+const cloudIdleN = 10000
+
 func benchCloudIdle(ctx context.Context, o benchOptions) ([]benchRow, error) {
+	if !o.NSet && !o.Smoke {
+		o.N = cloudIdleN
+	}
 	procs := o.Procs
 	if procs <= 0 {
 		procs = (o.N + 2499) / 2500
