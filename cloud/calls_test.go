@@ -2,6 +2,8 @@ package cloud
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -53,7 +55,27 @@ func dialDevice(tb testing.TB, n *node, user, id string) device {
 	tb.Helper()
 	c := n.dial(tb, user, id, 0)
 	collect(c)
+	waitOnRecord(tb, n, user, id)
 	return device{c, &liveCollector{ch: c.Live()}}
+}
+
+// waitOnRecord waits until n has user's device id on record as online. A
+// session records its device after the welcome the dial waits for; a call
+// placed in between would not find the device (and would find it older
+// than what another device did after the dial).
+func waitOnRecord(tb testing.TB, n *node, user, id string) {
+	tb.Helper()
+	deadline := time.Now().Add(waitFor)
+	for {
+		devs, err := n.svc.store.onlineDevices(context.Background(), user)
+		if err == nil && slices.Contains(devs, id) {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s's device %s not on record as online after %v (%v)", user, id, waitFor, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // bobDevices dials b1, b2, b3 and makes b2 the most recently active (b1
@@ -64,7 +86,17 @@ func bobDevices(tb testing.TB, n *node) map[string]device {
 	for _, id := range []string{"b1", "b2", "b3"} {
 		d[id] = dialDevice(tb, n, "bob", id)
 	}
-	if err := d["b2"].c.SetPresence(context.Background(), cloudwire.PresenceActive); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if err := d["b2"].c.SetPresence(ctx, cloudwire.PresenceActive); err != nil {
+		tb.Fatal(err)
+	}
+	// A presence frame has no answer, and b2's own announce when it
+	// connected may be what b1 sees below. A session handles its requests
+	// in order, so once a later one is answered (here not_found: the
+	// conversation is empty) b2 is on record as active since SetPresence.
+	var se *ServerError
+	if _, err := d["b2"].c.History(ctx, cloudwire.History{Conv: cloudwire.DirectConversationID("alice", "bob"), Limit: 1}); err != nil && !errors.As(err, &se) {
 		tb.Fatal(err)
 	}
 	d["b1"].live.next(tb, func(f cloudwire.Frame) bool {
