@@ -12,9 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/ferrygw/ferry/gateway/engine/enginetest"
 	"github.com/ferrygw/ferry/migrate"
 	"github.com/ferrygw/ferry/migrate/migratestore"
@@ -106,15 +103,7 @@ func TestScaleOutSurvivesNodeAndAgentLoss(t *testing.T) {
 
 	// The population, written to the replicated users bucket by a store of
 	// the test's own, which also watches the outcome.
-	nc, err := nats.Connect(cluster.URLs, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := cluster.JetStream(t)
 	state, err := migrate.NewState()
 	if err != nil {
 		t.Fatal(err)

@@ -24,15 +24,7 @@ func TestAuditQueryRidesOutLeaderLoss(t *testing.T) {
 		t.Skip("starts a three-node cluster")
 	}
 	c := enginetest.StartCluster(t, 3)
-	nc, err := nats.Connect(c.URLs, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := c.JetStream(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	a, err := NewAudit(ctx, js, "", 3)

@@ -76,3 +76,20 @@ func StartCluster(tb testing.TB, n int) *Cluster {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// JetStream connects to every server of c, reconnecting every 50 ms for as
+// long as it takes (a test that stops a server goes on with the others),
+// and closes the connection at cleanup.
+func (c *Cluster) JetStream(tb testing.TB) jetstream.JetStream {
+	tb.Helper()
+	nc, err := nats.Connect(c.URLs, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return js
+}
