@@ -65,6 +65,9 @@ type benchRow struct {
 	Target  *benchTarget         `json:"target"` // nil: for reference only
 	Met     *bool                `json:"met"`    // nil when there is no target
 	Notes   []string             `json:"notes,omitempty"`
+	// CPU is where the benchmark's first comparison spent this process's
+	// CPU (-explain; the benchmark's first row only).
+	CPU *benchCPU `json:"cpu,omitempty"`
 }
 
 type benchPair[T any] struct {
@@ -92,7 +95,7 @@ var benchmarks = []benchmark{
 	{"reconnect", "resyncs/s of 10,000 cloud clients after a restart of the cloud service vs the same clients and a bare WebSocket server", benchReconnect},
 }
 
-const benchUsage = `Usage: gateway bench NAME|all [-format text|json] [-runs K] [-duration D] [-conns C] [-n N] [-procs P] [-pin] [-smoke] [-cpuprofile FILE]
+const benchUsage = `Usage: gateway bench NAME|all [-format text|json] [-runs K] [-duration D] [-conns C] [-n N] [-procs P] [-pin] [-smoke] [-cpuprofile FILE] [-explain]
 
 Each benchmark runs its case and its floor in turns, -runs times each, in
 the same process, and prints the medians, the ratio case/floor, the target
@@ -128,6 +131,7 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.IntVar(&o.Procs, "procs", 0, "load processes: for cloud-idle and reconnect, 0 means one per 2,500 connections; for bridge and bridge-intake, the sender pairs are split over them, 0 means one")
 	fs.BoolVar(&o.Smoke, "smoke", false, "tiny sizes, to check that the harness works; the figures mean nothing")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
+	explain := fs.Bool("explain", false, "profile each benchmark's first comparison, case and floor apart, and print where this process's CPU went, by part of the program (not with -cpuprofile)")
 	gcPercent := fs.Int("gc-percent", 0, "the garbage collector's GOGC, as agent -gc-percent (0: Go's default); $GOGC takes precedence")
 	gcBulk := fs.Int("gc-percent-bulk", defaultBulkGCPercent, "the GOGC while users move in bulk, as agent -gc-percent-bulk (0: not raised)")
 	pin := fs.Bool("pin", false, "pin this process (the server side) to CPU 0 and load processes to CPU 1 with taskset, when it is installed and 2 CPUs are available")
@@ -142,6 +146,9 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	if *format != "text" && *format != "json" {
 		return fmt.Errorf("%w: -format must be text or json", errUsage)
+	}
+	if *explain && *cpuProfile != "" {
+		return fmt.Errorf("%w: -explain and -cpuprofile both take the CPU profile; give one", errUsage)
 	}
 	if o.Runs < 3 {
 		return fmt.Errorf("%w: -runs must be at least 3", errUsage)
@@ -180,9 +187,17 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	var rows []benchRow
 	for _, b := range selected {
 		fmt.Fprintf(stderr, "bench %s...\n", b.name)
-		rs, err := b.run(ctx, o)
+		bctx, ex := ctx, (*explainer)(nil)
+		if *explain {
+			ex = &explainer{}
+			bctx = withExplainer(ctx, ex)
+		}
+		rs, err := b.run(bctx, o)
 		if err != nil {
 			return fmt.Errorf("bench %s: %w", b.name, err)
+		}
+		if ex != nil && len(rs) > 0 {
+			rs[0].CPU = ex.result(rs[0].Unit)
 		}
 		rows = append(rows, rs...)
 	}
@@ -216,6 +231,11 @@ func printBenchTable(w io.Writer, rows []benchRow) error {
 		for _, n := range r.Notes {
 			notes = append(notes, fmt.Sprintf("%s/%s: %s", r.Name, r.Measure, n))
 		}
+		if r.CPU != nil {
+			for _, l := range explainLines(r.CPU) {
+				notes = append(notes, fmt.Sprintf("%s/%s: cpu: %s", r.Name, r.Measure, l))
+			}
+		}
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -245,6 +265,11 @@ type measureFunc func(ctx context.Context) (float64, error)
 // alternate runs c and f in turns, runs times each, starting with the case,
 // so that drift of a shared machine hits both alike.
 func alternate(ctx context.Context, runs int, c, f measureFunc) (cs, fs []float64, err error) {
+	if ex := claimExplainer(ctx); ex != nil {
+		caseFn, floorFn := c, f
+		c = func(ctx context.Context) (float64, error) { return ex.measure(ctx, 0, caseFn) }
+		f = func(ctx context.Context) (float64, error) { return ex.measure(ctx, 1, floorFn) }
+	}
 	for range runs {
 		for _, m := range []struct {
 			fn  measureFunc

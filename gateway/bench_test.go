@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ferrygw/ferry/cloud/cloudwire"
 )
@@ -85,6 +87,61 @@ func TestBenchSmoke(t *testing.T) {
 	}
 }
 
+// TestBenchExplain runs a short benchmark with -explain and checks that
+// its first row says where each side's CPU went, in JSON and in text. The
+// runs are short (200 ms, about 20 samples each): the shares are checked
+// for shape, not for figures.
+func TestBenchExplain(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), []string{"bench", "cloud-rtt", "-explain", "-duration", "200ms", "-conns", "2", "-format", "json"}, &out, &errOut); err != nil {
+		t.Fatalf("bench: %v\n%s", err, errOut.String())
+	}
+	var rows []benchRow
+	if err := json.Unmarshal(out.Bytes(), &rows); err != nil {
+		t.Fatalf("output: %v\n%s", err, out.String())
+	}
+	if len(rows) == 0 || rows[0].CPU == nil {
+		t.Fatalf("the first row has no cpu:\n%s", out.String())
+	}
+	for i, r := range rows[1:] {
+		if r.CPU != nil {
+			t.Errorf("row %d has a cpu too", i+1)
+		}
+	}
+	for name, s := range map[string]cpuSide{"case": rows[0].CPU.Case, "floor": rows[0].CPU.Floor} {
+		if s.CoresBusy <= 0 || s.CPUPerItem <= 0 {
+			t.Errorf("%s: cores busy %v, cpu per item %v µs: want both positive", name, s.CoresBusy, s.CPUPerItem)
+		}
+		if s.Samples == 0 {
+			t.Errorf("%s: no profile samples in %v of runs", name, 3*200*time.Millisecond)
+			continue
+		}
+		sum := 0.0
+		for i, p := range s.Parts {
+			sum += p.Share
+			if p.Syscalls > p.Share || (i > 0 && p.Share > s.Parts[i-1].Share) {
+				t.Errorf("%s: part %d %+v out of order or with more system calls than CPU", name, i, p)
+			}
+		}
+		if sum < 0.999 || sum > 1.001 {
+			t.Errorf("%s: shares add up to %v", name, sum)
+		}
+	}
+	if !slices.ContainsFunc(rows[0].CPU.Case.Parts, func(p cpuPart) bool { return p.Part == "NATS server (JetStream)" }) {
+		t.Errorf("the cloud's case spent nothing in the NATS server: %+v", rows[0].CPU.Case.Parts)
+	}
+
+	out.Reset()
+	if err := run(context.Background(), []string{"bench", "cloud-rtt", "-smoke", "-explain"}, &out, &errOut); err != nil {
+		t.Fatalf("bench (text): %v", err)
+	}
+	for _, side := range []string{"case", "floor"} {
+		if !strings.Contains(out.String(), "cpu: "+side+" runs: ") {
+			t.Errorf("text output lacks the %s side's cpu:\n%s", side, out.String())
+		}
+	}
+}
+
 func mustJSON(t *testing.T, v any) []byte {
 	t.Helper()
 	b, err := json.Marshal(v)
@@ -120,7 +177,7 @@ func TestBenchRow(t *testing.T) {
 }
 
 func TestBenchUsage(t *testing.T) {
-	for _, args := range [][]string{{"bench"}, {"bench", "nope"}, {"bench", "floor", "-runs", "2"}, {"bench", "floor", "-format", "xml"}} {
+	for _, args := range [][]string{{"bench"}, {"bench", "nope"}, {"bench", "floor", "-runs", "2"}, {"bench", "floor", "-format", "xml"}, {"bench", "floor", "-explain", "-cpuprofile", "/dev/null"}} {
 		var out, errOut bytes.Buffer
 		if err := run(context.Background(), args, &out, &errOut); err == nil {
 			t.Errorf("%q: no error", args)
