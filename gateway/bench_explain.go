@@ -223,6 +223,10 @@ var loadFrames = []string{
 // allocation counts for the code that made it; else the garbage collector,
 // or the runtime and standard library.
 func partOf(stack []string) string {
+	stack = slices.Clone(stack)
+	for i, fn := range stack {
+		stack[i] = generated(fn)
+	}
 	for _, fn := range stack {
 		for _, l := range loadFrames {
 			if strings.HasPrefix(fn, l) {
@@ -253,6 +257,19 @@ func partOf(stack []string) string {
 	return partRuntimeStd
 }
 
+// generated is the function a compiler-generated one is for: the hash or
+// equality of a type ("type:.hash.github.com/a/b.T" -> "github.com/a/b.T").
+func generated(fn string) string {
+	rest, ok := strings.CutPrefix(fn, "type:.")
+	if !ok {
+		return fn
+	}
+	if _, name, ok := strings.Cut(rest, "."); ok {
+		return name
+	}
+	return fn
+}
+
 // isStd reports whether fn is in Go's runtime or standard library: its
 // package path's first element has no dot (runtime, net/http, ...), and
 // it is not package main.
@@ -276,10 +293,20 @@ func pkgPath(fn string) string {
 }
 
 // repoOf is a function's module repository, as far as its name shows it:
-// "github.com/owner/repo/pkg.F" -> "github.com/owner/repo".
+// "github.com/owner/repo/pkg.F" -> "github.com/owner/repo",
+// "golang.org/x/crypto/pkg.F" -> "golang.org/x/crypto", and on other
+// hosts the first two elements: "go.uber.org/fx/internal.F" ->
+// "go.uber.org/fx".
 func repoOf(fn string) string {
-	parts := strings.SplitN(pkgPath(fn), "/", 4)
-	return strings.Join(parts[:min(len(parts), 3)], "/")
+	parts := strings.Split(pkgPath(fn), "/")
+	n := 2
+	switch {
+	case parts[0] == "github.com" || parts[0] == "gitlab.com" || parts[0] == "bitbucket.org":
+		n = 3
+	case parts[0] == "golang.org" && len(parts) > 1 && parts[1] == "x":
+		n = 3
+	}
+	return strings.Join(parts[:min(len(parts), n)], "/")
 }
 
 // inSyscall reports whether a stack is in a system call.

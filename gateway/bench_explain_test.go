@@ -27,6 +27,8 @@ func TestPartOf(t *testing.T) {
 		{"package main", []string{"runtime.chansend", "main.openLoop.func1"}, "ferry gateway (agent and bench harness)"},
 		{"another module by repository", []string{"github.com/libp2p/go-yamux/v5.(*Session).send"}, "libp2p"},
 		{"an unnamed module", []string{"golang.org/x/crypto/chacha20poly1305.(*chacha20poly1305).seal"}, "golang.org/x/crypto"},
+		{"another host's module", []string{"go.uber.org/fx/internal/lifecycle.(*Lifecycle).Start"}, "go.uber.org/fx"},
+		{"a compiler-generated hash counts for its type", []string{"runtime.memhash", "type:.hash.github.com/hashicorp/go-memdb.indexEntry"}, "go-memdb"},
 		{"the collector", []string{"runtime.scanobject", "runtime.gcDrain", "runtime.gcBgMarkWorker"}, partRuntimeGC},
 		{"runtime alone", []string{"runtime.findRunnable", "runtime.schedule", "runtime.mcall"}, partRuntimeStd},
 		{"empty", nil, partRuntimeStd},
