@@ -335,12 +335,19 @@ func explainLines(c *benchCPU) []string {
 				rest += p.Share
 			}
 		}
-		if rest > 0 {
+		switch {
+		case percent(rest) != "0%":
 			parts = append(parts, "other "+percent(rest))
+		case rest > 0:
+			parts = append(parts, "other under 1%")
 		}
 		per := ""
 		if s.CPUPerItem > 0 {
 			per = fmt.Sprintf(", %s µs of CPU per item counted", fmtNum(s.CPUPerItem))
+		}
+		if s.Samples == 0 {
+			return fmt.Sprintf("%s runs: %.2f cores busy (this process)%s; no profile samples: the runs were too short to say where the CPU went (10 ms of CPU a sample)",
+				name, s.CoresBusy, per)
 		}
 		return fmt.Sprintf("%s runs: %.2f cores busy (this process)%s; of its profiled CPU (%d samples), system calls %s; by part: %s",
 			name, s.CoresBusy, per, s.Samples, percent(s.Syscalls), strings.Join(parts, ", "))

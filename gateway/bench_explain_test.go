@@ -83,3 +83,25 @@ func TestSideProfileShares(t *testing.T) {
 }
 
 func near(a, b float64) bool { return a-b < 1e-9 && b-a < 1e-9 }
+
+// TestExplainLines: a side with no samples says so instead of listing no
+// parts; the others list their parts, the small ones as other.
+func TestExplainLines(t *testing.T) {
+	lines := explainLines(&benchCPU{
+		Case: cpuSide{CoresBusy: 1.5, CPUPerItem: 120, Syscalls: 0.2, Samples: 300, Parts: []cpuPart{
+			{"NATS server (JetStream)", 0.6, 0.1}, {"ferry cloud", 0.395, 0.1}, {"libp2p", 0.005, 0}}},
+		Floor: cpuSide{CoresBusy: 0.1},
+	})
+	want := []string{
+		"case runs: 1.50 cores busy (this process), 120 µs of CPU per item counted; of its profiled CPU (300 samples), system calls 20%; by part: NATS server (JetStream) 60% (10% in system calls), ferry cloud 40% (10% in system calls), other under 1%",
+		"floor runs: 0.10 cores busy (this process); no profile samples: the runs were too short to say where the CPU went (10 ms of CPU a sample)",
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("%d lines, want %d: %q", len(lines), len(want), lines)
+	}
+	for i := range want {
+		if lines[i] != want[i] {
+			t.Errorf("line %d:\n got %s\nwant %s", i, lines[i], want[i])
+		}
+	}
+}
