@@ -63,14 +63,13 @@ type explainer struct {
 
 // sideProfile accumulates one side's runs.
 type sideProfile struct {
-	byPart   map[string]int64 // CPU nanoseconds by part
-	sysPart  map[string]int64 // of which in system calls
-	syscalls int64
-	items    float64 // the runs' figures times their wall time
-	total    int64
-	samples  int64
-	cpu      time.Duration
-	wall     time.Duration
+	byPart  map[string]int64 // CPU nanoseconds by part
+	sysPart map[string]int64 // of which in system calls
+	items   float64          // the runs' figures times their wall time
+	total   int64
+	samples int64
+	cpu     time.Duration
+	wall    time.Duration
 }
 
 type explainKey struct{}
@@ -141,7 +140,6 @@ func (sp *sideProfile) add(p *profile.Profile) {
 		sp.byPart[part] += v
 		if inSyscall(stack) {
 			sp.sysPart[part] += v
-			sp.syscalls += v
 		}
 		sp.total += v
 		sp.samples += s.Value[0]
@@ -160,10 +158,10 @@ func (sp *sideProfile) result(rate bool) cpuSide {
 	if sp.total == 0 {
 		return out
 	}
-	out.Syscalls = float64(sp.syscalls) / float64(sp.total)
 	for part, v := range sp.byPart {
-		out.Parts = append(out.Parts, cpuPart{Part: part, Share: float64(v) / float64(sp.total),
-			Syscalls: float64(sp.sysPart[part]) / float64(sp.total)})
+		p := cpuPart{Part: part, Share: float64(v) / float64(sp.total), Syscalls: float64(sp.sysPart[part]) / float64(sp.total)}
+		out.Parts = append(out.Parts, p)
+		out.Syscalls += p.Syscalls
 	}
 	slices.SortFunc(out.Parts, func(a, b cpuPart) int {
 		return cmp.Or(cmp.Compare(b.Share, a.Share), cmp.Compare(a.Part, b.Part))
@@ -223,10 +221,6 @@ var loadFrames = []string{
 // allocation counts for the code that made it; else the garbage collector,
 // or the runtime and standard library.
 func partOf(stack []string) string {
-	stack = slices.Clone(stack)
-	for i, fn := range stack {
-		stack[i] = generated(fn)
-	}
 	for _, fn := range stack {
 		for _, l := range loadFrames {
 			if strings.HasPrefix(fn, l) {
@@ -235,6 +229,7 @@ func partOf(stack []string) string {
 		}
 	}
 	for _, fn := range stack {
+		fn = generated(fn)
 		if isStd(fn) {
 			continue
 		}
